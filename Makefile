@@ -1,0 +1,33 @@
+# Every target creates the virtual environment and installs the pinned packages when needed.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EXP ?= seq
+DATA_DIR ?= $(firstword $(wildcard ../shared/data))
+DATA_FLAG := $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
+ARGS ?=
+
+.PHONY: install test lint train bench ablations clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	RNN_JAX_DATA_DIR=$${RNN_JAX_DATA_DIR:-$(DATA_DIR)} $(PY) -m pytest -q $(ARGS)
+
+lint: install
+	$(PY) -m ruff check rnn_jax tests experiments
+
+train: install
+	$(PY) -m rnn_jax.train --exp $(EXP) $(DATA_FLAG) $(ARGS)
+
+bench: install
+	$(PY) -m rnn_jax.bench $(DATA_FLAG) $(ARGS)
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,123 @@
+"""Run configuration: one frozen dataclass, a registry of named experiments, and its CLI."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    sampling: str = "seq"  # "seq": state carried across minibatches | "random": reset per minibatch
+    activation: str = "tanh"  # key of model.ACTIVATIONS
+    encoder: str = "onehot"  # key of model.ENCODERS
+    clip_norm: float | None = 1.0  # None: no gradient clipping
+    detach: bool = True  # False: backprop through the whole epoch's chain of minibatches
+    hidden: int = 512
+    embed_dim: int = 32  # used only when encoder == "embed"
+    batch_size: int = 32
+    num_steps: int = 35
+    max_tokens: int = 10_000  # training tokens from the start of the book; -1: all of them
+    lr: float = 1.0
+    epochs: int = 500
+    seed: int = 0
+    backward: str = "fused"  # "fused": hand-written VJP of the scan | "autodiff": jax.grad of it
+    matmul_dtype: str = "float32"  # operand dtype of the matrix products ("bfloat16": f32 accumulate)
+    predict_every: int = 10  # epochs between greedy 'time traveller' predictions; 0: never
+
+
+BASE = Config()
+EXPERIMENTS: dict[str, Config] = {
+    "seq": BASE,
+    "random": dataclasses.replace(BASE, sampling="random"),
+    "tiny": dataclasses.replace(BASE, hidden=16, batch_size=2, num_steps=6, max_tokens=2_000, epochs=2),
+}
+
+CHOICES = {
+    "sampling": ("seq", "random"),
+    "activation": ("tanh", "relu"),
+    "encoder": ("onehot", "embed"),
+    "backward": ("fused", "autodiff"),
+    "matmul_dtype": ("float32", "bfloat16"),
+}
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message says which field and why."""
+
+
+def validate(cfg: Config) -> Config:
+    """Raises ConfigError naming the first impossible field; returns cfg unchanged otherwise."""
+    for name, allowed in CHOICES.items():
+        if getattr(cfg, name) not in allowed:
+            raise ConfigError(f"{name}={getattr(cfg, name)!r} is not one of {', '.join(allowed)}")
+    for name in ("hidden", "embed_dim", "batch_size", "num_steps", "epochs"):
+        if getattr(cfg, name) <= 0:
+            raise ConfigError(f"{name} must be a positive integer, got {getattr(cfg, name)}")
+    if cfg.max_tokens == 0 or cfg.max_tokens < -1:
+        raise ConfigError(f"max_tokens must be positive or -1 (the whole corpus), got {cfg.max_tokens}")
+    if not cfg.lr > 0:
+        raise ConfigError(f"lr must be positive, got {cfg.lr}")
+    if cfg.clip_norm is not None and not cfg.clip_norm > 0:
+        raise ConfigError(f"clip_norm must be positive (or 'none' for no clipping), got {cfg.clip_norm}")
+    if cfg.predict_every < 0:
+        raise ConfigError(f"predict_every must be >= 0, got {cfg.predict_every}")
+    return cfg
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(d: dict) -> Config:
+    """Inverse of to_dict; unknown keys are an error (a config from another version)."""
+    names = {f.name for f in dataclasses.fields(Config)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
+    return Config(**d)
+
+
+def _parser_for(tp):
+    """argparse type for a field annotation: int, float, str, bool, or `X | None` ('none')."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
+        inner = _parser_for(next(a for a in args if a is not type(None)))
+
+        def parse_optional(s: str):
+            return None if s.lower() == "none" else inner(s)
+        parse_optional.__name__ = f"{inner.__name__} or 'none'"
+        return parse_optional
+    if tp is bool:
+        def parse_bool(s: str) -> bool:
+            if s.lower() in ("1", "true", "yes", "on"):
+                return True
+            if s.lower() in ("0", "false", "no", "off"):
+                return False
+            raise argparse.ArgumentTypeError(f"expected true or false, got {s!r}")
+        parse_bool.__name__ = "bool"
+        return parse_bool
+    return tp
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One typed flag per Config field (num_steps -> --num-steps); absent flags leave no attribute."""
+    hints = typing.get_type_hints(Config)
+    group = parser.add_argument_group("config overrides (default: the experiment's value)")
+    for f in dataclasses.fields(Config):
+        parse = _parser_for(hints[f.name])
+        group.add_argument(
+            "--" + f.name.replace("_", "-"), dest=f.name, type=parse, default=argparse.SUPPRESS,
+            choices=CHOICES.get(f.name), metavar=None if f.name in CHOICES else f.name.upper(),
+            help=f"(default in base: {f.default})",
+        )
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The named experiment with every given override applied, validated."""
+    if args.exp not in EXPERIMENTS:
+        raise ConfigError(f"unknown experiment {args.exp!r}; known: {', '.join(EXPERIMENTS)}")
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)}
+    return validate(dataclasses.replace(EXPERIMENTS[args.exp], **overrides))

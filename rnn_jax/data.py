@@ -1,0 +1,221 @@
+"""Corpus, vocabulary and the book's two minibatch schemes, as NumPy arrays (pure in seed, epoch)."""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+TIME_MACHINE_URL = "http://d2l-data.s3-accelerate.amazonaws.com/timemachine.txt"
+TIME_MACHINE_SHA1 = "090b5e7e70c295757f55df93cb0a180b9691891a"
+TIME_MACHINE_FILE = "timemachine.txt"
+UNK = "<unk>"
+
+
+class DataError(ValueError):
+    """A corpus problem the user can fix; the message says what happened and what to do."""
+
+
+# ----------------------------------------------------------------------------- text
+def preprocess(text: str) -> str:
+    """The book's cleaning: per line, runs of non-letters -> one space, strip, lowercase; join with ''."""
+    return "".join(re.sub("[^A-Za-z]+", " ", line).strip().lower() for line in text.split("\n"))
+
+
+_GUTENBERG_START = re.compile(r"^\*\*\*\s*START OF (THE|THIS) PROJECT GUTENBERG.*$", re.M | re.I)
+_GUTENBERG_END = re.compile(r"^\*\*\*\s*END OF (THE|THIS) PROJECT GUTENBERG.*$", re.M | re.I)
+
+
+def strip_gutenberg(text: str) -> str:
+    """Drops a Project Gutenberg header and licence (text outside the START/END markers), if present."""
+    start, end = _GUTENBERG_START.search(text), _GUTENBERG_END.search(text)
+    if start:
+        text_end = end.start() if end and end.start() > start.end() else len(text)
+        return text[start.end():text_end]
+    return text
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """Reads a UTF-8 text file (universal newlines), with errors that say which file and why."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"corpus file {path} does not exist (or is not a file); "
+                        "pass --corpus PATH to an existing text file")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except UnicodeDecodeError as e:
+        raise DataError(f"corpus file {path} is not valid UTF-8 ({e.reason} at byte {e.start}); "
+                        "convert it to UTF-8 first") from None
+    except OSError as e:
+        raise DataError(f"cannot read corpus file {path}: {e.strerror}") from None
+
+
+# ----------------------------------------------------------------------------- vocabulary
+class Vocab:
+    """Characters <-> ids: `<unk>` = 0, then tokens by descending frequency, ties by first occurrence."""
+
+    def __init__(self, tokens: list[str]):
+        if not tokens or tokens[0] != UNK:
+            raise DataError(f"a vocabulary must start with {UNK!r}")
+        self.idx_to_token = list(tokens)
+        self.token_to_idx = {t: i for i, t in enumerate(self.idx_to_token)}
+
+    @classmethod
+    def build(cls, text: str) -> Vocab:
+        counts = collections.Counter(text)  # insertion-ordered, and sorted() is stable: ties by first seen
+        return cls([UNK] + [t for t, _ in sorted(counts.items(), key=lambda kv: kv[1], reverse=True)])
+
+    def __len__(self) -> int:
+        return len(self.idx_to_token)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Vocab) and self.idx_to_token == other.idx_to_token
+
+    def unknown(self, text: str) -> collections.Counter:
+        """Counts of the characters of `text` that are not in the vocabulary."""
+        return collections.Counter(c for c in text if c not in self.token_to_idx)
+
+    def encode(self, text: str) -> np.ndarray:
+        get = self.token_to_idx.get
+        return np.fromiter((get(c, 0) for c in text), dtype=np.int32, count=len(text))
+
+    def decode(self, ids) -> str:
+        return "".join(self.idx_to_token[int(i)] for i in ids)
+
+    def save(self, path: str | os.PathLike) -> None:
+        Path(path).write_text(json.dumps({"idx_to_token": self.idx_to_token}, ensure_ascii=False))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Vocab:
+        return cls(json.loads(Path(path).read_text())["idx_to_token"])
+
+
+# ----------------------------------------------------------------------------- where the corpus comes from
+def cache_dir() -> Path:
+    return Path(os.environ.get("RNN_JAX_CACHE") or Path.home() / ".cache" / "rnn_jax")
+
+
+def sha1_of(path: str | os.PathLike) -> str:
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+
+
+def _checked(path: Path, source: str) -> Path:
+    if not path.is_file():
+        raise DataError(f"{source}: {path} does not exist; put the book's {TIME_MACHINE_FILE} there, "
+                        "or pass --corpus PATH for another text")
+    got = sha1_of(path)
+    if got != TIME_MACHINE_SHA1:
+        raise DataError(f"{source}: {path} has SHA-1 {got}, not the book's {TIME_MACHINE_SHA1}; "
+                        "replace it with the book's file, or pass it as --corpus PATH to train on it anyway")
+    return path
+
+
+def download(url: str, dest: Path, sha1: str, timeout: float = 60.0) -> Path:
+    """Downloads url to dest atomically, keeping it only if its SHA-1 matches."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False, suffix=".part") as tmp:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as r:
+                shutil.copyfileobj(r, tmp)
+        except (OSError, ValueError) as e:
+            tmp.close()
+            os.unlink(tmp.name)
+            raise DataError(f"could not download {url} ({e}); without network, get {TIME_MACHINE_FILE} "
+                            "some other way and pass --data-dir DIR or set RNN_JAX_DATA_DIR") from None
+    got = sha1_of(tmp.name)
+    if got != sha1:
+        os.unlink(tmp.name)
+        raise DataError(f"the download of {url} has SHA-1 {got}, expected {sha1}; nothing was kept. "
+                        "Retry later, or pass --data-dir DIR holding the book's file")
+    os.replace(tmp.name, dest)
+    return dest
+
+
+def resolve_corpus(corpus: str | None = None, data_dir: str | None = None) -> Path:
+    """--corpus PATH, else --data-dir DIR, else $RNN_JAX_DATA_DIR, else the cache, else a verified download."""
+    if corpus:
+        path = Path(corpus).expanduser()
+        if not path.is_file():
+            raise DataError(f"--corpus {corpus}: no such file")
+        return path
+    if data_dir:
+        return _checked(Path(data_dir).expanduser() / TIME_MACHINE_FILE, "--data-dir")
+    if os.environ.get("RNN_JAX_DATA_DIR"):
+        return _checked(Path(os.environ["RNN_JAX_DATA_DIR"]) / TIME_MACHINE_FILE, "RNN_JAX_DATA_DIR")
+    cached = cache_dir() / TIME_MACHINE_FILE
+    if cached.is_file() and sha1_of(cached) == TIME_MACHINE_SHA1:
+        return cached
+    url = os.environ.get("RNN_JAX_DATA_URL", TIME_MACHINE_URL)
+    return download(url, cached, TIME_MACHINE_SHA1)
+
+
+def load_corpus(path: str | os.PathLike, max_tokens: int = -1) -> tuple[np.ndarray, Vocab]:
+    """Token ids of the cleaned text (first max_tokens; -1: all) and the vocabulary of the whole text."""
+    text = preprocess(strip_gutenberg(read_text(path)))
+    if not text:
+        raise DataError(f"corpus {path} has no letters after cleaning; is it the right file?")
+    vocab = Vocab.build(text)
+    tokens = vocab.encode(text)
+    return (tokens if max_tokens < 0 else tokens[:max_tokens]), vocab
+
+
+# ----------------------------------------------------------------------------- minibatches
+def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
+    """The data-order generator of one epoch: a pure function of (seed, epoch), so resumes are exact."""
+    return np.random.default_rng([seed, epoch])
+
+
+def seq_batches(corpus: np.ndarray, batch_size: int, num_steps: int, rng: np.random.Generator):
+    """Sequential partitioning: (X_NBT, Y_NBT); row r of minibatch i+1 continues row r of minibatch i."""
+    offset = int(rng.integers(0, num_steps + 1))  # inclusive upper bound, as in the book
+    n = (len(corpus) - offset - 1) // batch_size * batch_size
+    xs = corpus[offset:offset + n].reshape(batch_size, -1)
+    ys = corpus[offset + 1:offset + 1 + n].reshape(batch_size, -1)
+    num_batches = xs.shape[1] // num_steps
+    cut = num_batches * num_steps
+    split = lambda a: a[:, :cut].reshape(batch_size, num_batches, num_steps).transpose(1, 0, 2)
+    return split(xs), split(ys)
+
+
+def random_batches(corpus: np.ndarray, batch_size: int, num_steps: int, rng: np.random.Generator):
+    """Random sampling: (X_NBT, Y_NBT) of non-overlapping subsequences at shuffled starts."""
+    corpus = corpus[int(rng.integers(0, num_steps)):]
+    num_subseqs = (len(corpus) - 1) // num_steps
+    starts = rng.permutation(num_subseqs) * num_steps
+    num_batches = num_subseqs // batch_size
+    starts = starts[:num_batches * batch_size].reshape(num_batches, batch_size)
+    idx = starts[..., None] + np.arange(num_steps)
+    return corpus[idx], corpus[idx + 1]
+
+
+SCHEMES = {"seq": seq_batches, "random": random_batches}
+
+
+def min_batches(num_tokens: int, batch_size: int, num_steps: int, sampling: str) -> int:
+    """Minibatches per epoch at the least favourable random offset."""
+    if sampling == "seq":
+        return (num_tokens - num_steps - 1) // batch_size // num_steps
+    return (num_tokens - num_steps) // num_steps // batch_size
+
+
+def check_length(num_tokens: int, batch_size: int, num_steps: int, sampling: str) -> None:
+    if min_batches(num_tokens, batch_size, num_steps, sampling) < 1:
+        need = batch_size * num_steps + num_steps + 1
+        raise DataError(f"the training corpus has {num_tokens} tokens, too few for one minibatch of "
+                        f"batch_size={batch_size} x num_steps={num_steps} with {sampling} sampling "
+                        f"(needs about {need}); use a longer corpus, a larger --max-tokens, "
+                        "or a smaller --batch-size / --num-steps")
+
+
+def epoch_batches(corpus: np.ndarray, cfg, epoch: int):
+    """All minibatches of one epoch of cfg's scheme: (X_NBT, Y_NBT) int32."""
+    return SCHEMES[cfg.sampling](corpus, cfg.batch_size, cfg.num_steps, epoch_rng(cfg.seed, epoch))

@@ -1,0 +1,30 @@
+import os
+from pathlib import Path
+
+import jax
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _data_dir() -> Path:
+    env = os.environ.get("RNN_JAX_DATA_DIR")
+    return Path(env) if env else REPO.parent / "shared" / "data"
+
+
+DATA_DIR = _data_dir()
+TIME_MACHINE = DATA_DIR / "timemachine.txt"
+WAR_OF_THE_WORLDS = DATA_DIR / "war_of_the_worlds.txt"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not TIME_MACHINE.is_file():
+        pytest.fail(f"the tests read the corpus from {DATA_DIR}; set RNN_JAX_DATA_DIR to a directory "
+                    "holding timemachine.txt")
+    return DATA_DIR
+
+
+@pytest.fixture
+def key():
+    return jax.random.key(0)

@@ -1,0 +1,218 @@
+import hashlib
+import http.server
+import threading
+
+import numpy as np
+import pytest
+
+from rnn_jax import data
+
+BOOK_VOCAB = ["<unk>", " ", "e", "t", "a", "i", "n", "o", "s", "h", "r", "d", "l", "m", "u", "c", "f",
+              "w", "g", "y", "p", "b", "v", "k", "x", "z", "j", "q"]
+
+
+@pytest.fixture(scope="module")
+def book(data_dir):
+    return data.load_corpus(data_dir / "timemachine.txt")
+
+
+def test_preprocess_is_the_books_per_line_cleaning():
+    text = "The Time--Machine,\n  by H. G. Wells [1898]\n\nHim\nwas 42 ok\r\n"
+    assert data.preprocess(text) == "the time machineby h g wellshimwas ok"
+
+
+def test_vocabulary_corpus_length_and_first_tokens(book):
+    tokens, vocab = book
+    assert vocab.idx_to_token == BOOK_VOCAB
+    assert len(tokens) == 170_580
+    assert vocab.decode(tokens[:30]) == "the time machine by h g wellsi"
+    assert tokens.dtype == np.int32 and tokens.min() >= 1  # no <unk> in the book itself
+
+
+def test_max_tokens_truncates_the_corpus_not_the_vocabulary(data_dir, book):
+    tokens, vocab = data.load_corpus(data_dir / "timemachine.txt", max_tokens=10_000)
+    assert len(tokens) == 10_000
+    np.testing.assert_array_equal(tokens, book[0][:10_000])
+    assert vocab == book[1]
+
+
+def test_vocab_ties_by_first_occurrence_and_unknowns_map_to_unk():
+    vocab = data.Vocab.build("abcabcxd")
+    assert vocab.idx_to_token == ["<unk>", "a", "b", "c", "x", "d"]
+    np.testing.assert_array_equal(vocab.encode("a?d"), [1, 0, 5])
+    assert vocab.unknown("a?!?") == {"?": 2, "!": 1}
+    assert vocab.decode(vocab.encode("cab")) == "cab"
+
+
+def test_vocab_round_trips_through_json(tmp_path, book):
+    book[1].save(tmp_path / "vocab.json")
+    assert data.Vocab.load(tmp_path / "vocab.json") == book[1]
+
+
+@pytest.mark.parametrize("sampling", ["seq", "random"])
+def test_book_settings_give_eight_minibatches_every_epoch(book, sampling):
+    corpus = book[0][:10_000]
+    for epoch in range(40):
+        X, Y = data.SCHEMES[sampling](corpus, 32, 35, data.epoch_rng(0, epoch))
+        assert X.shape == Y.shape == (8, 32, 35)
+    assert data.min_batches(10_000, 32, 35, sampling) == 8
+
+
+@pytest.mark.parametrize("sampling", ["seq", "random"])
+def test_targets_are_the_inputs_shifted_by_one(book, sampling):
+    corpus = book[0][:10_000]
+    X, Y = data.SCHEMES[sampling](corpus, 32, 35, data.epoch_rng(3, 1))
+    np.testing.assert_array_equal(Y[..., :-1], X[..., 1:])
+    # the last target is the corpus token that follows the window
+    starts = _window_starts(corpus, X)
+    np.testing.assert_array_equal(Y[..., -1], corpus[starts + 35])
+
+
+def _window_starts(corpus, X):
+    """Where each window X[i, b] starts in the corpus (asserting it occurs there)."""
+    T = X.shape[-1]
+    windows = np.lib.stride_tricks.sliding_window_view(corpus, T)
+    starts = np.empty(X.shape[:2], np.int64)
+    for i, b in np.ndindex(*X.shape[:2]):
+        hits = np.flatnonzero((windows == X[i, b]).all(axis=1))
+        assert hits.size, "window not found in the corpus"
+        starts[i, b] = hits[0]
+    return starts
+
+
+def test_sequential_rows_continue_across_minibatches(book):
+    corpus = book[0][:10_000]
+    for epoch in range(5):
+        X, _ = data.seq_batches(corpus, 32, 35, data.epoch_rng(0, epoch))
+        rows = X.transpose(1, 0, 2).reshape(32, -1)  # row r of minibatch i+1 continues row r of i
+        offset = int(np.flatnonzero((np.lib.stride_tricks.sliding_window_view(corpus, 35)
+                                     == X[0, 0]).all(1))[0])
+        assert 0 <= offset <= 35
+        row_len = (len(corpus) - offset - 1) // 32
+        for r in range(32):
+            start = offset + r * row_len
+            np.testing.assert_array_equal(rows[r], corpus[start:start + rows.shape[1]])
+
+
+def test_random_sampling_uses_disjoint_windows_at_one_offset(book):
+    corpus = book[0][:10_000]
+    X, _ = data.random_batches(corpus, 32, 35, data.epoch_rng(0, 7))
+    starts = _window_starts(corpus, X).ravel()
+    assert len(set(starts % 35)) == 1 and starts.min() % 35 < 35  # one offset in [0, 34]
+    assert len(set(starts)) == starts.size  # no window twice
+    assert np.all(np.diff(np.sort(starts)) >= 35)  # non-overlapping
+
+
+def test_minibatches_are_pure_in_seed_and_epoch(book):
+    corpus = book[0][:10_000]
+    a = data.random_batches(corpus, 32, 35, data.epoch_rng(1, 2))[0]
+    b = data.random_batches(corpus, 32, 35, data.epoch_rng(1, 2))[0]
+    c = data.random_batches(corpus, 32, 35, data.epoch_rng(1, 3))[0]
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("sampling", ["seq", "random"])
+def test_corpus_too_short_for_one_minibatch_is_a_clear_error(sampling):
+    with pytest.raises(data.DataError, match="too few for one minibatch.*--batch-size"):
+        data.check_length(500, 32, 35, sampling)
+    data.check_length(32 * 35 + 36, 32, 35, sampling)
+
+
+def test_gutenberg_header_and_licence_are_stripped(data_dir):
+    raw = (data_dir / "war_of_the_worlds.txt").read_text(encoding="utf-8")
+    body = data.strip_gutenberg(raw)
+    assert "Project Gutenberg" in raw[:2000] and "PROJECT GUTENBERG" not in body.upper()[:500]
+    assert "LICENSE" not in body.upper()[-3000:]
+    assert "THE WAR OF THE WORLDS" in body[:2000].upper()
+    assert data.strip_gutenberg("plain text") == "plain text"
+
+
+# ------------------------------------------------------------------ where the corpus comes from
+def test_explicit_corpus_and_data_dir_win(tmp_path, monkeypatch, data_dir):
+    monkeypatch.setenv("RNN_JAX_DATA_DIR", str(tmp_path / "nowhere"))
+    other = tmp_path / "other.txt"
+    other.write_text("abc")
+    assert data.resolve_corpus(corpus=str(other)) == other
+    assert data.resolve_corpus(data_dir=str(data_dir)) == data_dir / "timemachine.txt"
+
+
+def test_env_variable_then_cache(tmp_path, monkeypatch, data_dir):
+    monkeypatch.setenv("RNN_JAX_DATA_DIR", str(data_dir))
+    assert data.resolve_corpus() == data_dir / "timemachine.txt"
+    monkeypatch.delenv("RNN_JAX_DATA_DIR")
+    monkeypatch.setenv("RNN_JAX_CACHE", str(tmp_path))
+    (tmp_path / "timemachine.txt").write_bytes((data_dir / "timemachine.txt").read_bytes())
+    monkeypatch.setenv("RNN_JAX_DATA_URL", "http://127.0.0.1:9/unreachable")  # must not be used
+    assert data.resolve_corpus() == tmp_path / "timemachine.txt"
+
+
+def test_wrong_file_in_data_dir_names_the_sha1(tmp_path):
+    (tmp_path / "timemachine.txt").write_text("not the book")
+    with pytest.raises(data.DataError, match="SHA-1 .* not the book's 090b5e7e"):
+        data.resolve_corpus(data_dir=str(tmp_path))
+    with pytest.raises(data.DataError, match="does not exist"):
+        data.resolve_corpus(data_dir=str(tmp_path / "missing"))
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """Serves tmp_path/www on loopback."""
+    root = tmp_path / "www"
+    root.mkdir()
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(root), **kw)
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_download_is_verified_and_cached(tmp_path, monkeypatch, data_dir, http_server):
+    root, url = http_server
+    monkeypatch.delenv("RNN_JAX_DATA_DIR", raising=False)
+    monkeypatch.setenv("RNN_JAX_CACHE", str(tmp_path / "cache"))
+    (root / "timemachine.txt").write_bytes((data_dir / "timemachine.txt").read_bytes())
+    monkeypatch.setenv("RNN_JAX_DATA_URL", f"{url}/timemachine.txt")
+    path = data.resolve_corpus()
+    assert path == tmp_path / "cache" / "timemachine.txt"
+    assert hashlib.sha1(path.read_bytes()).hexdigest() == data.TIME_MACHINE_SHA1
+
+
+def test_download_with_wrong_sha1_keeps_nothing(tmp_path, monkeypatch, http_server):
+    root, url = http_server
+    monkeypatch.delenv("RNN_JAX_DATA_DIR", raising=False)
+    monkeypatch.setenv("RNN_JAX_CACHE", str(tmp_path / "cache"))
+    (root / "timemachine.txt").write_text("tampered")
+    monkeypatch.setenv("RNN_JAX_DATA_URL", f"{url}/timemachine.txt")
+    with pytest.raises(data.DataError, match="SHA-1 .*expected 090b5e7e.*nothing was kept"):
+        data.resolve_corpus()
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_failed_download_says_what_to_do(tmp_path, monkeypatch, http_server):
+    _, url = http_server
+    monkeypatch.delenv("RNN_JAX_DATA_DIR", raising=False)
+    monkeypatch.setenv("RNN_JAX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("RNN_JAX_DATA_URL", f"{url}/missing.txt")
+    with pytest.raises(data.DataError, match="could not download .*--data-dir"):
+        data.resolve_corpus()
+
+
+def test_unreadable_corpora_are_clear_errors(tmp_path):
+    with pytest.raises(data.DataError, match="no such file"):
+        data.resolve_corpus(corpus=str(tmp_path / "nope.txt"))
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("caf\xe9 au lait".encode("latin-1"))
+    with pytest.raises(data.DataError, match="not valid UTF-8"):
+        data.load_corpus(bad)
+    empty = tmp_path / "digits.txt"
+    empty.write_text("1234 5678\n")
+    with pytest.raises(data.DataError, match="no letters"):
+        data.load_corpus(empty)
