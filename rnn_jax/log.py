@@ -114,7 +114,8 @@ def plot_curve(rows: list[dict], path: Path, title: str = "") -> None:
             ax.plot(*zip(*pts), label=label)
     ax.set(xlabel="epoch", ylabel="perplexity", yscale="log", title=title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    if ax.lines:
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -8,7 +8,8 @@ hand-written backward pass (`recurrence`), which is what training uses by defaul
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp

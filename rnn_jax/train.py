@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import sys
 import time
@@ -56,7 +55,7 @@ def init_state(cfg: Config, vocab_size: int, tx: optax.GradientTransformation) -
 
 def _apply(tx, state: TrainState, grads, loss):
     """One optimizer update, kept only when loss and gradient are finite (else state is unchanged)."""
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     new = (optax.apply_updates(state.params, updates), opt_state)

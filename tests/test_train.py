@@ -1,0 +1,228 @@
+import dataclasses
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rnn_jax import config, data, model, train
+
+TINY = config.EXPERIMENTS["tiny"]
+
+
+def batches(cfg, n=3, vocab=28, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.integers(1, vocab, (n, cfg.batch_size, cfg.num_steps), dtype=np.int32)
+    return X, np.roll(X, -1, axis=-1)
+
+
+def test_loss_at_initialisation_is_close_to_ln_vocab(data_dir):
+    cfg = config.BASE
+    tokens, vocab = data.load_corpus(data_dir / "timemachine.txt", cfg.max_tokens)
+    X, Y = data.epoch_batches(tokens, cfg, 1)
+    state = train.init_state(cfg, len(vocab), train.make_optimizer(cfg))
+    loss, _ = train.loss_fn(state.params, model.init_hidden(cfg.batch_size, cfg.hidden), X[0], Y[0], cfg)
+    assert abs(float(loss) - math.log(28)) < 0.01
+
+
+def test_clipping_matches_the_global_norm_formula(key):
+    cfg = dataclasses.replace(TINY, clip_norm=1.0, lr=1.0)
+    tx = train.make_optimizer(cfg)
+    grads = {"a": jax.random.normal(key, (4, 5)), "b": jnp.arange(3.0)}
+    norm = math.sqrt(sum(float(jnp.sum(g ** 2)) for g in jax.tree.leaves(grads)))
+    assert norm > 1
+    updates, _ = tx.update(grads, tx.init(grads))
+    for u, g in zip(jax.tree.leaves(updates), jax.tree.leaves(grads)):
+        np.testing.assert_allclose(u, -g / norm, rtol=1e-6)  # g * theta / ||g||, then -lr
+    small = jax.tree.map(lambda g: g / (10 * norm), grads)
+    updates, _ = tx.update(small, tx.init(small))
+    for u, g in zip(jax.tree.leaves(updates), jax.tree.leaves(small)):
+        np.testing.assert_array_equal(u, -g)  # under the threshold: untouched
+
+
+def test_huge_clip_norm_steps_exactly_like_no_clipping():
+    X, Y = batches(TINY)
+    results = []
+    for clip in (1e9, None):
+        cfg = dataclasses.replace(TINY, clip_norm=clip, lr=3.0)
+        tx = train.make_optimizer(cfg)
+        state, _ = train.make_train_epoch(cfg, tx)(train.init_state(cfg, 28, tx), X, Y)
+        results.append(state.params)
+    for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1])):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("sampling", ["seq", "random"])
+def test_epoch_scan_equals_a_loop_of_train_steps(sampling):
+    cfg = dataclasses.replace(TINY, sampling=sampling)
+    tx = train.make_optimizer(cfg)
+    X, Y = batches(cfg)
+    state, metrics = train.make_train_epoch(cfg, tx)(train.init_state(cfg, 28, tx), X, Y)
+
+    step = train.make_train_step(cfg, tx)
+    ref = train.init_state(cfg, 28, tx)
+    h = model.init_hidden(cfg.batch_size, cfg.hidden)
+    losses = []
+    for x, y in zip(X, Y):
+        if sampling == "random":
+            h = model.init_hidden(cfg.batch_size, cfg.hidden)
+        ref, h, m = step(ref, h, x, y)
+        losses.append(float(m["loss"]))
+    np.testing.assert_allclose(metrics["loss"], losses, rtol=1e-5)
+    assert int(state.step) == int(ref.step) == len(X)
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(ref.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_sequential_carries_state_and_random_resets_it():
+    X, Y = batches(TINY)
+    X[1:] = X[0]
+    Y[1:] = Y[0]  # the same minibatch three times
+    losses = {}
+    for sampling in ("seq", "random"):
+        cfg = dataclasses.replace(TINY, sampling=sampling, lr=1e-12)  # parameters stay put
+        tx = train.make_optimizer(cfg)
+        losses[sampling] = train.make_train_epoch(cfg, tx)(train.init_state(cfg, 28, tx), X, Y)[1]["loss"]
+    assert losses["random"][0] == losses["random"][1] == losses["random"][2]
+    assert losses["seq"][0] == losses["random"][0] and losses["seq"][1] != losses["seq"][0]
+
+
+def test_fused_and_autodiff_training_agree():
+    X, Y = batches(TINY)
+    out = {}
+    for backward in ("fused", "autodiff"):
+        cfg = dataclasses.replace(TINY, backward=backward)
+        tx = train.make_optimizer(cfg)
+        out[backward] = train.make_train_epoch(cfg, tx)(train.init_state(cfg, 28, tx), X, Y)
+    np.testing.assert_allclose(out["fused"][1]["loss"], out["autodiff"][1]["loss"], rtol=1e-5)
+    np.testing.assert_allclose(out["fused"][1]["grad_norm"], out["autodiff"][1]["grad_norm"], rtol=1e-4)
+    for a, b in zip(jax.tree.leaves(out["fused"][0].params), jax.tree.leaves(out["autodiff"][0].params)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_undetached_gradient_reaches_earlier_minibatches():
+    X, Y = batches(TINY)
+    grads = {}
+    for detach in (True, False):
+        cfg = dataclasses.replace(TINY, detach=detach, lr=1e-12)
+        tx = train.make_optimizer(cfg)
+        state = train.init_state(cfg, 28, tx)
+        state = state._replace(params=jax.tree.map(lambda p: 100 * p, state.params))  # a state that matters
+        grads[detach] = train.make_train_epoch(cfg, tx)(state, X, Y)[1]
+    # the first minibatch has no past; later ones see through the carried state
+    np.testing.assert_allclose(grads[False]["loss"], grads[True]["loss"], rtol=1e-5)
+    np.testing.assert_allclose(grads[False]["grad_norm"][0], grads[True]["grad_norm"][0], rtol=1e-5)
+    assert not np.allclose(grads[False]["grad_norm"][1:], grads[True]["grad_norm"][1:], rtol=1e-2)
+
+
+def test_tiny_model_overfits_a_tiny_corpus():
+    cfg = dataclasses.replace(TINY, hidden=32, lr=1.0)
+    tx = train.make_optimizer(cfg)
+    X, Y = batches(cfg, n=1)
+    epoch = train.make_train_epoch(cfg, tx)
+    state = train.init_state(cfg, 28, tx)
+    state, m = epoch(state, X, Y)
+    first = float(m["loss"][0])
+    for _ in range(400):
+        state, m = epoch(state, X, Y)
+    assert float(m["loss"][0]) < 0.1 * first
+
+
+def test_nonfinite_update_is_not_applied():
+    cfg = dataclasses.replace(TINY, lr=1.0)
+    tx = train.make_optimizer(cfg)
+    state = train.init_state(cfg, 28, tx)
+    before = jax.device_get(state.params)
+    state = state._replace(params={**state.params, "W_hq": state.params["W_hq"].at[0, 0].set(jnp.nan)})
+    X, Y = batches(cfg, n=2)
+    state, m = train.make_train_epoch(cfg, tx)(state, X, Y)
+    assert not m["finite"].any()
+    np.testing.assert_array_equal(state.params["W_hh"], before["W_hh"])
+
+
+def test_short_real_run_beats_the_unigram_level(data_dir, tmp_path):
+    cfg = dataclasses.replace(config.BASE, epochs=30, predict_every=0)
+    summary = train.run(cfg, tmp_path / "run", data_dir=str(data_dir), exp="seq", quiet=True)
+    assert summary["perplexity"] < 12.0  # a letter-frequency model is stuck near 17.4
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(1, 31))
+    assert rows[-1]["perplexity"] < rows[0]["perplexity"]
+    assert {"epoch", "perplexity", "loss", "tokens_per_sec"} <= set(rows[0])
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(data_dir, tmp_path):
+    cfg = dataclasses.replace(TINY, epochs=3, predict_every=0)
+    runs = [train.run(dataclasses.replace(cfg, seed=s), tmp_path / f"r{i}", data_dir=str(data_dir), quiet=True)
+            for i, s in enumerate([0, 0, 1])]
+    losses = [[r["loss"] for r in _rows(tmp_path / f"r{i}")] for i in range(3)]
+    assert losses[0] == losses[1] != losses[2]
+    assert runs[0]["predictions"] == runs[1]["predictions"]
+
+
+def _rows(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_cli_writes_the_run_directory(data_dir, tmp_path, capsys):
+    rc = train.main(["--exp", "tiny", "--epochs", "3", "--hidden", "8", "--data-dir", str(data_dir),
+                     "--run-dir", str(tmp_path / "run"), "--predict-every", "1"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "tokens/sec on cpu" in out and "\ntime traveller" in out and "epoch 3/3" in out
+    run = tmp_path / "run"
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["config"]["hidden"] == 8 and saved["experiment"] == "tiny"
+    assert saved["environment"]["jax"] == jax.__version__
+    assert data.Vocab.load(run / "vocab.json").idx_to_token[:3] == ["<unk>", " ", "e"]
+    assert (run / "perplexity.png").stat().st_size > 1000
+    assert set(np.load(run / "params.npz").files) == {"W_xh", "W_hh", "b_h", "W_hq", "b_q"}
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--exp", "nope"], "unknown experiment 'nope'"),
+    (["--batch-size", "0"], "batch_size must be a positive integer"),
+    (["--lr", "-1"], "lr must be positive"),
+    (["--clip-norm", "0"], "clip_norm must be positive"),
+    (["--max-tokens", "100"], "too few for one minibatch"),
+])
+def test_cli_bad_input_is_a_clear_error(data_dir, tmp_path, capsys, argv, message):
+    rc = train.main(argv + ["--data-dir", str(data_dir), "--run-dir", str(tmp_path / "r")])
+    assert rc == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("argv", [["--hidden", "many"], ["--sampling", "sideways"], ["--bogus", "1"]])
+def test_cli_wrong_types_and_unknown_flags_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        train.main(argv)
+    assert e.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_cli_overrides_every_config_field():
+    parser = train.build_parser()
+    args = parser.parse_args(["--exp", "random", "--clip-norm", "none", "--num-steps", "7", "--detach", "false"])
+    cfg = config.config_from_args(args)
+    assert cfg == dataclasses.replace(config.EXPERIMENTS["random"], clip_norm=None, num_steps=7, detach=False)
+    for f in dataclasses.fields(config.Config):
+        assert parser.parse_args([f"--{f.name.replace('_', '-')}", str(f.default)]) is not None
+
+
+def test_every_experiment_builds_round_trips_and_differs_only_where_declared():
+    for name, cfg in config.EXPERIMENTS.items():
+        config.validate(cfg)
+        assert config.from_dict(json.loads(json.dumps(config.to_dict(cfg)))) == cfg, name
+    assert config.EXPERIMENTS["random"] == dataclasses.replace(config.BASE, sampling="random")
+
+
+def test_divergence_stops_with_the_epoch_and_step(data_dir, tmp_path, capsys):
+    rc = train.main(["--exp", "tiny", "--activation", "relu", "--clip-norm", "none", "--lr", "1e30",
+                     "--epochs", "3", "--data-dir", str(data_dir), "--run-dir", str(tmp_path / "r")])
+    assert rc == 3
+    err = capsys.readouterr().err
+    assert "diverged at epoch 1, step" in err and "--clip-norm" in err
+    last = _rows(tmp_path / "r")[-1]
+    assert last["nonfinite"] is True and last["epoch"] == 1
