@@ -26,6 +26,14 @@ class Config:
     backward: str = "fused"  # "fused": hand-written VJP of the scan | "autodiff": jax.grad of it
     matmul_dtype: str = "float32"  # operand dtype of the matrix products ("bfloat16": f32 accumulate)
     predict_every: int = 10  # epochs between greedy 'time traveller' predictions; 0: never
+    preprocess: str = "book"  # "book": letters only, lowercase | "raw": keep case and punctuation
+    val_fraction: float = 0.0  # the end of the corpus held out for validation (by position)
+    test_fraction: float = 0.0  # held out after the validation part
+    eval_every: int = 10  # epochs between validation evaluations (when val_fraction > 0); 0: at the end
+    checkpoint_every: int = 50  # epochs between checkpoints (one is always written at the end); 0: end only
+    keep_checkpoints: int = 3  # latest checkpoints kept (the best by validation perplexity is kept apart)
+    on_nonfinite: str = "stop"  # NaN/Inf loss or gradient: "stop" the run | "skip" the update
+    max_skips: int = 20  # with "skip": consecutive skipped updates before the run stops
 
 
 BASE = Config()
@@ -33,7 +41,14 @@ EXPERIMENTS: dict[str, Config] = {
     "seq": BASE,
     "random": dataclasses.replace(BASE, sampling="random"),
     "tiny": dataclasses.replace(BASE, hidden=16, batch_size=2, num_steps=6, max_tokens=2_000, epochs=2),
+    # the whole book, its last 10% held out: how the model does on text it has not seen
+    "full": dataclasses.replace(BASE, max_tokens=-1, val_fraction=0.1, epochs=50, eval_every=5,
+                                checkpoint_every=10),
 }
+
+# Fields that may change when a run is resumed; any other difference would make it another run.
+RESUMABLE_FIELDS = frozenset({"epochs", "predict_every", "eval_every", "checkpoint_every", "keep_checkpoints",
+                              "on_nonfinite", "max_skips", "backward"})
 
 CHOICES = {
     "sampling": ("seq", "random"),
@@ -41,6 +56,8 @@ CHOICES = {
     "encoder": ("onehot", "embed"),
     "backward": ("fused", "autodiff"),
     "matmul_dtype": ("float32", "bfloat16"),
+    "preprocess": ("book", "raw"),
+    "on_nonfinite": ("stop", "skip"),
 }
 
 
@@ -53,7 +70,7 @@ def validate(cfg: Config) -> Config:
     for name, allowed in CHOICES.items():
         if getattr(cfg, name) not in allowed:
             raise ConfigError(f"{name}={getattr(cfg, name)!r} is not one of {', '.join(allowed)}")
-    for name in ("hidden", "embed_dim", "batch_size", "num_steps", "epochs"):
+    for name in ("hidden", "embed_dim", "batch_size", "num_steps", "epochs", "keep_checkpoints", "max_skips"):
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"{name} must be a positive integer, got {getattr(cfg, name)}")
     if cfg.max_tokens == 0 or cfg.max_tokens < -1:
@@ -62,8 +79,14 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"lr must be positive, got {cfg.lr}")
     if cfg.clip_norm is not None and not cfg.clip_norm > 0:
         raise ConfigError(f"clip_norm must be positive (or 'none' for no clipping), got {cfg.clip_norm}")
-    if cfg.predict_every < 0:
-        raise ConfigError(f"predict_every must be >= 0, got {cfg.predict_every}")
+    for name in ("predict_every", "eval_every", "checkpoint_every"):
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"{name} must be >= 0, got {getattr(cfg, name)}")
+    for name in ("val_fraction", "test_fraction"):
+        if not 0 <= getattr(cfg, name) < 1:
+            raise ConfigError(f"{name} must be in [0, 1), got {getattr(cfg, name)}")
+    if cfg.val_fraction + cfg.test_fraction >= 0.9:
+        raise ConfigError("val_fraction + test_fraction leave under 10% of the corpus to train on")
     return cfg
 
 
@@ -115,9 +138,12 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         )
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    """The named experiment with every given override applied, validated."""
-    if args.exp not in EXPERIMENTS:
-        raise ConfigError(f"unknown experiment {args.exp!r}; known: {', '.join(EXPERIMENTS)}")
+def config_from_args(args: argparse.Namespace, exp: str | None = None, base: Config | None = None) -> Config:
+    """`base` (default: the named experiment) with every given override applied, validated."""
+    exp = exp or args.exp
+    if base is None:
+        if exp not in EXPERIMENTS:
+            raise ConfigError(f"unknown experiment {exp!r}; known: {', '.join(EXPERIMENTS)}")
+        base = EXPERIMENTS[exp]
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)}
-    return validate(dataclasses.replace(EXPERIMENTS[args.exp], **overrides))
+    return validate(dataclasses.replace(base, **overrides))

@@ -30,6 +30,13 @@ def preprocess(text: str) -> str:
     return "".join(re.sub("[^A-Za-z]+", " ", line).strip().lower() for line in text.split("\n"))
 
 
+def preprocess_raw(text: str) -> str:
+    """Keeps case, digits and punctuation; every run of whitespace (newlines too) becomes one space."""
+    return re.sub(r"\s+", " ", text).strip()
+
+
+PREPROCESS = {"book": preprocess, "raw": preprocess_raw}
+
 _GUTENBERG_START = re.compile(r"^\*\*\*\s*START OF (THE|THIS) PROJECT GUTENBERG.*$", re.M | re.I)
 _GUTENBERG_END = re.compile(r"^\*\*\*\s*END OF (THE|THIS) PROJECT GUTENBERG.*$", re.M | re.I)
 
@@ -158,14 +165,26 @@ def resolve_corpus(corpus: str | None = None, data_dir: str | None = None) -> Pa
     return download(url, cached, TIME_MACHINE_SHA1)
 
 
-def load_corpus(path: str | os.PathLike, max_tokens: int = -1) -> tuple[np.ndarray, Vocab]:
+def load_text(path: str | os.PathLike, mode: str = "book") -> str:
+    """The corpus as the model sees it: Gutenberg header/licence stripped, then cleaned by `mode`."""
+    return PREPROCESS[mode](strip_gutenberg(read_text(path)))
+
+
+def load_corpus(path: str | os.PathLike, max_tokens: int = -1, mode: str = "book") -> tuple[np.ndarray, Vocab]:
     """Token ids of the cleaned text (first max_tokens; -1: all) and the vocabulary of the whole text."""
-    text = preprocess(strip_gutenberg(read_text(path)))
+    text = load_text(path, mode)
     if not text:
         raise DataError(f"corpus {path} has no letters after cleaning; is it the right file?")
     vocab = Vocab.build(text)
     tokens = vocab.encode(text)
     return (tokens if max_tokens < 0 else tokens[:max_tokens]), vocab
+
+
+def split_corpus(tokens: np.ndarray, val_fraction: float = 0.0, test_fraction: float = 0.0):
+    """(train, val, test) by position: the test part is the end of the text, validation just before it."""
+    n = len(tokens)
+    n_test, n_val = int(round(n * test_fraction)), int(round(n * val_fraction))
+    return tokens[:n - n_val - n_test], tokens[n - n_val - n_test:n - n_test], tokens[n - n_test:]
 
 
 # ----------------------------------------------------------------------------- minibatches

@@ -86,10 +86,10 @@ class Progress:
         self.bar.set_postfix_str(f"ppl {ppl:.3f}  {tokens_per_sec:,.0f} tok/s", refresh=False)
         self.bar.update(1)
 
-    def line(self, epoch: int, ppl: float, tokens_per_sec: float, extra: str = "") -> None:
+    def line(self, epoch: int, ppl: float, tokens_per_sec: float, middle: str = "", extra: str = "") -> None:
         elapsed = time.perf_counter() - self.t0
         left = elapsed / max(epoch - self.start, 1) * (self.total - epoch)
-        self.write(f"epoch {epoch:>{len(str(self.total))}}/{self.total}  ppl {ppl:8.3f}  "
+        self.write(f"epoch {epoch:>{len(str(self.total))}}/{self.total}  ppl {ppl:8.3f}{middle}  "
                    f"{tokens_per_sec:9,.0f} tok/s  elapsed {fmt_time(elapsed)}  left {fmt_time(left)}"
                    + (f"  | {extra}" if extra else ""))
 

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import math
+import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -14,8 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from rnn_jax import baselines, data, generate, log, model
 from rnn_jax import config as config_lib
-from rnn_jax import data, generate, log, model
+from rnn_jax import evaluate as evaluate_lib
+from rnn_jax.checkpoint import CheckpointError, Checkpoints
 from rnn_jax.config import Config
 
 PREFIXES = ("time traveller", "traveller")
@@ -78,7 +85,7 @@ def make_train_step(cfg: Config, tx: optax.GradientTransformation):
 
 
 def make_train_epoch(cfg: Config, tx: optax.GradientTransformation):
-    """All minibatches of an epoch in one jitted scan: (state, X_NBT, Y_NBT) -> (state, metrics_N)."""
+    """All minibatches of an epoch in one jitted scan: (state, X_NBT, Y_NBT) -> (state, h_last_BH, metrics_N)."""
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
     def detached(state, X_NBT, Y_NBT):
@@ -93,8 +100,8 @@ def make_train_epoch(cfg: Config, tx: optax.GradientTransformation):
             state, metrics = _apply(tx, state, grads, loss)
             return (state, jnp.where(metrics["finite"], h_new, h0_BH)), metrics
 
-        (state, _), metrics = jax.lax.scan(body, (state, h0_BH), (X_NBT, Y_NBT))
-        return state, metrics
+        (state, h_BH), metrics = jax.lax.scan(body, (state, h0_BH), (X_NBT, Y_NBT))
+        return state, h_BH, metrics
 
     def undetached(state, X_NBT, Y_NBT):
         # Minibatch i's loss is backpropagated through the state into minibatches 0..i-1, recomputed
@@ -105,12 +112,15 @@ def make_train_epoch(cfg: Config, tx: optax.GradientTransformation):
         chunk_L = jnp.arange(X_BL.shape[1]) // num_steps
         h0_BH = model.init_hidden(batch_size, cfg.hidden)
 
-        def body(state, i):
+        def body(carry, i):
+            state, _ = carry
             mask_BL = jnp.broadcast_to(chunk_L == i, X_BL.shape).astype(jnp.float32)
-            (loss, _), grads = grad_fn(state.params, h0_BH, X_BL, Y_BL, cfg, mask_BL)
-            return _apply(tx, state, grads, loss)
+            (loss, h_BH), grads = grad_fn(state.params, h0_BH, X_BL, Y_BL, cfg, mask_BL)
+            state, metrics = _apply(tx, state, grads, loss)
+            return (state, h_BH), metrics
 
-        return jax.lax.scan(body, state, jnp.arange(num_batches))
+        (state, h_BH), metrics = jax.lax.scan(body, (state, h0_BH), jnp.arange(num_batches))
+        return state, h_BH, metrics
 
     if not cfg.detach and cfg.sampling == "seq":
         return jax.jit(undetached, donate_argnums=0)
@@ -126,85 +136,230 @@ def default_run_dir(exp: str) -> Path:
     return Path("runs") / f"{exp}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+class Interrupted(RuntimeError):
+    """SIGINT/SIGTERM: the checkpoint was written; the message says how to resume."""
+
+
+class _StopSignals:
+    """Turns SIGINT/SIGTERM into a flag the loop checks between epochs (a second signal acts at once)."""
+
+    def __init__(self):
+        self.received = None
+
+    def __enter__(self):
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.received is not None:
+            signal.signal(signum, self.previous.get(signum, signal.SIG_DFL))
+            signal.raise_signal(signum)
+        self.received = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def _fault_injection(point: str, epoch: int) -> None:
+    """Test hook: RNN_JAX_KILL_AT='<point>:<epoch>' SIGKILLs this process there (crash-safety tests)."""
+    if os.environ.get("RNN_JAX_KILL_AT") == f"{point}:{epoch}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _check_resumable(run_dir: Path, cfg: Config, sha1: str, exp: str) -> dict:
+    saved = json.loads((run_dir / "config.json").read_text())
+    if saved.get("experiment") != exp:
+        raise config_lib.ConfigError(f"run directory {run_dir} belongs to experiment {saved.get('experiment')!r}, "
+                                     f"not {exp!r}; resume it with --exp {saved.get('experiment')} or choose another "
+                                     "--run-dir")
+    old = config_lib.from_dict(saved["config"])
+    for f in dataclasses.fields(Config):
+        a, b = getattr(old, f.name), getattr(cfg, f.name)
+        if a != b and f.name not in config_lib.RESUMABLE_FIELDS:
+            raise config_lib.ConfigError(f"cannot resume {run_dir}: {f.name} differs (the run has {a!r}, asked "
+                                         f"{b!r}); only {', '.join(sorted(config_lib.RESUMABLE_FIELDS))} may change")
+    if saved["data"]["sha1"] != sha1:
+        raise config_lib.ConfigError(f"cannot resume {run_dir}: the corpus differs from the one it was trained on "
+                                     f"(SHA-1 {sha1}; the run's, {saved['data']['sha1']}, was read from "
+                                     f"{saved['data']['path']})")
+    return saved
+
+
 def run(cfg: Config, run_dir: str | Path, *, corpus: str | None = None, data_dir: str | None = None,
-        exp: str = "custom", quiet: bool = False) -> dict:
-    """Trains cfg in run_dir (config.json, vocab.json, metrics.jsonl, params, perplexity.png); returns a summary."""
+        exp: str = "custom", resume: bool = False, quiet: bool = False) -> dict:
+    """Trains cfg in run_dir (config, vocab, metrics, checkpoints, curve), or continues it; returns a summary."""
     config_lib.validate(cfg)
     run_dir = Path(run_dir)
     path = data.resolve_corpus(corpus, data_dir)
-    tokens, vocab = data.load_corpus(path, cfg.max_tokens)
+    sha1 = data.sha1_of(path)
+    all_tokens, vocab = data.load_corpus(path, -1, cfg.preprocess)
+    parts = evaluate_lib.splits(all_tokens, cfg)
+    tokens, (val_tokens, val_context) = parts["train"][0], parts["val"]
     data.check_length(len(tokens), cfg.batch_size, cfg.num_steps, cfg.sampling)
-    if (run_dir / "config.json").exists():
-        raise config_lib.ConfigError(f"run directory {run_dir} already holds a run; choose another --run-dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log.write_json(run_dir / "config.json", {
-        "experiment": exp, "config": config_lib.to_dict(cfg), "environment": log.environment(),
-        "data": {"path": str(path.resolve()), "sha1": data.sha1_of(path), "train_tokens": int(len(tokens))},
-    })
-    vocab.save(run_dir / "vocab.json")
+    if resume:
+        if not (run_dir / "config.json").is_file():
+            raise config_lib.ConfigError(f"--resume: {run_dir} holds no run to resume (no config.json)")
+        saved = _check_resumable(run_dir, cfg, sha1, exp)
+        if data.Vocab.load(run_dir / "vocab.json") != vocab:
+            raise config_lib.ConfigError(f"cannot resume {run_dir}: its vocabulary differs from this corpus's")
+        saved["config"] = config_lib.to_dict(cfg)
+        saved.setdefault("resumed", []).append({"time": time.strftime("%Y-%m-%d %H:%M:%S"), **log.environment()})
+        log.write_json(run_dir / "config.json", saved)
+    else:
+        if (run_dir / "config.json").exists():
+            raise config_lib.ConfigError(f"run directory {run_dir} already holds a run; continue it with --resume "
+                                         "or choose another --run-dir")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        log.write_json(run_dir / "config.json", {
+            "experiment": exp, "config": config_lib.to_dict(cfg), "environment": log.environment(),
+            "data": {"path": str(path.resolve()), "sha1": sha1, "train_tokens": int(len(tokens)),
+                     "val_tokens": int(len(val_tokens)), "test_tokens": int(len(parts["test"][0]))},
+        })
+        vocab.save(run_dir / "vocab.json")
 
     tx = make_optimizer(cfg)
     state = init_state(cfg, len(vocab), tx)
+    key = jax.random.key_data(jax.random.key(cfg.seed))
+    h_BH = model.init_hidden(cfg.batch_size, cfg.hidden)
+    meta = {"experiment": exp, "config": config_lib.to_dict(cfg), "vocab": vocab.idx_to_token, "corpus_sha1": sha1}
+    def checkpoint_tree(state, h_BH, epoch, skips_in_a_row):
+        """Everything an exact continuation needs; the data order of epoch e is derived from (seed, e)."""
+        return {"params": state.params, "opt_state": state.opt_state, "step": state.step, "h": h_BH,
+                "epoch": epoch, "key": key, "data_seed": cfg.seed, "skips_in_a_row": skips_in_a_row}
+
+    def checkpoint(epoch, val_ppl=None):
+        tree = checkpoint_tree(state, h_BH, epoch, skips_in_a_row)
+        ckpts.save(epoch, jax.tree.map(np.asarray, tree), meta, val_perplexity=val_ppl)
+
+    ckpts = Checkpoints(run_dir, cfg.keep_checkpoints)
+    start, skips_in_a_row = 1, 0
+    if resume and ckpts.latest_epoch() is not None:
+        restored, _ = ckpts.restore(jax.tree.map(ocp_abstract, checkpoint_tree(state, h_BH, 0, 0)))
+        state = jax.tree.map(jnp.asarray, TrainState(restored["params"], restored["opt_state"], restored["step"]))
+        start, skips_in_a_row = int(restored["epoch"]) + 1, int(restored["skips_in_a_row"])
     train_epoch = make_train_epoch(cfg, tx)
-    writer = log.MetricsWriter(run_dir)
-    progress = log.Progress(cfg.epochs) if not quiet else None
+    writer = log.MetricsWriter(run_dir, keep_epochs_upto=start - 1 if resume else None)
+    progress = None if quiet else log.Progress(cfg.epochs, start - 1)
     device = jax.devices()[0].platform
     timed_tokens, timed_seconds, t_start = 0, 0.0, time.perf_counter()
+    row = {}
+
+
     try:
-        for epoch in range(1, cfg.epochs + 1):
-            t0 = time.perf_counter()
-            X_NBT, Y_NBT = data.epoch_batches(tokens, cfg, epoch)
-            state, metrics = train_epoch(state, X_NBT, Y_NBT)
-            metrics = jax.device_get(metrics)  # the epoch's one host sync
-            seconds = time.perf_counter() - t0
-            ok = metrics["finite"]
-            if not ok.all():
-                bad = int(np.argmin(ok))
-                step = int(state.step) - len(ok) + bad + 1
-                writer.write({"epoch": epoch, "step": step, "nonfinite": True,
-                              "loss": float(metrics["loss"][bad]), "grad_norm": float(metrics["grad_norm"][bad])})
-                raise Diverged(f"diverged at epoch {epoch}, step {step}: loss {metrics['loss'][bad]}, "
-                               f"gradient norm {metrics['grad_norm'][bad]}; try gradient clipping "
-                               "(--clip-norm 1) or a lower --lr")
-            loss = float(np.mean(metrics["loss"]))  # minibatches have equal size: the token-weighted mean
-            row = {"epoch": epoch, "step": int(state.step), "loss": loss, "perplexity": math.exp(loss),
-                   "grad_norm": float(np.mean(metrics["grad_norm"])),
-                   "tokens_per_sec": X_NBT.size / seconds, "seconds": seconds}
-            if epoch > 1 or cfg.epochs == 1:  # the first epoch includes compilation
-                timed_tokens, timed_seconds = timed_tokens + X_NBT.size, timed_seconds + seconds
-            writer.write(row)
-            if progress:
-                progress.update(epoch, row["perplexity"], row["tokens_per_sec"])
-                if cfg.predict_every and (epoch % cfg.predict_every == 0 or epoch == cfg.epochs):
-                    text = predictions(state.params, vocab, cfg, PREFIXES[:1])[PREFIXES[0]]
-                    progress.line(epoch, row["perplexity"], row["tokens_per_sec"], text)
+        with _StopSignals() as stop:
+            for epoch in range(start, cfg.epochs + 1):
+                t0 = time.perf_counter()
+                X_NBT, Y_NBT = data.epoch_batches(tokens, cfg, epoch)
+                state, h_BH, metrics = train_epoch(state, X_NBT, Y_NBT)
+                _fault_injection("mid-epoch", epoch)
+                metrics = jax.device_get(metrics)  # the epoch's one host sync
+                seconds = time.perf_counter() - t0
+                ok = metrics["finite"]
+                first_step = int(state.step) - len(ok) + 1
+                if not ok.all():
+                    bad = int(np.argmin(ok))
+                    runs = np.concatenate([[skips_in_a_row], np.zeros(len(ok))])
+                    for i, good in enumerate(ok):
+                        runs[i + 1] = 0 if good else runs[i] + 1
+                    skips_in_a_row = int(runs[-1])
+                    if cfg.on_nonfinite == "stop" or runs.max() > cfg.max_skips:
+                        step = first_step + bad
+                        writer.write({"epoch": epoch, "step": step, "nonfinite": True,
+                                      "loss": float(metrics["loss"][bad]),
+                                      "grad_norm": float(metrics["grad_norm"][bad]), "skipped": int((~ok).sum())})
+                        why = (f"more than {cfg.max_skips} updates in a row were skipped"
+                               if cfg.on_nonfinite == "skip" else "no checkpoint was written for it")
+                        raise Diverged(f"diverged at epoch {epoch}, step {step}: loss {metrics['loss'][bad]}, "
+                                       f"gradient norm {metrics['grad_norm'][bad]} ({why}); try gradient clipping "
+                                       "(--clip-norm 1) or a lower --lr")
+                else:
+                    skips_in_a_row = 0
+                # minibatches have equal size, so the plain mean is the token-weighted mean
+                loss = float(np.mean(metrics["loss"][ok])) if ok.any() else None
+                row = {"epoch": epoch, "step": int(state.step), "loss": loss,
+                       "perplexity": math.exp(loss) if ok.any() else None,
+                       "grad_norm": float(np.mean(metrics["grad_norm"][ok])) if ok.any() else None,
+                       "tokens_per_sec": X_NBT.size / seconds, "seconds": seconds}
+                if not ok.all():
+                    row["skipped"] = int((~ok).sum())
+                if epoch > start or cfg.epochs == start:  # the first epoch of a process includes compilation
+                    timed_tokens, timed_seconds = timed_tokens + X_NBT.size, timed_seconds + seconds
+                last = epoch == cfg.epochs
+                if len(val_tokens) and ((cfg.eval_every and epoch % cfg.eval_every == 0) or last):
+                    val = evaluate_lib.evaluate(state.params, val_tokens, cfg, context=val_context)
+                    row.update(val_loss=val["loss"], val_perplexity=val["perplexity"],
+                               val_bits_per_char=val["bits_per_char"])
+                writer.write(row)
+                if progress and row["perplexity"] is not None:
+                    progress.update(epoch, row["perplexity"], row["tokens_per_sec"])
+                    if cfg.predict_every and (epoch % cfg.predict_every == 0 or last):
+                        text = predictions(state.params, vocab, cfg, PREFIXES[:1])[PREFIXES[0]]
+                        val_text = f"  val ppl {row['val_perplexity']:.3f}" if "val_perplexity" in row else ""
+                        progress.line(epoch, row["perplexity"], row["tokens_per_sec"], val_text, text)
+                if last or stop.received or (cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0) \
+                        or "val_perplexity" in row:
+                    checkpoint(epoch, row.get("val_perplexity"))
+                    _fault_injection("after-checkpoint", epoch)
+                if stop.received:
+                    raise Interrupted(f"stopped by {stop.received} after epoch {epoch}; its checkpoint is in "
+                                      f"{run_dir / 'checkpoints'}. Continue with: python -m rnn_jax.train "
+                                      f"--run-dir {run_dir} --resume")
     finally:
         writer.close()
+        ckpts.close()
         if progress:
             progress.close()
         rows = log.read_metrics(run_dir)
         if rows:
             log.plot_curve(rows, run_dir / "perplexity.png", title=f"{exp}: {path.name}")
 
+    if not row:  # resumed a run that had already finished
+        row = [r for r in log.read_metrics(run_dir) if r.get("perplexity") is not None][-1]
     np.savez(run_dir / "params.npz", **jax.device_get(state.params))
     summary = {
         "experiment": exp, "epochs": cfg.epochs, "perplexity": row["perplexity"], "loss": row["loss"],
-        "tokens_per_sec": timed_tokens / timed_seconds, "wall_seconds": time.perf_counter() - t_start,
-        "device": device, "predictions": predictions(state.params, vocab, cfg),
+        "tokens_per_sec": timed_tokens / timed_seconds if timed_seconds else None,
+        "wall_seconds": time.perf_counter() - t_start, "device": device,
+        "predictions": predictions(state.params, vocab, cfg),
     }
+    for k in ("val_loss", "val_perplexity", "val_bits_per_char"):
+        if k in row:
+            summary[k] = row[k]
+    if len(val_tokens):
+        summary["baselines"] = baselines.evaluate_baselines(tokens, val_tokens, len(vocab))
     log.write_json(run_dir / "summary.json", summary)
     if not quiet:
-        print(f"perplexity {summary['perplexity']:.1f}, {summary['tokens_per_sec']:.1f} tokens/sec on {device}")
+        tps = f"{summary['tokens_per_sec']:.1f}" if summary["tokens_per_sec"] else "-"
+        ppl = f"{summary['perplexity']:.1f}" if summary["perplexity"] is not None else "- (every update skipped)"
+        print(f"perplexity {ppl}, {tps} tokens/sec on {device}")
+        if "val_perplexity" in summary:
+            best_ngram = min(summary["baselines"].items(), key=lambda kv: kv[1]["perplexity"])
+            print(f"validation perplexity {summary['val_perplexity']:.3f} "
+                  f"({summary['val_bits_per_char']:.3f} bits/char); best baseline {best_ngram[0]} "
+                  f"{best_ngram[1]['perplexity']:.3f}")
         for text in summary["predictions"].values():
             print(text)
     return summary
 
 
+def ocp_abstract(x):
+    """Shape/dtype of a leaf, on the current device: restores land here whatever device saved them."""
+    x = np.asarray(x)
+    return jax.ShapeDtypeStruct(x.shape, x.dtype)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m rnn_jax.train",
                                      description="Train a character-level RNN language model.")
-    parser.add_argument("--exp", default="seq", help=f"named experiment: {', '.join(config_lib.EXPERIMENTS)}")
+    parser.add_argument("--exp", default=None, help=f"named experiment: {', '.join(config_lib.EXPERIMENTS)} "
+                        "(default: seq, or the resumed run's)")
     parser.add_argument("--run-dir", default=None, help="output directory (default: runs/<exp>-<time>)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its latest "
+                        "complete checkpoint")
     parser.add_argument("--data-dir", default=None, help=f"directory holding {data.TIME_MACHINE_FILE}")
     parser.add_argument("--corpus", default=None, help="train on this UTF-8 text file instead")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
@@ -215,15 +370,33 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        cfg = config_lib.config_from_args(args)
-        run(cfg, args.run_dir or default_run_dir(args.exp), corpus=args.corpus, data_dir=args.data_dir,
-            exp=args.exp, quiet=args.quiet)
-    except (config_lib.ConfigError, data.DataError) as e:
+        corpus, data_dir = args.corpus, args.data_dir
+        if args.resume:
+            if not args.run_dir:
+                raise config_lib.ConfigError("--resume needs the --run-dir of the run to continue")
+            saved_path = Path(args.run_dir) / "config.json"
+            if not saved_path.is_file():
+                raise config_lib.ConfigError(f"--resume: {args.run_dir} holds no run to resume (no config.json)")
+            saved = json.loads(saved_path.read_text())
+            exp = args.exp or saved["experiment"]
+            base = config_lib.from_dict(saved["config"]) if exp == saved["experiment"] else None
+            if not (corpus or data_dir):
+                corpus = saved["data"]["path"]
+        else:
+            exp = args.exp or "seq"
+            base = None
+        cfg = config_lib.config_from_args(args, exp=exp, base=base)
+        run(cfg, args.run_dir or default_run_dir(exp), corpus=corpus, data_dir=data_dir, exp=exp,
+            resume=args.resume, quiet=args.quiet)
+    except (config_lib.ConfigError, data.DataError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Diverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    except Interrupted as e:
+        print(str(e), file=sys.stderr)
+        return 130
     return 0
 
 

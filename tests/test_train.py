@@ -48,7 +48,7 @@ def test_huge_clip_norm_steps_exactly_like_no_clipping():
     for clip in (1e9, None):
         cfg = dataclasses.replace(TINY, clip_norm=clip, lr=3.0)
         tx = train.make_optimizer(cfg)
-        state, _ = train.make_train_epoch(cfg, tx)(train.init_state(cfg, 28, tx), X, Y)
+        state, _, _ = train.make_train_epoch(cfg, tx)(train.init_state(cfg, 28, tx), X, Y)
         results.append(state.params)
     for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1])):
         np.testing.assert_array_equal(a, b)
@@ -59,7 +59,7 @@ def test_epoch_scan_equals_a_loop_of_train_steps(sampling):
     cfg = dataclasses.replace(TINY, sampling=sampling)
     tx = train.make_optimizer(cfg)
     X, Y = batches(cfg)
-    state, metrics = train.make_train_epoch(cfg, tx)(train.init_state(cfg, 28, tx), X, Y)
+    state, h_last, metrics = train.make_train_epoch(cfg, tx)(train.init_state(cfg, 28, tx), X, Y)
 
     step = train.make_train_step(cfg, tx)
     ref = train.init_state(cfg, 28, tx)
@@ -71,6 +71,7 @@ def test_epoch_scan_equals_a_loop_of_train_steps(sampling):
         ref, h, m = step(ref, h, x, y)
         losses.append(float(m["loss"]))
     np.testing.assert_allclose(metrics["loss"], losses, rtol=1e-5)
+    np.testing.assert_allclose(h_last, h, rtol=1e-5, atol=1e-6)
     assert int(state.step) == int(ref.step) == len(X)
     for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(ref.params)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -84,7 +85,7 @@ def test_sequential_carries_state_and_random_resets_it():
     for sampling in ("seq", "random"):
         cfg = dataclasses.replace(TINY, sampling=sampling, lr=1e-12)  # parameters stay put
         tx = train.make_optimizer(cfg)
-        losses[sampling] = train.make_train_epoch(cfg, tx)(train.init_state(cfg, 28, tx), X, Y)[1]["loss"]
+        losses[sampling] = train.make_train_epoch(cfg, tx)(train.init_state(cfg, 28, tx), X, Y)[2]["loss"]
     assert losses["random"][0] == losses["random"][1] == losses["random"][2]
     assert losses["seq"][0] == losses["random"][0] and losses["seq"][1] != losses["seq"][0]
 
@@ -96,8 +97,8 @@ def test_fused_and_autodiff_training_agree():
         cfg = dataclasses.replace(TINY, backward=backward)
         tx = train.make_optimizer(cfg)
         out[backward] = train.make_train_epoch(cfg, tx)(train.init_state(cfg, 28, tx), X, Y)
-    np.testing.assert_allclose(out["fused"][1]["loss"], out["autodiff"][1]["loss"], rtol=1e-5)
-    np.testing.assert_allclose(out["fused"][1]["grad_norm"], out["autodiff"][1]["grad_norm"], rtol=1e-4)
+    np.testing.assert_allclose(out["fused"][2]["loss"], out["autodiff"][2]["loss"], rtol=1e-5)
+    np.testing.assert_allclose(out["fused"][2]["grad_norm"], out["autodiff"][2]["grad_norm"], rtol=1e-4)
     for a, b in zip(jax.tree.leaves(out["fused"][0].params), jax.tree.leaves(out["autodiff"][0].params)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
@@ -110,7 +111,7 @@ def test_undetached_gradient_reaches_earlier_minibatches():
         tx = train.make_optimizer(cfg)
         state = train.init_state(cfg, 28, tx)
         state = state._replace(params=jax.tree.map(lambda p: 100 * p, state.params))  # a state that matters
-        grads[detach] = train.make_train_epoch(cfg, tx)(state, X, Y)[1]
+        grads[detach] = train.make_train_epoch(cfg, tx)(state, X, Y)[2]
     # the first minibatch has no past; later ones see through the carried state
     np.testing.assert_allclose(grads[False]["loss"], grads[True]["loss"], rtol=1e-5)
     np.testing.assert_allclose(grads[False]["grad_norm"][0], grads[True]["grad_norm"][0], rtol=1e-5)
@@ -123,10 +124,10 @@ def test_tiny_model_overfits_a_tiny_corpus():
     X, Y = batches(cfg, n=1)
     epoch = train.make_train_epoch(cfg, tx)
     state = train.init_state(cfg, 28, tx)
-    state, m = epoch(state, X, Y)
+    state, _, m = epoch(state, X, Y)
     first = float(m["loss"][0])
     for _ in range(400):
-        state, m = epoch(state, X, Y)
+        state, _, m = epoch(state, X, Y)
     assert float(m["loss"][0]) < 0.1 * first
 
 
@@ -137,7 +138,7 @@ def test_nonfinite_update_is_not_applied():
     before = jax.device_get(state.params)
     state = state._replace(params={**state.params, "W_hq": state.params["W_hq"].at[0, 0].set(jnp.nan)})
     X, Y = batches(cfg, n=2)
-    state, m = train.make_train_epoch(cfg, tx)(state, X, Y)
+    state, _, m = train.make_train_epoch(cfg, tx)(state, X, Y)
     assert not m["finite"].any()
     np.testing.assert_array_equal(state.params["W_hh"], before["W_hh"])
 

@@ -1,0 +1,159 @@
+"""Counting baselines for the character LM (pure NumPy): uniform, add-one unigram, interpolated Kneser-Ney n-grams.
+
+The n-gram is interpolated Kneser-Ney as in Chen & Goodman (1998, "An empirical study of smoothing techniques
+for language modeling", eq. 17): one absolute discount per order, D = n1 / (n1 + 2 n2) from that order's
+count-of-counts; the top order uses raw counts, the lower orders continuation counts N1+(. g) (the number of
+distinct left neighbours of g, the start of the training text counting as one), and the unigram level is
+interpolated with the uniform 1/V, so every token of the vocabulary, `<unk>` included, has non-zero probability.
+Every model is a set of dense next-token tables, one row per context seen in training (each row sums to 1); a
+context never seen backs off to its longest seen suffix, which is exactly what interpolated KN does there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+
+@dataclass(frozen=True)
+class CountLM:
+    """Next-token tables: probs[j][r] is P(. | the j-token context coded keys[j][r]), for j = 0 .. n-1."""
+
+    n: int
+    vocab_size: int
+    keys: list[np.ndarray]  # per context length j: sorted base-V int64 codes of the contexts seen in training
+    probs: list[np.ndarray]  # per j: (len(keys[j]), V) float64 rows, each a distribution over the V tokens
+
+
+def _check_ids(ids, vocab_size: int) -> np.ndarray:
+    ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+    if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+        raise ValueError(f"token ids must lie in [0, {vocab_size}); got [{ids.min()}, {ids.max()}]")
+    return ids
+
+
+def _codes(ids: np.ndarray, k: int, vocab_size: int) -> np.ndarray:
+    """Base-V code of the k-gram starting at each position of ids (first token most significant)."""
+    if len(ids) < k:
+        return np.zeros(0, dtype=np.int64)
+    return sliding_window_view(ids, k) @ (vocab_size ** np.arange(k - 1, -1, -1, dtype=np.int64))
+
+
+def uniform(vocab_size: int) -> CountLM:
+    """Every token 1/V: perplexity exactly V."""
+    return CountLM(1, vocab_size, [np.zeros(1, np.int64)], [np.full((1, vocab_size), 1.0 / vocab_size)])
+
+
+def fit_unigram(train_ids, vocab_size: int) -> CountLM:
+    """Add-one (Laplace) smoothed token frequencies: (count + 1) / (N + V)."""
+    ids = _check_ids(train_ids, vocab_size)
+    probs = (np.bincount(ids, minlength=vocab_size) + 1.0) / (len(ids) + vocab_size)
+    return CountLM(1, vocab_size, [np.zeros(1, np.int64)], [probs[None, :]])
+
+
+def discount(counts: np.ndarray) -> float:
+    """Ney's estimate n1 / (n1 + 2 n2); 0.5 when no count is 1 (D must stay > 0, or unseen tokens get 0)."""
+    n1, n2 = int(np.sum(counts == 1)), int(np.sum(counts == 2))
+    return n1 / (n1 + 2 * n2) if n1 else 0.5
+
+
+def _kn_counts(ids: np.ndarray, k: int, vocab_size: int, top: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted codes of the distinct k-grams of ids and their KN counts: raw at the top order, else continuation."""
+    codes = _codes(ids, k, vocab_size)
+    if top:
+        return np.unique(codes, return_counts=True)
+    # Each distinct (k+1)-gram x g is one left neighbour of g; the k-gram opening the text has the start as one.
+    left = np.unique(_codes(ids, k + 1, vocab_size)) % vocab_size**k
+    return np.unique(np.concatenate([left, codes[:1]]), return_counts=True)
+
+
+def fit_ngram(train_ids, vocab_size: int, n: int) -> CountLM:
+    """Interpolated Kneser-Ney n-gram (n >= 1) fitted on train_ids; see the module docstring for the method."""
+    ids = _check_ids(train_ids, vocab_size)
+    if n < 1 or len(ids) < n:
+        raise ValueError(f"need n >= 1 and at least n training tokens; got n={n}, {len(ids)} tokens")
+    if vocab_size ** n >= 2**63:
+        raise ValueError(f"vocab_size**n = {vocab_size}**{n} overflows the int64 n-gram codes")
+    V, keys, probs = vocab_size, [], []
+    for k in range(1, n + 1):  # order k: contexts of j = k - 1 tokens, backing off to order k - 1
+        codes, counts = _kn_counts(ids, k, V, top=k == n)
+        d = discount(counts)
+        ctx, word = codes // V, codes % V
+        ctx_keys, row = np.unique(ctx, return_inverse=True)
+        total = np.bincount(row, weights=counts)
+        table = np.zeros((len(ctx_keys), V))
+        table[row, word] = np.maximum(counts - d, 0.0)  # (context, word) pairs are distinct: plain assignment
+        table /= total[:, None]
+        # The discounted mass d * N1+(h .) / c(h) goes to the lower order at h's suffix (the 1/V for k = 1);
+        # that suffix was seen as a context one order down, since every k-gram's suffix is a (k-1)-gram.
+        lower = probs[-1][np.searchsorted(keys[-1], ctx_keys % V ** (k - 2))] if k > 1 else 1.0 / V
+        table += (d * np.bincount(row) / total)[:, None] * lower
+        keys.append(ctx_keys)
+        probs.append(table)
+    return CountLM(n, V, keys, probs)
+
+
+def log_probs(model: CountLM, ids, start: int = 0) -> np.ndarray:
+    """ln P(ids[i] | the up to n-1 tokens before it in ids) for i = start .. len(ids)-1 (shorter contexts early)."""
+    ids = _check_ids(ids, model.vocab_size)
+    targets = np.arange(start, len(ids))
+    p = model.probs[0][0, ids[targets]]
+    for j in range(1, model.n):  # longer seen contexts override shorter ones; an unseen one keeps its suffix's
+        i = targets[targets >= j]
+        if i.size == 0:
+            break
+        ctx = _codes(ids, j, model.vocab_size)[i - j]
+        row = np.minimum(np.searchsorted(model.keys[j], ctx), len(model.keys[j]) - 1)
+        seen = model.keys[j][row] == ctx
+        p[i[seen] - start] = model.probs[j][row[seen], ids[i[seen]]]
+    return np.log(p)
+
+
+def next_probs(model: CountLM, context) -> np.ndarray:
+    """The (V,) distribution of the token following `context` (only its last n-1 tokens matter)."""
+    context = _check_ids(context, model.vocab_size)
+    tail = context[len(context) - min(len(context), model.n - 1):]
+    stream = np.concatenate([np.repeat(tail[None], model.vocab_size, 0), np.arange(model.vocab_size)[:, None]], 1)
+    return np.exp([log_probs(model, s, start=len(tail))[0] for s in stream])
+
+
+def cross_entropy(model: CountLM, ids, context=()) -> float:
+    """Mean nats per token of ids, scored as one stream that continues the last n-1 tokens of `context`."""
+    context = _check_ids(context, model.vocab_size)
+    tail = context[len(context) - min(len(context), model.n - 1):]
+    return float(-log_probs(model, np.concatenate([tail, _check_ids(ids, model.vocab_size)]), len(tail)).mean())
+
+
+def metrics(loss: float) -> dict[str, float]:
+    return {"loss": loss, "perplexity": math.exp(loss), "bits_per_char": loss / math.log(2)}
+
+
+def evaluate_baselines(train_ids, eval_ids, vocab_size: int, max_n: int = 5,
+                       context_from_train: bool = True) -> dict[str, dict[str, float]]:
+    """Held-out loss, perplexity and bits/char of uniform, unigram and 2..max_n-gram models fitted on train_ids."""
+    models = {"uniform": uniform(vocab_size), "unigram": fit_unigram(train_ids, vocab_size)}
+    models.update({f"{n}-gram": fit_ngram(train_ids, vocab_size, n) for n in range(2, max_n + 1)})
+    context = train_ids if context_from_train else ()
+    return {name: metrics(cross_entropy(m, eval_ids, context)) for name, m in models.items()}
+
+
+def main(argv=None) -> None:
+    """Prints the baselines on the first `split` of the corpus vs the rest."""
+    from rnn_jax import data
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--corpus"), parser.add_argument("--data-dir")
+    parser.add_argument("--split", type=float, default=0.9), parser.add_argument("--max-n", type=int, default=5)
+    args = parser.parse_args(argv)
+    ids, vocab = data.load_corpus(data.resolve_corpus(args.corpus, args.data_dir))
+    cut = int(len(ids) * args.split)
+    for name, m in evaluate_baselines(ids[:cut], ids[cut:], len(vocab), args.max_n).items():
+        print(f"{name:>8}  loss {m['loss']:.4f}  perplexity {m['perplexity']:7.3f}  bits/char {m['bits_per_char']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+import collections
+import math
+
+import numpy as np
+import pytest
+
+from rnn_jax import baselines as b
+from rnn_jax import data
+
+
+@pytest.fixture(scope="module")
+def split(data_dir):
+    ids, vocab = data.load_corpus(data_dir / "timemachine.txt")
+    cut = int(len(ids) * 0.9)
+    return ids[:cut], ids[cut:], len(vocab)
+
+
+def kn_reference(ids, V, n, context, w):
+    """Interpolated Kneser-Ney written straight from Chen & Goodman's recursion, with dicts, to check the tables."""
+    ids = tuple(int(i) for i in ids)
+
+    def counts(k, top):
+        grams = [ids[i:i + k] for i in range(len(ids) - k + 1)]
+        if top:
+            return collections.Counter(grams)
+        left = collections.Counter(g[1:] for g in set(ids[i:i + k + 1] for i in range(len(ids) - k)))
+        left[ids[:k]] += 1  # the start of the text is one more left neighbour
+        return left
+
+    def p(h, top):
+        c = counts(len(h) + 1, top)
+        lower = 1 / V if not h else p(h[1:], False)
+        following = {g: x for g, x in c.items() if g[:-1] == h}
+        if not following:
+            return lower
+        n1, n2 = sum(x == 1 for x in c.values()), sum(x == 2 for x in c.values())
+        d = n1 / (n1 + 2 * n2) if n1 else 0.5
+        total = sum(following.values())
+        return max(c[h + (w,)] - d, 0) / total + d * len(following) / total * lower
+
+    h = tuple(int(i) for i in context)[max(0, len(context) - (n - 1)):]
+    return p(h, top=len(h) == n - 1)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5])
+def test_ngram_is_a_proper_distribution_for_seen_and_unseen_contexts(split, n):
+    train, _, V = split
+    model = b.fit_ngram(train, V, n)
+    for table in model.probs:  # every seen context, every order
+        np.testing.assert_allclose(table.sum(axis=1), 1.0, rtol=0, atol=1e-12)
+        assert table.min() > 0
+    seen = [train[:4], train[1000:1004], train[-4:]]
+    unseen = [np.array([26, 26, 26, 26]), np.array([0, 0, 0, 0]), np.array([27, 0, 25, 1]), np.array([], np.int32)]
+    for context in seen + unseen:
+        p = b.next_probs(model, context)
+        assert p.shape == (V,) and p.min() > 0
+        assert p.sum() == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_ngram_matches_a_direct_dict_implementation_of_kneser_ney(split, n):
+    train, _, V = split
+    text = train[:3000]
+    model = b.fit_ngram(text, V, n)
+    contexts = [text[100:103], text[:1], np.array([], np.int32), np.array([9, 2, 26]), np.array([0, 1, 2])]
+    for context in contexts:
+        want = [kn_reference(text, V, n, context, w) for w in range(V)]
+        np.testing.assert_allclose(b.next_probs(model, context), want, rtol=1e-12)
+
+
+def test_uniform_perplexity_is_exactly_the_vocabulary_size(split):
+    train, held_out, V = split
+    assert b.evaluate_baselines(train, held_out, V, max_n=2)["uniform"]["perplexity"] == pytest.approx(V, rel=1e-12)
+    assert b.cross_entropy(b.uniform(7), [1, 2, 3]) == pytest.approx(math.log(7))
+
+
+def test_unigram_is_add_one_smoothed_counts():
+    model = b.fit_unigram(np.array([1, 1, 2]), 4)  # counts 0,2,1,0 of N = 3 -> (c + 1) / (3 + 4)
+    np.testing.assert_allclose(b.next_probs(model, [2]), [1 / 7, 3 / 7, 2 / 7, 1 / 7])
+    np.testing.assert_allclose(b.log_probs(model, [1, 3, 0]), np.log([3 / 7, 1 / 7, 1 / 7]))
+    assert b.cross_entropy(model, [1, 3]) == pytest.approx(-(math.log(3 / 7) + math.log(1 / 7)) / 2)
+
+
+def test_trigram_learns_a_pattern_the_bigram_cannot():
+    pattern = np.tile([1, 1, 2], 100)  # "aab...": after "a" comes a or b, but after "aa" always b, after "ab" a
+    tri, bi = b.fit_ngram(pattern, 4, 3), b.fit_ngram(pattern, 4, 2)
+    assert b.next_probs(tri, [1, 1])[2] > 0.99 and b.next_probs(tri, [1, 2])[1] > 0.99
+    assert b.next_probs(bi, [1])[2] < 0.6
+    held_out = np.tile([1, 1, 2], 10)
+    assert b.cross_entropy(tri, held_out, context=pattern) < 0.01
+    assert b.cross_entropy(bi, held_out, context=pattern) > 0.4
+
+
+def test_book_perplexities_fall_with_the_order_and_are_in_range(split):
+    train, held_out, V = split
+    ppl = {k: v["perplexity"] for k, v in b.evaluate_baselines(train, held_out, V).items()}
+    # Measured on the 90/10 split: 28, 17.06, 10.00, 6.86, 5.06, 4.46.
+    assert ppl["uniform"] > ppl["unigram"] > ppl["2-gram"] > ppl["3-gram"] > ppl["4-gram"] > ppl["5-gram"]
+    assert 15 < ppl["unigram"] < 19 and 9 < ppl["2-gram"] < 11 and 6 < ppl["3-gram"] < 7.5
+    assert 4 < ppl["5-gram"] < 5
+    m = b.evaluate_baselines(train, held_out, V, max_n=2)["2-gram"]
+    assert m["bits_per_char"] == pytest.approx(m["loss"] / math.log(2)) and m["perplexity"] == pytest.approx(
+        math.exp(m["loss"]))
+
+
+def test_held_out_is_one_stream_continuing_the_training_text(split):
+    train, held_out, V = split
+    model = b.fit_ngram(train, V, 4)
+    stream = b.log_probs(model, np.concatenate([train, held_out]), start=len(train))
+    assert len(stream) == len(held_out)
+    assert b.cross_entropy(model, held_out, context=train) == pytest.approx(-stream.mean(), rel=1e-12)
+    got = b.evaluate_baselines(train, held_out, V, max_n=4)["4-gram"]["loss"]
+    assert got == pytest.approx(-stream.mean(), rel=1e-12)
+    # Without the training context only the first three tokens see shorter contexts.
+    alone = b.log_probs(model, held_out)
+    np.testing.assert_array_equal(alone[3:], stream[3:])
+    assert not np.array_equal(alone[:3], stream[:3])
+
+
+def test_unknown_and_unseen_tokens_get_finite_loss(split):
+    train, held_out, V = split
+    eval_ids = held_out[:500].copy()
+    eval_ids[::7] = 0  # <unk>, never seen in training
+    for name, m in b.evaluate_baselines(train[train != 26], eval_ids, V).items():  # 26 ("j") unseen too
+        assert math.isfinite(m["loss"]), name
+    lp = b.log_probs(b.fit_ngram(train, V, 5), np.concatenate([train[-4:], [0, 0, 26, 0]]), start=4)
+    assert np.all(np.isfinite(lp)) and np.all(lp < 0)
+
+
+def test_bad_inputs_are_rejected():
+    with pytest.raises(ValueError, match=r"\[0, 4\)"):
+        b.fit_ngram(np.array([1, 4]), 4, 2)
+    with pytest.raises(ValueError, match="at least n"):
+        b.fit_ngram(np.array([1, 2]), 4, 3)
+    with pytest.raises(ValueError, match="overflows"):
+        b.fit_ngram(np.arange(5), 2**20, 4)
