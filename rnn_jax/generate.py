@@ -11,9 +11,10 @@ from rnn_jax import model
 
 
 def _choose(logits_SV: jax.Array, key: jax.Array, temperature: float, top_k: int):
-    """Greedy argmax when temperature == 0, else a draw from softmax(logits / T) over the top k."""
+    """Greedy argmax when temperature == 0, else a draw from softmax(logits / T) over the top k, never <unk>."""
     if temperature == 0:
         return jnp.argmax(logits_SV, axis=-1).astype(jnp.int32)
+    logits_SV = logits_SV.at[:, 0].set(-jnp.inf)  # <unk> (id 0) stands for no character: never draw it
     if 0 < top_k < logits_SV.shape[-1]:
         kth_SV = jax.lax.top_k(logits_SV, top_k)[0][:, -1:]
         logits_SV = jnp.where(logits_SV < kth_SV, -jnp.inf, logits_SV)
@@ -75,3 +76,61 @@ def _jitted_step(activation: str, encoder: str, dtype: str):
         h_BH, _ = model.rnn_cell(params, h_BH, x_BI, act=model.ACTIVATIONS[activation].fn, dtype=dtype)
         return h_BH, model.output_layer(params, h_BH, dtype)
     return jax.jit(step)
+
+
+def main(argv=None) -> int:
+    import argparse
+    import sys
+
+    from rnn_jax import checkpoint
+    from rnn_jax.evaluate import load_run
+
+    parser = argparse.ArgumentParser(prog="python -m rnn_jax.generate",
+                                     description="Generate text from a trained run: one sample per line.")
+    parser.add_argument("--run-dir", required=True, help="a training run directory")
+    parser.add_argument("--prefix", default="time traveller", help="text to warm up on ('' starts from a space)")
+    parser.add_argument("--num-chars", type=int, default=200, help="characters to generate after the prefix")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--greedy", action="store_true", help="argmax at every step, as the book (the default)")
+    mode.add_argument("--temperature", type=float, help="sample from softmax(logits / T)")
+    mode.add_argument("--alpha", type=float, help="sample from p^alpha, renormalised (= temperature 1/alpha)")
+    parser.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest characters only")
+    parser.add_argument("--num-samples", type=int, default=1, help="samples drawn in one batched call")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sampling key")
+    args = parser.parse_args(argv)
+
+    def fail(message: str) -> int:
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+    temperature = args.temperature if args.temperature is not None else (
+        1.0 / args.alpha if args.alpha is not None and args.alpha > 0 else 0.0)
+    if args.num_chars < 1 or args.num_samples < 1:
+        return fail("--num-chars and --num-samples must be at least 1")
+    if (args.temperature is not None and args.temperature <= 0) or (args.alpha is not None and args.alpha <= 0):
+        return fail("--temperature and --alpha must be positive (use --greedy for argmax)")
+    if args.top_k < 0:
+        return fail("--top-k must be >= 0")
+    if args.top_k and temperature == 0:
+        return fail("--top-k applies to sampling: give --temperature or --alpha too")
+    try:
+        cfg, vocab, params, _ = load_run(args.run_dir)
+    except checkpoint.CheckpointError as e:
+        return fail(str(e))
+    unknown = vocab.unknown(args.prefix)
+    if unknown:
+        shown = ", ".join(f"{c!r}" for c in unknown)
+        print(f"note: prefix characters not in the model's vocabulary map to <unk> (id 0): {shown}; this model's "
+              f"text is {vocab.decode(range(1, min(len(vocab), 12)))!r}...", file=sys.stderr)
+    # an empty prefix warms up on nothing: start from the zero state fed a word boundary
+    warm = args.prefix or (" " if " " in vocab.token_to_idx else vocab.idx_to_token[1])
+    ids = generate_ids(params, jnp.asarray(vocab.encode(warm)), jax.random.key(args.seed),
+                       num_chars=args.num_chars, num_samples=args.num_samples, activation=cfg.activation,
+                       encoder=cfg.encoder, dtype=cfg.matmul_dtype, temperature=temperature, top_k=args.top_k)
+    for row in jax.device_get(ids):
+        print(args.prefix + vocab.decode(row))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

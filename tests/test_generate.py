@@ -62,6 +62,7 @@ def test_sampling_is_reproducible_by_key_and_batched(key):
 
 def test_low_temperature_equals_greedy(key):
     params = random_params(key)
+    params["b_q"] = params["b_q"].at[0].set(-100.0)  # sampling never draws <unk>; keep greedy off it too
     prefix = jnp.asarray(VOCAB.encode("time"))
     greedy = generate.generate_ids(params, prefix, key, num_chars=30)
     cold = generate.generate_ids(params, prefix, jax.random.key(5), num_chars=30, temperature=1e-4)
@@ -75,3 +76,57 @@ def test_top_k_never_leaves_the_top_k(key):
     ids = generate.generate_ids(params, jnp.asarray(VOCAB.encode("a")), key, num_chars=200, num_samples=8,
                                 temperature=5.0, top_k=3)
     assert set(np.unique(ids)) == {V - 3, V - 2, V - 1}
+
+
+# ------------------------------------------------------------------ the command line
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, data_dir):
+    from rnn_jax import config, train
+
+    run = tmp_path_factory.mktemp("gen") / "run"
+    cfg = config.dataclasses.replace(config.EXPERIMENTS["tiny"], hidden=32, epochs=3, predict_every=0)
+    summary = train.run(cfg, run, data_dir=str(data_dir), quiet=True)
+    return run, summary
+
+
+def test_cli_greedy_equals_what_training_printed(run_dir, capsys):
+    run, summary = run_dir
+    for prefix, text in summary["predictions"].items():
+        assert generate.main(["--run-dir", str(run), "--prefix", prefix, "--num-chars", "50", "--greedy"]) == 0
+        assert capsys.readouterr().out == text + "\n"
+
+
+def test_cli_samples_one_per_line_reproducibly(run_dir, capsys):
+    run, _ = run_dir
+    argv = ["--run-dir", str(run), "--prefix", "the", "--num-chars", "40", "--alpha", "0.5", "--num-samples", "3"]
+    outs = []
+    for seed in ("1", "1", "2"):
+        assert generate.main([*argv, "--seed", seed]) == 0
+        outs.append(capsys.readouterr().out.splitlines())
+    assert outs[0] == outs[1] != outs[2]
+    assert len(outs[0]) == 3 and all(line.startswith("the") and len(line) == 43 for line in outs[0])
+
+
+def test_cli_unknown_and_empty_prefixes(run_dir, capsys):
+    run, _ = run_dir
+    assert generate.main(["--run-dir", str(run), "--prefix", "The 2", "--num-chars", "5"]) == 0
+    captured = capsys.readouterr()
+    assert "'T', '2'" in captured.err and "<unk>" in captured.err
+    assert captured.out.startswith("The 2") and len(captured.out.strip("\n")) == 10
+    assert generate.main(["--run-dir", str(run), "--prefix", "", "--num-chars", "7"]) == 0
+    assert len(capsys.readouterr().out.strip("\n")) == 7
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--temperature", "0"], "must be positive"),
+    (["--top-k", "3"], "applies to sampling"),
+    (["--num-chars", "0"], "at least 1"),
+])
+def test_cli_rejects_bad_options(run_dir, capsys, argv, message):
+    assert generate.main(["--run-dir", str(run_dir[0]), *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_missing_run_directory(tmp_path, capsys):
+    assert generate.main(["--run-dir", str(tmp_path / "nope")]) == 2
+    assert "is not a run directory" in capsys.readouterr().err

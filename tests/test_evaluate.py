@@ -1,0 +1,84 @@
+import dataclasses
+import json
+import math
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+from rnn_jax import config, data, evaluate, model, train
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, data_dir):
+    """A small model trained on the book with 10% held out."""
+    run_dir = tmp_path_factory.mktemp("eval") / "run"
+    cfg = dataclasses.replace(config.BASE, hidden=64, epochs=6, val_fraction=0.1, test_fraction=0.05,
+                              eval_every=3, predict_every=0, max_tokens=20_000)
+    summary = train.run(cfg, run_dir, data_dir=str(data_dir), exp="small", quiet=True)
+    return run_dir, cfg, summary
+
+
+def test_evaluation_is_one_stream_with_the_state_carried(key):
+    params = jax.tree.map(lambda p: 20 * p, model.init_params(key, 28, 16))
+    cfg = dataclasses.replace(config.BASE, hidden=16)
+    tokens = np.asarray(jax.random.randint(key, (2_500,), 1, 28), np.int32)  # over two chunks
+    context = np.asarray([5, 7], np.int32)
+    got = evaluate.evaluate(params, tokens, cfg, context=context)
+    stream = np.concatenate([context[-1:], tokens])
+    logits_T1V, _ = model.forward(params, model.init_hidden(1, 16), stream[None, :-1])
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits_T1V[:, 0], stream[1:])
+    assert got["tokens"] == len(tokens)
+    np.testing.assert_allclose(got["loss"], float(nll.mean()), rtol=1e-5)
+    assert math.isclose(got["bits_per_char"], got["loss"] / math.log(2))
+    without = evaluate.evaluate(params, tokens, cfg)
+    assert without["tokens"] == len(tokens) - 1
+    np.testing.assert_allclose(without["loss"], float(nll[1:].mean()), rtol=1e-5)
+
+
+def test_validation_is_logged_and_beats_the_unigram(run):
+    run_dir, cfg, summary = run
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows if "val_perplexity" in r] == [3, 6]
+    assert summary["val_perplexity"] == rows[-1]["val_perplexity"]
+    assert summary["val_perplexity"] < summary["baselines"]["unigram"]["perplexity"]
+    assert summary["baselines"]["uniform"]["perplexity"] == pytest.approx(28)
+    saved = json.loads((run_dir / "config.json").read_text())["data"]
+    assert saved["train_tokens"] == 20_000 and saved["val_tokens"] == round(170_580 * 0.1)
+    assert (run_dir / "best").is_dir()
+
+
+def test_cli_scores_the_runs_split_with_baselines(run, capsys):
+    run_dir, _, summary = run
+    assert evaluate.main(["--run-dir", str(run_dir), "--baselines"]) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith("rnn "))
+    assert float(line.split()[1]) == pytest.approx(summary["val_perplexity"], rel=1e-4)
+    assert "5-gram" in out and "unigram" in out
+
+
+def test_cli_on_another_book_reports_unknown_characters(run, data_dir, tmp_path, capsys):
+    run_dir, _, _ = run
+    assert evaluate.main(["--run-dir", str(run_dir), "--corpus", str(data_dir / "war_of_the_worlds.txt")]) == 0
+    out = capsys.readouterr().out
+    assert float(out.splitlines()[1].split()[1]) < 28
+    run_raw = tmp_path / "raw"
+    cfg = dataclasses.replace(config.EXPERIMENTS["tiny"], preprocess="raw", epochs=1, predict_every=0)
+    train.run(cfg, run_raw, data_dir=str(data_dir), quiet=True)
+    odd = tmp_path / "odd.txt"
+    odd.write_text("Time travel — 1895!\n", encoding="utf-8")
+    assert evaluate.main(["--run-dir", str(run_raw), "--corpus", str(odd)]) == 0
+    err = capsys.readouterr().err
+    assert "characters not in the run's vocabulary map to <unk>" in err and "'—'" in err
+
+
+def test_raw_mode_keeps_case_and_punctuation(data_dir):
+    text = data.load_text(data_dir / "timemachine.txt", "raw")
+    assert text.startswith("The Time Machine, by H. G. Wells [1898]")
+    assert "  " not in text and "\n" not in text
+
+
+def test_cli_errors_for_a_missing_run(tmp_path, capsys):
+    assert evaluate.main(["--run-dir", str(tmp_path)]) == 2
+    assert "is not a run directory" in capsys.readouterr().err
