@@ -21,6 +21,7 @@ class Config:
     num_steps: int = 35
     max_tokens: int = 10_000  # training tokens from the start of the book; -1: all of them
     lr: float = 1.0
+    optimizer: str = "sgd"  # "sgd" (the book) | "adam"
     epochs: int = 500
     seed: int = 0
     backward: str = "fused"  # "fused": hand-written VJP of the scan | "autodiff": jax.grad of it
@@ -58,6 +59,7 @@ CHOICES = {
     "matmul_dtype": ("float32", "bfloat16"),
     "preprocess": ("book", "raw"),
     "on_nonfinite": ("stop", "skip"),
+    "optimizer": ("sgd", "adam"),
 }
 
 
@@ -101,6 +103,15 @@ def from_dict(d: dict) -> Config:
     if unknown:
         raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
     return Config(**d)
+
+
+def to_flags(cfg: Config) -> list[str]:
+    """Command-line flags that reproduce cfg exactly (every field), for child processes."""
+    def text(v):
+        return "none" if v is None else str(v).lower() if isinstance(v, bool) else repr(v) if isinstance(v, float) \
+            else str(v)
+    return [arg for f in dataclasses.fields(Config)
+            for arg in ("--" + f.name.replace("_", "-"), text(getattr(cfg, f.name)))]
 
 
 def _parser_for(tp):

@@ -51,11 +51,12 @@ def loss_fn(params, h_BH, tokens_BT, targets_BT, cfg: Config, mask_BT=None):
 
 def make_optimizer(cfg: Config) -> optax.GradientTransformation:
     clip = [] if cfg.clip_norm is None else [optax.clip_by_global_norm(cfg.clip_norm)]
-    return optax.chain(*clip, optax.sgd(cfg.lr))
+    return optax.chain(*clip, {"sgd": optax.sgd, "adam": optax.adam}[cfg.optimizer](cfg.lr))
 
 
-def init_state(cfg: Config, vocab_size: int, tx: optax.GradientTransformation) -> TrainState:
-    key_init = jax.random.fold_in(jax.random.key(cfg.seed), 0)  # purpose 0: parameters
+def init_state(cfg: Config, vocab_size: int, tx: optax.GradientTransformation, seed=None) -> TrainState:
+    """Fresh parameters from `seed` (default cfg.seed; may be traced, to vmap over seeds) and optimizer state."""
+    key_init = jax.random.fold_in(jax.random.key(cfg.seed if seed is None else seed), 0)  # purpose 0: params
     params = model.init_params(key_init, vocab_size, cfg.hidden, encoder=cfg.encoder, embed_dim=cfg.embed_dim)
     return TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
 

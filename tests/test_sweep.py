@@ -1,0 +1,59 @@
+import dataclasses
+
+import numpy as np
+import pytest
+
+from rnn_jax import config, data, log, sweep, train
+
+CFG = dataclasses.replace(config.EXPERIMENTS["tiny"], epochs=3, max_tokens=800, predict_every=0)
+SEEDS = [0, 1]
+
+
+@pytest.fixture(scope="module")
+def separate(tmp_path_factory, data_dir):
+    """Each seed as its own ordinary single-seed run: the reference."""
+    root = tmp_path_factory.mktemp("separate")
+    out = {}
+    for s in SEEDS:
+        train.run(dataclasses.replace(CFG, seed=s), root / str(s), data_dir=str(data_dir), exp="tiny", quiet=True)
+        out[s] = [r["perplexity"] for r in log.read_metrics(root / str(s))]
+    return out
+
+
+def test_processes_mode_equals_separate_runs(tmp_path, data_dir, separate):
+    records = sweep.run_processes("tiny", CFG, SEEDS, tmp_path, data_dir=str(data_dir))
+    assert [r["seed"] for r in records] == SEEDS
+    for r in records:
+        assert r["curve"] == separate[r["seed"]]  # the same program: bit-identical
+        assert r["diverged_epoch"] is None and r["predictions"]["time traveller"].startswith("time traveller")
+    assert separate[0] != separate[1]
+
+
+def test_vmap_mode_equals_separate_runs(data_dir, separate):
+    tokens, vocab = data.load_corpus(data_dir / "timemachine.txt", CFG.max_tokens)
+    records = sweep.run_vmap(CFG, SEEDS, tokens, vocab)
+    for r in records:
+        np.testing.assert_allclose(r["curve"], separate[r["seed"]], rtol=1e-5)
+
+
+def test_a_diverging_seed_is_recorded_not_averaged(tmp_path, data_dir):
+    diverging = dataclasses.replace(CFG, activation="relu", clip_norm=None, lr=1e30)
+    tokens, vocab = data.load_corpus(data_dir / "timemachine.txt", CFG.max_tokens)
+    by_mode = {"processes": sweep.run_processes("tiny", diverging, [0], tmp_path, data_dir=str(data_dir)),
+               "vmap": sweep.run_vmap(diverging, [0], tokens, vocab)}
+    for mode, records in by_mode.items():
+        assert records[0]["diverged_epoch"] == 1 and records[0]["perplexity"] is None, mode
+    summary = sweep.summarize([*by_mode["vmap"], {**by_mode["vmap"][0], "seed": 5, "diverged_epoch": None,
+                                                  "perplexity": 2.0, "tokens_per_sec": 10.0}])
+    assert summary["diverged"] == [[0, 1]] and summary["perplexity"] == {"mean": 2.0, "std": 0.0, "n": 1}
+
+
+def test_summary_is_mean_and_sample_std():
+    recs = [{"seed": s, "diverged_epoch": None, "perplexity": p} for s, p in enumerate([1.0, 2.0, 3.0])]
+    assert sweep.summarize(recs)["perplexity"] == {"mean": 2.0, "std": 1.0, "n": 3}
+
+
+def test_flags_reproduce_a_config():
+    cfg = dataclasses.replace(CFG, clip_norm=None, detach=False, lr=0.1 + 0.2)
+    args = train.build_parser().parse_args(config.to_flags(cfg))
+    assert config.config_from_args(args, exp="seq") == cfg
