@@ -42,6 +42,12 @@ EXPERIMENTS: dict[str, Config] = {
     "seq": BASE,
     "random": dataclasses.replace(BASE, sampling="random"),
     "tiny": dataclasses.replace(BASE, hidden=16, batch_size=2, num_steps=6, max_tokens=2_000, epochs=2),
+    # the book's exercises, each a one-line change
+    "relu": dataclasses.replace(BASE, activation="relu"),
+    "relu_noclip": dataclasses.replace(BASE, activation="relu", clip_norm=None),
+    "embed": dataclasses.replace(BASE, encoder="embed"),
+    "noclip": dataclasses.replace(BASE, clip_norm=None),
+    "nodetach": dataclasses.replace(BASE, detach=False, epochs=100),  # each step recomputes the epoch so far
     # the whole book, its last 10% held out: how the model does on text it has not seen
     "full": dataclasses.replace(BASE, max_tokens=-1, val_fraction=0.1, epochs=50, eval_every=5,
                                 checkpoint_every=10),

@@ -27,15 +27,20 @@ def generate_ids(params: model.Params, prefix_P: jax.Array, key: jax.Array, *, n
                  num_samples: int = 1, activation: str = "tanh", encoder: str = "onehot",
                  dtype: str = "float32", temperature: float = 0.0, top_k: int = 0) -> jax.Array:
     """Warm up on prefix[:-1] from a zero state, then feed prefix[-1] and emit num_chars ids: (S, N)."""
-    cell = functools.partial(model.rnn_cell, params, act=model.ACTIVATIONS[activation].fn, dtype=dtype)
-    encode = lambda tok_S: model.ENCODERS[encoder](params, tok_S[None])[0]
+    act = model.ACTIVATIONS[activation].fn
+    project = functools.partial(model.input_projection, params, encoder=encoder, dtype=dtype)  # a gather
+
+    def advance(h_SH, xw_SH):  # the cell, with x W_xh + b_h computed before
+        h_SH = act(xw_SH + model.mm(h_SH, params["W_hh"], dtype))
+        return h_SH, None
+
     h_SH = model.init_hidden(num_samples, params["W_hh"].shape[0])
-    warm_PS = jnp.broadcast_to(prefix_P[:-1, None], (prefix_P.shape[0] - 1, num_samples))
-    h_SH, _ = jax.lax.scan(cell, h_SH, model.ENCODERS[encoder](params, warm_PS))
+    warm_SP = jnp.broadcast_to(prefix_P[None, :-1], (num_samples, prefix_P.shape[0] - 1))
+    h_SH, _ = jax.lax.scan(advance, h_SH, project(warm_SP))
 
     def step(carry, key_t):
         h_SH, tok_S = carry
-        h_SH, _ = cell(h_SH, encode(tok_S))
+        h_SH, _ = advance(h_SH, project(tok_S[:, None])[0])
         tok_S = _choose(model.output_layer(params, h_SH, dtype), key_t, temperature, top_k)
         return (h_SH, tok_S), tok_S
 

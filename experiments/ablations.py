@@ -1,0 +1,31 @@
+"""Exercises 2, 4, 5, 6: sequential vs random, ReLU with and without clipping, embeddings, no clipping,
+no detaching. Each named configuration runs over several seeds; records land in experiments/results/.
+
+    python experiments/ablations.py                 # all of them, 3 seeds each
+    python experiments/ablations.py relu noclip --seeds 5
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import parser, run_seeds  # noqa: E402
+
+from rnn_jax import config  # noqa: E402
+
+NAMES = ("seq", "random", "relu", "relu_noclip", "embed", "noclip", "nodetach")
+
+
+def main(argv=None) -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("names", nargs="*", default=list(NAMES), help=f"any of {', '.join(NAMES)}")
+    args = p.parse_args(argv)
+    for name in args.names:
+        run_seeds(name, name, config.EXPERIMENTS[name], args)
+
+
+if __name__ == "__main__":
+    main()

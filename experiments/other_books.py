@@ -1,0 +1,62 @@
+"""Exercise 8, other books: train on The Time Machine and test on The War of the Worlds, and train on
+The War of the Worlds directly (its Project Gutenberg header and licence stripped), each over seeds.
+
+    python experiments/other_books.py
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+from common import RUNS, load, parser, run_seeds, write  # noqa: E402
+
+from rnn_jax import baselines, config, data  # noqa: E402
+from rnn_jax import evaluate as evaluate_lib  # noqa: E402
+from rnn_jax.evaluate import load_run  # noqa: E402
+
+
+def held_out(path: Path, vocab: data.Vocab, cfg) -> tuple:
+    """The last 10% of a book in a model's vocabulary, with the text before it, and the <unk> count."""
+    text = data.load_text(path, cfg.preprocess)
+    tokens = vocab.encode(text)
+    train, val, _ = data.split_corpus(tokens, 0.1)
+    return val, train, sum(vocab.unknown(text).values())
+
+
+def main(argv=None) -> None:
+    args = parser(__doc__.splitlines()[0]).parse_args(argv)
+    data_dir = Path(args.data_dir or Path(__file__).resolve().parents[2] / "shared" / "data")
+    books = {"timemachine": data_dir / "timemachine.txt", "war_of_the_worlds": data_dir / "war_of_the_worlds.txt"}
+    if load("wotw") is None or args.epochs:
+        run_seeds("wotw", "seq", config.EXPERIMENTS["seq"], args, corpus=str(books["war_of_the_worlds"]))
+    trained = {"timemachine": sorted((RUNS / "seq").glob("seed_*")),
+               "war_of_the_worlds": sorted((RUNS / "wotw").glob("seed_*"))}
+    table = []
+    for train_book, runs in trained.items():
+        if not runs:
+            raise SystemExit(f"no models trained on {train_book}; run experiments/ablations.py seq first")
+        for test_book, path in books.items():
+            ppl, unknown = [], 0
+            for run in runs[:args.seeds]:
+                cfg, vocab, params, _ = load_run(run)
+                val, context, unknown = held_out(path, vocab, cfg)
+                ppl.append(evaluate_lib.evaluate(params, val, cfg, context=context)["perplexity"])
+            # a 5-gram fit on the same 10,000 training characters, scored on the same text
+            train_tokens = data.load_corpus(books[train_book], 10_000)[0]
+            val, _, _ = held_out(path, data.load_corpus(books[train_book])[1], cfg)
+            ngram = baselines.evaluate_baselines(train_tokens, val, len(vocab), context_from_train=False)["5-gram"]
+            row = {"trained_on": train_book, "tested_on": test_book, "unknown_chars": unknown,
+                   "perplexity": {"mean": float(np.mean(ppl)), "std": float(np.std(ppl, ddof=1)) if len(ppl) > 1
+                                  else 0.0, "n": len(ppl)}, "ngram5_same_training": ngram["perplexity"]}
+            table.append(row)
+            print(f"trained on {train_book:<18} tested on {test_book:<18} ppl {row['perplexity']['mean']:.3f} "
+                  f"± {row['perplexity']['std']:.3f}  (5-gram {ngram['perplexity']:.3f})")
+    write("other_books", {"name": "other_books", "held_out": "last 10% of each book", "rows": table})
+
+
+if __name__ == "__main__":
+    main()

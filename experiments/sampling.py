@@ -1,0 +1,74 @@
+"""Exercise 6: sampling instead of argmax, from p^alpha (alpha > 1 sharpens, alpha < 1 flattens).
+
+Uses the `seq` models trained by ablations.py (experiments/runs/seq/seed_*): for each alpha, several
+samples from the same prefix, and properties of the text they make.
+
+    python experiments/sampling.py
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from common import RUNS, parser, write  # noqa: E402
+
+from rnn_jax import data, generate  # noqa: E402
+from rnn_jax.evaluate import load_run  # noqa: E402
+
+ALPHAS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, "greedy")
+PREFIX = "time traveller "
+
+
+def text_properties(samples: list[str], book_words: set[str]) -> dict:
+    """Distinct-word ratio, share of words that occur in the book, share of 4-grams of words repeated."""
+    words = [w for s in samples for w in s[len(PREFIX):].split()[:-1]]  # the last word may be cut off
+    grams = [tuple(s.split()[i:i + 4]) for s in samples for i in range(len(s.split()) - 3)]
+    return {"distinct_word_ratio": len(set(words)) / max(len(words), 1),
+            "words_in_book": float(np.mean([w in book_words for w in words])) if words else 0.0,
+            "repeated_4grams": 1 - len(set(grams)) / max(len(grams), 1), "words": len(words)}
+
+
+def main(argv=None) -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--num-samples", type=int, default=8)
+    p.add_argument("--num-chars", type=int, default=300)
+    args = p.parse_args(argv)
+    raw = data.read_text(data.resolve_corpus(None, args.data_dir))
+    book_words = set(re.findall(r"[a-z]+", raw.lower()))
+    runs = sorted((RUNS / "seq").glob("seed_*"))[:args.seeds]
+    if not runs:
+        raise SystemExit(f"no trained seq models in {RUNS / 'seq'}; run experiments/ablations.py seq first")
+    rows, examples = [], {}
+    for alpha in ALPHAS:
+        per_seed = []
+        for i, run in enumerate(runs):
+            cfg, vocab, params, _ = load_run(run)
+            temperature = 0.0 if alpha == "greedy" else 1.0 / alpha
+            ids = generate.generate_ids(params, jnp.asarray(vocab.encode(PREFIX)), jax.random.key(i),
+                                        num_chars=args.num_chars, num_samples=1 if alpha == "greedy" else
+                                        args.num_samples, temperature=temperature)
+            samples = [PREFIX + vocab.decode(r) for r in jax.device_get(ids)]
+            per_seed.append(text_properties(samples, book_words))
+            if i == 0:
+                examples[str(alpha)] = samples[0]
+        row = {"alpha": alpha}
+        for key in per_seed[0]:
+            vals = [s[key] for s in per_seed]
+            row[key] = {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0}
+        rows.append(row)
+        print(f"alpha {alpha!s:>6}: distinct {row['distinct_word_ratio']['mean']:.2f}  "
+              f"in book {row['words_in_book']['mean']:.2f}  repeated 4-grams {row['repeated_4grams']['mean']:.2f}")
+    write("sampling", {"name": "sampling", "prefix": PREFIX, "num_chars": args.num_chars,
+                       "num_samples": args.num_samples, "models": [r.name for r in runs], "rows": rows,
+                       "examples": examples})
+
+
+if __name__ == "__main__":
+    main()
