@@ -35,6 +35,7 @@ class Config:
     keep_checkpoints: int = 3  # latest checkpoints kept (the best by validation perplexity is kept apart)
     on_nonfinite: str = "stop"  # NaN/Inf loss or gradient: "stop" the run | "skip" the update
     max_skips: int = 20  # with "skip": consecutive skipped updates before the run stops
+    devices: int = 0  # data-parallel devices; 0: auto (all when each gets >= 32 rows, else 1)
 
 
 BASE = Config()
@@ -55,7 +56,7 @@ EXPERIMENTS: dict[str, Config] = {
 
 # Fields that may change when a run is resumed; any other difference would make it another run.
 RESUMABLE_FIELDS = frozenset({"epochs", "predict_every", "eval_every", "checkpoint_every", "keep_checkpoints",
-                              "on_nonfinite", "max_skips", "backward"})
+                              "on_nonfinite", "max_skips", "backward", "devices"})
 
 CHOICES = {
     "sampling": ("seq", "random"),
@@ -87,7 +88,7 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"lr must be positive, got {cfg.lr}")
     if cfg.clip_norm is not None and not cfg.clip_norm > 0:
         raise ConfigError(f"clip_norm must be positive (or 'none' for no clipping), got {cfg.clip_norm}")
-    for name in ("predict_every", "eval_every", "checkpoint_every"):
+    for name in ("predict_every", "eval_every", "checkpoint_every", "devices"):
         if getattr(cfg, name) < 0:
             raise ConfigError(f"{name} must be >= 0, got {getattr(cfg, name)}")
     for name in ("val_fraction", "test_fraction"):

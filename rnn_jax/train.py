@@ -18,8 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 
-from rnn_jax import baselines, data, generate, log, model
+from rnn_jax import baselines, data, distributed, generate, log, model
 from rnn_jax import config as config_lib
 from rnn_jax import evaluate as evaluate_lib
 from rnn_jax.checkpoint import CheckpointError, Checkpoints
@@ -171,6 +172,19 @@ def _fault_injection(point: str, epoch: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _count_skips(ok: np.ndarray, skips_in_a_row: int, cfg: Config) -> tuple[int, int | None]:
+    """(non-finite steps in a row at the end of this epoch, index of the step the run must stop at or None)."""
+    if ok.all():
+        return 0, None
+    if cfg.on_nonfinite == "stop":
+        return skips_in_a_row, int(np.argmin(ok))
+    for i, good in enumerate(ok):
+        skips_in_a_row = 0 if good else skips_in_a_row + 1
+        if skips_in_a_row > cfg.max_skips:
+            return skips_in_a_row, i
+    return skips_in_a_row, None
+
+
 def _check_resumable(run_dir: Path, cfg: Config, sha1: str, exp: str) -> dict:
     saved = json.loads((run_dir / "config.json").read_text())
     if saved.get("experiment") != exp:
@@ -201,6 +215,8 @@ def run(cfg: Config, run_dir: str | Path, *, corpus: str | None = None, data_dir
     parts = evaluate_lib.splits(all_tokens, cfg)
     tokens, (val_tokens, val_context) = parts["train"][0], parts["val"]
     data.check_length(len(tokens), cfg.batch_size, cfg.num_steps, cfg.sampling)
+    mesh = distributed.make_mesh(distributed.choose_devices(cfg.devices, cfg.batch_size))
+    primary = distributed.is_primary()
     if resume:
         if not (run_dir / "config.json").is_file():
             raise config_lib.ConfigError(f"--resume: {run_dir} holds no run to resume (no config.json)")
@@ -209,18 +225,23 @@ def run(cfg: Config, run_dir: str | Path, *, corpus: str | None = None, data_dir
             raise config_lib.ConfigError(f"cannot resume {run_dir}: its vocabulary differs from this corpus's")
         saved["config"] = config_lib.to_dict(cfg)
         saved.setdefault("resumed", []).append({"time": time.strftime("%Y-%m-%d %H:%M:%S"), **log.environment()})
-        log.write_json(run_dir / "config.json", saved)
+        _barrier("checked")
+        if primary:
+            log.write_json(run_dir / "config.json", saved)
     else:
         if (run_dir / "config.json").exists():
             raise config_lib.ConfigError(f"run directory {run_dir} already holds a run; continue it with --resume "
                                          "or choose another --run-dir")
+        _barrier("checked")  # every process looked before the first one writes
         run_dir.mkdir(parents=True, exist_ok=True)
+    if primary and not resume:
         log.write_json(run_dir / "config.json", {
             "experiment": exp, "config": config_lib.to_dict(cfg), "environment": log.environment(),
             "data": {"path": str(path.resolve()), "sha1": sha1, "train_tokens": int(len(tokens)),
                      "val_tokens": int(len(val_tokens)), "test_tokens": int(len(parts["test"][0]))},
         })
         vocab.save(run_dir / "vocab.json")
+    _barrier("run-dir")
 
     tx = make_optimizer(cfg)
     state = init_state(cfg, len(vocab), tx)
@@ -233,18 +254,20 @@ def run(cfg: Config, run_dir: str | Path, *, corpus: str | None = None, data_dir
                 "epoch": epoch, "key": key, "data_seed": cfg.seed, "skips_in_a_row": skips_in_a_row}
 
     def checkpoint(epoch, val_ppl=None):
-        tree = checkpoint_tree(state, h_BH, epoch, skips_in_a_row)
-        ckpts.save(epoch, jax.tree.map(np.asarray, tree), meta, val_perplexity=val_ppl)
+        ckpts.save(epoch, distributed.to_host(checkpoint_tree(state, h_BH, epoch, skips_in_a_row)), meta,
+                   val_perplexity=val_ppl)
 
     ckpts = Checkpoints(run_dir, cfg.keep_checkpoints)
-    start, skips_in_a_row = 1, 0
+    start, skips_in_a_row, step = 1, 0, 0
     if resume and ckpts.latest_epoch() is not None:
         restored, _ = ckpts.restore(jax.tree.map(ocp_abstract, checkpoint_tree(state, h_BH, 0, 0)))
         state = jax.tree.map(jnp.asarray, TrainState(restored["params"], restored["opt_state"], restored["step"]))
         start, skips_in_a_row = int(restored["epoch"]) + 1, int(restored["skips_in_a_row"])
+        step = int(restored["step"])
+    state = distributed.replicate(state, mesh)
     train_epoch = make_train_epoch(cfg, tx)
-    writer = log.MetricsWriter(run_dir, keep_epochs_upto=start - 1 if resume else None)
-    progress = None if quiet else log.Progress(cfg.epochs, start - 1)
+    writer = log.MetricsWriter(run_dir, keep_epochs_upto=start - 1 if resume else None) if primary else None
+    progress = None if quiet or not primary else log.Progress(cfg.epochs, start - 1)
     device = jax.devices()[0].platform
     timed_tokens, timed_seconds, t_start = 0, 0.0, time.perf_counter()
     row = {}
@@ -255,33 +278,27 @@ def run(cfg: Config, run_dir: str | Path, *, corpus: str | None = None, data_dir
             for epoch in range(start, cfg.epochs + 1):
                 t0 = time.perf_counter()
                 X_NBT, Y_NBT = data.epoch_batches(tokens, cfg, epoch)
-                state, h_BH, metrics = train_epoch(state, X_NBT, Y_NBT)
+                state, h_BH, metrics = train_epoch(state, distributed.shard_rows(X_NBT, mesh),
+                                                   distributed.shard_rows(Y_NBT, mesh))
                 _fault_injection("mid-epoch", epoch)
-                metrics = jax.device_get(metrics)  # the epoch's one host sync
+                metrics = distributed.to_host(metrics)  # the epoch's one host sync
                 seconds = time.perf_counter() - t0
                 ok = metrics["finite"]
-                first_step = int(state.step) - len(ok) + 1
-                if not ok.all():
-                    bad = int(np.argmin(ok))
-                    runs = np.concatenate([[skips_in_a_row], np.zeros(len(ok))])
-                    for i, good in enumerate(ok):
-                        runs[i + 1] = 0 if good else runs[i] + 1
-                    skips_in_a_row = int(runs[-1])
-                    if cfg.on_nonfinite == "stop" or runs.max() > cfg.max_skips:
-                        step = first_step + bad
-                        writer.write({"epoch": epoch, "step": step, "nonfinite": True,
-                                      "loss": float(metrics["loss"][bad]),
-                                      "grad_norm": float(metrics["grad_norm"][bad]), "skipped": int((~ok).sum())})
-                        why = (f"more than {cfg.max_skips} updates in a row were skipped"
-                               if cfg.on_nonfinite == "skip" else "no checkpoint was written for it")
-                        raise Diverged(f"diverged at epoch {epoch}, step {step}: loss {metrics['loss'][bad]}, "
-                                       f"gradient norm {metrics['grad_norm'][bad]} ({why}); try gradient clipping "
-                                       "(--clip-norm 1) or a lower --lr")
-                else:
-                    skips_in_a_row = 0
+                step += len(ok)
+                skips_in_a_row, stop_at = _count_skips(ok, skips_in_a_row, cfg)
+                if stop_at is not None:
+                    bad_step = step - len(ok) + stop_at + 1
+                    loss_bad, norm_bad = float(metrics["loss"][stop_at]), float(metrics["grad_norm"][stop_at])
+                    if writer:
+                        writer.write({"epoch": epoch, "step": bad_step, "nonfinite": True, "loss": loss_bad,
+                                      "grad_norm": norm_bad, "skipped": int((~ok).sum())})
+                    why = (f"more than {cfg.max_skips} updates in a row were skipped" if cfg.on_nonfinite == "skip"
+                           else "no checkpoint was written for it")
+                    raise Diverged(f"diverged at epoch {epoch}, step {bad_step}: loss {loss_bad}, gradient norm "
+                                   f"{norm_bad} ({why}); try gradient clipping (--clip-norm 1) or a lower --lr")
                 # minibatches have equal size, so the plain mean is the token-weighted mean
                 loss = float(np.mean(metrics["loss"][ok])) if ok.any() else None
-                row = {"epoch": epoch, "step": int(state.step), "loss": loss,
+                row = {"epoch": epoch, "step": step, "loss": loss,
                        "perplexity": math.exp(loss) if ok.any() else None,
                        "grad_norm": float(np.mean(metrics["grad_norm"][ok])) if ok.any() else None,
                        "tokens_per_sec": X_NBT.size / seconds, "seconds": seconds}
@@ -291,14 +308,16 @@ def run(cfg: Config, run_dir: str | Path, *, corpus: str | None = None, data_dir
                     timed_tokens, timed_seconds = timed_tokens + X_NBT.size, timed_seconds + seconds
                 last = epoch == cfg.epochs
                 if len(val_tokens) and ((cfg.eval_every and epoch % cfg.eval_every == 0) or last):
-                    val = evaluate_lib.evaluate(state.params, val_tokens, cfg, context=val_context)
+                    val = evaluate_lib.evaluate(distributed.to_host(state.params), val_tokens, cfg,
+                                                context=val_context)
                     row.update(val_loss=val["loss"], val_perplexity=val["perplexity"],
                                val_bits_per_char=val["bits_per_char"])
-                writer.write(row)
+                if writer:
+                    writer.write(row)
                 if progress and row["perplexity"] is not None:
                     progress.update(epoch, row["perplexity"], row["tokens_per_sec"])
                     if cfg.predict_every and (epoch % cfg.predict_every == 0 or last):
-                        text = predictions(state.params, vocab, cfg, PREFIXES[:1])[PREFIXES[0]]
+                        text = predictions(distributed.to_host(state.params), vocab, cfg, PREFIXES[:1])[PREFIXES[0]]
                         val_text = f"  val ppl {row['val_perplexity']:.3f}" if "val_perplexity" in row else ""
                         progress.line(epoch, row["perplexity"], row["tokens_per_sec"], val_text, text)
                 if last or stop.received or (cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0) \
@@ -310,30 +329,33 @@ def run(cfg: Config, run_dir: str | Path, *, corpus: str | None = None, data_dir
                                       f"{run_dir / 'checkpoints'}. Continue with: python -m rnn_jax.train "
                                       f"--run-dir {run_dir} --resume")
     finally:
-        writer.close()
         ckpts.close()
         if progress:
             progress.close()
-        rows = log.read_metrics(run_dir)
-        if rows:
-            log.plot_curve(rows, run_dir / "perplexity.png", title=f"{exp}: {path.name}")
+        if writer:
+            writer.close()
+            rows = log.read_metrics(run_dir)
+            if rows:
+                log.plot_curve(rows, run_dir / "perplexity.png", title=f"{exp}: {path.name}")
 
     if not row:  # resumed a run that had already finished
         row = [r for r in log.read_metrics(run_dir) if r.get("perplexity") is not None][-1]
-    np.savez(run_dir / "params.npz", **jax.device_get(state.params))
+    params = distributed.to_host(state.params)
     summary = {
         "experiment": exp, "epochs": cfg.epochs, "perplexity": row["perplexity"], "loss": row["loss"],
         "tokens_per_sec": timed_tokens / timed_seconds if timed_seconds else None,
         "wall_seconds": time.perf_counter() - t_start, "device": device,
-        "predictions": predictions(state.params, vocab, cfg),
+        "predictions": predictions(params, vocab, cfg), "devices": mesh.size if mesh else 1,
     }
     for k in ("val_loss", "val_perplexity", "val_bits_per_char"):
         if k in row:
             summary[k] = row[k]
     if len(val_tokens):
         summary["baselines"] = baselines.evaluate_baselines(tokens, val_tokens, len(vocab))
-    log.write_json(run_dir / "summary.json", summary)
-    if not quiet:
+    if primary:
+        np.savez(run_dir / "params.npz", **params)
+        log.write_json(run_dir / "summary.json", summary)
+    if not quiet and primary:
         tps = f"{summary['tokens_per_sec']:.1f}" if summary["tokens_per_sec"] else "-"
         ppl = f"{summary['perplexity']:.1f}" if summary["perplexity"] is not None else "- (every update skipped)"
         print(f"perplexity {ppl}, {tps} tokens/sec on {device}")
@@ -345,6 +367,11 @@ def run(cfg: Config, run_dir: str | Path, *, corpus: str | None = None, data_dir
         for text in summary["predictions"].values():
             print(text)
     return summary
+
+
+def _barrier(name: str) -> None:
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
 
 
 def ocp_abstract(x):
@@ -364,6 +391,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", default=None, help=f"directory holding {data.TIME_MACHINE_FILE}")
     parser.add_argument("--corpus", default=None, help="train on this UTF-8 text file instead")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
+    group = parser.add_argument_group("multi-process (every process runs the same command)")
+    group.add_argument("--coordinator", default=None, help="HOST:PORT of process 0")
+    group.add_argument("--num-processes", type=int, default=None)
+    group.add_argument("--process-id", type=int, default=None)
     config_lib.add_config_flags(parser)
     return parser
 
@@ -387,6 +418,7 @@ def main(argv=None) -> int:
             exp = args.exp or "seq"
             base = None
         cfg = config_lib.config_from_args(args, exp=exp, base=base)
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id)
         run(cfg, args.run_dir or default_run_dir(exp), corpus=corpus, data_dir=data_dir, exp=exp,
             resume=args.resume, quiet=args.quiet)
     except (config_lib.ConfigError, data.DataError, CheckpointError) as e:
