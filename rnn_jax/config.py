@@ -50,8 +50,9 @@ EXPERIMENTS: dict[str, Config] = {
     "noclip": dataclasses.replace(BASE, clip_norm=None),
     "nodetach": dataclasses.replace(BASE, detach=False, epochs=100),  # each step recomputes the epoch so far
     # the whole book, its last 10% held out: how the model does on text it has not seen
-    "full": dataclasses.replace(BASE, max_tokens=-1, val_fraction=0.1, epochs=50, eval_every=5,
-                                checkpoint_every=10),
+    # (Adam: SGD at lr 1 needs 50 epochs to reach 6.2 on held-out text, Adam 10 to reach 6.1)
+    "full": dataclasses.replace(BASE, max_tokens=-1, val_fraction=0.1, optimizer="adam", lr=0.002, epochs=20,
+                                eval_every=2, checkpoint_every=10),
 }
 
 # Fields that may change when a run is resumed; any other difference would make it another run.
