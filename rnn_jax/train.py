@@ -204,6 +204,31 @@ def _check_resumable(run_dir: Path, cfg: Config, sha1: str, exp: str) -> dict:
     return saved
 
 
+def _open_run_dir(run_dir: Path, cfg: Config, exp: str, resume: bool, vocab: data.Vocab, data_info: dict):
+    """Checks (every process) that run_dir can take this run, then writes config.json and vocab.json (process 0)."""
+    if resume:
+        if not (run_dir / "config.json").is_file():
+            raise config_lib.ConfigError(f"--resume: {run_dir} holds no run to resume (no config.json)")
+        saved = _check_resumable(run_dir, cfg, data_info["sha1"], exp)
+        if data.Vocab.load(run_dir / "vocab.json") != vocab:
+            raise config_lib.ConfigError(f"cannot resume {run_dir}: its vocabulary differs from this corpus's")
+        saved["config"] = config_lib.to_dict(cfg)
+        saved.setdefault("resumed", []).append({"time": time.strftime("%Y-%m-%d %H:%M:%S"), **log.environment()})
+    elif (run_dir / "config.json").exists():
+        raise config_lib.ConfigError(f"run directory {run_dir} already holds a run; continue it with --resume "
+                                     "or choose another --run-dir")
+    else:
+        saved = {"experiment": exp, "config": config_lib.to_dict(cfg), "environment": log.environment(),
+                 "data": data_info}
+    _barrier("checked")  # every process looked before the first one writes
+    if distributed.is_primary():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        log.write_json(run_dir / "config.json", saved)
+        if not resume:
+            vocab.save(run_dir / "vocab.json")
+    _barrier("run-dir")
+
+
 def run(cfg: Config, run_dir: str | Path, *, corpus: str | None = None, data_dir: str | None = None,
         exp: str = "custom", resume: bool = False, quiet: bool = False) -> dict:
     """Trains cfg in run_dir (config, vocab, metrics, checkpoints, curve), or continues it; returns a summary."""
@@ -217,37 +242,16 @@ def run(cfg: Config, run_dir: str | Path, *, corpus: str | None = None, data_dir
     data.check_length(len(tokens), cfg.batch_size, cfg.num_steps, cfg.sampling)
     mesh = distributed.make_mesh(distributed.choose_devices(cfg.devices, cfg.batch_size))
     primary = distributed.is_primary()
-    if resume:
-        if not (run_dir / "config.json").is_file():
-            raise config_lib.ConfigError(f"--resume: {run_dir} holds no run to resume (no config.json)")
-        saved = _check_resumable(run_dir, cfg, sha1, exp)
-        if data.Vocab.load(run_dir / "vocab.json") != vocab:
-            raise config_lib.ConfigError(f"cannot resume {run_dir}: its vocabulary differs from this corpus's")
-        saved["config"] = config_lib.to_dict(cfg)
-        saved.setdefault("resumed", []).append({"time": time.strftime("%Y-%m-%d %H:%M:%S"), **log.environment()})
-        _barrier("checked")
-        if primary:
-            log.write_json(run_dir / "config.json", saved)
-    else:
-        if (run_dir / "config.json").exists():
-            raise config_lib.ConfigError(f"run directory {run_dir} already holds a run; continue it with --resume "
-                                         "or choose another --run-dir")
-        _barrier("checked")  # every process looked before the first one writes
-        run_dir.mkdir(parents=True, exist_ok=True)
-    if primary and not resume:
-        log.write_json(run_dir / "config.json", {
-            "experiment": exp, "config": config_lib.to_dict(cfg), "environment": log.environment(),
-            "data": {"path": str(path.resolve()), "sha1": sha1, "train_tokens": int(len(tokens)),
-                     "val_tokens": int(len(val_tokens)), "test_tokens": int(len(parts["test"][0]))},
-        })
-        vocab.save(run_dir / "vocab.json")
-    _barrier("run-dir")
+    _open_run_dir(run_dir, cfg, exp, resume, vocab, {
+        "path": str(path.resolve()), "sha1": sha1, "train_tokens": int(len(tokens)),
+        "val_tokens": int(len(val_tokens)), "test_tokens": int(len(parts["test"][0]))})
 
     tx = make_optimizer(cfg)
     state = init_state(cfg, len(vocab), tx)
     key = jax.random.key_data(jax.random.key(cfg.seed))
     h_BH = model.init_hidden(cfg.batch_size, cfg.hidden)
     meta = {"experiment": exp, "config": config_lib.to_dict(cfg), "vocab": vocab.idx_to_token, "corpus_sha1": sha1}
+
     def checkpoint_tree(state, h_BH, epoch, skips_in_a_row):
         """Everything an exact continuation needs; the data order of epoch e is derived from (seed, e)."""
         return {"params": state.params, "opt_state": state.opt_state, "step": state.step, "h": h_BH,
@@ -271,8 +275,6 @@ def run(cfg: Config, run_dir: str | Path, *, corpus: str | None = None, data_dir
     device = jax.devices()[0].platform
     timed_tokens, timed_seconds, t_start = 0, 0.0, time.perf_counter()
     row = {}
-
-
     try:
         with _StopSignals() as stop:
             for epoch in range(start, cfg.epochs + 1):
