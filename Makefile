@@ -7,7 +7,7 @@ DATA_DIR ?= $(firstword $(wildcard ../shared/data))
 DATA_FLAG := $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
 ARGS ?=
 
-.PHONY: install test lint train bench ablations clean
+.PHONY: install test lint train bench ablations report clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,18 @@ train: install
 
 bench: install
 	$(PY) -m rnn_jax.bench $(DATA_FLAG) $(ARGS)
+
+# The book's exercises over several seeds (about an hour on 2 cores), then the report.
+ablations: install
+	$(PY) experiments/ablations.py $(DATA_FLAG) $(ARGS)
+	$(PY) experiments/sampling.py $(DATA_FLAG)
+	$(PY) experiments/other_books.py $(DATA_FLAG) $(ARGS)
+	$(PY) experiments/hparams.py $(DATA_FLAG) $(ARGS)
+	$(PY) experiments/report.py
+
+# Regenerates experiments/RESULTS.md and its figures from experiments/results/*.json (seconds).
+report: install
+	$(PY) experiments/report.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

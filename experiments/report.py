@@ -104,6 +104,9 @@ def diverged_text(name: str) -> str:
 
 
 def section(title: str, names: list[str], fig: str, answer: str) -> list[str]:
+    """A table, the curves and the answer; nothing when the experiment it is about (the last name) has no record."""
+    if load(names[-1]) is None:
+        return []
     out = [f"## {title}", ""] + table(names) + [""]
     img = curves(names, FIGURES / f"{fig}.png", title)
     if img:
@@ -151,6 +154,11 @@ def main() -> None:
                       f"reaches {nd_rec:.3f} against {pm(seq100)} for the detached model at the same epoch: the "
                       "gradient of one 35-character minibatch through hundreds of earlier steps vanishes through "
                       "tanh and W_hh, so it buys little for its cost.")
+    if load("bf16"):
+        md += section("bfloat16 matrix products (a speed lever, not an exercise)", ["seq", "bf16"], "bf16",
+                      f"bf16 operands with float32 accumulation end at {pm(load('bf16')['summary'].get('perplexity'))}"
+                      f" against float32's {pm(load('seq')['summary'].get('perplexity'))}; see the README's "
+                      "Performance section for what they buy in speed.")
     md += sampling_section() + hparams_section() + other_books_section()
     (HERE / "RESULTS.md").write_text("\n".join(md) + "\n")
     print(f"wrote {HERE / 'RESULTS.md'}")

@@ -49,6 +49,7 @@ EXPERIMENTS: dict[str, Config] = {
     "embed": dataclasses.replace(BASE, encoder="embed"),
     "noclip": dataclasses.replace(BASE, clip_norm=None),
     "nodetach": dataclasses.replace(BASE, detach=False, epochs=100),  # each step recomputes the epoch so far
+    "bf16": dataclasses.replace(BASE, matmul_dtype="bfloat16"),  # speed lever: does perplexity change?
     # the whole book, its last 10% held out: how the model does on text it has not seen
     # (Adam: SGD at lr 1 needs 50 epochs to reach 6.2 on held-out text, Adam 10 to reach 6.1)
     "full": dataclasses.replace(BASE, max_tokens=-1, val_fraction=0.1, optimizer="adam", lr=0.002, epochs=20,

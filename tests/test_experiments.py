@@ -1,0 +1,92 @@
+"""The experiment registry, the experiment scripts' plumbing and the report generator (no long training)."""
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rnn_jax import config, train
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
+import common  # noqa: E402
+import report  # noqa: E402
+
+
+@pytest.mark.parametrize("name", sorted(config.EXPERIMENTS))
+def test_every_experiment_trains_a_few_steps(name):
+    # the registered configuration, shrunk only in size, so each one's code path runs for real
+    cfg = dataclasses.replace(config.EXPERIMENTS[name], hidden=16, batch_size=4, num_steps=5)
+    tx = train.make_optimizer(cfg)
+    X = np.random.default_rng(0).integers(1, 28, (3, 4, 5), dtype=np.int32)
+    state, h, metrics = train.make_train_epoch(cfg, tx)(train.init_state(cfg, 28, tx), X, np.roll(X, -1, -1))
+    assert metrics["loss"].shape == (3,) and np.all(np.isfinite(metrics["loss"])), name
+    assert int(state.step) == 3 and h.shape == (4, 16)
+
+
+def test_experiments_differ_from_the_base_only_where_declared():
+    declared = {"seq": set(), "random": {"sampling"}, "relu": {"activation"}, "relu_noclip": {"activation", "clip_norm"},
+                "embed": {"encoder"}, "noclip": {"clip_norm"}, "nodetach": {"detach", "epochs"},
+                "bf16": {"matmul_dtype"}}
+    for name, fields in declared.items():
+        cfg = config.EXPERIMENTS[name]
+        changed = {f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(config.BASE, f.name)}
+        assert changed == fields, name
+
+
+@pytest.fixture
+def results_dir(tmp_path, monkeypatch):
+    for module, attr, value in ((common, "RESULTS", tmp_path / "results"), (common, "RUNS", tmp_path / "runs"),
+                                (common, "HERE", tmp_path), (report, "RESULTS", tmp_path / "results"),
+                                (report, "HERE", tmp_path), (report, "FIGURES", tmp_path / "results" / "figures")):
+        monkeypatch.setattr(module, attr, value)
+    return tmp_path
+
+
+def test_run_seeds_writes_a_record_per_seed(results_dir, data_dir):
+    args = common.parser("t").parse_args(["--seeds", "2", "--mode", "vmap", "--epochs", "2",
+                                          "--data-dir", str(data_dir)])
+    cfg = dataclasses.replace(config.EXPERIMENTS["tiny"], max_tokens=600)
+    rec = common.run_seeds("tiny", "tiny", cfg, args)
+    saved = json.loads((results_dir / "results" / "tiny.json").read_text())
+    assert saved == json.loads(json.dumps(rec))
+    assert [s["seed"] for s in saved["seeds"]] == [0, 1] and saved["mode"] == "vmap"
+    assert saved["config"]["val_fraction"] == 0.1 and len(saved["seeds"][0]["val_curve"]) == 1
+    assert saved["summary"]["perplexity"]["n"] == 2
+
+
+def fake(name, finals, *, diverged=(), epochs=500, tps=50_000.0):
+    seeds = []
+    for i, final in enumerate(finals):
+        curve = list(np.geomspace(20, final, epochs))
+        bad = i in diverged
+        seeds.append({"seed": i, "diverged_epoch": 7 if bad else None, "perplexity": None if bad else final,
+                      "val_perplexity": None if bad else 3 * final, "tokens_per_sec": tps, "wall_seconds": 1.0,
+                      "curve": curve[:6] if bad else curve,
+                      "val_curve": [[e, 3 * final + abs(e - 100) / 100] for e in range(25, epochs + 1, 25)],
+                      "predictions": None})
+    from rnn_jax import sweep
+    common.write(name, {"name": name, "config": {"epochs": epochs}, "summary": sweep.summarize(seeds),
+                        "seeds": seeds})
+
+
+def test_report_tables_figures_and_answers(results_dir):
+    fake("seq", [1.0, 1.1, 1.2])
+    fake("random", [1.5, 1.6, 1.7])
+    fake("relu", [1.1, 1.1, 1.1])
+    fake("relu_noclip", [2.0, 2.0, 9.0], diverged=(0, 1))
+    fake("nodetach", [3.0, 3.0, 3.0], epochs=100, tps=6_000.0)
+    fake("hp_base", [1.0, 1.0, 1.0])
+    fake("hp_hidden_64", [2.0, 2.0, 2.0])
+    report.main()
+    md = (results_dir / "RESULTS.md").read_text()
+    assert "| `seq` | 500 | 1.100 ± 0.100 |" in md
+    assert "| `relu_noclip` | 500 | 9.000 ± 0.000 |" in md and "(0, 7), (1, 7)" in md  # diverged: listed, not averaged
+    assert "2 of 3 seeds diverged (at epochs 7, 7)" in md
+    assert "costs 8.3x the time per epoch" in md
+    assert "`hp_base`" in md and md.index("`hp_base`") < md.index("`hp_hidden_64`")  # ranked by held-out
+    for fig in ("seq_random", "relu", "nodetach"):
+        assert (results_dir / "results" / "figures" / f"{fig}.png").stat().st_size > 5_000
+    assert "## Learned embeddings" not in md  # no record, no section
