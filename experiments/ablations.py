@@ -1,5 +1,6 @@
 """Exercises 2, 4, 5, 6: sequential vs random, ReLU with and without clipping, embeddings, no clipping,
-no detaching; and bf16 matrix products (a speed lever) against float32. Each named configuration runs over several seeds; records land in experiments/results/.
+no detaching; and bf16 matrix products (a speed lever) against float32. Each named configuration runs
+over several seeds; records land in experiments/results/.
 
     python experiments/ablations.py                 # all of them, 3 seeds each
     python experiments/ablations.py relu noclip --seeds 5
