@@ -28,7 +28,8 @@ def test_every_experiment_trains_a_few_steps(name):
 
 def test_experiments_differ_from_the_base_only_where_declared():
     declared = {"seq": set(), "random": {"sampling"}, "relu": {"activation"},
-                "relu_noclip": {"activation", "clip_norm"}, "embed": {"encoder"}, "noclip": {"clip_norm"}, "nodetach": {"detach", "epochs"},
+                "relu_noclip": {"activation", "clip_norm"}, "embed": {"encoder"}, "noclip": {"clip_norm"},
+                "nodetach": {"detach", "epochs"},
                 "bf16": {"matmul_dtype"}}
     for name, fields in declared.items():
         cfg = config.EXPERIMENTS[name]
