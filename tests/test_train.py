@@ -187,9 +187,23 @@ def test_cli_writes_the_run_directory(data_dir, tmp_path, capsys):
     (["--lr", "-1"], "lr must be positive"),
     (["--clip-norm", "0"], "clip_norm must be positive"),
     (["--max-tokens", "100"], "too few for one minibatch"),
+    (["--num-steps", "0"], "num_steps must be a positive integer"),
+    (["--hidden", "-5"], "hidden must be a positive integer"),
+    (["--epochs", "0"], "epochs must be a positive integer"),
+    (["--clip-norm", "-1"], "clip_norm must be positive"),
+    (["--val-fraction", "1.5"], "val_fraction must be in [0, 1)"),
+    (["--corpus", "LATIN1"], "is not valid UTF-8"),
+    (["--corpus", "MISSING"], "no such file"),
+    (["--data-dir", "EMPTY"], "timemachine.txt does not exist"),
 ])
 def test_cli_bad_input_is_a_clear_error(data_dir, tmp_path, capsys, argv, message):
-    rc = train.main(argv + ["--data-dir", str(data_dir), "--run-dir", str(tmp_path / "r")])
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 ".encode("latin-1") * 2000)
+    (tmp_path / "empty").mkdir()
+    paths = {"LATIN1": tmp_path / "latin1.txt", "MISSING": tmp_path / "missing.txt", "EMPTY": tmp_path / "empty"}
+    argv = [str(paths.get(a, a)) for a in argv]
+    if "--data-dir" not in argv:
+        argv += ["--data-dir", str(data_dir)]
+    rc = train.main(argv + ["--run-dir", str(tmp_path / "r")])
     assert rc == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
