@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnn_jax import config as config_lib
-from rnn_jax import data, generate, log, model, train
+from rnn_jax import data, distributed, generate, log, model, train
 
 PEER_SCRIPT = Path(__file__).resolve().parent.parent.parent / "shared" / "bench" / "d2l_torch_ref.py"
 VARIANTS = {  # name -> (Config overrides, one jitted step per minibatch from Python (True) or one jit per epoch)
@@ -41,7 +41,7 @@ VARIANTS = {  # name -> (Config overrides, one jitted step per minibatch from Py
     "autodiff-epoch": ({"backward": "autodiff"}, False),
 }
 PEERS = {"torch-scratch": [], "torch-nn.RNN": ["--concise"]}  # the book's §8.5 pipeline, §8.6 nn.RNN
-SECTIONS = ("throughput", "compile", "generation", "scaling", "contention", "e2e")
+SECTIONS = ("throughput", "compile", "generation", "scaling", "devices", "contention", "e2e")
 PIN = "import os, runpy; os.sched_setaffinity(0, {cpus}); runpy.run_module('rnn_jax.bench', run_name='__main__')"
 
 
@@ -301,6 +301,31 @@ def scaling(args, corpus: Path, vocab_size: int) -> list[dict]:
     return out
 
 
+def device_scaling(args, vocab_size: int, tokens: np.ndarray) -> dict:
+    """Data-parallel fused-epoch over 1, 2, 4, ... local devices at one global batch (32 rows per device at most)."""
+    available = jax.device_count()
+    counts = [n for n in (1, 2, 4, 8, 16, 32, 64, 128) if n <= available]
+    cfg = dataclasses.replace(config_lib.BASE, hidden=args.hidden, batch_size=32 * counts[-1])
+    rows = []
+    for n in counts:
+        mesh = distributed.make_mesh(n)
+        tx = train.make_optimizer(cfg)
+        state = distributed.replicate(train.init_state(cfg, vocab_size, tx), mesh)
+        epoch = train.make_train_epoch(cfg, tx)
+        batches = [tuple(distributed.shard_rows(a, mesh) for a in data.epoch_batches(tokens, cfg, e))
+                   for e in range(args.epochs + 1)]
+        state = epoch(state, *batches[0])[0]  # compile and warm up
+        jax.block_until_ready(state)
+        t0 = time.perf_counter()
+        for X_NBT, Y_NBT in batches[1:]:
+            state, _, metrics = epoch(state, X_NBT, Y_NBT)
+            distributed.to_host(metrics)
+        tokens_per_s = sum(b[0].size for b in batches[1:]) / (time.perf_counter() - t0)
+        rows.append({"devices": n, "batch_size": cfg.batch_size, "tokens_per_s": tokens_per_s,
+                     "speedup": tokens_per_s / rows[0]["tokens_per_s"] if rows else 1.0})
+    return {"note": f"{available} {jax.devices()[0].platform} device(s); global batch {cfg.batch_size}", "rows": rows}
+
+
 def contention(args, corpus: Path) -> dict:
     """fused-epoch (fresh processes: all cores, or pinned to one) and the torch peer, quiet vs one core busy."""
     cpus = sorted(os.sched_getaffinity(0))
@@ -383,6 +408,10 @@ def print_report(report: dict) -> None:
             ("GFLOP/s", "gflop_per_s", ".1f"), ("compile s", "compile_s", ".2f"), ("xla MB", "xla_mb", ".1f"),
             *[(f"{k[:4]} MB", f"xla_{k}_mb", ".1f") for k in ("argument", "output", "temp")],
             ("rss MB", "peak_rss_mb", ",.0f"), ("other cores", "other_cores", ".2f")])
+    if "devices" in report:
+        print_table(f"data parallel over devices ({report['devices']['note']})", report["devices"]["rows"], [
+            ("devices", "devices", "d"), ("batch", "batch_size", "d"), ("tokens/s", "tokens_per_s", ",.0f"),
+            ("speedup", "speedup", ".2f")])
     if "contention" in report:
         print_table(f"contention ({report['contention']['note']})", report["contention"]["rows"], [
             ("config", "name", ""), ("busy core", "busy_core", "d"), *tok, ("vs quiet", "vs_quiet", ".2f"),
@@ -458,6 +487,7 @@ def main(argv=None) -> int:
     sections = {"throughput": lambda: throughput(args, corpus, tokens, vocab),
                 "compile": lambda: compile_times(args, len(vocab)), "generation": lambda: generation(args, vocab),
                 "scaling": lambda: scaling(args, corpus, len(vocab)), "contention": lambda: contention(args, corpus),
+                "devices": lambda: device_scaling(args, len(vocab), data.load_corpus(corpus)[0]),
                 "e2e": lambda: e2e(args, corpus)}
     for name in (s for s in SECTIONS if s in args.sections):
         t0 = time.perf_counter()

@@ -1,5 +1,6 @@
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -34,7 +35,7 @@ def check_spread(s):
 
 
 def test_table_and_json_of_the_cheap_sections(data_dir, tmp_path, capsys):
-    report = tiny(data_dir, tmp_path, "--sections", "throughput,compile,generation,scaling", "--variants",
+    report = tiny(data_dir, tmp_path, "--sections", "throughput,compile,generation,scaling,devices", "--variants",
                   "fused-epoch", "--gen-chars", "20", "--scale-hidden", "16", "--scale-steps", "35,350")
     printed = capsys.readouterr().out
     assert "peers skipped" in printed and "throughput" in printed and "fused-epoch seq" in printed
@@ -56,7 +57,20 @@ def test_table_and_json_of_the_cheap_sections(data_dir, tmp_path, capsys):
     for r in report["scaling"]:
         assert r["tokens_per_s"] > 0 and r["gflop_per_s"] > 0 and r["xla_temp_mb"] > 0
     assert report["scaling"][1]["xla_temp_mb"] > report["scaling"][0]["xla_temp_mb"]  # 10x the steps
-    assert set(report["load"]) == {"throughput", "compile", "generation", "scaling"}
+    assert [(r["devices"], r["batch_size"], r["speedup"]) for r in report["devices"]["rows"]] == [(1, 32, 1.0)]
+    assert set(report["load"]) == {"throughput", "compile", "generation", "scaling", "devices"}
+
+
+def test_device_scaling_over_four_host_devices(data_dir, tmp_path):
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    proc = subprocess.run([sys.executable, "-m", "rnn_jax.bench", "--data-dir", str(data_dir), "--quick", "--epochs",
+                           "1", "--hidden", "32", "--sections", "devices", "--json-out", str(out)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["devices"]["rows"]
+    assert [(r["devices"], r["batch_size"]) for r in rows] == [(1, 128), (2, 128), (4, 128)]
+    assert all(r["tokens_per_s"] > 0 for r in rows) and "data parallel over devices" in proc.stdout
 
 
 def test_peers_run_with_the_books_flags_and_set_the_ratio(data_dir, tmp_path, fake_peer, capsys):
