@@ -68,14 +68,21 @@ def curves(names: list[str], path: Path, title: str) -> str | None:
         rec = load(name)
         if rec is None:
             continue
-        runs = [r["curve"] for r in rec["seeds"] if r["curve"]]
+        runs = [r["curve"] for r in rec["seeds"] if r["curve"] and r["diverged_epoch"] is None]
         n = min(len(c) for c in runs) if runs else 0
-        if not n:
-            continue
-        arr = np.array([c[:n] for c in runs])
-        x = np.arange(1, n + 1)
-        (line,) = ax.plot(x, arr.mean(0), label=f"{name} ({len(runs)} seeds)")
-        ax.fill_between(x, arr.min(0), arr.max(0), color=line.get_color(), alpha=0.2)
+        color = None
+        if n:
+            arr = np.array([c[:n] for c in runs])
+            x = np.arange(1, n + 1)
+            (line,) = ax.plot(x, arr.mean(0), label=f"{name} ({len(runs)} seeds)")
+            ax.fill_between(x, arr.min(0), arr.max(0), color=line.get_color(), alpha=0.2)
+            color = line.get_color()
+        for r in rec["seeds"]:  # a diverged seed: its curve up to the divergence, marked with an x
+            if r["diverged_epoch"] is not None and r["curve"]:
+                e = min(r["diverged_epoch"], len(r["curve"]))
+                (line,) = ax.plot(np.arange(1, e + 1), r["curve"][:e], "--", lw=0.8, color=color,
+                                  label=f"{name} seed {r['seed']} (diverged)")
+                ax.plot([e], [r["curve"][e - 1]], "x", color=line.get_color())
     if not ax.lines:
         plt.close(fig)
         return None
@@ -194,23 +201,28 @@ def sampling_section() -> list[str]:
     if rec is None:
         return []
     out = ["## Sampling instead of argmax, from p^alpha (exercise 3)", "",
-           f"Samples of {rec['num_chars']} characters after `{rec['prefix']}` from the `seq` models "
-           f"({len(rec['models'])} seeds x {rec['num_samples']} samples per alpha).", "",
-           "| alpha | distinct-word ratio | words that occur in the book | repeated word 4-grams |",
-           "|---|---|---|---|"]
+           f"{rec['num_samples']} samples of {rec['num_chars']} characters after `{rec['prefix']}` per alpha from "
+           f"each `seq` model ({len(rec['models'])} seeds); alpha = 1 is plain sampling, 'greedy' the book's argmax. "
+           "Distinct words and repeated word 4-grams are measured within each sample; 'distinct samples' is the "
+           "share of the samples that differ from every other.", "",
+           "| alpha | distinct-word ratio | words that occur in the book | repeated word 4-grams | distinct samples |",
+           "|---|---|---|---|---|"]
     for r in rec["rows"]:
         out.append(f"| {r['alpha']} | {pm(r['distinct_word_ratio'], 2)} | {pm(r['words_in_book'], 2)} | "
-                   f"{pm(r['repeated_4grams'], 2)} |")
-    rows = {str(r["alpha"]): r for r in rec["rows"]}
-    out += ["", "Examples (seed 0):", "", "```"] + [f"alpha {a:>6}: {t}" for a, t in rec["examples"].items()] + [
-        "```", "",
-        f"Flattening (alpha < 1) invents words: at alpha 0.25 only "
-        f"{rows['0.25']['words_in_book']['mean']:.0%} of the words exist in the book. Sharpening (alpha > 1) "
-        f"moves towards greedy decoding, whose text is real words ({rows['greedy']['words_in_book']['mean']:.0%}) "
-        f"but repeats itself (repeated 4-grams {rows['greedy']['repeated_4grams']['mean']:.0%} for greedy vs "
-        f"{rows['1.0']['repeated_4grams']['mean']:.0%} at alpha 1). Plain sampling (alpha 1) keeps variety at "
-        "the cost of misspellings; alpha around 2 gives text that is both varied and mostly made of real words.",
-        ""]
+                   f"{pm(r['repeated_4grams'], 2)} | {pm(r['distinct_samples'], 2)} |")
+    rows = {str(r["alpha"]): {k: v["mean"] for k, v in r.items() if isinstance(v, dict)} for r in rec["rows"]}
+    low, one, high, greedy = rows[str(rec["rows"][0]["alpha"])], rows["1.0"], rows[str(rec["rows"][-2]["alpha"])], \
+        rows["greedy"]
+    out += ["", "Examples (seed 0, first sample):", "", "```"] + [
+        f"alpha {a:>6}: {t}" for a, t in rec["examples"].items()] + ["```", "",
+        f"Flattening (alpha {rec['rows'][0]['alpha']}) makes up words: {low['words_in_book']:.0%} of them occur in "
+        f"the book, against {one['words_in_book']:.0%} for plain sampling. Sharpening (alpha "
+        f"{rec['rows'][-2]['alpha']}) raises that to {high['words_in_book']:.0%} but the samples collapse onto the "
+        f"same memorised passages: {high['distinct_samples']:.0%} of them differ from the others, and "
+        f"{high['repeated_4grams']:.0%} of word 4-grams repeat within a sample. Greedy decoding is the limit: "
+        f"one text for every call ({greedy['distinct_samples']:.0%} distinct), {greedy['words_in_book']:.0%} real "
+        "words, a passage of the book the model memorised. Sampling trades fidelity for variety, and alpha sets the "
+        "exchange rate.", ""]
     return out
 
 

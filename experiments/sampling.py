@@ -27,12 +27,20 @@ PREFIX = "time traveller "
 
 
 def text_properties(samples: list[str], book_words: set[str]) -> dict:
-    """Distinct-word ratio, share of words that occur in the book, share of 4-grams of words repeated."""
-    words = [w for s in samples for w in s[len(PREFIX):].split()[:-1]]  # the last word may be cut off
-    grams = [tuple(s.split()[i:i + 4]) for s in samples for i in range(len(s.split()) - 3)]
-    return {"distinct_word_ratio": len(set(words)) / max(len(words), 1),
-            "words_in_book": float(np.mean([w in book_words for w in words])) if words else 0.0,
-            "repeated_4grams": 1 - len(set(grams)) / max(len(grams), 1), "words": len(words)}
+    """Per sample: distinct-word ratio and repeated word 4-grams; overall: words found in the book and how
+    many of the samples (all drawn from the same prefix) differ from each other."""
+    def words(s):  # the generated words; the last one may be cut off
+        return s[len(PREFIX):].split()[:-1]
+
+    def repeated(ws):
+        grams = [tuple(ws[i:i + 4]) for i in range(len(ws) - 3)]
+        return 1 - len(set(grams)) / len(grams) if grams else 0.0
+
+    all_words = [w for s in samples for w in words(s)]
+    return {"distinct_word_ratio": float(np.mean([len(set(words(s))) / max(len(words(s)), 1) for s in samples])),
+            "words_in_book": float(np.mean([w in book_words for w in all_words])) if all_words else 0.0,
+            "repeated_4grams": float(np.mean([repeated(words(s)) for s in samples])),
+            "distinct_samples": len(set(samples)) / len(samples)}
 
 
 def main(argv=None) -> None:
@@ -52,8 +60,8 @@ def main(argv=None) -> None:
             cfg, vocab, params, _ = load_run(run)
             temperature = 0.0 if alpha == "greedy" else 1.0 / alpha
             ids = generate.generate_ids(params, jnp.asarray(vocab.encode(PREFIX)), jax.random.key(i),
-                                        num_chars=args.num_chars, num_samples=1 if alpha == "greedy" else
-                                        args.num_samples, temperature=temperature)
+                                        num_chars=args.num_chars, num_samples=args.num_samples,
+                                        temperature=temperature)
             samples = [PREFIX + vocab.decode(r) for r in jax.device_get(ids)]
             per_seed.append(text_properties(samples, book_words))
             if i == 0:
@@ -63,8 +71,9 @@ def main(argv=None) -> None:
             vals = [s[key] for s in per_seed]
             row[key] = {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0}
         rows.append(row)
-        print(f"alpha {alpha!s:>6}: distinct {row['distinct_word_ratio']['mean']:.2f}  "
-              f"in book {row['words_in_book']['mean']:.2f}  repeated 4-grams {row['repeated_4grams']['mean']:.2f}")
+        print(f"alpha {alpha!s:>6}: distinct words {row['distinct_word_ratio']['mean']:.2f}  in book "
+              f"{row['words_in_book']['mean']:.2f}  repeated 4-grams {row['repeated_4grams']['mean']:.2f}  "
+              f"distinct samples {row['distinct_samples']['mean']:.2f}")
     write("sampling", {"name": "sampling", "prefix": PREFIX, "num_chars": args.num_chars,
                        "num_samples": args.num_samples, "models": [r.name for r in runs], "rows": rows,
                        "examples": examples})

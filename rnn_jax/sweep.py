@@ -33,14 +33,25 @@ def default_mode() -> str:
     return "processes" if jax.default_backend() == "cpu" else "vmap"
 
 
+# A character model above this training perplexity predicts far worse than a uniform guess over any
+# character vocabulary (28 here, a few hundred at most): its updates have blown up even if still finite.
+BLOWUP_PERPLEXITY = 1_000.0
+
+
+def divergence_epoch(rows: list[dict]) -> int | None:
+    """The first epoch whose loss was NaN/Inf or whose perplexity exceeded BLOWUP_PERPLEXITY, or None."""
+    return next((r["epoch"] for r in rows if r.get("nonfinite") or (r.get("perplexity") or 0) > BLOWUP_PERPLEXITY),
+                None)
+
+
 def _record(seed: int, rows: list[dict], summary: dict | None, wall: float) -> dict:
     """The per-seed record both modes return, from metrics rows (and the run's summary when it finished)."""
-    bad = next((r for r in rows if r.get("nonfinite")), None)
+    bad = divergence_epoch(rows)
     good = [r for r in rows if r.get("perplexity") is not None and not r.get("nonfinite")]
     last = good[-1] if good else {}
     rates = [r["tokens_per_sec"] for r in good[1:]] or [r["tokens_per_sec"] for r in good]
     return {
-        "seed": seed, "diverged_epoch": bad["epoch"] if bad else None,
+        "seed": seed, "diverged_epoch": bad,
         "perplexity": None if bad else last.get("perplexity"),
         "val_perplexity": None if bad else last.get("val_perplexity"),
         "tokens_per_sec": float(np.median(rates)) if rates else None, "wall_seconds": wall,

@@ -57,3 +57,10 @@ def test_flags_reproduce_a_config():
     cfg = dataclasses.replace(CFG, clip_norm=None, detach=False, lr=0.1 + 0.2)
     args = train.build_parser().parse_args(config.to_flags(cfg))
     assert config.config_from_args(args, exp="seq") == cfg
+
+
+def test_a_finite_blow_up_counts_as_divergence():
+    rows = [{"epoch": 1, "perplexity": 20.0}, {"epoch": 2, "perplexity": 3e11}, {"epoch": 3, "perplexity": 2.0}]
+    assert sweep.divergence_epoch(rows) == 2
+    assert sweep.divergence_epoch(rows[:1] + rows[2:]) is None
+    assert sweep.divergence_epoch([{"epoch": 4, "nonfinite": True}]) == 4
