@@ -72,10 +72,14 @@ def restore_from(manager: ocp.CheckpointManager, epoch: int, abstract_state: dic
                               "move that directory away to resume from the one before it") from None
 
 
-def load_params(run_dir: str | Path) -> tuple[dict, dict | None]:
-    """Parameters (as NumPy arrays) from the latest checkpoint of a run, with its meta; else params.npz."""
+def load_params(run_dir: str | Path, *, best: bool = False) -> tuple[dict, dict | None]:
+    """Parameters (as NumPy arrays) from the latest checkpoint of a run (or its best by validation), with its
+    meta; else params.npz."""
     run_dir = Path(run_dir)
-    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir = run_dir / ("best" if best else "checkpoints")
+    no_best = CheckpointError(f"{run_dir} has no best checkpoint (one is kept only for runs with --val-fraction)")
+    if best and not ckpt_dir.is_dir():
+        raise no_best
     if ckpt_dir.is_dir():
         manager = _manager(ckpt_dir, 1_000_000)
         epoch = manager.latest_step()
@@ -86,6 +90,8 @@ def load_params(run_dir: str | Path) -> tuple[dict, dict | None]:
                 manager.close()
             return {k: np.asarray(v) for k, v in state["params"].items()}, meta
         manager.close()
+    if best:
+        raise no_best
     if (run_dir / "params.npz").is_file():
         with np.load(run_dir / "params.npz") as f:
             return dict(f), None

@@ -66,8 +66,8 @@ def splits(tokens: np.ndarray, cfg: config_lib.Config) -> dict[str, tuple[np.nda
             "val": (val, train), "test": (test, tokens[:len(tokens) - len(test)]), "all": (tokens, None)}
 
 
-def load_run(run_dir: str | Path):
-    """(cfg, vocab, params, saved config.json) of a run directory, with clear errors."""
+def load_run(run_dir: str | Path, *, best: bool = False):
+    """(cfg, vocab, params, saved config.json) of a run directory (its best checkpoint if `best`), with clear errors."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file() or not (run_dir / "vocab.json").is_file():
         raise checkpoint.CheckpointError(f"{run_dir} is not a run directory (no config.json / vocab.json); "
@@ -75,7 +75,7 @@ def load_run(run_dir: str | Path):
     saved = json.loads((run_dir / "config.json").read_text())
     cfg = config_lib.from_dict(saved["config"])
     vocab = data.Vocab.load(run_dir / "vocab.json")
-    params, _ = checkpoint.load_params(run_dir)
+    params, _ = checkpoint.load_params(run_dir, best=best)
     expected = len(vocab) if cfg.encoder == "onehot" else cfg.embed_dim
     if params["W_xh"].shape != (expected, cfg.hidden) or params["W_hq"].shape != (cfg.hidden, len(vocab)):
         raise checkpoint.CheckpointError(f"parameters in {run_dir} do not match its config.json and vocab.json "
@@ -90,11 +90,13 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", default=None, help="where the run's corpus now lives, if it moved")
     parser.add_argument("--split", default=None, choices=("train", "val", "test", "all"),
                         help="part of the text to score (default: val for the run's corpus, all for --corpus)")
+    parser.add_argument("--best", action="store_true", help="the run's best checkpoint by validation perplexity "
+                        "instead of its latest")
     parser.add_argument("--baselines", action="store_true", help="also score n-gram baselines fit on the run's "
                         "training text")
     args = parser.parse_args(argv)
     try:
-        cfg, vocab, params, saved = load_run(args.run_dir)
+        cfg, vocab, params, saved = load_run(args.run_dir, best=args.best)
         own = data.resolve_corpus(None, args.data_dir) if args.data_dir else Path(saved["data"]["path"])
         parts = splits(vocab.encode(data.load_text(own, cfg.preprocess)), cfg)
         if args.corpus:

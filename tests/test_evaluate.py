@@ -58,6 +58,22 @@ def test_cli_scores_the_runs_split_with_baselines(run, capsys):
     assert "5-gram" in out and "unigram" in out
 
 
+def test_best_checkpoint_is_the_lowest_validation_point(run, capsys):
+    run_dir, _, _ = run
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    best = min(r["val_perplexity"] for r in rows if "val_perplexity" in r)
+    assert evaluate.main(["--run-dir", str(run_dir), "--best"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("rnn "))
+    assert float(line.split()[1]) == pytest.approx(best, rel=1e-4)
+
+
+def test_best_needs_a_validation_run(tmp_path, data_dir, capsys):
+    cfg = dataclasses.replace(config.EXPERIMENTS["tiny"], epochs=1, predict_every=0)
+    train.run(cfg, tmp_path / "r", data_dir=str(data_dir), quiet=True)
+    assert evaluate.main(["--run-dir", str(tmp_path / "r"), "--best"]) == 2
+    assert "has no best checkpoint" in capsys.readouterr().err
+
+
 def test_cli_on_another_book_reports_unknown_characters(run, data_dir, tmp_path, capsys):
     run_dir, _, _ = run
     assert evaluate.main(["--run-dir", str(run_dir), "--corpus", str(data_dir / "war_of_the_worlds.txt")]) == 0
