@@ -96,6 +96,25 @@ def curves(names: list[str], path: Path, title: str) -> str | None:
     return f"![{title}]({path.relative_to(HERE)})"
 
 
+def val_curves(names: list[str], path: Path, title: str) -> str:
+    """Mean held-out perplexity against epoch for each configuration (seeds that did not diverge)."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=110)
+    for name in names:
+        runs = [r["val_curve"] for r in load(name)["seeds"] if r["diverged_epoch"] is None and r["val_curve"]]
+        if runs:
+            n = min(len(c) for c in runs)
+            arr = np.array([[v for _, v in c[:n]] for c in runs])
+            ax.plot([e for e, _ in runs[0][:n]], arr.mean(0), marker=".", label=name.removeprefix("hp_"))
+    ax.set(xlabel="epoch", ylabel="held-out perplexity", yscale="log", title=title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return f"![{title}]({path.relative_to(HERE)})"
+
+
 def mean_of(name: str, key: str = "perplexity") -> float:
     rec = load(name)
     return rec["summary"][key]["mean"] if rec and key in rec["summary"] else math.nan
@@ -112,6 +131,8 @@ def versus(a: str, b: str) -> str:
     if not ra or not rb or "perplexity" not in ra["summary"] or "perplexity" not in rb["summary"]:
         return "not comparable with"
     x, y = ra["summary"]["perplexity"], rb["summary"]["perplexity"]
+    if min(x["n"], y["n"]) < 2:
+        return "from a single surviving seed, against"
     if abs(x["mean"] - y["mean"]) <= x["std"] + y["std"]:
         return "level with (within one standard deviation of)"
     return "lower than" if x["mean"] < y["mean"] else "higher than"
@@ -171,7 +192,10 @@ def main() -> None:
     md += section("No gradient clipping (exercise 4)", ["seq", "noclip"], "noclip",
                   f"Without clipping, tanh: {diverged_text('noclip')}; final perplexity {mean_of('noclip'):.3f}, "
                   f"{versus('noclip', 'seq')} the clipped model ({seq:.3f}). tanh bounds the state but not the "
-                  "gradient through 35 steps of W_hh; the curves show what clipping at theta = 1 changes.")
+                  "gradient through 35 steps of W_hh: "
+                  + ("an unclipped step that is too large throws the model far from where it was (training "
+                     "perplexity jumps above a uniform guess), so clipping is needed." if diverged("noclip") else
+                     "here no seed blew up, and the curves show what clipping at theta = 1 changes."))
     nd = load("nodetach")
     if nd:
         epochs = nd["config"]["epochs"]
@@ -191,9 +215,24 @@ def main() -> None:
                       f"bf16 operands with float32 accumulation end at {pm(load('bf16')['summary'].get('perplexity'))}"
                       f", {versus('bf16', 'seq')} float32's {pm(load('seq')['summary'].get('perplexity'))}; see the "
                       "README's Performance section for what they buy in speed.")
-    md += sampling_section() + hparams_section() + other_books_section()
+    md += seed_cost_section() + sampling_section() + hparams_section() + other_books_section()
     (HERE / "RESULTS.md").write_text("\n".join(md) + "\n")
     print(f"wrote {HERE / 'RESULTS.md'}")
+
+
+def seed_cost_section() -> list[str]:
+    rec = load("seed_cost")
+    if rec is None:
+        return []
+    out = ["## What several seeds cost", "",
+           f"{rec['seeds']} seeds of `seq` for {rec['epochs']} epochs on the {rec['backend']} "
+           "(`python experiments/seed_cost.py`), wall time from first start to last exit:", "",
+           "| how | wall s | vs one after another |", "|---|---|---|"]
+    out += [f"| {r['mode']} | {r['wall_seconds']:.1f} | {r['speedup']:.2f}x |" for r in rec["rows"]]
+    best = max(rec["rows"], key=lambda r: r["speedup"])
+    return out + ["", f"The fastest here: {best['mode']} ({best['speedup']:.2f}x). `--mode auto` (the default of "
+                  "every experiment script) takes pinned processes on a CPU and one vmapped program on an "
+                  "accelerator.", ""]
 
 
 def sampling_section() -> list[str]:
@@ -218,8 +257,10 @@ def sampling_section() -> list[str]:
         f"Flattening (alpha {rec['rows'][0]['alpha']}) makes up words: {low['words_in_book']:.0%} of them occur in "
         f"the book, against {one['words_in_book']:.0%} for plain sampling. Sharpening (alpha "
         f"{rec['rows'][-2]['alpha']}) raises that to {high['words_in_book']:.0%} but the samples collapse onto the "
-        f"same memorised passages: {high['distinct_samples']:.0%} of them differ from the others, and "
-        f"{high['repeated_4grams']:.0%} of word 4-grams repeat within a sample. Greedy decoding is the limit: "
+        f"same memorised passages: {high['distinct_samples']:.0%} of them differ from the others"
+        + (f", and {high['repeated_4grams']:.0%} of word 4-grams repeat within a sample"
+           if high["repeated_4grams"] >= 0.05 else " (within a sample it does not loop: it recites the book)")
+        + ". Greedy decoding is the limit: "
         f"one text for every call ({greedy['distinct_samples']:.0%} distinct), {greedy['words_in_book']:.0%} real "
         "words, a passage of the book the model memorised. Sampling trades fidelity for variety, and alpha sets the "
         "exchange rate.", ""]
@@ -236,11 +277,14 @@ def hparams_section() -> list[str]:
            "One factor at a time around the book's settings (hidden 512, 35 steps, lr 1, 500 epochs), judged on "
            "held-out perplexity scored every 25 epochs; 'best held-out' is the lowest point of each seed's curve "
            "and its epoch (the epochs axis of the sweep). Sorted by it.", ""] + table(ranked) + [""]
+    out += [val_curves(ranked, FIGURES / "hparams.png", "Held-out perplexity while training"), ""]
+    blown = [n for n in ranked if diverged(n)]
     out.append(f"Held-out perplexity bottoms out early and then rises while training perplexity keeps falling: "
                f"10,000 characters are memorised, not generalised. The best configuration, `{ranked[0]}`, reaches "
                f"{best['mean']:.3f} ± {best['std']:.3f} at about epoch {best['epoch']:.0f}; the book's settings "
                f"reach {base['mean']:.3f} ± {base['std']:.3f} at about epoch {base['epoch']:.0f}. The lowest "
-               "training perplexity and the lowest held-out perplexity come from different settings.")
+               "training perplexity and the lowest held-out perplexity come from different settings."
+               + (f" Diverged: {'; '.join(f'`{n}` ({diverged_text(n)})' for n in blown)}." if blown else ""))
     return out + [""]
 
 

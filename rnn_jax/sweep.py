@@ -33,20 +33,15 @@ def default_mode() -> str:
     return "processes" if jax.default_backend() == "cpu" else "vmap"
 
 
-# A character model above this training perplexity predicts far worse than a uniform guess over any
-# character vocabulary (28 here, a few hundred at most): its updates have blown up even if still finite.
-BLOWUP_PERPLEXITY = 1_000.0
+def divergence_epoch(rows: list[dict], vocab_size: int) -> int | None:
+    """The first epoch whose loss was NaN/Inf, or whose training perplexity exceeded vocab_size: worse than a
+    uniform guess, which every run beats from its first epoch, so its updates have blown up though finite."""
+    return next((r["epoch"] for r in rows if r.get("nonfinite") or (r.get("perplexity") or 0) > vocab_size), None)
 
 
-def divergence_epoch(rows: list[dict]) -> int | None:
-    """The first epoch whose loss was NaN/Inf or whose perplexity exceeded BLOWUP_PERPLEXITY, or None."""
-    return next((r["epoch"] for r in rows if r.get("nonfinite") or (r.get("perplexity") or 0) > BLOWUP_PERPLEXITY),
-                None)
-
-
-def _record(seed: int, rows: list[dict], summary: dict | None, wall: float) -> dict:
+def _record(seed: int, rows: list[dict], summary: dict | None, wall: float, vocab_size: int) -> dict:
     """The per-seed record both modes return, from metrics rows (and the run's summary when it finished)."""
-    bad = divergence_epoch(rows)
+    bad = divergence_epoch(rows, vocab_size)
     good = [r for r in rows if r.get("perplexity") is not None and not r.get("nonfinite")]
     last = good[-1] if good else {}
     rates = [r["tokens_per_sec"] for r in good[1:]] or [r["tokens_per_sec"] for r in good]
@@ -62,15 +57,16 @@ def _record(seed: int, rows: list[dict], summary: dict | None, wall: float) -> d
 
 
 def run_processes(exp: str, cfg: Config, seeds, root: str | Path, *, corpus: str | None = None,
-                  data_dir: str | None = None, workers: int | None = None) -> list[dict]:
+                  data_dir: str | None = None, workers: int | None = None, pin: bool = True) -> list[dict]:
     """One `python -m rnn_jax.train` per seed, at most one per core at a time, each pinned to its core."""
     jobs = [(exp, dataclasses.replace(cfg, seed=s), Path(root) / f"seed_{s}") for s in seeds]
-    return run_jobs(jobs, corpus=corpus, data_dir=data_dir, workers=workers)
+    return run_jobs(jobs, corpus=corpus, data_dir=data_dir, workers=workers, pin=pin)
 
 
-def run_jobs(jobs, *, corpus: str | None = None, data_dir: str | None = None,
-             workers: int | None = None) -> list[dict]:
-    """Trains each (exp, cfg, run_dir) in its own process, one per core, pinned; records in job order."""
+def run_jobs(jobs, *, corpus: str | None = None, data_dir: str | None = None, workers: int | None = None,
+             pin: bool = True) -> list[dict]:
+    """Trains each (exp, cfg, run_dir) in its own process, at most `workers` (default: one per core) at a time,
+    each pinned to its own core unless pin=False; records in job order."""
     cores = sorted(os.sched_getaffinity(0))
     workers = min(workers or len(cores), len(cores))
     pending, running, done = list(enumerate(jobs)), {}, {}
@@ -82,7 +78,8 @@ def run_jobs(jobs, *, corpus: str | None = None, data_dir: str | None = None,
             argv = [sys.executable, "-m", "rnn_jax.train", "--exp", exp, *config_lib.to_flags(cfg),
                     "--run-dir", str(run_dir), "--quiet", *source]
             proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            os.sched_setaffinity(proc.pid, {core})  # before its JAX starts, which sizes its pool by affinity
+            if pin:
+                os.sched_setaffinity(proc.pid, {core})  # before its JAX starts, which sizes its pool by affinity
             running[i] = (proc, core, time.perf_counter())
         time.sleep(0.05)
         for i, (proc, _, t0) in list(running.items()):
@@ -94,7 +91,8 @@ def run_jobs(jobs, *, corpus: str | None = None, data_dir: str | None = None,
             if proc.returncode not in (0, 3):  # 3: diverged, which is a result
                 raise RuntimeError(f"{run_dir} failed (exit {proc.returncode}): {err.strip()[-2000:]}")
             summary = json.loads((Path(run_dir) / "summary.json").read_text()) if proc.returncode == 0 else None
-            done[i] = _record(cfg.seed, log.read_metrics(run_dir), summary, time.perf_counter() - t0)
+            vocab_size = len(data.Vocab.load(Path(run_dir) / "vocab.json"))
+            done[i] = _record(cfg.seed, log.read_metrics(run_dir), summary, time.perf_counter() - t0, vocab_size)
     return [done[i] for i in range(len(jobs))]
 
 
@@ -139,7 +137,8 @@ def run_vmap(cfg: Config, seeds, tokens: np.ndarray, vocab: data.Vocab, *, val: 
     out = []
     for i, seed in enumerate(seeds):
         params = jax.tree.map(lambda p, i=i: p[i], states.params)
-        out.append(_record(seed, rows[seed], {"predictions": train.predictions(params, vocab, cfg)}, wall))
+        out.append(_record(seed, rows[seed], {"predictions": train.predictions(params, vocab, cfg)}, wall,
+                           len(vocab)))
     return out
 
 

@@ -60,7 +60,7 @@ def test_flags_reproduce_a_config():
 
 
 def test_a_finite_blow_up_counts_as_divergence():
-    rows = [{"epoch": 1, "perplexity": 20.0}, {"epoch": 2, "perplexity": 3e11}, {"epoch": 3, "perplexity": 2.0}]
-    assert sweep.divergence_epoch(rows) == 2
-    assert sweep.divergence_epoch(rows[:1] + rows[2:]) is None
-    assert sweep.divergence_epoch([{"epoch": 4, "nonfinite": True}]) == 4
+    rows = [{"epoch": 1, "perplexity": 20.0}, {"epoch": 2, "perplexity": 47.0}, {"epoch": 3, "perplexity": 2.0}]
+    assert sweep.divergence_epoch(rows, 28) == 2  # worse than a uniform guess over 28 characters
+    assert sweep.divergence_epoch(rows, 50) is None
+    assert sweep.divergence_epoch([{"epoch": 4, "nonfinite": True}], 28) == 4
