@@ -22,6 +22,7 @@ class Config:
     max_tokens: int = 10_000  # training tokens from the start of the book; -1: all of them
     lr: float = 1.0
     optimizer: str = "sgd"  # "sgd" (the book) | "adam"
+    dropout: float = 0.0  # fraction of the states fed to the output layer zeroed in training (not the book)
     epochs: int = 500
     seed: int = 0
     backward: str = "fused"  # "fused": hand-written VJP of the scan | "autodiff": jax.grad of it
@@ -93,7 +94,7 @@ def validate(cfg: Config) -> Config:
     for name in ("predict_every", "eval_every", "checkpoint_every", "devices"):
         if getattr(cfg, name) < 0:
             raise ConfigError(f"{name} must be >= 0, got {getattr(cfg, name)}")
-    for name in ("val_fraction", "test_fraction"):
+    for name in ("val_fraction", "test_fraction", "dropout"):
         if not 0 <= getattr(cfg, name) < 1:
             raise ConfigError(f"{name} must be in [0, 1), got {getattr(cfg, name)}")
     if cfg.val_fraction + cfg.test_fraction >= 0.9:

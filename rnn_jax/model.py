@@ -73,12 +73,20 @@ def output_layer(params: Params, hs_TBH: jax.Array, dtype: str = "float32") -> j
 
 
 def forward(params: Params, h_BH: jax.Array, tokens_BT: jax.Array, *, activation: str = "tanh",
-            encoder: str = "onehot", dtype: str = "float32"):
-    """The textbook unroll: encode, scan the cell over time, project. Returns (logits_TBV, h_last_BH)."""
+            encoder: str = "onehot", dtype: str = "float32", keep_TBH: jax.Array | None = None):
+    """The textbook unroll: encode, scan the cell over time, project. Returns (logits_TBV, h_last_BH).
+
+    keep_TBH: an optional dropout mask (already scaled by 1/keep) on the states fed to the output layer.
+    """
     x_TBI = ENCODERS[encoder](params, tokens_BT.T)
     cell = functools.partial(rnn_cell, params, act=ACTIVATIONS[activation].fn, dtype=dtype)
     h_BH, hs_TBH = jax.lax.scan(cell, h_BH, x_TBI)
-    return output_layer(params, hs_TBH, dtype), h_BH
+    return output_layer(params, _dropout(hs_TBH, keep_TBH), dtype), h_BH
+
+
+def _dropout(hs_TBH: jax.Array, keep_TBH: jax.Array | None) -> jax.Array:
+    # only on the way out: the recurrence itself never sees the mask, so it stays the book's
+    return hs_TBH if keep_TBH is None else hs_TBH * keep_TBH
 
 
 def input_projection(params: Params, tokens_BT: jax.Array, encoder: str = "onehot",
@@ -128,11 +136,11 @@ recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 
 
 def forward_fused(params: Params, h_BH: jax.Array, tokens_BT: jax.Array, *, activation: str = "tanh",
-                  encoder: str = "onehot", dtype: str = "float32"):
+                  encoder: str = "onehot", dtype: str = "float32", keep_TBH: jax.Array | None = None):
     """Same function as `forward`, shaped for speed. Returns (logits_TBV, h_last_BH)."""
     xw_TBH = input_projection(params, tokens_BT, encoder, dtype)
     hs_TBH = recurrence(activation, dtype, params["W_hh"], h_BH, xw_TBH)
-    return output_layer(params, hs_TBH, dtype), hs_TBH[-1]
+    return output_layer(params, _dropout(hs_TBH, keep_TBH), dtype), hs_TBH[-1]
 
 
 FORWARDS = {"autodiff": forward, "fused": forward_fused}

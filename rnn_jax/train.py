@@ -39,11 +39,19 @@ class Diverged(RuntimeError):
     """The loss or the gradient became NaN/Inf; the message names the epoch and step."""
 
 
-def loss_fn(params, h_BH, tokens_BT, targets_BT, cfg: Config, mask_BT=None):
-    """Mean softmax cross-entropy over batch x time (over mask_BT's positions when given); aux = h_last."""
+def loss_fn(params, h_BH, tokens_BT, targets_BT, cfg: Config, mask_BT=None, key_dropout=None):
+    """Mean softmax cross-entropy over batch x time (over mask_BT's positions when given); aux = h_last.
+
+    With cfg.dropout and a key, that fraction of the states fed to the output layer is zeroed (training only).
+    """
+    keep_TBH = None
+    if cfg.dropout and key_dropout is not None:
+        keep = 1.0 - cfg.dropout
+        shape = (tokens_BT.shape[1], tokens_BT.shape[0], cfg.hidden)
+        keep_TBH = jax.random.bernoulli(key_dropout, keep, shape).astype(jnp.float32) / keep
     fwd = model.FORWARDS[cfg.backward]
     logits_TBV, h_BH = fwd(params, h_BH, tokens_BT, activation=cfg.activation, encoder=cfg.encoder,
-                           dtype=cfg.matmul_dtype)
+                           dtype=cfg.matmul_dtype, keep_TBH=keep_TBH)
     xent_TB = optax.softmax_cross_entropy_with_integer_labels(logits_TBV, targets_BT.T)
     if mask_BT is None:
         return xent_TB.mean(), h_BH
@@ -60,6 +68,13 @@ def init_state(cfg: Config, vocab_size: int, tx: optax.GradientTransformation, s
     key_init = jax.random.fold_in(jax.random.key(cfg.seed if seed is None else seed), 0)  # purpose 0: params
     params = model.init_params(key_init, vocab_size, cfg.hidden, encoder=cfg.encoder, embed_dim=cfg.embed_dim)
     return TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
+
+
+def _step_key(cfg: Config, state: TrainState):
+    """The dropout key of this update: purpose 1 of the seed, folded with the step (None without dropout)."""
+    if not cfg.dropout:
+        return None
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.seed), 1), state.step)
 
 
 def _apply(tx, state: TrainState, grads, loss):
@@ -79,7 +94,7 @@ def make_train_step(cfg: Config, tx: optax.GradientTransformation):
 
     def step(state: TrainState, h_BH, tokens_BT, targets_BT):
         h_BH = jax.lax.stop_gradient(h_BH)  # truncated BPTT: earlier minibatches get no gradient
-        (loss, h_BH), grads = grad_fn(state.params, h_BH, tokens_BT, targets_BT, cfg)
+        (loss, h_BH), grads = grad_fn(state.params, h_BH, tokens_BT, targets_BT, cfg, None, _step_key(cfg, state))
         state, metrics = _apply(tx, state, grads, loss)
         return state, h_BH, metrics
 
@@ -98,7 +113,7 @@ def make_train_epoch(cfg: Config, tx: optax.GradientTransformation):
             if cfg.sampling == "random":
                 h_BH = h0_BH  # every minibatch starts from a zero state
             h_BH = jax.lax.stop_gradient(h_BH)
-            (loss, h_new), grads = grad_fn(state.params, h_BH, *batch, cfg)
+            (loss, h_new), grads = grad_fn(state.params, h_BH, *batch, cfg, None, _step_key(cfg, state))
             state, metrics = _apply(tx, state, grads, loss)
             return (state, jnp.where(metrics["finite"], h_new, h0_BH)), metrics
 
@@ -117,7 +132,7 @@ def make_train_epoch(cfg: Config, tx: optax.GradientTransformation):
         def body(carry, i):
             state, _ = carry
             mask_BL = jnp.broadcast_to(chunk_L == i, X_BL.shape).astype(jnp.float32)
-            (loss, h_BH), grads = grad_fn(state.params, h0_BH, X_BL, Y_BL, cfg, mask_BL)
+            (loss, h_BH), grads = grad_fn(state.params, h0_BH, X_BL, Y_BL, cfg, mask_BL, _step_key(cfg, state))
             state, metrics = _apply(tx, state, grads, loss)
             return (state, h_BH), metrics
 

@@ -241,3 +241,45 @@ def test_divergence_stops_with_the_epoch_and_step(data_dir, tmp_path, capsys):
     assert "diverged at epoch 1, step" in err and "--clip-norm" in err
     last = _rows(tmp_path / "r")[-1]
     assert last["nonfinite"] is True and last["epoch"] == 1
+
+
+def test_dropout_changes_training_only_and_is_reproducible():
+    X, Y = batches(TINY)
+    out = {}
+    for name, dropout in (("off", 0.0), ("on", 0.5), ("on_again", 0.5)):
+        cfg = dataclasses.replace(TINY, dropout=dropout)
+        tx = train.make_optimizer(cfg)
+        out[name] = train.make_train_epoch(cfg, tx)(train.init_state(cfg, 28, tx), X, Y)
+    np.testing.assert_array_equal(out["on"][2]["loss"], out["on_again"][2]["loss"])  # keys from (seed, step)
+    assert not np.allclose(out["on"][2]["loss"], out["off"][2]["loss"])
+    # no key, no mask: evaluation and generation see the plain model
+    cfg = dataclasses.replace(TINY, dropout=0.5)
+    params = out["on"][0].params
+    h = model.init_hidden(cfg.batch_size, cfg.hidden)
+    plain = train.loss_fn(params, h, X[0], Y[0], dataclasses.replace(cfg, dropout=0.0))[0]
+    assert train.loss_fn(params, h, X[0], Y[0], cfg)[0] == plain
+
+
+def test_dropout_mask_keeps_the_expected_fraction_scaled(key):
+    cfg = dataclasses.replace(TINY, dropout=0.25, hidden=64)
+    params = model.init_params(key, 28, 64)
+    captured = {}
+    real = model.output_layer
+
+    def spy(p, hs_TBH, dtype="float32"):
+        captured["hs"] = hs_TBH
+        return real(p, hs_TBH, dtype)
+
+    X, Y = batches(cfg, n=1)
+    h = model.init_hidden(cfg.batch_size, 64) + 1.0
+    try:
+        model.output_layer = spy
+        train.loss_fn(params, h, X[0], Y[0], dataclasses.replace(cfg, dropout=0.0))
+        plain = captured["hs"]
+        train.loss_fn(params, h, X[0], Y[0], cfg, key_dropout=key)
+        dropped = captured["hs"]
+    finally:
+        model.output_layer = real
+    kept = np.asarray(dropped != 0)
+    assert 0.7 < kept.mean() < 0.8  # keep 0.75
+    np.testing.assert_allclose(np.asarray(dropped)[kept], np.asarray(plain)[kept] / 0.75, rtol=1e-6)
