@@ -86,9 +86,14 @@ def curves(names: list[str], path: Path, title: str) -> str | None:
     if not ax.lines:
         plt.close(fig)
         return None
-    ax.set(xlabel="epoch", ylabel="training perplexity", yscale="log", title=title)
+    return save_figure(fig, ax, path, title, "training perplexity")
+
+
+def save_figure(fig, ax, path: Path, title: str, ylabel: str, legend_size=None) -> str:
+    """Log-scale axes, legend, PNG under results/figures; returns the Markdown that shows it."""
+    ax.set(xlabel="epoch", ylabel=ylabel, yscale="log", title=title)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=legend_size)
     fig.tight_layout()
     FIGURES.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -105,14 +110,7 @@ def val_curves(names: list[str], path: Path, title: str) -> str:
             n = min(len(c) for c in runs)
             arr = np.array([[v for _, v in c[:n]] for c in runs])
             ax.plot([e for e, _ in runs[0][:n]], arr.mean(0), marker=".", label=name.removeprefix("hp_"))
-    ax.set(xlabel="epoch", ylabel="held-out perplexity", yscale="log", title=title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    FIGURES.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return f"![{title}]({path.relative_to(HERE)})"
+    return save_figure(fig, ax, path, title, "held-out perplexity", legend_size=8)
 
 
 def mean_of(name: str, key: str = "perplexity") -> float:

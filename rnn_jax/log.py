@@ -82,7 +82,7 @@ class Progress:
                         file=sys.stdout)
         self.total, self.t0, self.start = total, time.perf_counter(), start
 
-    def update(self, epoch: int, ppl: float, tokens_per_sec: float) -> None:
+    def update(self, ppl: float, tokens_per_sec: float) -> None:
         self.bar.set_postfix_str(f"ppl {ppl:.3f}  {tokens_per_sec:,.0f} tok/s", refresh=False)
         self.bar.update(1)
 

@@ -332,7 +332,7 @@ def run(cfg: Config, run_dir: str | Path, *, corpus: str | None = None, data_dir
                 if writer:
                     writer.write(row)
                 if progress and row["perplexity"] is not None:
-                    progress.update(epoch, row["perplexity"], row["tokens_per_sec"])
+                    progress.update(row["perplexity"], row["tokens_per_sec"])
                     if cfg.predict_every and (epoch % cfg.predict_every == 0 or last):
                         text = predictions(distributed.to_host(state.params), vocab, cfg, PREFIXES[:1])[PREFIXES[0]]
                         val_text = f"  val ppl {row['val_perplexity']:.3f}" if "val_perplexity" in row else ""
