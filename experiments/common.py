@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 from rnn_jax import config, data, sweep
-from rnn_jax import evaluate as evaluate_lib
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -41,7 +40,7 @@ def run_seeds(name: str, exp: str, cfg: config.Config, args, *, corpus: str | No
     else:
         path = data.resolve_corpus(corpus, args.data_dir)
         tokens, vocab = data.load_corpus(path, -1, cfg.preprocess)
-        parts = evaluate_lib.splits(tokens, cfg)
+        parts = data.splits(tokens, cfg)
         records = sweep.run_vmap(cfg, seeds, parts["train"][0], vocab, val=parts["val"])
     result = {"name": name, "experiment": exp, "config": config.to_dict(cfg), "mode": mode,
               "wall_seconds": time.perf_counter() - t0, "corpus": Path(corpus).name if corpus else "timemachine.txt",

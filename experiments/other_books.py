@@ -16,7 +16,7 @@ from common import RUNS, load, parser, run_seeds, write  # noqa: E402
 
 from rnn_jax import baselines, config, data  # noqa: E402
 from rnn_jax import evaluate as evaluate_lib  # noqa: E402
-from rnn_jax.evaluate import load_run  # noqa: E402
+from rnn_jax.rundir import load_run  # noqa: E402
 
 
 def held_out(path: Path, vocab: data.Vocab, cfg) -> tuple:

@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 from common import RUNS, parser, write  # noqa: E402
 
 from rnn_jax import data, generate  # noqa: E402
-from rnn_jax.evaluate import load_run  # noqa: E402
+from rnn_jax.rundir import load_run  # noqa: E402
 
 ALPHAS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, "greedy")
 PREFIX = "time traveller "

@@ -22,6 +22,14 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message names the path and the reason."""
 
 
+def abstract(tree):
+    """Shapes and dtypes of a tree's leaves, placed on the current device: restores land here whatever saved them."""
+    def one(x):
+        x = np.asarray(x)
+        return jax.ShapeDtypeStruct(x.shape, x.dtype)
+    return jax.tree.map(one, tree)
+
+
 def _manager(directory: Path, keep: int) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=False)
     return ocp.CheckpointManager(directory.absolute(), options=options)

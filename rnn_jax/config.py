@@ -10,7 +10,9 @@ import typing
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    sampling: str = "seq"  # "seq": state carried across minibatches | "random": reset per minibatch
+    sampling: str = "seq"  # "seq": sequential partitioning | "random": random sampling
+    reset_state: bool | None = None  # zero state at every minibatch; None: as the sampling scheme (random: yes)
+    cell: str = "rnn"  # key of cells.CELLS: "rnn" is the book's cell
     activation: str = "tanh"  # key of model.ACTIVATIONS
     encoder: str = "onehot"  # key of model.ENCODERS
     clip_norm: float | None = 1.0  # None: no gradient clipping
@@ -63,6 +65,7 @@ RESUMABLE_FIELDS = frozenset({"epochs", "predict_every", "eval_every", "checkpoi
 
 CHOICES = {
     "sampling": ("seq", "random"),
+    "cell": ("rnn",),
     "activation": ("tanh", "relu"),
     "encoder": ("onehot", "embed"),
     "backward": ("fused", "autodiff"),
@@ -100,6 +103,11 @@ def validate(cfg: Config) -> Config:
     if cfg.val_fraction + cfg.test_fraction >= 0.9:
         raise ConfigError("val_fraction + test_fraction leave under 10% of the corpus to train on")
     return cfg
+
+
+def resets_state(cfg: Config) -> bool:
+    """Whether every minibatch starts from a zero state (else the state is carried, gradient stopped)."""
+    return cfg.sampling == "random" if cfg.reset_state is None else cfg.reset_state
 
 
 def to_dict(cfg: Config) -> dict:

@@ -1,4 +1,4 @@
-"""Corpus, vocabulary and the book's two minibatch schemes, as NumPy arrays (pure in seed, epoch)."""
+"""Corpus, vocabulary, train/val/test splits and the book's two minibatch schemes (pure in seed, epoch)."""
 
 from __future__ import annotations
 
@@ -185,6 +185,13 @@ def split_corpus(tokens: np.ndarray, val_fraction: float = 0.0, test_fraction: f
     n = len(tokens)
     n_test, n_val = int(round(n * test_fraction)), int(round(n * val_fraction))
     return tokens[:n - n_val - n_test], tokens[n - n_val - n_test:n - n_test], tokens[n - n_test:]
+
+
+def splits(tokens: np.ndarray, cfg) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+    """Each part of a run's text (train after max_tokens, val, test, all) with the text just before it."""
+    train, val, test = split_corpus(tokens, cfg.val_fraction, cfg.test_fraction)
+    return {"train": (train if cfg.max_tokens < 0 else train[:cfg.max_tokens], None),
+            "val": (val, train), "test": (test, tokens[:len(tokens) - len(test)]), "all": (tokens, None)}
 
 
 # ----------------------------------------------------------------------------- minibatches

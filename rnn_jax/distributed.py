@@ -76,6 +76,12 @@ def to_host(tree):
     return jax.tree.map(one, tree)
 
 
+def barrier(name: str) -> None:
+    """Every process reaches this point before any goes on (no-op for a single process)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
+
+
 def is_primary() -> bool:
     """Only process 0 writes metrics, logs and run-directory files."""
     return jax.process_index() == 0

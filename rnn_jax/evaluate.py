@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import math
 import sys
 from pathlib import Path
@@ -18,23 +17,24 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rnn_jax import checkpoint, data, model
+from rnn_jax import checkpoint, data, model, rundir
 from rnn_jax import config as config_lib
 
 CHUNK = 1024  # tokens per scan chunk; the state flows from chunk to chunk
 
 
-@functools.partial(jax.jit, static_argnames=("activation", "encoder", "dtype"))
-def _sum_nll(params, inputs_CL, targets_CL, mask_CL, *, activation, encoder, dtype):
-    def chunk(h_1H, batch):
-        inputs_L, targets_L, mask_L = batch
-        logits_L1V, h_1H = model.forward_fused(params, h_1H, inputs_L[None], activation=activation,
-                                               encoder=encoder, dtype=dtype)
-        nll_L = optax.softmax_cross_entropy_with_integer_labels(logits_L1V[:, 0], targets_L)
-        return h_1H, jnp.sum(nll_L * mask_L)
+@functools.partial(jax.jit, static_argnames=("opts", "hidden"))
+def _sum_nll(params, inputs_CL, targets_CL, mask_CL, *, opts: tuple, hidden: int):
+    opts = dict(opts)
 
-    h_1H = model.init_hidden(1, params["W_hh"].shape[0])
-    return jnp.sum(jax.lax.scan(chunk, h_1H, (inputs_CL, targets_CL, mask_CL))[1])
+    def chunk(state, batch):
+        inputs_L, targets_L, mask_L = batch
+        logits_L1V, state = model.forward_fused(params, state, inputs_L[None], **opts)
+        nll_L = optax.softmax_cross_entropy_with_integer_labels(logits_L1V[:, 0], targets_L)
+        return state, jnp.sum(nll_L * mask_L)
+
+    state = model.zero_state(1, hidden, opts["cell"])
+    return jnp.sum(jax.lax.scan(chunk, state, (inputs_CL, targets_CL, mask_CL))[1])
 
 
 def evaluate(params, tokens: np.ndarray, cfg: config_lib.Config, *, context: np.ndarray | None = None) -> dict:
@@ -54,33 +54,9 @@ def evaluate(params, tokens: np.ndarray, cfg: config_lib.Config, *, context: np.
     pad = n_chunks * CHUNK - len(targets)
     shape = lambda a: np.pad(a, (0, pad)).reshape(n_chunks, CHUNK)
     total = _sum_nll(params, shape(inputs), shape(targets), shape(np.ones(len(targets), np.float32)),
-                     activation=cfg.activation, encoder=cfg.encoder, dtype=cfg.matmul_dtype)
+                     opts=tuple(sorted(model.options(cfg).items())), hidden=cfg.hidden)
     loss = float(total) / len(targets)
     return {"loss": loss, "perplexity": math.exp(loss), "bits_per_char": loss / math.log(2), "tokens": len(targets)}
-
-
-def splits(tokens: np.ndarray, cfg: config_lib.Config) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
-    """Each part of a run's text (train after max_tokens, val, test, all) with the text just before it."""
-    train, val, test = data.split_corpus(tokens, cfg.val_fraction, cfg.test_fraction)
-    return {"train": (train if cfg.max_tokens < 0 else train[:cfg.max_tokens], None),
-            "val": (val, train), "test": (test, tokens[:len(tokens) - len(test)]), "all": (tokens, None)}
-
-
-def load_run(run_dir: str | Path, *, best: bool = False):
-    """(cfg, vocab, params, saved config.json) of a run directory (its best checkpoint if `best`), with clear errors."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file() or not (run_dir / "vocab.json").is_file():
-        raise checkpoint.CheckpointError(f"{run_dir} is not a run directory (no config.json / vocab.json); "
-                                         "pass the --run-dir of a training run")
-    saved = json.loads((run_dir / "config.json").read_text())
-    cfg = config_lib.from_dict(saved["config"])
-    vocab = data.Vocab.load(run_dir / "vocab.json")
-    params, _ = checkpoint.load_params(run_dir, best=best)
-    expected = len(vocab) if cfg.encoder == "onehot" else cfg.embed_dim
-    if params["W_xh"].shape != (expected, cfg.hidden) or params["W_hq"].shape != (cfg.hidden, len(vocab)):
-        raise checkpoint.CheckpointError(f"parameters in {run_dir} do not match its config.json and vocab.json "
-                                         f"(W_xh {params['W_xh'].shape}, W_hq {params['W_hq'].shape})")
-    return cfg, vocab, jax.tree.map(jnp.asarray, params), saved
 
 
 def main(argv=None) -> int:
@@ -96,9 +72,9 @@ def main(argv=None) -> int:
                         "training text")
     args = parser.parse_args(argv)
     try:
-        cfg, vocab, params, saved = load_run(args.run_dir, best=args.best)
+        cfg, vocab, params, saved = rundir.load_run(args.run_dir, best=args.best)
         own = data.resolve_corpus(None, args.data_dir) if args.data_dir else Path(saved["data"]["path"])
-        parts = splits(vocab.encode(data.load_text(own, cfg.preprocess)), cfg)
+        parts = data.splits(vocab.encode(data.load_text(own, cfg.preprocess)), cfg)
         if args.corpus:
             text = data.load_text(data.resolve_corpus(args.corpus), cfg.preprocess)
             unknown = vocab.unknown(text)
@@ -106,7 +82,7 @@ def main(argv=None) -> int:
                 shown = ", ".join(f"{c!r} x{n}" for c, n in unknown.most_common(10))
                 print(f"{sum(unknown.values())} characters not in the run's vocabulary map to <unk>: {shown}",
                       file=sys.stderr)
-            tokens, context = splits(vocab.encode(text), cfg)[args.split or "all"]
+            tokens, context = data.splits(vocab.encode(text), cfg)[args.split or "all"]
         else:
             tokens, context = parts[args.split or "val"]
         result = {"rnn": evaluate(params, tokens, cfg, context=context)}

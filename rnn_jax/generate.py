@@ -21,49 +21,50 @@ def _choose(logits_SV: jax.Array, key: jax.Array, temperature: float, top_k: int
     return jax.random.categorical(key, logits_SV / temperature).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("num_chars", "num_samples", "activation", "encoder",
+@functools.partial(jax.jit, static_argnames=("num_chars", "num_samples", "cell", "activation", "encoder",
                                              "dtype", "temperature", "top_k"))
 def generate_ids(params: model.Params, prefix_P: jax.Array, key: jax.Array, *, num_chars: int,
-                 num_samples: int = 1, activation: str = "tanh", encoder: str = "onehot",
+                 num_samples: int = 1, cell: str = "rnn", activation: str = "tanh", encoder: str = "onehot",
                  dtype: str = "float32", temperature: float = 0.0, top_k: int = 0) -> jax.Array:
     """Warm up on prefix[:-1] from a zero state, then feed prefix[-1] and emit num_chars ids: (S, N)."""
-    act = model.ACTIVATIONS[activation].fn
-    project = functools.partial(model.input_projection, params, encoder=encoder, dtype=dtype)  # a gather
+    core = model.CELLS[cell]
+    project = functools.partial(model.input_projection, params, encoder=encoder, dtype=dtype, cell=cell)  # a gather
 
-    def advance(h_SH, xw_SH):  # the cell, with x W_xh + b_h computed before
-        h_SH = act(xw_SH + model.mm(h_SH, params["W_hh"], dtype))
-        return h_SH, None
+    def advance(state, xw_SG):  # the cell, with every gate's input part computed before
+        state, _ = core.recurrent_step(params, state, xw_SG, activation=activation, dtype=dtype)
+        return state, None
 
-    h_SH = model.init_hidden(num_samples, params["W_hh"].shape[0])
+    state = model.zero_state(num_samples, params["W_hq"].shape[0], cell)
     warm_SP = jnp.broadcast_to(prefix_P[None, :-1], (num_samples, prefix_P.shape[0] - 1))
-    h_SH, _ = jax.lax.scan(advance, h_SH, project(warm_SP))
+    state, _ = jax.lax.scan(advance, state, project(warm_SP))
 
     def step(carry, key_t):
-        h_SH, tok_S = carry
-        h_SH, _ = advance(h_SH, project(tok_S[:, None])[0])
+        state, tok_S = carry
+        state, h_SH = core.recurrent_step(params, state, project(tok_S[:, None])[0], activation=activation,
+                                          dtype=dtype)
         tok_S = _choose(model.output_layer(params, h_SH, dtype), key_t, temperature, top_k)
-        return (h_SH, tok_S), tok_S
+        return (state, tok_S), tok_S
 
     first_S = jnp.broadcast_to(prefix_P[-1], (num_samples,)).astype(jnp.int32)
-    _, toks_NS = jax.lax.scan(step, (h_SH, first_S), jax.random.split(key, num_chars))
+    _, toks_NS = jax.lax.scan(step, (state, first_S), jax.random.split(key, num_chars))
     return toks_NS.T
 
 
-def predict(params: model.Params, vocab, prefix: str, num_preds: int, *, activation: str = "tanh",
-            encoder: str = "onehot", dtype: str = "float32") -> str:
+def predict(params: model.Params, vocab, prefix: str, num_preds: int, *, cell: str = "rnn",
+            activation: str = "tanh", encoder: str = "onehot", dtype: str = "float32") -> str:
     """The book's predict: prefix + num_preds greedy characters (warm-up on the prefix first)."""
     if not prefix:
         raise ValueError("predict needs a non-empty prefix to warm up on")
     ids = generate_ids(params, jnp.asarray(vocab.encode(prefix)), jax.random.key(0), num_chars=num_preds,
-                       activation=activation, encoder=encoder, dtype=dtype)
+                       cell=cell, activation=activation, encoder=encoder, dtype=dtype)
     return prefix + vocab.decode(jax.device_get(ids[0]))
 
 
-def predict_loop(params: model.Params, vocab, prefix: str, num_preds: int, *, activation: str = "tanh",
-                 encoder: str = "onehot", dtype: str = "float32") -> str:
+def predict_loop(params: model.Params, vocab, prefix: str, num_preds: int, *, cell: str = "rnn",
+                 activation: str = "tanh", encoder: str = "onehot", dtype: str = "float32") -> str:
     """The book's predict as written there: a Python loop, one jitted step and a host argmax per char."""
-    step = _jitted_step(activation, encoder, dtype)
-    h_1H = model.init_hidden(1, params["W_hh"].shape[0])
+    step = _jitted_step(cell, activation, encoder, dtype)
+    h_1H = model.zero_state(1, params["W_hq"].shape[0], cell)
     outputs = [int(vocab.encode(prefix[0])[0])]
     for y in prefix[1:]:  # warm-up: feed the prefix, emit nothing
         h_1H, _ = step(params, h_1H, jnp.asarray([outputs[-1]]))
@@ -75,11 +76,11 @@ def predict_loop(params: model.Params, vocab, prefix: str, num_preds: int, *, ac
 
 
 @functools.cache
-def _jitted_step(activation: str, encoder: str, dtype: str):
-    def step(params, h_BH, tok_B):
+def _jitted_step(cell: str, activation: str, encoder: str, dtype: str):
+    def step(params, state, tok_B):  # the cell's textbook step on the encoded character
         x_BI = model.ENCODERS[encoder](params, tok_B[None])[0]
-        h_BH, _ = model.rnn_cell(params, h_BH, x_BI, act=model.ACTIVATIONS[activation].fn, dtype=dtype)
-        return h_BH, model.output_layer(params, h_BH, dtype)
+        state, h_BH = model.CELLS[cell].step(params, state, x_BI, activation=activation, dtype=dtype)
+        return state, model.output_layer(params, h_BH, dtype)
     return jax.jit(step)
 
 
@@ -88,7 +89,7 @@ def main(argv=None) -> int:
     import sys
 
     from rnn_jax import checkpoint
-    from rnn_jax.evaluate import load_run
+    from rnn_jax.rundir import load_run
 
     parser = argparse.ArgumentParser(prog="python -m rnn_jax.generate",
                                      description="Generate text from a trained run: one sample per line.")
@@ -130,8 +131,8 @@ def main(argv=None) -> int:
     # an empty prefix warms up on nothing: start from the zero state fed a word boundary
     warm = args.prefix or (" " if " " in vocab.token_to_idx else vocab.idx_to_token[1])
     ids = generate_ids(params, jnp.asarray(vocab.encode(warm)), jax.random.key(args.seed),
-                       num_chars=args.num_chars, num_samples=args.num_samples, activation=cfg.activation,
-                       encoder=cfg.encoder, dtype=cfg.matmul_dtype, temperature=temperature, top_k=args.top_k)
+                       num_chars=args.num_chars, num_samples=args.num_samples, temperature=temperature,
+                       top_k=args.top_k, **model.options(cfg))
     for row in jax.device_get(ids):
         print(args.prefix + vocab.decode(row))
     return 0

@@ -1,10 +1,8 @@
-"""Run directory and reporting: config.json, vocab.json, metrics.jsonl, progress lines, the curve."""
+"""What a run reports: the environment that produced it, progress lines, and the perplexity curve."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import platform
 import subprocess
 import sys
@@ -33,38 +31,6 @@ def environment() -> dict:
         "device_count": jax.device_count(), "process_count": jax.process_count(), "git_commit": commit,
         "host": platform.node(),
     }
-
-
-def write_json(path: Path, obj) -> None:
-    """Atomic write: a reader never sees half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
-def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-class MetricsWriter:
-    """Appends one JSON object per line to metrics.jsonl, flushed at once (a killed run loses no row)."""
-
-    def __init__(self, run_dir: Path, keep_epochs_upto: int | None = None):
-        self.path = run_dir / "metrics.jsonl"
-        if keep_epochs_upto is not None:  # a resumed run drops rows written after its checkpoint
-            rows = [r for r in read_metrics(run_dir) if r.get("epoch", 0) <= keep_epochs_upto]
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        self.f = open(self.path, "a")
-
-    def write(self, row: dict) -> None:
-        self.f.write(json.dumps(row) + "\n")
-        self.f.flush()
-
-    def close(self) -> None:
-        self.f.close()
 
 
 def fmt_time(seconds: float) -> str:

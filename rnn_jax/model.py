@@ -1,70 +1,52 @@
-"""The book's RNN from scratch: an explicit parameter dict, a pure cell, and its unroll by lax.scan.
+"""The language model around a cell: encode the characters, unroll the cell by lax.scan, project to logits.
 
-`forward` is the textbook unroll (one-hot inputs through the cell, autodiff for the gradient).
-`forward_fused` computes the same function with what is not recurrent hoisted out of the scan and a
-hand-written backward pass (`recurrence`), which is what training uses by default.
+`forward` is the textbook unroll (encoded inputs through the cell's step, autodiff for the gradient).
+`forward_fused` computes the same function with what is not recurrent hoisted out of the scan (every
+gate's input part as one gather or product, the output layer as one product) and the cell's fused
+recurrence when it has one (the book's cell: a hand-written backward), which training uses by default.
+Both work for every entry of `cells.CELLS`; the state is the cell's pytree.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-Params = dict[str, jax.Array]
+from rnn_jax.cells import ACTIVATIONS, CELLS, Params, State, mm, normal, recurrence, rnn_cell, unroll  # noqa: F401
 
-
-class Activation(NamedTuple):
-    fn: Callable[[jax.Array], jax.Array]
-    grad_from_output: Callable[[jax.Array], jax.Array]  # act'(a) written in terms of y = act(a)
-
-
-ACTIVATIONS = {
-    "tanh": Activation(jnp.tanh, lambda y: 1.0 - y * y),
-    "relu": Activation(jax.nn.relu, lambda y: (y > 0).astype(y.dtype)),
-}
 ENCODERS = {
-    "onehot": lambda p, tok_TB: jax.nn.one_hot(tok_TB, p["W_hq"].shape[1], dtype=p["W_xh"].dtype),
+    "onehot": lambda p, tok_TB: jax.nn.one_hot(tok_TB, p["W_hq"].shape[1], dtype=p["W_hq"].dtype),
     "embed": lambda p, tok_TB: p["embed"][tok_TB],
 }
 
 
+def options(cfg) -> dict:
+    """The keyword arguments of forward, forward_fused and generation that a Config decides."""
+    return {"cell": cfg.cell, "activation": cfg.activation, "encoder": cfg.encoder, "dtype": cfg.matmul_dtype}
+
+
 def init_params(key: jax.Array, vocab_size: int, hidden: int, *, encoder: str = "onehot",
-                embed_dim: int = 32) -> Params:
-    """Weights ~ N(0, 0.01^2), zero biases; `embed` (V, E) ~ N(0, 1) when encoder == 'embed'."""
-    key_xh, key_hh, key_hq, key_embed = jax.random.split(key, 4)
+                embed_dim: int = 32, cell: str = "rnn") -> Params:
+    """The cell's weights and W_hq ~ N(0, 0.01^2), zero biases; `embed` (V, E) ~ N(0, 1) when encoder == 'embed'."""
+    key_x, key_h, key_hq, key_embed = jax.random.split(key, 4)
     num_inputs = vocab_size if encoder == "onehot" else embed_dim
-    normal = lambda k, shape: 0.01 * jax.random.normal(k, shape, jnp.float32)
-    params = {
-        "W_xh": normal(key_xh, (num_inputs, hidden)),
-        "W_hh": normal(key_hh, (hidden, hidden)),
-        "b_h": jnp.zeros((hidden,), jnp.float32),
-        "W_hq": normal(key_hq, (hidden, vocab_size)),
-        "b_q": jnp.zeros((vocab_size,), jnp.float32),
-    }
+    params = {**CELLS[cell].init(key_x, key_h, num_inputs, hidden),
+              "W_hq": normal(key_hq, (hidden, vocab_size)), "b_q": jnp.zeros((vocab_size,), jnp.float32)}
     if encoder == "embed":
         params["embed"] = jax.random.normal(key_embed, (vocab_size, embed_dim), jnp.float32)
     return params
 
 
+def zero_state(batch_size: int, hidden: int, cell: str = "rnn") -> State:
+    """The state before the first character (zeros), a pytree of the cell's shape."""
+    return CELLS[cell].zero_state(batch_size, hidden)
+
+
 def init_hidden(batch_size: int, hidden: int) -> jax.Array:
-    return jnp.zeros((batch_size, hidden), jnp.float32)
-
-
-def mm(a: jax.Array, b: jax.Array, dtype: str = "float32") -> jax.Array:
-    """a @ b with operands in `dtype`, accumulated and returned in float32."""
-    if dtype == "float32":
-        return a @ b
-    return jnp.matmul(a.astype(dtype), b.astype(dtype), preferred_element_type=jnp.float32)
-
-
-def rnn_cell(params: Params, h_BH: jax.Array, x_BI: jax.Array, act=jnp.tanh, dtype: str = "float32"):
-    """h' = act(x W_xh + h W_hh + b_h); returns (carry, output) = (h', h')."""
-    h_BH = act(mm(x_BI, params["W_xh"], dtype) + mm(h_BH, params["W_hh"], dtype) + params["b_h"])
-    return h_BH, h_BH
+    """The book's cell's zero state, (B, H)."""
+    return zero_state(batch_size, hidden, "rnn")
 
 
 def output_layer(params: Params, hs_TBH: jax.Array, dtype: str = "float32") -> jax.Array:
@@ -72,75 +54,39 @@ def output_layer(params: Params, hs_TBH: jax.Array, dtype: str = "float32") -> j
     return mm(hs_TBH, params["W_hq"], dtype) + params["b_q"]
 
 
-def forward(params: Params, h_BH: jax.Array, tokens_BT: jax.Array, *, activation: str = "tanh",
-            encoder: str = "onehot", dtype: str = "float32", keep_TBH: jax.Array | None = None):
-    """The textbook unroll: encode, scan the cell over time, project. Returns (logits_TBV, h_last_BH).
-
-    keep_TBH: an optional dropout mask (already scaled by 1/keep) on the states fed to the output layer.
-    """
-    x_TBI = ENCODERS[encoder](params, tokens_BT.T)
-    cell = functools.partial(rnn_cell, params, act=ACTIVATIONS[activation].fn, dtype=dtype)
-    h_BH, hs_TBH = jax.lax.scan(cell, h_BH, x_TBI)
-    return output_layer(params, _dropout(hs_TBH, keep_TBH), dtype), h_BH
-
-
 def _dropout(hs_TBH: jax.Array, keep_TBH: jax.Array | None) -> jax.Array:
     # only on the way out: the recurrence itself never sees the mask, so it stays the book's
     return hs_TBH if keep_TBH is None else hs_TBH * keep_TBH
 
 
-def input_projection(params: Params, tokens_BT: jax.Array, encoder: str = "onehot",
-                     dtype: str = "float32") -> jax.Array:
-    """x_t W_xh + b_h for all steps before the scan: (B, T) -> (T, B, H). One-hot rows are a gather."""
-    if encoder == "onehot":  # one_hot(t) @ W_xh == W_xh[t]
-        return params["W_xh"][tokens_BT.T] + params["b_h"]
-    return mm(ENCODERS[encoder](params, tokens_BT.T), params["W_xh"], dtype) + params["b_h"]
+def forward(params: Params, state: State, tokens_BT: jax.Array, *, cell: str = "rnn", activation: str = "tanh",
+            encoder: str = "onehot", dtype: str = "float32", keep_TBH: jax.Array | None = None):
+    """The textbook unroll: encode, scan the cell over time, project. Returns (logits_TBV, last state).
+
+    keep_TBH: an optional dropout mask (already scaled by 1/keep) on the states fed to the output layer.
+    """
+    x_TBI = ENCODERS[encoder](params, tokens_BT.T)
+    step = functools.partial(CELLS[cell].step, params, activation=activation, dtype=dtype)
+    state, hs_TBH = jax.lax.scan(step, state, x_TBI)
+    return output_layer(params, _dropout(hs_TBH, keep_TBH), dtype), state
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def recurrence(activation: str, dtype: str, W_hh: jax.Array, h_BH: jax.Array, xw_TBH: jax.Array):
-    """hs_t = act(xw_t + hs_{t-1} W_hh), hs_{-1} = h: the only sequential part of the model."""
-    act = ACTIVATIONS[activation].fn
-
-    def step(h_BH, xw_BH):
-        h_BH = act(xw_BH + mm(h_BH, W_hh, dtype))
-        return h_BH, h_BH
-
-    return jax.lax.scan(step, h_BH, xw_TBH)[1]
+def input_projection(params: Params, tokens_BT: jax.Array, encoder: str = "onehot", dtype: str = "float32",
+                     cell: str = "rnn") -> jax.Array:
+    """Every gate's x W + b for all steps before the scan: (B, T) -> (T, B, G). One-hot rows are a gather."""
+    W_IG, b_G = CELLS[cell].input_weights(params)
+    if encoder == "onehot":  # one_hot(t) @ W == W[t]
+        return W_IG[tokens_BT.T] + b_G
+    return mm(ENCODERS[encoder](params, tokens_BT.T), W_IG, dtype) + b_G
 
 
-def _recurrence_fwd(activation, dtype, W_hh, h_BH, xw_TBH):
-    hs_TBH = recurrence(activation, dtype, W_hh, h_BH, xw_TBH)
-    return hs_TBH, (W_hh, h_BH, hs_TBH)
-
-
-def _recurrence_bwd(activation, dtype, residuals, dhs_TBH):
-    # The reverse scan carries only dA_t W_hh^T; dW_hh is one large product over all steps after it.
-    W_hh, h0_BH, hs_TBH = residuals
-    grad_from_output = ACTIVATIONS[activation].grad_from_output
-    W_hh_T = W_hh.T
-
-    def step(dh_BH, inputs):  # dh_BH: what reaches h_t through h_{t+1}
-        dhs_BH, h_BH = inputs
-        da_BH = (dhs_BH + dh_BH) * grad_from_output(h_BH)
-        return mm(da_BH, W_hh_T, dtype), da_BH
-
-    dh0_BH, da_TBH = jax.lax.scan(step, jnp.zeros_like(h0_BH), (dhs_TBH, hs_TBH), reverse=True)
-    h_prev_TBH = jnp.concatenate([h0_BH[None], hs_TBH[:-1]])
-    hidden = W_hh.shape[0]
-    dW_hh = mm(h_prev_TBH.reshape(-1, hidden).T, da_TBH.reshape(-1, hidden), dtype)
-    return dW_hh, dh0_BH, da_TBH
-
-
-recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
-
-
-def forward_fused(params: Params, h_BH: jax.Array, tokens_BT: jax.Array, *, activation: str = "tanh",
-                  encoder: str = "onehot", dtype: str = "float32", keep_TBH: jax.Array | None = None):
-    """Same function as `forward`, shaped for speed. Returns (logits_TBV, h_last_BH)."""
-    xw_TBH = input_projection(params, tokens_BT, encoder, dtype)
-    hs_TBH = recurrence(activation, dtype, params["W_hh"], h_BH, xw_TBH)
-    return output_layer(params, _dropout(hs_TBH, keep_TBH), dtype), hs_TBH[-1]
+def forward_fused(params: Params, state: State, tokens_BT: jax.Array, *, cell: str = "rnn",
+                  activation: str = "tanh", encoder: str = "onehot", dtype: str = "float32",
+                  keep_TBH: jax.Array | None = None):
+    """Same function as `forward`, shaped for speed. Returns (logits_TBV, last state)."""
+    xw_TBG = input_projection(params, tokens_BT, encoder, dtype, cell)
+    hs_TBH, state = unroll(CELLS[cell], params, state, xw_TBG, activation=activation, dtype=dtype)
+    return output_layer(params, _dropout(hs_TBH, keep_TBH), dtype), state
 
 
 FORWARDS = {"autodiff": forward, "fused": forward_fused}

@@ -21,8 +21,9 @@ import jax
 import numpy as np
 
 from rnn_jax import config as config_lib
-from rnn_jax import data, log, train
+from rnn_jax import data, rundir, train
 from rnn_jax import evaluate as evaluate_lib
+from rnn_jax import step as step_lib
 from rnn_jax.config import Config
 
 MODES = ("processes", "vmap")
@@ -92,16 +93,16 @@ def run_jobs(jobs, *, corpus: str | None = None, data_dir: str | None = None, wo
                 raise RuntimeError(f"{run_dir} failed (exit {proc.returncode}): {err.strip()[-2000:]}")
             summary = json.loads((Path(run_dir) / "summary.json").read_text()) if proc.returncode == 0 else None
             vocab_size = len(data.Vocab.load(Path(run_dir) / "vocab.json"))
-            done[i] = _record(cfg.seed, log.read_metrics(run_dir), summary, time.perf_counter() - t0, vocab_size)
+            done[i] = _record(cfg.seed, rundir.read_metrics(run_dir), summary, time.perf_counter() - t0, vocab_size)
     return [done[i] for i in range(len(jobs))]
 
 
 def run_vmap(cfg: Config, seeds, tokens: np.ndarray, vocab: data.Vocab, *, val: tuple | None = None) -> list[dict]:
     """All seeds in one jitted, vmapped epoch; the seed axis is sharded over the devices when it divides."""
     seeds = list(seeds)
-    tx = train.make_optimizer(cfg)
-    states = jax.vmap(lambda s: train.init_state(cfg, len(vocab), tx, seed=s))(np.asarray(seeds))
-    epoch_fn = jax.jit(jax.vmap(train.make_train_epoch(cfg, tx)), donate_argnums=0)
+    tx = step_lib.make_optimizer(cfg)
+    states = jax.vmap(lambda s: step_lib.init_state(cfg, len(vocab), tx, seed=s))(np.asarray(seeds))
+    epoch_fn = jax.jit(jax.vmap(step_lib.make_train_epoch(cfg, tx)), donate_argnums=0)
     sharding = None
     if jax.device_count() > 1 and len(seeds) % jax.device_count() == 0:
         mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("models",))

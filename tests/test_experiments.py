@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rnn_jax import config, train
+from rnn_jax import config
+from rnn_jax import step as step_lib
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
 import common  # noqa: E402
@@ -19,9 +20,9 @@ import report  # noqa: E402
 def test_every_experiment_trains_a_few_steps(name):
     # the registered configuration, shrunk only in size, so each one's code path runs for real
     cfg = dataclasses.replace(config.EXPERIMENTS[name], hidden=16, batch_size=4, num_steps=5)
-    tx = train.make_optimizer(cfg)
+    tx = step_lib.make_optimizer(cfg)
     X = np.random.default_rng(0).integers(1, 28, (3, 4, 5), dtype=np.int32)
-    state, h, metrics = train.make_train_epoch(cfg, tx)(train.init_state(cfg, 28, tx), X, np.roll(X, -1, -1))
+    state, h, metrics = step_lib.make_train_epoch(cfg, tx)(step_lib.init_state(cfg, 28, tx), X, np.roll(X, -1, -1))
     assert metrics["loss"].shape == (3,) and np.all(np.isfinite(metrics["loss"])), name
     assert int(state.step) == 3 and h.shape == (4, 16)
 

@@ -3,7 +3,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from rnn_jax import config, data, log, sweep, train
+from rnn_jax import config, data, rundir, sweep, train
 
 CFG = dataclasses.replace(config.EXPERIMENTS["tiny"], epochs=3, max_tokens=800, predict_every=0)
 SEEDS = [0, 1]
@@ -16,7 +16,7 @@ def separate(tmp_path_factory, data_dir):
     out = {}
     for s in SEEDS:
         train.run(dataclasses.replace(CFG, seed=s), root / str(s), data_dir=str(data_dir), exp="tiny", quiet=True)
-        out[s] = [r["perplexity"] for r in log.read_metrics(root / str(s))]
+        out[s] = [r["perplexity"] for r in rundir.read_metrics(root / str(s))]
     return out
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from rnn_jax import config, data, model, train
+from rnn_jax import step as step_lib
 
 TINY = config.EXPERIMENTS["tiny"]
 
@@ -22,14 +23,14 @@ def test_loss_at_initialisation_is_close_to_ln_vocab(data_dir):
     cfg = config.BASE
     tokens, vocab = data.load_corpus(data_dir / "timemachine.txt", cfg.max_tokens)
     X, Y = data.epoch_batches(tokens, cfg, 1)
-    state = train.init_state(cfg, len(vocab), train.make_optimizer(cfg))
-    loss, _ = train.loss_fn(state.params, model.init_hidden(cfg.batch_size, cfg.hidden), X[0], Y[0], cfg)
+    state = step_lib.init_state(cfg, len(vocab), step_lib.make_optimizer(cfg))
+    loss, _ = step_lib.loss_fn(state.params, model.init_hidden(cfg.batch_size, cfg.hidden), X[0], Y[0], cfg)
     assert abs(float(loss) - math.log(28)) < 0.01
 
 
 def test_clipping_matches_the_global_norm_formula(key):
     cfg = dataclasses.replace(TINY, clip_norm=1.0, lr=1.0)
-    tx = train.make_optimizer(cfg)
+    tx = step_lib.make_optimizer(cfg)
     grads = {"a": jax.random.normal(key, (4, 5)), "b": jnp.arange(3.0)}
     norm = math.sqrt(sum(float(jnp.sum(g ** 2)) for g in jax.tree.leaves(grads)))
     assert norm > 1
@@ -47,8 +48,8 @@ def test_huge_clip_norm_steps_exactly_like_no_clipping():
     results = []
     for clip in (1e9, None):
         cfg = dataclasses.replace(TINY, clip_norm=clip, lr=3.0)
-        tx = train.make_optimizer(cfg)
-        state, _, _ = train.make_train_epoch(cfg, tx)(train.init_state(cfg, 28, tx), X, Y)
+        tx = step_lib.make_optimizer(cfg)
+        state, _, _ = step_lib.make_train_epoch(cfg, tx)(step_lib.init_state(cfg, 28, tx), X, Y)
         results.append(state.params)
     for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1])):
         np.testing.assert_array_equal(a, b)
@@ -57,12 +58,12 @@ def test_huge_clip_norm_steps_exactly_like_no_clipping():
 @pytest.mark.parametrize("sampling", ["seq", "random"])
 def test_epoch_scan_equals_a_loop_of_train_steps(sampling):
     cfg = dataclasses.replace(TINY, sampling=sampling)
-    tx = train.make_optimizer(cfg)
+    tx = step_lib.make_optimizer(cfg)
     X, Y = batches(cfg)
-    state, h_last, metrics = train.make_train_epoch(cfg, tx)(train.init_state(cfg, 28, tx), X, Y)
+    state, h_last, metrics = step_lib.make_train_epoch(cfg, tx)(step_lib.init_state(cfg, 28, tx), X, Y)
 
-    step = train.make_train_step(cfg, tx)
-    ref = train.init_state(cfg, 28, tx)
+    step = step_lib.make_train_step(cfg, tx)
+    ref = step_lib.init_state(cfg, 28, tx)
     h = model.init_hidden(cfg.batch_size, cfg.hidden)
     losses = []
     for x, y in zip(X, Y):
@@ -84,8 +85,8 @@ def test_sequential_carries_state_and_random_resets_it():
     losses = {}
     for sampling in ("seq", "random"):
         cfg = dataclasses.replace(TINY, sampling=sampling, lr=1e-12)  # parameters stay put
-        tx = train.make_optimizer(cfg)
-        losses[sampling] = train.make_train_epoch(cfg, tx)(train.init_state(cfg, 28, tx), X, Y)[2]["loss"]
+        tx = step_lib.make_optimizer(cfg)
+        losses[sampling] = step_lib.make_train_epoch(cfg, tx)(step_lib.init_state(cfg, 28, tx), X, Y)[2]["loss"]
     assert losses["random"][0] == losses["random"][1] == losses["random"][2]
     assert losses["seq"][0] == losses["random"][0] and losses["seq"][1] != losses["seq"][0]
 
@@ -95,8 +96,8 @@ def test_fused_and_autodiff_training_agree():
     out = {}
     for backward in ("fused", "autodiff"):
         cfg = dataclasses.replace(TINY, backward=backward)
-        tx = train.make_optimizer(cfg)
-        out[backward] = train.make_train_epoch(cfg, tx)(train.init_state(cfg, 28, tx), X, Y)
+        tx = step_lib.make_optimizer(cfg)
+        out[backward] = step_lib.make_train_epoch(cfg, tx)(step_lib.init_state(cfg, 28, tx), X, Y)
     np.testing.assert_allclose(out["fused"][2]["loss"], out["autodiff"][2]["loss"], rtol=1e-5)
     np.testing.assert_allclose(out["fused"][2]["grad_norm"], out["autodiff"][2]["grad_norm"], rtol=1e-4)
     for a, b in zip(jax.tree.leaves(out["fused"][0].params), jax.tree.leaves(out["autodiff"][0].params)):
@@ -108,10 +109,10 @@ def test_undetached_gradient_reaches_earlier_minibatches():
     grads = {}
     for detach in (True, False):
         cfg = dataclasses.replace(TINY, detach=detach, lr=1e-12)
-        tx = train.make_optimizer(cfg)
-        state = train.init_state(cfg, 28, tx)
+        tx = step_lib.make_optimizer(cfg)
+        state = step_lib.init_state(cfg, 28, tx)
         state = state._replace(params=jax.tree.map(lambda p: 100 * p, state.params))  # a state that matters
-        grads[detach] = train.make_train_epoch(cfg, tx)(state, X, Y)[2]
+        grads[detach] = step_lib.make_train_epoch(cfg, tx)(state, X, Y)[2]
     # the first minibatch has no past; later ones see through the carried state
     np.testing.assert_allclose(grads[False]["loss"], grads[True]["loss"], rtol=1e-5)
     np.testing.assert_allclose(grads[False]["grad_norm"][0], grads[True]["grad_norm"][0], rtol=1e-5)
@@ -120,10 +121,10 @@ def test_undetached_gradient_reaches_earlier_minibatches():
 
 def test_tiny_model_overfits_a_tiny_corpus():
     cfg = dataclasses.replace(TINY, hidden=32, lr=1.0)
-    tx = train.make_optimizer(cfg)
+    tx = step_lib.make_optimizer(cfg)
     X, Y = batches(cfg, n=1)
-    epoch = train.make_train_epoch(cfg, tx)
-    state = train.init_state(cfg, 28, tx)
+    epoch = step_lib.make_train_epoch(cfg, tx)
+    state = step_lib.init_state(cfg, 28, tx)
     state, _, m = epoch(state, X, Y)
     first = float(m["loss"][0])
     for _ in range(400):
@@ -133,12 +134,12 @@ def test_tiny_model_overfits_a_tiny_corpus():
 
 def test_nonfinite_update_is_not_applied():
     cfg = dataclasses.replace(TINY, lr=1.0)
-    tx = train.make_optimizer(cfg)
-    state = train.init_state(cfg, 28, tx)
+    tx = step_lib.make_optimizer(cfg)
+    state = step_lib.init_state(cfg, 28, tx)
     before = jax.device_get(state.params)
     state = state._replace(params={**state.params, "W_hq": state.params["W_hq"].at[0, 0].set(jnp.nan)})
     X, Y = batches(cfg, n=2)
-    state, _, m = train.make_train_epoch(cfg, tx)(state, X, Y)
+    state, _, m = step_lib.make_train_epoch(cfg, tx)(state, X, Y)
     assert not m["finite"].any()
     np.testing.assert_array_equal(state.params["W_hh"], before["W_hh"])
 
@@ -248,16 +249,16 @@ def test_dropout_changes_training_only_and_is_reproducible():
     out = {}
     for name, dropout in (("off", 0.0), ("on", 0.5), ("on_again", 0.5)):
         cfg = dataclasses.replace(TINY, dropout=dropout)
-        tx = train.make_optimizer(cfg)
-        out[name] = train.make_train_epoch(cfg, tx)(train.init_state(cfg, 28, tx), X, Y)
+        tx = step_lib.make_optimizer(cfg)
+        out[name] = step_lib.make_train_epoch(cfg, tx)(step_lib.init_state(cfg, 28, tx), X, Y)
     np.testing.assert_array_equal(out["on"][2]["loss"], out["on_again"][2]["loss"])  # keys from (seed, step)
     assert not np.allclose(out["on"][2]["loss"], out["off"][2]["loss"])
     # no key, no mask: evaluation and generation see the plain model
     cfg = dataclasses.replace(TINY, dropout=0.5)
     params = out["on"][0].params
     h = model.init_hidden(cfg.batch_size, cfg.hidden)
-    plain = train.loss_fn(params, h, X[0], Y[0], dataclasses.replace(cfg, dropout=0.0))[0]
-    assert train.loss_fn(params, h, X[0], Y[0], cfg)[0] == plain
+    plain = step_lib.loss_fn(params, h, X[0], Y[0], dataclasses.replace(cfg, dropout=0.0))[0]
+    assert step_lib.loss_fn(params, h, X[0], Y[0], cfg)[0] == plain
 
 
 def test_dropout_mask_keeps_the_expected_fraction_scaled(key):
@@ -274,9 +275,9 @@ def test_dropout_mask_keeps_the_expected_fraction_scaled(key):
     h = model.init_hidden(cfg.batch_size, 64) + 1.0
     try:
         model.output_layer = spy
-        train.loss_fn(params, h, X[0], Y[0], dataclasses.replace(cfg, dropout=0.0))
+        step_lib.loss_fn(params, h, X[0], Y[0], dataclasses.replace(cfg, dropout=0.0))
         plain = captured["hs"]
-        train.loss_fn(params, h, X[0], Y[0], cfg, key_dropout=key)
+        step_lib.loss_fn(params, h, X[0], Y[0], cfg, key_dropout=key)
         dropped = captured["hs"]
     finally:
         model.output_layer = real

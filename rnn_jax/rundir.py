@@ -1,0 +1,249 @@
+"""The run directory, owned in one place: create, lock, check, resume rules, write its files, read a run back.
+
+A run directory holds `config.json` (experiment, config, data, environment), `vocab.json`,
+`metrics.jsonl` (one row per epoch), `checkpoints/` and `best/` (Orbax), and at the end
+`params.npz`, `summary.json` and `perplexity.png`. One process writes it at a time (an OS lock on
+`.lock`, held for the run's life and released by the kernel even on kill -9); readers never lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnn_jax import checkpoint, data, distributed, log
+from rnn_jax import config as config_lib
+from rnn_jax.config import Config, ConfigError
+
+RUN_FILES = ("config.json", "vocab.json", "metrics.jsonl", "checkpoints", "best", "params.npz", "summary.json")
+
+
+# ----------------------------------------------------------------------------- files that are never half-written
+def write_atomic(path: Path, text: str) -> None:
+    """Readers see the old file or the new one, never a mix; a failure leaves the old one intact."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def write_json(path: Path, obj) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def read_json(path: Path, what: str) -> dict:
+    """A JSON file of a run, with an error naming it when it is missing or damaged."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise checkpoint.CheckpointError(f"{path} is missing ({what})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise checkpoint.CheckpointError(f"{path} is damaged ({what}: {e}); restore it from a copy") from None
+    except OSError as e:
+        raise checkpoint.CheckpointError(f"cannot read {path} ({e.strerror})") from None
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """The rows of metrics.jsonl; a last line cut short by a crash is dropped with a note (any other is an error)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise checkpoint.CheckpointError(f"{path} line {i + 1} is damaged; restore the file from a copy or "
+                                                 "remove that line") from None
+            print(f"note: {path}: dropped a last line cut short ({line[:40]!r}...)", file=sys.stderr)
+    return rows
+
+
+class MetricsWriter:
+    """Appends one JSON object per line to metrics.jsonl, flushed at once (a killed run loses no row)."""
+
+    def __init__(self, run_dir: Path, keep_epochs_upto: int | None = None):
+        self.path = run_dir / "metrics.jsonl"
+        if keep_epochs_upto is not None:  # a resumed run drops rows written after its checkpoint
+            rows = [r for r in read_metrics(run_dir) if r.get("epoch", 0) <= keep_epochs_upto]
+            write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in rows))
+        self.f = open(self.path, "a", encoding="utf-8")
+
+    def write(self, row: dict) -> None:
+        self.f.write(json.dumps(row) + "\n")
+        self.f.flush()
+
+    def close(self) -> None:
+        self.f.close()
+
+
+# ----------------------------------------------------------------------------- one writer
+class Lock:
+    """fcntl.flock on RUN/.lock for the run's life; a second writer is refused with the holder's pid."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / ".lock"
+        self.f = None
+
+    def acquire(self) -> Lock:
+        f = open(self.path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise ConfigError(f"{self.path.parent} is in use by {holder}; wait for it to finish or choose another "
+                              "--run-dir") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {os.uname().nodename} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        f.flush()
+        self.f = f
+        return self
+
+    def release(self) -> None:
+        if self.f is not None:
+            self.f.close()  # closing releases the flock
+            self.f = None
+
+
+# ----------------------------------------------------------------------------- opening a run
+def check_resumable(run_dir: Path, saved: dict, cfg: Config, sha1: str, exp: str) -> None:
+    """Raises ConfigError when `cfg` on this corpus would be another run than the one saved in run_dir."""
+    if saved.get("experiment") != exp:
+        raise ConfigError(f"run directory {run_dir} belongs to experiment {saved.get('experiment')!r}, not {exp!r}; "
+                          f"resume it with --exp {saved.get('experiment')} or choose another --run-dir")
+    old = config_lib.from_dict(saved["config"])
+    for f in dataclasses.fields(Config):
+        a, b = getattr(old, f.name), getattr(cfg, f.name)
+        if a != b and f.name not in config_lib.RESUMABLE_FIELDS:
+            raise ConfigError(f"cannot resume {run_dir}: {f.name} differs (the run has {a!r}, asked {b!r}); only "
+                              f"{', '.join(sorted(config_lib.RESUMABLE_FIELDS))} may change")
+    if saved["data"]["sha1"] != sha1:
+        raise ConfigError(f"cannot resume {run_dir}: the corpus differs from the one it was trained on (SHA-1 {sha1}; "
+                          f"the run's, {saved['data']['sha1']}, was read from {saved['data']['path']})")
+
+
+def _refuse_existing(run_dir: Path) -> None:
+    """A directory holding any run file is a (possibly damaged) run: a new run never starts there."""
+    found = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if "config.json" in found:
+        raise ConfigError(f"run directory {run_dir} already holds a run; continue it with --resume or choose "
+                          "another --run-dir")
+    if found:
+        raise ConfigError(f"run directory {run_dir} holds {', '.join(found)} but no config.json: a damaged run. "
+                          "Move it away or choose another --run-dir")
+
+
+def _resumed_config(run_dir: Path, cfg: Config, exp: str, vocab: data.Vocab, data_info: dict) -> dict:
+    saved = read_json(run_dir / "config.json", "the run's configuration")
+    check_resumable(run_dir, saved, cfg, data_info["sha1"], exp)
+    if data.Vocab.load(run_dir / "vocab.json") != vocab:
+        raise ConfigError(f"cannot resume {run_dir}: its vocabulary differs from this corpus's")
+    saved["config"] = config_lib.to_dict(cfg)
+    saved.setdefault("resumed", []).append({"time": time.strftime("%Y-%m-%d %H:%M:%S"), **log.environment()})
+    return saved
+
+
+def open_run(run_dir: Path, cfg: Config, exp: str, resume: bool, vocab: data.Vocab, data_info: dict,
+             extra: dict | None = None) -> Lock | None:
+    """Checks (every process) that run_dir can take this run, locks it and writes config.json and vocab.json
+    (process 0); returns the lock, held until released."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--run-dir {run_dir} is a file, not a directory")
+    if resume and not (run_dir / "config.json").is_file():
+        raise ConfigError(f"--resume: {run_dir} holds no run to resume (no config.json)")
+    lock = None
+    if distributed.is_primary():
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"cannot create run directory {run_dir}: {e.strerror}") from None
+        lock = Lock(run_dir).acquire()
+    try:
+        if resume:
+            saved = _resumed_config(run_dir, cfg, exp, vocab, data_info)
+        else:
+            _refuse_existing(run_dir)
+            saved = {"experiment": exp, "config": config_lib.to_dict(cfg), "environment": log.environment(),
+                     "data": data_info, **(extra or {})}
+        distributed.barrier("checked")  # every process looked before the first one writes
+        if lock is not None:
+            write_json(run_dir / "config.json", saved)
+            if not resume:
+                write_atomic(run_dir / "vocab.json", json.dumps({"idx_to_token": vocab.idx_to_token},
+                                                                ensure_ascii=False))
+        distributed.barrier("run-dir")
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    return lock
+
+
+def saved_config(run_dir: Path) -> dict:
+    """config.json of a run directory, with a clear error when there is none."""
+    if not (Path(run_dir) / "config.json").is_file():
+        raise ConfigError(f"--resume: {run_dir} holds no run to resume (no config.json)")
+    return read_json(Path(run_dir) / "config.json", "the run's configuration")
+
+
+def save_final(run_dir: Path, params: dict, summary: dict) -> None:
+    """params.npz and summary.json, each written whole or not at all."""
+    tmp = run_dir / ".params.npz.tmp.npz"
+    np.savez(tmp, **params)
+    os.replace(tmp, run_dir / "params.npz")
+    write_json(run_dir / "summary.json", summary)
+
+
+# ----------------------------------------------------------------------------- reading a run back
+def load_run(run_dir: str | Path, *, best: bool = False):
+    """(cfg, vocab, params, saved config.json) of a run directory (its best checkpoint if `best`), with clear errors."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file() or not (run_dir / "vocab.json").is_file():
+        raise checkpoint.CheckpointError(f"{run_dir} is not a run directory (no config.json / vocab.json); "
+                                         "pass the --run-dir of a training run")
+    saved = read_json(run_dir / "config.json", "the run's configuration")
+    try:
+        cfg = config_lib.from_dict(saved["config"])
+        vocab = data.Vocab(read_json(run_dir / "vocab.json", "the run's vocabulary")["idx_to_token"])
+    except (KeyError, TypeError, data.DataError, ConfigError) as e:
+        raise checkpoint.CheckpointError(f"{run_dir}/config.json or vocab.json is not a run's ({e})") from None
+    params, _ = checkpoint.load_params(run_dir, best=best)
+    check_params(run_dir, params, cfg, len(vocab))
+    return cfg, vocab, jax.tree.map(jnp.asarray, params), saved
+
+
+def check_params(where, params: dict, cfg: Config, vocab_size: int) -> None:
+    """Raises CheckpointError when params' shapes are not those of cfg's model over vocab_size characters."""
+    from rnn_jax import model
+
+    abstract = jax.eval_shape(lambda: model.init_params(jax.random.key(0), vocab_size, cfg.hidden,
+                                                        encoder=cfg.encoder, embed_dim=cfg.embed_dim, cell=cfg.cell))
+    want = {k: tuple(v.shape) for k, v in abstract.items()}
+    got = {k: tuple(np.shape(v)) for k, v in params.items()}
+    if want != got:
+        diff = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
+        shown = ", ".join(f"{k}: {got.get(k, 'missing')} (expected {want.get(k, 'none')})" for k in diff)
+        raise checkpoint.CheckpointError(f"parameters in {where} do not match its configuration and vocabulary "
+                                         f"({shown})")

@@ -1,0 +1,155 @@
+"""The training math, pure JAX: loss, optimizer, TrainState, one step and one whole epoch as a jitted scan.
+
+The carried state is the cell's pytree: sequential partitioning feeds it from minibatch to minibatch
+through `stop_gradient` (truncated backpropagation through time); random sampling, or `reset_state`,
+starts every minibatch from zeros. A non-finite loss or gradient leaves the parameters and optimizer
+state unchanged and restarts the carried state from zeros, in `make_train_step` and `make_train_epoch` alike.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from rnn_jax import config as config_lib
+from rnn_jax import model
+from rnn_jax.config import Config
+
+
+class TrainState(NamedTuple):
+    params: model.Params
+    opt_state: optax.OptState
+    step: jax.Array
+
+
+def zero_state(cfg: Config, batch_size: int) -> model.State:
+    return model.zero_state(batch_size, cfg.hidden, cfg.cell)
+
+
+def stop_gradient(state: model.State) -> model.State:
+    """Truncated BPTT: the minibatches before this one get no gradient through the carried state."""
+    return jax.tree.map(jax.lax.stop_gradient, state)
+
+
+def _where(pred: jax.Array, a, b):
+    return jax.tree.map(lambda x, y: jnp.where(pred, x, y), a, b)
+
+
+def dropout_mask(cfg: Config, tokens_BT: jax.Array, key_dropout) -> jax.Array | None:
+    """(T, B, H) keep mask scaled by 1/keep for the states fed to the output layer; None without dropout."""
+    if not cfg.dropout or key_dropout is None:
+        return None
+    keep = 1.0 - cfg.dropout
+    shape = (tokens_BT.shape[1], tokens_BT.shape[0], cfg.hidden)
+    return jax.random.bernoulli(key_dropout, keep, shape).astype(jnp.float32) / keep
+
+
+def loss_fn(params, state, tokens_BT, targets_BT, cfg: Config, mask_BT=None, key_dropout=None):
+    """Mean softmax cross-entropy over batch x time (over mask_BT's positions when given); aux = last state.
+
+    With cfg.dropout and a key, that fraction of the states fed to the output layer is zeroed (training only).
+    """
+    fwd = model.FORWARDS[cfg.backward]
+    logits_TBV, state = fwd(params, state, tokens_BT, keep_TBH=dropout_mask(cfg, tokens_BT, key_dropout),
+                            **model.options(cfg))
+    xent_TB = optax.softmax_cross_entropy_with_integer_labels(logits_TBV, targets_BT.T)
+    if mask_BT is None:
+        return xent_TB.mean(), state
+    return jnp.sum(xent_TB * mask_BT.T) / jnp.sum(mask_BT), state
+
+
+def make_optimizer(cfg: Config) -> optax.GradientTransformation:
+    clip = [] if cfg.clip_norm is None else [optax.clip_by_global_norm(cfg.clip_norm)]
+    return optax.chain(*clip, {"sgd": optax.sgd, "adam": optax.adam}[cfg.optimizer](cfg.lr))
+
+
+def init_state(cfg: Config, vocab_size: int, tx: optax.GradientTransformation, seed=None,
+               params: model.Params | None = None) -> TrainState:
+    """Fresh parameters from `seed` (default cfg.seed; may be traced, to vmap over seeds), or the given
+    `params`, with a fresh optimizer state."""
+    if params is None:
+        key_init = jax.random.fold_in(jax.random.key(cfg.seed if seed is None else seed), 0)  # purpose 0: params
+        params = model.init_params(key_init, vocab_size, cfg.hidden, encoder=cfg.encoder, embed_dim=cfg.embed_dim,
+                                   cell=cfg.cell)
+    return TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
+
+
+def _step_key(cfg: Config, state: TrainState):
+    """The dropout key of this update: purpose 1 of the seed, folded with the step (None without dropout)."""
+    if not cfg.dropout:
+        return None
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.seed), 1), state.step)
+
+
+def _apply(tx, state: TrainState, grads, loss):
+    """One optimizer update, kept only when loss and gradient are finite (else state is unchanged)."""
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new = (optax.apply_updates(state.params, updates), opt_state)
+    params, opt_state = _where(finite, new, state[:2])
+    return TrainState(params, opt_state, state.step + 1), {"loss": loss, "grad_norm": grad_norm,
+                                                          "finite": finite}
+
+
+def _update(cfg: Config, tx, grad_fn, state: TrainState, carried, tokens_BT, targets_BT, mask_BT=None):
+    """Gradient step from `carried`; returns (state, the state to carry on, metrics)."""
+    (loss, carried_new), grads = grad_fn(state.params, carried, tokens_BT, targets_BT, cfg, mask_BT,
+                                         _step_key(cfg, state))
+    state, metrics = _apply(tx, state, grads, loss)
+    # a skipped update restarts the carried state from zeros, as at the start of an epoch
+    return state, _where(metrics["finite"], carried_new, zero_state(cfg, tokens_BT.shape[0])), metrics
+
+
+def make_train_step(cfg: Config, tx: optax.GradientTransformation):
+    """One minibatch: (state, carried, X_BT, Y_BT) -> (state, carried, metrics), jitted, state donated."""
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def step(state: TrainState, carried, tokens_BT, targets_BT):
+        return _update(cfg, tx, grad_fn, state, stop_gradient(carried), tokens_BT, targets_BT)
+
+    return jax.jit(step, donate_argnums=0)
+
+
+def make_train_epoch(cfg: Config, tx: optax.GradientTransformation):
+    """All minibatches of an epoch in one jitted scan: (state, X_NBT, Y_NBT) -> (state, last carried, metrics_N)."""
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    reset = config_lib.resets_state(cfg)
+
+    def detached(state, X_NBT, Y_NBT):
+        zeros = zero_state(cfg, X_NBT.shape[1])
+
+        def body(carry, batch):
+            state, carried = carry
+            state, carried, metrics = _update(cfg, tx, grad_fn, state, stop_gradient(zeros if reset else carried),
+                                              *batch)
+            return (state, carried), metrics
+
+        (state, carried), metrics = jax.lax.scan(body, (state, zeros), (X_NBT, Y_NBT))
+        return state, carried, metrics
+
+    def undetached(state, X_NBT, Y_NBT):
+        # Minibatch i's loss is backpropagated through the state into minibatches 0..i-1, recomputed
+        # from the epoch's zero state with the current parameters (the chain is never cut).
+        num_batches, batch_size, num_steps = X_NBT.shape
+        X_BL = X_NBT.transpose(1, 0, 2).reshape(batch_size, -1)
+        Y_BL = Y_NBT.transpose(1, 0, 2).reshape(batch_size, -1)
+        chunk_L = jnp.arange(X_BL.shape[1]) // num_steps
+        zeros = zero_state(cfg, batch_size)
+
+        def body(carry, i):
+            state, _ = carry
+            mask_BL = jnp.broadcast_to(chunk_L == i, X_BL.shape).astype(jnp.float32)
+            (loss, carried), grads = grad_fn(state.params, zeros, X_BL, Y_BL, cfg, mask_BL, _step_key(cfg, state))
+            state, metrics = _apply(tx, state, grads, loss)
+            return (state, carried), metrics
+
+        (state, carried), metrics = jax.lax.scan(body, (state, zeros), jnp.arange(num_batches))
+        return state, carried, metrics
+
+    if not cfg.detach and not reset:
+        return jax.jit(undetached, donate_argnums=0)
+    return jax.jit(detached, donate_argnums=0)
