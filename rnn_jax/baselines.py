@@ -132,28 +132,65 @@ def metrics(loss: float) -> dict[str, float]:
     return {"loss": loss, "perplexity": math.exp(loss), "bits_per_char": loss / math.log(2)}
 
 
-def evaluate_baselines(train_ids, eval_ids, vocab_size: int, max_n: int = 5,
-                       context_from_train: bool = True) -> dict[str, dict[str, float]]:
-    """Held-out loss, perplexity and bits/char of uniform, unigram and 2..max_n-gram models fitted on train_ids."""
+def evaluate_baselines(train_ids, eval_ids, vocab_size: int, max_n: int = 5, context_from_train: bool = True,
+                       context=None) -> dict[str, dict[str, float]]:
+    """Held-out loss, perplexity and bits/char of uniform, unigram and 2..max_n-gram models fitted on train_ids.
+
+    eval_ids is scored as one stream continuing `context`, the tokens just before it in the text (the RNN's
+    evaluator is given the same); None means train_ids, right when the held-out text follows it directly.
+    """
     models = {"uniform": uniform(vocab_size), "unigram": fit_unigram(train_ids, vocab_size)}
     models.update({f"{n}-gram": fit_ngram(train_ids, vocab_size, n) for n in range(2, max_n + 1)})
-    context = train_ids if context_from_train else ()
+    if context is None:
+        context = train_ids if context_from_train else ()
     return {name: metrics(cross_entropy(m, eval_ids, context)) for name, m in models.items()}
 
 
-def main(argv=None) -> None:
+class UsageError(ValueError):
+    """A command-line value the baselines cannot run with."""
+
+
+def _check_args(split: float, max_n: int) -> None:
+    """Rejects options no corpus could make sense of, before reading one."""
+    if not 0 < split < 1:  # also false for nan
+        raise UsageError(f"--split must lie strictly between 0 and 1, got {split}")
+    if max_n < 1:
+        raise UsageError(f"--max-n must be at least 1 (1: uniform and unigram only), got {max_n}")
+
+
+def _cut(ids: np.ndarray, split: float, max_n: int, vocab_size: int) -> int:
+    """Where the training part ends, after checking that both parts and every model can exist."""
+    if max_n >= 63 or vocab_size ** max_n >= 2**63:  # V >= 2, so n >= 63 overflows (and skips a huge power)
+        raise UsageError(f"--max-n {max_n} is too large: {vocab_size}**{max_n} overflows the int64 n-gram codes")
+    cut = int(len(ids) * split)
+    if cut < max_n or cut >= len(ids):
+        raise UsageError(f"--split {split} of {len(ids)} tokens leaves {cut} for training and {len(ids) - cut} "
+                         f"held out; need at least {max_n} and 1")
+    return cut
+
+
+def main(argv=None) -> int:
     """Prints the baselines on the first `split` of the corpus vs the rest."""
+    import sys
+
     from rnn_jax import data
 
-    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m rnn_jax.baselines", description=main.__doc__)
     parser.add_argument("--corpus"), parser.add_argument("--data-dir")
-    parser.add_argument("--split", type=float, default=0.9), parser.add_argument("--max-n", type=int, default=5)
+    parser.add_argument("--split", type=float, default=0.9, help="fraction of the text to fit on, in (0, 1)")
+    parser.add_argument("--max-n", type=int, default=5, help="largest n-gram order (1: uniform and unigram only)")
     args = parser.parse_args(argv)
-    ids, vocab = data.load_corpus(data.resolve_corpus(args.corpus, args.data_dir))
-    cut = int(len(ids) * args.split)
-    for name, m in evaluate_baselines(ids[:cut], ids[cut:], len(vocab), args.max_n).items():
+    try:
+        _check_args(args.split, args.max_n)
+        ids, vocab = data.load_corpus(data.resolve_corpus(args.corpus, args.data_dir))
+        cut = _cut(ids, args.split, args.max_n, len(vocab))
+    except (data.DataError, UsageError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for name, m in evaluate_baselines(ids[:cut], ids[cut:], len(vocab), args.max_n, context=ids[:cut]).items():
         print(f"{name:>8}  loss {m['loss']:.4f}  perplexity {m['perplexity']:7.3f}  bits/char {m['bits_per_char']:.3f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

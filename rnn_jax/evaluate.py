@@ -88,7 +88,8 @@ def main(argv=None) -> int:
         result = {"rnn": evaluate(params, tokens, cfg, context=context)}
         if args.baselines:
             from rnn_jax import baselines
-            result.update(baselines.evaluate_baselines(parts["train"][0], tokens, len(vocab)))
+            result.update(baselines.evaluate_baselines(parts["train"][0], tokens, len(vocab),
+                                                      context=() if context is None else context))
     except (data.DataError, checkpoint.CheckpointError, config_lib.ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import functools
+import math
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from rnn_jax import model
+from rnn_jax import data, model
 
 
 def _choose(logits_SV: jax.Array, key: jax.Array, temperature: float, top_k: int):
     """Greedy argmax when temperature == 0, else a draw from softmax(logits / T) over the top k, never <unk>."""
     if temperature == 0:
         return jnp.argmax(logits_SV, axis=-1).astype(jnp.int32)
-    logits_SV = logits_SV.at[:, 0].set(-jnp.inf)  # <unk> (id 0) stands for no character: never draw it
+    # Scale first, then mask: a huge T turns every logit to 0, and -inf / T would be nan, not -inf.
+    logits_SV = (logits_SV / temperature).at[:, 0].set(-jnp.inf)  # <unk> (id 0) stands for no character
     if 0 < top_k < logits_SV.shape[-1]:
-        kth_SV = jax.lax.top_k(logits_SV, top_k)[0][:, -1:]
-        logits_SV = jnp.where(logits_SV < kth_SV, -jnp.inf, logits_SV)
-    return jax.random.categorical(key, logits_SV / temperature).astype(jnp.int32)
+        # Draw among the k ids top_k returns, not among logits >= the k-th: ties would let more than k in.
+        top_SK, ids_SK = jax.lax.top_k(logits_SV, top_k)
+        pick_S = jax.random.categorical(key, top_SK)
+        return jnp.take_along_axis(ids_SK, pick_S[:, None], axis=-1)[:, 0].astype(jnp.int32)
+    return jax.random.categorical(key, logits_SV).astype(jnp.int32)
 
 
 @functools.partial(jax.jit, static_argnames=("num_chars", "num_samples", "cell", "activation", "encoder",
@@ -52,7 +58,7 @@ def generate_ids(params: model.Params, prefix_P: jax.Array, key: jax.Array, *, n
 
 def predict(params: model.Params, vocab, prefix: str, num_preds: int, *, cell: str = "rnn",
             activation: str = "tanh", encoder: str = "onehot", dtype: str = "float32") -> str:
-    """The book's predict: prefix + num_preds greedy characters (warm-up on the prefix first)."""
+    """The book's predict: the prefix as given + num_preds greedy characters; unknown characters warm up as <unk>."""
     if not prefix:
         raise ValueError("predict needs a non-empty prefix to warm up on")
     ids = generate_ids(params, jnp.asarray(vocab.encode(prefix)), jax.random.key(0), num_chars=num_preds,
@@ -62,17 +68,20 @@ def predict(params: model.Params, vocab, prefix: str, num_preds: int, *, cell: s
 
 def predict_loop(params: model.Params, vocab, prefix: str, num_preds: int, *, cell: str = "rnn",
                  activation: str = "tanh", encoder: str = "onehot", dtype: str = "float32") -> str:
-    """The book's predict as written there: a Python loop, one jitted step and a host argmax per char."""
+    """The book's predict as written there (a jitted step and a host argmax per char); returns what predict does."""
+    if not prefix:
+        raise ValueError("predict needs a non-empty prefix to warm up on")
     step = _jitted_step(cell, activation, encoder, dtype)
     h_1H = model.zero_state(1, params["W_hq"].shape[0], cell)
-    outputs = [int(vocab.encode(prefix[0])[0])]
-    for y in prefix[1:]:  # warm-up: feed the prefix, emit nothing
+    prefix_ids = [int(i) for i in vocab.encode(prefix)]  # characters outside the vocabulary are <unk> (id 0)
+    outputs = prefix_ids[:1]
+    for y in prefix_ids[1:]:  # warm-up: feed the prefix, emit nothing
         h_1H, _ = step(params, h_1H, jnp.asarray([outputs[-1]]))
-        outputs.append(int(vocab.encode(y)[0]))
+        outputs.append(y)
     for _ in range(num_preds):
         h_1H, logits_1V = step(params, h_1H, jnp.asarray([outputs[-1]]))
         outputs.append(int(jnp.argmax(logits_1V[0])))
-    return vocab.decode(outputs)
+    return prefix + vocab.decode(outputs[len(prefix):])  # the prefix as given, like predict
 
 
 @functools.cache
@@ -84,17 +93,97 @@ def _jitted_step(cell: str, activation: str, encoder: str, dtype: str):
     return jax.jit(step)
 
 
-def main(argv=None) -> int:
-    import argparse
-    import sys
+MAX_BYTES = 2**30  # one call holds every sample's ids and state on the device: refuse requests far beyond it
+TEMPERATURES = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max)  # it divides float32 logits
 
-    from rnn_jax import checkpoint
-    from rnn_jax.rundir import load_run
+
+def clean_prompt(prompt: str, mode: str) -> str:
+    """The prompt cleaned as the training text was (data.PREPROCESS[mode]), keeping the word boundary it ends on."""
+    # A letter appended before cleaning survives it, so a final space or comma still ends the prompt as a space.
+    return data.PREPROCESS[mode](prompt + "x")[:-1]
+
+
+def read_prompt(path: str) -> str:
+    """The UTF-8 text of a prompt file, its final newline dropped; ValueError says why it cannot be used."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValueError(f"--prefix-file {path}: no such file") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"--prefix-file {path} is not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise ValueError(f"cannot read --prefix-file {path}: {e.strerror}") from None
+    text = text[:-1] if text.endswith("\n") else text  # an editor's final newline ends the file, not the prompt
+    if not text.strip():
+        raise ValueError(f"--prefix-file {path} is empty")
+    return text
+
+
+def memory_bytes(num_samples: int, num_chars: int, hidden: int = 0, vocab_size: int = 0) -> int:
+    """Rough device memory of one generate_ids call: ids (scan output and its transpose), keys, state, logits."""
+    return 8 * num_samples * num_chars + 8 * num_chars + 8 * num_samples * (hidden + vocab_size)
+
+
+def _size_error(args, hidden: int = 0, vocab_size: int = 0) -> str | None:
+    need = memory_bytes(args.num_samples, args.num_chars, hidden, vocab_size)
+    if need > MAX_BYTES:
+        return (f"--num-samples {args.num_samples} x --num-chars {args.num_chars} needs about {need / 2**30:.1f} GiB "
+                f"of device memory up front (at most {MAX_BYTES / 2**30:.0f} GiB); generate in several calls")
+    return None
+
+
+def _temperature(args) -> float:
+    """The sampling temperature of the options: --temperature T, 1 / --alpha, or 0 for greedy."""
+    if args.temperature is not None:
+        return args.temperature
+    return 1.0 / args.alpha if args.alpha is not None else 0.0
+
+
+def _option_error(args) -> str | None:
+    """What is wrong with the numeric options, found before any work; None when nothing is."""
+    for flag, value in (("--temperature", args.temperature), ("--alpha", args.alpha)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            return f"{flag} must be a positive finite number, got {value} (use --greedy for argmax)"
+    temperature = _temperature(args)
+    low, high = TEMPERATURES
+    if temperature and not low <= temperature <= high:
+        given = f"--temperature {args.temperature}" if args.temperature is not None else f"--alpha {args.alpha}"
+        return f"{given} gives temperature {temperature:g}, outside float32's [{low:.2g}, {high:.2g}]"
+    if args.top_k < 0:
+        return f"--top-k must be >= 0 (0: every character), got {args.top_k}"
+    if args.top_k and temperature == 0:
+        return "--top-k applies to sampling: give --temperature or --alpha too"
+    if args.num_chars < 1 or args.num_samples < 1:
+        return "--num-chars and --num-samples must be at least 1"
+    if not 0 <= args.seed < 2**32:
+        return f"--seed must be in [0, 2**32) (larger seeds repeat smaller ones), got {args.seed}"
+    return _size_error(args)
+
+
+def _notes(prompt: str, warm: str, cfg, vocab) -> list[str]:
+    """What the user should know about how the model reads the prompt."""
+    notes = []
+    if warm != prompt:
+        short = lambda t: repr(t) if len(t) <= 60 else repr(t[:57]) + "..."
+        notes.append(f"note: the prompt is cleaned as this model's training text was (--preprocess {cfg.preprocess}):"
+                     f" {short(prompt)} -> {short(warm)}")
+    unknown = vocab.unknown(warm)
+    if unknown:
+        shown = ", ".join(f"{c!r}" for c in unknown)
+        notes.append(f"note: prefix characters not in the model's vocabulary map to <unk> (id 0): {shown}; this "
+                     f"model's text is {vocab.decode(range(1, min(len(vocab), 12)))!r}...")
+    return notes
+
+
+def _parser():
+    import argparse
 
     parser = argparse.ArgumentParser(prog="python -m rnn_jax.generate",
                                      description="Generate text from a trained run: one sample per line.")
     parser.add_argument("--run-dir", required=True, help="a training run directory")
-    parser.add_argument("--prefix", default="time traveller", help="text to warm up on ('' starts from a space)")
+    prompt = parser.add_mutually_exclusive_group()
+    prompt.add_argument("--prefix", help="text to warm up on (default 'time traveller'; '' starts from a space)")
+    prompt.add_argument("--prefix-file", help="read the text to warm up on from this UTF-8 file")
     parser.add_argument("--num-chars", type=int, default=200, help="characters to generate after the prefix")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--greedy", action="store_true", help="argmax at every step, as the book (the default)")
@@ -102,39 +191,49 @@ def main(argv=None) -> int:
     mode.add_argument("--alpha", type=float, help="sample from p^alpha, renormalised (= temperature 1/alpha)")
     parser.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest characters only")
     parser.add_argument("--num-samples", type=int, default=1, help="samples drawn in one batched call")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the sampling key")
-    args = parser.parse_args(argv)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sampling key, in [0, 2**32)")
+    return parser
+
+
+def main(argv=None) -> int:
+    import sys
+
+    from rnn_jax import checkpoint, config
+    from rnn_jax.rundir import load_run
+
+    args = _parser().parse_args(argv)
 
     def fail(message: str) -> int:
         print(f"error: {message}", file=sys.stderr)
         return 2
 
-    temperature = args.temperature if args.temperature is not None else (
-        1.0 / args.alpha if args.alpha is not None and args.alpha > 0 else 0.0)
-    if args.num_chars < 1 or args.num_samples < 1:
-        return fail("--num-chars and --num-samples must be at least 1")
-    if (args.temperature is not None and args.temperature <= 0) or (args.alpha is not None and args.alpha <= 0):
-        return fail("--temperature and --alpha must be positive (use --greedy for argmax)")
-    if args.top_k < 0:
-        return fail("--top-k must be >= 0")
-    if args.top_k and temperature == 0:
-        return fail("--top-k applies to sampling: give --temperature or --alpha too")
+    error = _option_error(args)
+    if error:
+        return fail(error)
+    try:
+        prompt = read_prompt(args.prefix_file) if args.prefix_file else args.prefix
+    except ValueError as e:
+        return fail(str(e))
+    prompt = "time traveller" if prompt is None else prompt
     try:
         cfg, vocab, params, _ = load_run(args.run_dir)
-    except checkpoint.CheckpointError as e:
+    except (checkpoint.CheckpointError, config.ConfigError, data.DataError) as e:
         return fail(str(e))
-    unknown = vocab.unknown(args.prefix)
-    if unknown:
-        shown = ", ".join(f"{c!r}" for c in unknown)
-        print(f"note: prefix characters not in the model's vocabulary map to <unk> (id 0): {shown}; this model's "
-              f"text is {vocab.decode(range(1, min(len(vocab), 12)))!r}...", file=sys.stderr)
+    if args.top_k > len(vocab):
+        return fail(f"--top-k {args.top_k} is more than the {len(vocab)} tokens of this model's vocabulary")
+    error = _size_error(args, cfg.hidden, len(vocab))
+    if error:
+        return fail(error)
+    prefix = clean_prompt(prompt, cfg.preprocess)
+    for note in _notes(prompt, prefix, cfg, vocab):
+        print(note, file=sys.stderr)
     # an empty prefix warms up on nothing: start from the zero state fed a word boundary
-    warm = args.prefix or (" " if " " in vocab.token_to_idx else vocab.idx_to_token[1])
+    warm = prefix or (" " if " " in vocab.token_to_idx else vocab.idx_to_token[1])
     ids = generate_ids(params, jnp.asarray(vocab.encode(warm)), jax.random.key(args.seed),
-                       num_chars=args.num_chars, num_samples=args.num_samples, temperature=temperature,
+                       num_chars=args.num_chars, num_samples=args.num_samples, temperature=_temperature(args),
                        top_k=args.top_k, **model.options(cfg))
     for row in jax.device_get(ids):
-        print(args.prefix + vocab.decode(row))
+        print(prefix + vocab.decode(row))
     return 0
 
 

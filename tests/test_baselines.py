@@ -134,3 +134,69 @@ def test_bad_inputs_are_rejected():
         b.fit_ngram(np.array([1, 2]), 4, 3)
     with pytest.raises(ValueError, match="overflows"):
         b.fit_ngram(np.arange(5), 2**20, 4)
+
+
+def test_held_out_text_continues_the_given_context_not_the_training_slice(split):
+    train, held_out, V = split
+    fit_on, before = train[:20_000], train  # the training slice ends long before the held-out text starts
+    assert not np.array_equal(fit_on[-4:], before[-4:])
+    got = b.evaluate_baselines(fit_on, held_out, V, max_n=5, context=before)
+    for n in (2, 3, 4, 5):
+        model = b.fit_ngram(fit_on, V, n)
+        want = -b.log_probs(model, np.concatenate([before[-(n - 1):], held_out]), start=n - 1).mean()
+        assert got[f"{n}-gram"]["loss"] == pytest.approx(want, rel=1e-12), n
+    default = b.evaluate_baselines(fit_on, held_out, V, max_n=5)  # no context: the training slice's end
+    assert default["5-gram"]["loss"] != got["5-gram"]["loss"]
+    assert default["unigram"] == got["unigram"]
+    assert b.evaluate_baselines(train, held_out, V, max_n=3) == b.evaluate_baselines(
+        train, held_out, V, max_n=3, context=train)  # a contiguous split: the default is already right
+
+
+def test_empty_context_scores_the_first_tokens_with_shorter_contexts(split):
+    train, held_out, V = split
+    model = b.fit_ngram(train, V, 3)
+    got = b.evaluate_baselines(train, held_out, V, max_n=3, context=np.array([], np.int32))["3-gram"]["loss"]
+    assert got == pytest.approx(-b.log_probs(model, held_out).mean(), rel=1e-12)
+
+
+# ------------------------------------------------------------------ the command line
+def test_cli_prints_every_model(data_dir, capsys):
+    assert b.main(["--data-dir", str(data_dir), "--max-n", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["uniform", "unigram", "2-gram"]
+    assert "perplexity  28.000" in lines[0]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--split", "0"], "--split must lie strictly between 0 and 1"),
+    (["--split", "-0.5"], "--split must lie strictly between 0 and 1"),
+    (["--split", "1"], "--split must lie strictly between 0 and 1"),
+    (["--split", "1.5"], "--split must lie strictly between 0 and 1"),
+    (["--split", "nan"], "--split must lie strictly between 0 and 1, got nan"),
+    (["--split", "1e-9"], "leaves 0 for training"),
+    (["--max-n", "0"], "--max-n must be at least 1"),
+    (["--max-n", "-2"], "--max-n must be at least 1"),
+    (["--max-n", "14"], "overflows the int64"),
+    (["--max-n", "1000000000"], "overflows the int64"),
+])
+def test_cli_rejects_bad_values(data_dir, capsys, argv, message):
+    assert b.main(["--data-dir", str(data_dir), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+
+
+def test_cli_rejects_missing_empty_and_tiny_corpora(tmp_path, capsys):
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "digits.txt").write_text("1984\n")
+    (tmp_path / "short.txt").write_text("abc")
+    cases = {"missing.txt": "no such file", "empty.txt": "no letters", "digits.txt": "no letters",
+             "short.txt": "need at least 5 and 1"}
+    for name, message in cases.items():
+        assert b.main(["--corpus", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+
+
+def test_cli_checks_options_before_reading_the_corpus(tmp_path, capsys):
+    assert b.main(["--corpus", str(tmp_path / "missing.txt"), "--split", "nan"]) == 2
+    assert "--split" in capsys.readouterr().err

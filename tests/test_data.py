@@ -98,9 +98,19 @@ def test_random_sampling_uses_disjoint_windows_at_one_offset(book):
     corpus = book[0][:10_000]
     X, _ = data.random_batches(corpus, 32, 35, data.epoch_rng(0, 7))
     starts = _window_starts(corpus, X).ravel()
-    assert len(set(starts % 35)) == 1 and starts.min() % 35 < 35  # one offset in [0, 34]
+    assert len(set(starts % 35)) == 1  # one offset (its range: test_offsets_cover_the_books_range)
     assert len(set(starts)) == starts.size  # no window twice
     assert np.all(np.diff(np.sort(starts)) >= 35)  # non-overlapping
+
+
+@pytest.mark.parametrize("sampling,largest", [("random", 4), ("seq", 5)])
+def test_offsets_cover_the_books_range(sampling, largest):
+    # Token i of this corpus is i, so a window's first token is where it starts. With one row, random sampling
+    # keeps every window, so the earliest start is the offset; in seq mode row 0 of minibatch 0 starts there.
+    corpus, T = np.arange(200), 5
+    offsets = {int(data.SCHEMES[sampling](corpus, 1, T, data.epoch_rng(0, epoch))[0][..., 0].min())
+               for epoch in range(300)}
+    assert min(offsets) == 0 and max(offsets) == largest  # random: [0, T-1]; seq: [0, T], inclusive as the book
 
 
 def test_minibatches_are_pure_in_seed_and_epoch(book):
