@@ -53,11 +53,19 @@ EXPERIMENTS: dict[str, Config] = {
     "noclip": dataclasses.replace(BASE, clip_norm=None),
     "nodetach": dataclasses.replace(BASE, detach=False, epochs=100),  # each step recomputes the epoch so far
     "bf16": dataclasses.replace(BASE, matmul_dtype="bfloat16"),  # speed lever: does perplexity change?
+    # sequential windows, the state reset to zeros at every minibatch (the book's code for its random-sampling run)
+    "seq_reset": dataclasses.replace(BASE, reset_state=True),
     # the whole book, its last 10% held out: how the model does on text it has not seen
     # (Adam: SGD at lr 1 needs 50 epochs to reach 6.2 on held-out text, Adam 10 to reach 6.1)
     "full": dataclasses.replace(BASE, max_tokens=-1, val_fraction=0.1, optimizer="adam", lr=0.002, epochs=20,
                                 eval_every=2, checkpoint_every=10),
 }
+
+# Experiments run as stages, each starting from the parameters the stage before ended with (--exp NAME).
+# book_random is the book's code path for its random-sampling result: its train_ch8(..., use_random_iter=True)
+# continues the model the sequential run trained, on the same sequential iterator, resetting the state every
+# minibatch.
+CHAINS: dict[str, tuple[str, ...]] = {"book_random": ("seq", "seq_reset")}
 
 # Fields that may change when a run is resumed; any other difference would make it another run.
 RESUMABLE_FIELDS = frozenset({"epochs", "predict_every", "eval_every", "checkpoint_every", "keep_checkpoints",
@@ -172,7 +180,7 @@ def config_from_args(args: argparse.Namespace, exp: str | None = None, base: Con
     exp = exp or args.exp
     if base is None:
         if exp not in EXPERIMENTS:
-            raise ConfigError(f"unknown experiment {exp!r}; known: {', '.join(EXPERIMENTS)}")
+            raise ConfigError(f"unknown experiment {exp!r}; known: {', '.join([*EXPERIMENTS, *CHAINS])}")
         base = EXPERIMENTS[exp]
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)}
     return validate(dataclasses.replace(base, **overrides))

@@ -139,6 +139,10 @@ def check_resumable(run_dir: Path, saved: dict, cfg: Config, sha1: str, exp: str
         if a != b and f.name not in config_lib.RESUMABLE_FIELDS:
             raise ConfigError(f"cannot resume {run_dir}: {f.name} differs (the run has {a!r}, asked {b!r}); only "
                               f"{', '.join(sorted(config_lib.RESUMABLE_FIELDS))} may change")
+    if old.backward != cfg.backward and cfg.matmul_dtype != "float32":
+        raise ConfigError(f"cannot resume {run_dir} with --backward {cfg.backward}: with {cfg.matmul_dtype} products "
+                          f"the two backward passes give other numbers (one-hot x W_xh is a {cfg.matmul_dtype} "
+                          f"product in one, a float32 row gather in the other); keep --backward {old.backward}")
     if saved["data"]["sha1"] != sha1:
         raise ConfigError(f"cannot resume {run_dir}: the corpus differs from the one it was trained on (SHA-1 {sha1}; "
                           f"the run's, {saved['data']['sha1']}, was read from {saved['data']['path']})")
@@ -232,6 +236,27 @@ def load_run(run_dir: str | Path, *, best: bool = False):
     params, _ = checkpoint.load_params(run_dir, best=best)
     check_params(run_dir, params, cfg, len(vocab))
     return cfg, vocab, jax.tree.map(jnp.asarray, params), saved
+
+
+def params_from(source: str | Path, *, best: bool, cfg: Config, vocab: data.Vocab) -> tuple[dict, dict]:
+    """Parameters of another run to start from (its best checkpoint if `best`, else its latest), and what
+    config.json records of them; refused with what differs when its vocabulary or shapes are not cfg's."""
+    source = Path(source)
+    src_cfg, src_vocab, params, saved = load_run(source, best=best)
+    if src_vocab != vocab:
+        extra = sorted(set(vocab.idx_to_token) ^ set(src_vocab.idx_to_token))
+        what = (f"characters in one but not the other: {''.join(extra)!r}" if extra
+                else "the same characters in another order (ids differ)")
+        raise ConfigError(f"--init-from {source}: its vocabulary ({len(src_vocab)} tokens) differs from this "
+                          f"corpus's ({len(vocab)}): {what}; train on a corpus with the same characters")
+    try:
+        check_params(source, params, cfg, len(vocab))
+    except checkpoint.CheckpointError as e:
+        raise ConfigError(f"--init-from: {e}; set the model flags (--hidden, --cell, --encoder, --embed-dim) "
+                          f"to the source's") from None
+    record = {"run": str(source.resolve()), "checkpoint": "best" if best else "latest",
+              "experiment": saved.get("experiment"), "config": config_lib.to_dict(src_cfg)}
+    return params, record
 
 
 def check_params(where, params: dict, cfg: Config, vocab_size: int) -> None:

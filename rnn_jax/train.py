@@ -112,14 +112,23 @@ def load_data(cfg: Config, corpus: str | None, data_dir: str | None) -> Training
     return TrainingData(path, vocab, tokens, val, info)
 
 
+def default_prefixes(training: TrainingData, cfg: Config) -> tuple[str, ...]:
+    """The book's two prompts for the book; for another text its own opening two words, and the second."""
+    if training.info["sha1"] == data.TIME_MACHINE_SHA1 and cfg.preprocess == "book":
+        return PREFIXES
+    words = training.vocab.decode(training.tokens[:200]).split()
+    return (" ".join(words[:2]), words[1]) if len(words) >= 2 else (training.vocab.decode(training.tokens[:10]),)
+
+
 class Trainer:
     """One run's training state and the run directory's writers; each method is one step of an epoch."""
 
     def __init__(self, cfg: Config, run_dir: Path, training: TrainingData, mesh, *, exp: str, resume: bool,
-                 quiet: bool):
+                 quiet: bool, params: dict | None = None, prefixes: tuple[str, ...] = PREFIXES):
         self.cfg, self.run_dir, self.data, self.mesh, self.exp = cfg, run_dir, training, mesh, exp
+        self.prefixes = tuple(prefixes)
         self.tx = step_lib.make_optimizer(cfg)
-        self.state = step_lib.init_state(cfg, len(training.vocab), self.tx)
+        self.state = step_lib.init_state(cfg, len(training.vocab), self.tx, params=params)
         self.carried = step_lib.zero_state(cfg, cfg.batch_size)
         self.key = jax.random.key_data(jax.random.key(cfg.seed))
         self.meta = {"experiment": exp, "config": config_lib.to_dict(cfg), "vocab": training.vocab.idx_to_token,
@@ -207,9 +216,10 @@ class Trainer:
             return
         self.progress.update(row["perplexity"], row["tokens_per_sec"])
         if self.cfg.predict_every and self._due(epoch, self.cfg.predict_every):
-            text = predictions(distributed.to_host(self.state.params), self.data.vocab, self.cfg, PREFIXES[:1])
+            first = self.prefixes[0]
+            text = predictions(distributed.to_host(self.state.params), self.data.vocab, self.cfg, (first,))[first]
             val_text = f"  val ppl {row['val_perplexity']:.3f}" if "val_perplexity" in row else ""
-            self.progress.line(epoch, row["perplexity"], row["tokens_per_sec"], val_text, text[PREFIXES[0]])
+            self.progress.line(epoch, row["perplexity"], row["tokens_per_sec"], val_text, text)
 
     def checkpoint(self, epoch: int, row: dict, stopping: bool) -> None:
         """A checkpoint at the end, when stopping, every checkpoint_every epochs, and at every validation."""
@@ -237,25 +247,35 @@ class Trainer:
                    "loss": row["loss"],
                    "tokens_per_sec": self.timed_tokens / self.timed_seconds if self.timed_seconds else None,
                    "wall_seconds": time.perf_counter() - self.t_start, "device": jax.devices()[0].platform,
-                   "predictions": predictions(params, self.data.vocab, self.cfg),
+                   "predictions": predictions(params, self.data.vocab, self.cfg, self.prefixes),
                    "devices": self.mesh.size if self.mesh else 1}
         summary.update({k: row[k] for k in ("val_loss", "val_perplexity", "val_bits_per_char") if k in row})
         if len(self.data.val[0]):
             summary["baselines"] = baselines.evaluate_baselines(self.data.tokens, self.data.val[0],
-                                                                len(self.data.vocab))
+                                                                len(self.data.vocab), context=self.data.val[1])
         return summary
 
 
 def run(cfg: Config, run_dir: str | Path, *, corpus: str | None = None, data_dir: str | None = None,
-        exp: str = "custom", resume: bool = False, quiet: bool = False) -> dict:
-    """Trains cfg in run_dir (config, vocab, metrics, checkpoints, curve), or continues it; returns a summary."""
+        exp: str = "custom", resume: bool = False, quiet: bool = False, init_from: str | None = None,
+        init_from_best: bool = False, prefixes: tuple[str, ...] | None = None) -> dict:
+    """Trains cfg in run_dir (config, vocab, metrics, checkpoints, curve), or continues it; returns a summary.
+
+    init_from: a run directory whose parameters (its latest, or best with init_from_best) this run starts from,
+    with a fresh optimizer. prefixes: the prompts of the predictions (default: see `default_prefixes`).
+    """
     config_lib.validate(cfg)
     run_dir = Path(run_dir)
     training = load_data(cfg, corpus, data_dir)
+    params, extra = None, {"predict_prefixes": list(prefixes or default_prefixes(training, cfg))}
+    if init_from:
+        params, extra["init_from"] = rundir.params_from(init_from, best=init_from_best, cfg=cfg,
+                                                        vocab=training.vocab)
     mesh = distributed.make_mesh(distributed.choose_devices(cfg.devices, cfg.batch_size))
-    lock = rundir.open_run(run_dir, cfg, exp, resume, training.vocab, training.info)
+    lock = rundir.open_run(run_dir, cfg, exp, resume, training.vocab, training.info, extra)
     try:
-        trainer = Trainer(cfg, run_dir, training, mesh, exp=exp, resume=resume, quiet=quiet)
+        trainer = Trainer(cfg, run_dir, training, mesh, exp=exp, resume=resume, quiet=quiet, params=params,
+                          prefixes=extra["predict_prefixes"])
         try:
             _loop(trainer, cfg, run_dir)
         finally:
@@ -269,6 +289,26 @@ def run(cfg: Config, run_dir: str | Path, *, corpus: str | None = None, data_dir
     finally:
         if lock:
             lock.release()
+
+
+def run_chain(exp: str, args: argparse.Namespace, run_dir: Path) -> dict:
+    """The stages of a chained experiment in run_dir/<stage>, each from the parameters the one before ended
+    with; a finished stage is kept, an unfinished one resumed, so running the command again continues it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rundir.write_json(run_dir / "chain.json", {"experiment": exp, "stages": list(config_lib.CHAINS[exp])})
+    summary, previous = {}, None
+    for stage in config_lib.CHAINS[exp]:
+        stage_dir = run_dir / stage
+        if (stage_dir / "summary.json").is_file():
+            summary = rundir.read_json(stage_dir / "summary.json", "a finished stage's summary")
+        else:
+            resume = (stage_dir / "config.json").is_file()
+            stage_args = argparse.Namespace(**{**vars(args), "exp": stage, "run_dir": str(stage_dir),
+                                               "resume": resume, "init_from": None if resume else previous})
+            cfg, _, kw = _config_and_source(stage_args)
+            summary = run(cfg, stage_dir, exp=stage, resume=resume, quiet=args.quiet, **kw)
+        previous = str(stage_dir)
+    return summary
 
 
 def _loop(trainer: Trainer, cfg: Config, run_dir: Path) -> None:
@@ -300,14 +340,21 @@ def _print_summary(summary: dict) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m rnn_jax.train",
                                      description="Train a character-level RNN language model.")
-    parser.add_argument("--exp", default=None, help=f"named experiment: {', '.join(config_lib.EXPERIMENTS)} "
-                        "(default: seq, or the resumed run's)")
+    names = ", ".join([*config_lib.EXPERIMENTS, *config_lib.CHAINS])
+    parser.add_argument("--exp", default=None, help=f"named experiment: {names} (default: seq, or the resumed run's)")
     parser.add_argument("--run-dir", default=None, help="output directory (default: runs/<exp>-<time>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its latest "
                         "complete checkpoint")
     parser.add_argument("--data-dir", default=None, help=f"directory holding {data.TIME_MACHINE_FILE}")
     parser.add_argument("--corpus", default=None, help="train on this UTF-8 text file instead")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.add_argument("--init-from", default=None, metavar="RUN", help="start from the parameters of the run in "
+                        "directory RUN (its latest checkpoint), with a fresh optimizer and a new run directory")
+    parser.add_argument("--init-from-best", action="store_true", help="with --init-from: its best checkpoint by "
+                        "validation perplexity instead")
+    parser.add_argument("--predict-prefix", action="append", default=None, metavar="TEXT", help="prompt of the "
+                        "greedy predictions printed while training (repeatable; default: the book's 'time traveller'"
+                        " and 'traveller' for the book, else the text's opening words)")
     group = parser.add_argument_group("multi-process (every process runs the same command)")
     group.add_argument("--coordinator", default=None, help="HOST:PORT of process 0")
     group.add_argument("--num-processes", type=int, default=None)
@@ -316,29 +363,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config_and_source(args) -> tuple[Config, str, str | None, str | None]:
-    """(config, experiment, corpus, data_dir) of the command line; a resume starts from the run's own."""
-    corpus, data_dir = args.corpus, args.data_dir
+def _config_and_source(args) -> tuple[Config, str, dict]:
+    """(config, experiment, run's keyword arguments) of the command line; a resume starts from the run's own."""
+    kw = {"corpus": args.corpus, "data_dir": args.data_dir, "init_from": args.init_from,
+          "init_from_best": args.init_from_best, "prefixes": args.predict_prefix}
+    if args.init_from_best and not args.init_from:
+        raise config_lib.ConfigError("--init-from-best goes with --init-from RUN")
     if not args.resume:
         exp = args.exp or "seq"
-        return config_lib.config_from_args(args, exp=exp), exp, corpus, data_dir
+        return config_lib.config_from_args(args, exp=exp), exp, kw
     if not args.run_dir:
         raise config_lib.ConfigError("--resume needs the --run-dir of the run to continue")
+    if args.init_from:
+        raise config_lib.ConfigError("--init-from starts a new run; a resumed run continues from its own checkpoint")
     saved = rundir.saved_config(Path(args.run_dir))
     exp = args.exp or saved["experiment"]
     base = config_lib.from_dict(saved["config"]) if exp == saved["experiment"] else None
-    if not (corpus or data_dir):
-        corpus = saved["data"]["path"]
-    return config_lib.config_from_args(args, exp=exp, base=base), exp, corpus, data_dir
+    if not (args.corpus or args.data_dir):
+        kw["corpus"] = saved["data"]["path"]
+    if "init_from" in saved:  # killed before its first checkpoint: it starts again from the same parameters
+        kw.update(init_from=saved["init_from"]["run"], init_from_best=saved["init_from"]["checkpoint"] == "best")
+    kw["prefixes"] = kw["prefixes"] or saved.get("predict_prefixes")
+    return config_lib.config_from_args(args, exp=exp, base=base), exp, kw
+
+
+def _chain(args) -> str | None:
+    """The chained experiment this command runs (by --exp, or recorded in the --run-dir it resumes), if any."""
+    if args.exp in config_lib.CHAINS:
+        return args.exp
+    if args.resume and args.run_dir and (Path(args.run_dir) / "chain.json").is_file():
+        return rundir.read_json(Path(args.run_dir) / "chain.json", "a chained run's stages")["experiment"]
+    return None
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        cfg, exp, corpus, data_dir = _config_and_source(args)
+        chain = _chain(args)
+        if chain:
+            if args.init_from:
+                raise config_lib.ConfigError(f"--exp {chain} starts from its own first stage; drop --init-from")
+            distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+            run_chain(chain, args, Path(args.run_dir) if args.run_dir else default_run_dir(chain))
+            return 0
+        cfg, exp, kw = _config_and_source(args)
         distributed.initialize(args.coordinator, args.num_processes, args.process_id)
-        run(cfg, args.run_dir or default_run_dir(exp), corpus=corpus, data_dir=data_dir, exp=exp,
-            resume=args.resume, quiet=args.quiet)
+        run(cfg, args.run_dir or default_run_dir(exp), exp=exp, resume=args.resume, quiet=args.quiet, **kw)
     except (config_lib.ConfigError, data.DataError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
