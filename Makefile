@@ -35,6 +35,7 @@ ablations: install
 	$(PY) experiments/sampling.py $(DATA_FLAG)
 	$(PY) experiments/other_books.py $(DATA_FLAG) $(ARGS)
 	$(PY) experiments/hparams.py $(DATA_FLAG) $(ARGS)
+	$(PY) experiments/book_random.py $(DATA_FLAG) $(ARGS)
 	$(PY) experiments/report.py
 
 # Regenerates experiments/RESULTS.md and its figures from experiments/results/*.json (seconds).

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -36,7 +37,7 @@ def run_seeds(name: str, exp: str, cfg: config.Config, args, *, corpus: str | No
     mode = sweep.default_mode() if args.mode == "auto" else args.mode
     t0 = time.perf_counter()
     if mode == "processes":
-        records = sweep.run_processes(exp, cfg, seeds, RUNS / name, corpus=corpus, data_dir=args.data_dir)
+        records = sweep.run_processes(exp, cfg, seeds, fresh(RUNS / name), corpus=corpus, data_dir=args.data_dir)
     else:
         path = data.resolve_corpus(corpus, args.data_dir)
         tokens, vocab = data.load_corpus(path, -1, cfg.preprocess)
@@ -51,6 +52,18 @@ def run_seeds(name: str, exp: str, cfg: config.Config, args, *, corpus: str | No
     print(f"{name:<14} ppl {ppl.get('mean', float('nan')):.3f} ± {ppl.get('std', float('nan')):.3f}  "
           f"diverged {s['diverged']}  ({result['wall_seconds']:.0f} s, {mode})", flush=True)
     return result
+
+
+def fresh(root: Path) -> Path:
+    """An empty scratch folder for a script's run directories (their records live in results/)."""
+    shutil.rmtree(root, ignore_errors=True)
+    return root
+
+
+def record(name: str, exp: str, cfg: config.Config, records: list[dict], mode: str, seconds: float) -> dict:
+    """The JSON record of one configuration over seeds, as report.py reads it."""
+    return {"name": name, "experiment": exp, "config": config.to_dict(cfg), "mode": mode, "wall_seconds": seconds,
+            "corpus": "timemachine.txt", "summary": sweep.summarize(records), "seeds": records}
 
 
 def write(name: str, result: dict) -> None:

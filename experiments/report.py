@@ -173,6 +173,7 @@ def main() -> None:
                   f"{mean_of('seq', 'val_perplexity'):.1f} and {mean_of('random', 'val_perplexity'):.1f} (a uniform "
                   "guess scores 28): the 10,000 training characters are memorised, not generalised, and the best "
                   "held-out point comes early (see exercise 7).")
+    md += book_random_section()
     md += section("ReLU instead of tanh: is clipping still needed? (exercise 6)", ["seq", "relu", "relu_noclip"],
                   "relu", f"With clipping, ReLU ends {versus('relu', 'seq')} tanh ({mean_of('relu'):.3f} vs "
                   f"{seq:.3f}). Without clipping: {diverged_text('relu_noclip')}, final perplexity "
@@ -216,6 +217,22 @@ def main() -> None:
     md += seed_cost_section() + sampling_section() + hparams_section() + other_books_section()
     (HERE / "RESULTS.md").write_text("\n".join(md) + "\n")
     print(f"wrote {HERE / 'RESULTS.md'}")
+
+
+def book_random_section() -> list[str]:
+    """The book's code path for its random-sampling figure beside the prose's fresh model on random windows."""
+    if not load("book_random"):
+        return []
+    book, fresh = (pm(load(n)["summary"].get("perplexity")) for n in ("book_random", "random"))
+    first = at_epoch(load("book_random"), 1)
+    return section("The book's random-sampling result, as its code runs it", ["seq", "random", "book_random"],
+                   "book_random",
+                   "The book prints 1.3-1.4 for random sampling, but its code gets that figure by calling "
+                   "`train_ch8(..., use_random_iter=True)` on the model the sequential run has just trained, with the "
+                   "sequential iterator, so that only the state is reset at every minibatch. `book_random` is that "
+                   f"path: the `seq` run, then 500 more epochs with `reset_state` (its first epoch: {pm(first)}). It "
+                   f"ends at {book}, against {fresh} for a fresh model on random windows (`random`, what the prose "
+                   "describes).")
 
 
 def seed_cost_section() -> list[str]:

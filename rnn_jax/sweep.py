@@ -66,18 +66,18 @@ def run_processes(exp: str, cfg: Config, seeds, root: str | Path, *, corpus: str
 
 def run_jobs(jobs, *, corpus: str | None = None, data_dir: str | None = None, workers: int | None = None,
              pin: bool = True) -> list[dict]:
-    """Trains each (exp, cfg, run_dir) in its own process, at most `workers` (default: one per core) at a time,
-    each pinned to its own core unless pin=False; records in job order."""
+    """Trains each (exp, cfg, run_dir[, extra argv]) in its own process, at most `workers` (default: one per core)
+    at a time, each pinned to its own core unless pin=False; records in job order."""
     cores = sorted(os.sched_getaffinity(0))
     workers = min(workers or len(cores), len(cores))
     pending, running, done = list(enumerate(jobs)), {}, {}
     source = ["--corpus", str(corpus)] if corpus else ["--data-dir", str(data_dir)] if data_dir else []
     while pending or running:
         while pending and len(running) < workers:
-            i, (exp, cfg, run_dir) = pending.pop(0)
+            i, (exp, cfg, run_dir, *extra) = pending.pop(0)
             core = next(c for c in cores[:workers] if c not in {c for _, c, _ in running.values()})
             argv = [sys.executable, "-m", "rnn_jax.train", "--exp", exp, *config_lib.to_flags(cfg),
-                    "--run-dir", str(run_dir), "--quiet", *source]
+                    "--run-dir", str(run_dir), "--quiet", *source, *(extra[0] if extra else [])]
             proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
             if pin:
                 os.sched_setaffinity(proc.pid, {core})  # before its JAX starts, which sizes its pool by affinity
@@ -88,7 +88,7 @@ def run_jobs(jobs, *, corpus: str | None = None, data_dir: str | None = None, wo
                 continue
             err = proc.stderr.read()
             del running[i]
-            _, cfg, run_dir = jobs[i]
+            _, cfg, run_dir, *_ = jobs[i]
             if proc.returncode not in (0, 3):  # 3: diverged, which is a result
                 raise RuntimeError(f"{run_dir} failed (exit {proc.returncode}): {err.strip()[-2000:]}")
             summary = json.loads((Path(run_dir) / "summary.json").read_text()) if proc.returncode == 0 else None

@@ -31,7 +31,7 @@ def test_experiments_differ_from_the_base_only_where_declared():
     declared = {"seq": set(), "random": {"sampling"}, "relu": {"activation"},
                 "relu_noclip": {"activation", "clip_norm"}, "embed": {"encoder"}, "noclip": {"clip_norm"},
                 "nodetach": {"detach", "epochs"},
-                "bf16": {"matmul_dtype"}}
+                "bf16": {"matmul_dtype"}, "seq_reset": {"reset_state"}}
     for name, fields in declared.items():
         cfg = config.EXPERIMENTS[name]
         changed = {f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(config.BASE, f.name)}
@@ -82,6 +82,7 @@ def test_report_tables_figures_and_answers(results_dir):
     fake("nodetach", [3.0, 3.0, 3.0], epochs=100, tps=6_000.0)
     fake("hp_base", [1.0, 1.0, 1.0])
     fake("hp_hidden_64", [2.0, 2.0, 2.0])
+    fake("book_random", [1.3, 1.4, 1.5])
     report.main()
     md = (results_dir / "RESULTS.md").read_text()
     assert "| `seq` | 500 | 1.100 ± 0.100 |" in md
@@ -89,6 +90,7 @@ def test_report_tables_figures_and_answers(results_dir):
     assert "2 of 3 seeds diverged (at epochs 7, 7)" in md
     assert "costs 8.3x the time per epoch" in md
     assert "`hp_base`" in md and md.index("`hp_base`") < md.index("`hp_hidden_64`")  # ranked by held-out
-    for fig in ("seq_random", "relu", "nodetach"):
+    assert "| `book_random` | 500 | 1.400 ± 0.100 |" in md and "It ends at 1.400 ± 0.100, against 1.600" in md
+    for fig in ("seq_random", "relu", "nodetach", "book_random"):
         assert (results_dir / "results" / "figures" / f"{fig}.png").stat().st_size > 5_000
     assert "## Learned embeddings" not in md  # no record, no section
