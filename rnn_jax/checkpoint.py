@@ -10,6 +10,7 @@ checks it, so a damaged checkpoint is refused with its path instead of being use
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -22,6 +23,17 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save at INFO
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+    """Orbax logs a failed write's traceback from its threads, even later; the CheckpointError raised here says it
+    once, so after a failure it stays quiet."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    yield
+    logger.setLevel(level)
 
 
 class CheckpointError(RuntimeError):
@@ -123,7 +135,8 @@ def _reason(e: BaseException) -> str:
 def _save(manager: ocp.CheckpointManager, epoch: int, args, *, force: bool) -> None:
     """One checkpoint, written whole or not at all; a failure (disk full, size limit...) names the directory."""
     try:
-        manager.save(epoch, args=args, force=force)
+        with _quiet_orbax():
+            manager.save(epoch, args=args, force=force)
     except Exception as e:  # orbax/tensorstore wrap the OSError; the earlier checkpoints are untouched
         raise CheckpointError(f"cannot write checkpoint {Path(manager.directory) / str(epoch)} ({_reason(e)}); "
                               "the earlier checkpoints are intact") from None
@@ -134,7 +147,8 @@ def restore_from(manager: ocp.CheckpointManager, epoch: int, abstract_state: dic
     path = Path(manager.directory) / str(epoch)
     state_args = ocp.args.StandardRestore(abstract_state)
     try:
-        restored = manager.restore(epoch, args=ocp.args.Composite(state=state_args, meta=ocp.args.JsonRestore()))
+        with _quiet_orbax():
+            restored = manager.restore(epoch, args=ocp.args.Composite(state=state_args, meta=ocp.args.JsonRestore()))
     except Exception as e:  # orbax/tensorstore raise many kinds; all mean this checkpoint is unusable
         raise CheckpointError(f"checkpoint {path} cannot be restored ({_reason(e)}). Nothing was re-initialised: "
                               "move that directory away to resume from the one before it") from None

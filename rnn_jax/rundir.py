@@ -13,6 +13,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -25,18 +26,37 @@ from rnn_jax import checkpoint, data, distributed, log
 from rnn_jax import config as config_lib
 from rnn_jax.config import Config, ConfigError
 
+
+def _fault_injection(point: str, name: str) -> None:
+    """Test hook: RNN_JAX_KILL_AT='<point>:<file name>' SIGKILLs this process there (crash-safety tests)."""
+    if os.environ.get("RNN_JAX_KILL_AT") == f"{point}:{name}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 RUN_FILES = ("config.json", "vocab.json", "metrics.jsonl", "checkpoints", "best", "params.npz", "summary.json")
 
 
 # ----------------------------------------------------------------------------- files that are never half-written
+@contextlib.contextmanager
+def naming(path: Path):
+    """An OSError raised inside (a write, flush or fsync names no file) carries `path`."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+        raise
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Readers see the old file or the new one, never a mix; a failure leaves the old one intact."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
+        with naming(path), open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+            _fault_injection("mid-rewrite", path.name)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -89,11 +109,13 @@ class MetricsWriter:
         self.f = open(self.path, "a", encoding="utf-8")
 
     def write(self, row: dict) -> None:
-        self.f.write(json.dumps(row) + "\n")
-        self.f.flush()
+        with naming(self.path):  # cut short (disk full, a size limit), it loses at most this line
+            self.f.write(json.dumps(row) + "\n")
+            self.f.flush()
 
     def close(self) -> None:
-        self.f.close()
+        with naming(self.path):
+            self.f.close()
 
 
 # ----------------------------------------------------------------------------- one writer
@@ -156,10 +178,12 @@ def _refuse_existing(run_dir: Path) -> None:
 
 
 def check_progress(run_dir: Path, cfg: Config) -> None:
-    """Raises ConfigError when a resume to cfg.epochs would rewrite a run already past it, or lose its record."""
+    """Raises ConfigError (CheckpointError) when a resume to cfg.epochs would rewrite a run already past it, lose
+    its record, or start from a damaged checkpoint."""
     latest = checkpoint.latest_saved_epoch(run_dir / "checkpoints")
     if latest is None:
         return
+    checkpoint.restore_newest(run_dir / "checkpoints", None)  # a damaged checkpoint is refused before any write
     if not (run_dir / "metrics.jsonl").is_file():
         raise ConfigError(f"cannot resume {run_dir}: metrics.jsonl is missing, but checkpoints reach epoch {latest}; "
                           "restore it from a copy (a resume would lose the record of those epochs)")
@@ -233,7 +257,7 @@ def save_final(run_dir: Path, params: dict, summary: dict) -> None:
     """params.npz and summary.json (with the checksums of params.npz's arrays), each written whole or not at all."""
     tmp = run_dir / ".params.npz.tmp.npz"
     try:
-        with open(tmp, "wb") as f:
+        with naming(run_dir / "params.npz"), open(tmp, "wb") as f:
             np.savez(f, **params)
             f.flush()
             os.fsync(f.fileno())
@@ -249,7 +273,8 @@ def plot_atomic(rows: list[dict], path: Path, title: str) -> None:
     """The perplexity curve, drawn to a temporary file and renamed (a failed draw leaves the old one)."""
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     try:
-        log.plot_curve(rows, tmp, title=title)
+        with naming(path):
+            log.plot_curve(rows, tmp, title=title)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -9,6 +9,7 @@ The math of one step and one epoch is `rnn_jax.step`; the run directory's rules 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import signal
@@ -247,14 +248,15 @@ class Trainer:
             self.ckpts.save(epoch, tree, self.meta, val_perplexity=row.get("val_perplexity"))
             _fault_injection("after-checkpoint", epoch)
 
-    def close(self) -> None:
+    def close(self, draw: bool = True) -> None:
         """Closes the checkpoint manager and metrics file, and draws the curve of what was written."""
         self.ckpts.close()
         if self.progress:
             self.progress.close()
         if self.writer:
-            self.writer.close()
-            rows = rundir.read_metrics(self.run_dir)
+            with contextlib.nullcontext() if draw else contextlib.suppress(OSError):  # report the first failure
+                self.writer.close()
+            rows = rundir.read_metrics(self.run_dir) if draw else []
             if rows:
                 rundir.plot_atomic(rows, self.run_dir / "perplexity.png", f"{self.exp}: {self.data.path.name}")
 
@@ -289,8 +291,13 @@ def run(cfg: Config, run_dir: str | Path, *, corpus: str | None = None, data_dir
             trainer = Trainer(cfg, run_dir, training, mesh, exp=exp, resume=resume, quiet=quiet)
             try:
                 _loop(trainer, cfg, run_dir, stop)
-            finally:
+            except (Interrupted, Diverged):
                 trainer.close()
+                raise
+            except BaseException:
+                trainer.close(draw=False)  # the file system may have failed: write nothing more
+                raise
+            trainer.close()
             summary = trainer.summary()
             if distributed.is_primary():
                 rundir.save_final(run_dir, distributed.to_host(trainer.state.params), summary)
