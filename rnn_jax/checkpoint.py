@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import logging
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -27,13 +29,19 @@ logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save at 
 
 @contextlib.contextmanager
 def _quiet_orbax():
-    """Orbax logs a failed write's traceback from its threads, even later; the CheckpointError raised here says it
-    once, so after a failure it stays quiet."""
-    logger = logging.getLogger("absl")
+    """Orbax and tensorstore report a failed write from their own threads (a logged traceback, and tracebacks of
+    callbacks into its closed event loop); the CheckpointError raised here says it once. On success whatever
+    they printed is passed on."""
+    logger, stderr, captured = logging.getLogger("absl"), sys.stderr, io.StringIO()
     level = logger.level
     logger.setLevel(logging.CRITICAL)
-    yield
-    logger.setLevel(level)
+    sys.stderr = captured
+    try:
+        yield
+    finally:
+        sys.stderr = stderr
+    logger.setLevel(level)  # after a failure it stays quiet: the threads may report it again later
+    stderr.write(captured.getvalue())
 
 
 class CheckpointError(RuntimeError):
