@@ -83,7 +83,7 @@ def test_throughput_sets_the_ratio_to_a_peer_from_the_measured_rate(data_dir, fa
     xla = {"argument": 2**20, "output": 2**20, "temp": 2**21, "alias": 2**20}
     monkeypatch.setattr(throughput, "build", lambda cfg, vocab_size, batches, per_step: (lambda epochs: 3000.0, 0.25,
                                                                                            xla))
-    monkeypatch.setattr(throughput, "matmul_limit", lambda hidden, steps: lambda: 2.0)  # GFLOP/s
+    monkeypatch.setattr(throughput, "matmul_limit", lambda hidden, steps, cell: lambda: 2.0)  # GFLOP/s
     args = quick_args("--variants", "fused-epoch", "--samplings", "seq,random", "--reps", "2", *fake_peer)
     corpus = data.resolve_corpus(None, str(data_dir))
     out = throughput.throughput(args, corpus, None, "v" * 28)
