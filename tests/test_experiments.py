@@ -31,7 +31,8 @@ def test_experiments_differ_from_the_base_only_where_declared():
     declared = {"seq": set(), "random": {"sampling"}, "relu": {"activation"},
                 "relu_noclip": {"activation", "clip_norm"}, "embed": {"encoder"}, "noclip": {"clip_norm"},
                 "nodetach": {"detach", "epochs"},
-                "bf16": {"matmul_dtype"}}
+                "bf16": {"matmul_dtype"}, "gru": {"cell", "hidden"}, "lstm": {"cell", "hidden"},
+                "deep": {"cell", "num_layers", "hidden", "lr"}}
     for name, fields in declared.items():
         cfg = config.EXPERIMENTS[name]
         changed = {f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(config.BASE, f.name)}

@@ -36,8 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sections", type=strs, default=list(SECTIONS[:-1]), help=f"any of {','.join(SECTIONS)}")
     p.add_argument("--variants", type=strs, default=list(VARIANTS), help=f"any of {','.join(VARIANTS)}")
     p.add_argument("--samplings", type=strs, default=None, help="seq,random (default both; quick: seq)")
-    p.add_argument("--cells", type=strs, default=["rnn"], help="cells of the throughput and compile sections: any "
-                   f"of {','.join(CELLS)} (default rnn; the book trains gru and lstm with --hidden 256)")
+    p.add_argument("--cells", type=strs, default=["rnn"], help="cells of the throughput, compile and scaling "
+                   f"sections: any of {','.join(CELLS)} (default rnn; the book trains gru and lstm with --hidden 256)")
     p.add_argument("--depths", type=ints, default=[1], help="num_layers values of the compile section (default 1)")
     p.add_argument("--reps", type=int, default=None, help="alternating repetitions (default 5; quick 2)")
     p.add_argument("--epochs", type=int, default=None, help="timed epochs per measurement (default 10; quick 2)")

@@ -53,7 +53,7 @@ def print_generation(report: dict) -> None:
 
 def print_scaling(report: dict) -> None:
     print_table("scaling of fused-epoch (seq)", report["scaling"], [
-        ("H", "hidden", "d"), ("T", "num_steps", "d"), ("tokens/s", "tokens_per_s", ",.0f"),
+        ("cell", "cell", ""), ("H", "hidden", "d"), ("T", "num_steps", "d"), ("tokens/s", "tokens_per_s", ",.0f"),
         ("GFLOP/s", "gflop_per_s", ".1f"), ("compile s", "compile_s", ".2f"), ("xla MB", "xla_mb", ".1f"),
         *[(f"{k[:4]} MB", f"xla_{k}_mb", ".1f") for k in ("argument", "output", "temp")],
         ("rss MB", "peak_rss_mb", ",.0f"), ("other cores", "other_cores", ".2f")])
