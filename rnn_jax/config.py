@@ -25,6 +25,9 @@ class Config:
     lr: float = 1.0
     optimizer: str = "sgd"  # "sgd" (the book) | "adam"
     dropout: float = 0.0  # fraction of the states fed to the output layer zeroed in training (not the book)
+    dropout_mask: str = "step"  # "step": a new dropout mask every time step | "sequence": one per minibatch row
+    weight_drop: float = 0.0  # DropConnect: fraction of the recurrent weights (W_h*) zeroed per minibatch
+    weight_decay: float = 0.0  # decoupled weight decay of the weight matrices (adam: AdamW), per unit of lr
     epochs: int = 500
     seed: int = 0
     backward: str = "fused"  # "fused": hand-written VJP of the scan | "autodiff": jax.grad of it
@@ -81,6 +84,7 @@ CHOICES = {
     "preprocess": ("book", "raw"),
     "on_nonfinite": ("stop", "skip"),
     "optimizer": ("sgd", "adam"),
+    "dropout_mask": ("step", "sequence"),
 }
 
 
@@ -105,9 +109,11 @@ def validate(cfg: Config) -> Config:
     for name in ("predict_every", "eval_every", "checkpoint_every", "devices"):
         if getattr(cfg, name) < 0:
             raise ConfigError(f"{name} must be >= 0, got {getattr(cfg, name)}")
-    for name in ("val_fraction", "test_fraction", "dropout"):
+    for name in ("val_fraction", "test_fraction", "dropout", "weight_drop"):
         if not 0 <= getattr(cfg, name) < 1:
             raise ConfigError(f"{name} must be in [0, 1), got {getattr(cfg, name)}")
+    if not cfg.weight_decay >= 0:
+        raise ConfigError(f"weight_decay must be >= 0, got {cfg.weight_decay}")
     if cfg.val_fraction + cfg.test_fraction >= 0.9:
         raise ConfigError("val_fraction + test_fraction leave under 10% of the corpus to train on")
     return cfg
