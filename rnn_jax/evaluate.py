@@ -67,8 +67,20 @@ def _stream(tokens: np.ndarray, context: np.ndarray | None) -> tuple[np.ndarray,
     return inputs, targets
 
 
-@functools.partial(jax.jit, static_argnames=("cfg",))
-def _dynamic_nll(params, inputs_SL, targets_SL, mask_SL, lr, decay, *, cfg: config_lib.Config):
+RMS_DECAY, RMS_EPS = 0.99, 1e-8  # RMS-normalised steps: running mean of g^2 over the segments already scored
+
+
+def _dynamic_update(rule: str, lr, decay, params, p, grads, ms, k):
+    """One step of dynamic evaluation: SGD, or SGD on g / RMS(g) with the RMS of the segments so far (bias-corrected,
+    as in RMSprop/Adam); either way then decay * (trained - current) back towards the trained parameters."""
+    if rule == "rms":
+        ms = jax.tree.map(lambda m, g: RMS_DECAY * m + (1 - RMS_DECAY) * g * g, ms, grads)
+        grads = jax.tree.map(lambda g, m: g / (jnp.sqrt(m / (1 - RMS_DECAY ** k)) + RMS_EPS), grads, ms)
+    return jax.tree.map(lambda w, g, w0: w - lr * g + decay * (w0 - w), p, grads, params), ms
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "rule"))
+def _dynamic_nll(params, inputs_SL, targets_SL, mask_SL, lr, decay, *, cfg: config_lib.Config, rule: str):
     """Summed loss of each segment under the parameters updated on the segments before it only: (S,)."""
     def seg_loss(p, state, inputs_L, targets_L, mask_L):
         logits_L1V, state = model.forward_fused(p, state, inputs_L[None], **model.options(cfg))
@@ -76,34 +88,37 @@ def _dynamic_nll(params, inputs_SL, targets_SL, mask_SL, lr, decay, *, cfg: conf
         return nll / jnp.maximum(jnp.sum(mask_L), 1.0), (nll, state)
 
     def segment(carry, seg):
-        p, state = carry
+        p, state, ms, k = carry
         # one forward pass both scores the segment and gives its gradient: the score comes before the update
         grads, (nll, state) = jax.grad(seg_loss, has_aux=True)(p, step_lib.stop_gradient(state), *seg)
-        p = jax.tree.map(lambda w, g, w0: w - lr * g + decay * (w0 - w), p, grads, params)
-        return (p, state), nll
+        p, ms = _dynamic_update(rule, lr, decay, params, p, grads, ms, k + 1)
+        return (p, state, ms, k + 1), nll
 
-    carry = (params, step_lib.zero_state(cfg, 1))
+    carry = (params, step_lib.zero_state(cfg, 1), jax.tree.map(jnp.zeros_like, params), jnp.zeros((), jnp.float32))
     return jax.lax.scan(segment, carry, (inputs_SL, targets_SL, mask_SL))[1]
 
 
 def dynamic_segment_losses(params, tokens: np.ndarray, cfg: config_lib.Config, *, lr: float, segment: int,
-                           decay: float = 0.0, context: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                           decay: float = 0.0, rule: str = "sgd",
+                           context: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Dynamic evaluation (Krause et al. 2018), one jitted scan over segments: each segment of the stream is scored,
-    then the parameters take one SGD step on its mean loss (and decay * (trained - current) back towards the trained
-    ones), the state carried throughout. Returns (summed loss, token count) per segment."""
+    then the parameters take one step on its mean loss (rule "sgd", or "rms": RMS-normalised) and decay * (trained -
+    current) back towards the trained ones, the state carried throughout. Returns (summed loss, tokens) per segment."""
     inputs, targets = _stream(tokens, context)
     n_seg = -(-len(targets) // segment)
     pad = n_seg * segment - len(targets)
     shape = lambda a: np.pad(a, (0, pad)).reshape(n_seg, segment)
     mask = shape(np.ones(len(targets), np.float32))
-    nll = _dynamic_nll(params, shape(inputs), shape(targets), mask, jnp.float32(lr), jnp.float32(decay), cfg=cfg)
+    nll = _dynamic_nll(params, shape(inputs), shape(targets), mask, jnp.float32(lr), jnp.float32(decay), cfg=cfg,
+                       rule=rule)
     return np.asarray(nll, np.float64), mask.sum(1)
 
 
 def dynamic_evaluate(params, tokens: np.ndarray, cfg: config_lib.Config, *, lr: float, segment: int,
-                     decay: float = 0.0, context: np.ndarray | None = None) -> dict:
+                     decay: float = 0.0, rule: str = "sgd", context: np.ndarray | None = None) -> dict:
     """`evaluate`'s figures under dynamic evaluation (see dynamic_segment_losses); never trains before scoring."""
-    nll, counts = dynamic_segment_losses(params, tokens, cfg, lr=lr, segment=segment, decay=decay, context=context)
+    nll, counts = dynamic_segment_losses(params, tokens, cfg, lr=lr, segment=segment, decay=decay, rule=rule,
+                                         context=context)
     loss = float(nll.sum() / counts.sum())
     return {"loss": loss, "perplexity": math.exp(loss), "bits_per_char": loss / math.log(2),
             "tokens": int(counts.sum())}
