@@ -40,8 +40,8 @@ SEQ = {"dropout_mask": "sequence"}
 FAMILIES = {
     "rnn-tanh-1x512": ({}, {
         "none": {},
-        "decay0.1": {"weight_decay": 0.1},
-        "out0.2-seq+wdrop0.2": {"dropout": 0.2, **SEQ, "weight_drop": 0.2},
+        "out0.25-seq+wdrop0.25": {"dropout": 0.25, **SEQ, "weight_drop": 0.25},
+        "out0.25-seq+wdrop0.25+decay0.1": {"dropout": 0.25, **SEQ, "weight_drop": 0.25, "weight_decay": 0.1},
     }),
 }
 SMOKE_FAMILIES = {"rnn-tanh-1x32": ({"hidden": 32}, {"none": {}, "out0.3-seq": {"dropout": 0.3, **SEQ}})}
@@ -89,7 +89,11 @@ def train(jobs: list, args) -> None:
     """Runs the jobs (pinned, one per core) whose run directory does not already hold a finished run of that
     config, so a sweep that was stopped, or extended, trains only what is missing."""
     def finished(cfg, run_dir: Path) -> bool:
-        return (run_dir / "summary.json").is_file() and rundir.saved_config(run_dir)["config"] == config.to_dict(cfg)
+        if not (run_dir / "summary.json").is_file():
+            return False
+        saved, want = rundir.saved_config(run_dir)["config"], config.to_dict(cfg)
+        defaults = config.to_dict(config.Config())  # a field added since the run was made: its default, unchanged
+        return all(saved.get(k, defaults[k]) == v for k, v in want.items())
     todo = [job for job in jobs if not finished(job[1], job[2])]
     for _, _, run_dir in todo:
         fresh(run_dir)
@@ -157,8 +161,10 @@ def main(argv=None) -> None:
                    "2 seeds, a 2x2 dynamic grid, n-grams up to 4 (writes results/heldout_smoke.json)")
     p.add_argument("--fresh", action="store_true", help="retrain everything (default: keep the finished runs of "
                    "unchanged configurations in runs/heldout/)")
+    p.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES),
+                   help="the model families to run (default: all)")
     args = p.parse_args(argv)
-    families, out = FAMILIES, "heldout"
+    families, out = {f: FAMILIES[f] for f in args.families}, "heldout"
     args.dynamic_steps, args.dynamic_segments = DYNAMIC_STEPS, DYNAMIC_SEGMENTS
     if args.smoke:
         families, out = SMOKE_FAMILIES, "heldout_smoke"

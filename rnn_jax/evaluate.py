@@ -146,10 +146,12 @@ def main(argv=None) -> int:
     parser.add_argument("--baselines", action="store_true", help="also score n-gram baselines fit on the run's "
                         "training text")
     parser.add_argument("--dynamic", action="store_true", help="also score with dynamic evaluation: each segment "
-                        "scored, then one SGD step on it (Krause et al. 2018)")
+                        "scored, then one step on it (Krause et al. 2018)")
     parser.add_argument("--dynamic-lr", type=float, default=0.1, help="SGD step of dynamic evaluation (default 0.1)")
     parser.add_argument("--dynamic-segment", type=int, default=50, help="characters per dynamic-evaluation "
                         "segment (default 50)")
+    parser.add_argument("--dynamic-rule", choices=("sgd", "rms"), default="sgd", help="sgd: plain steps; rms: "
+                        "steps divided by the running RMS of the gradients scored so far (default sgd)")
     parser.add_argument("--dynamic-decay", type=float, default=0.0, help="pull back towards the trained "
                         "parameters after each step, in [0, 1) (default 0)")
     args = parser.parse_args(argv)
@@ -172,7 +174,7 @@ def main(argv=None) -> int:
         if args.dynamic:
             result["rnn-dynamic"] = dynamic_evaluate(params, tokens, cfg, lr=args.dynamic_lr,
                                                      segment=args.dynamic_segment, decay=args.dynamic_decay,
-                                                     context=context)
+                                                     rule=args.dynamic_rule, context=context)
         if args.baselines:
             from rnn_jax import baselines
             result.update(baselines.evaluate_baselines(parts["train"][0], tokens, len(vocab),

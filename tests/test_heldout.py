@@ -27,18 +27,25 @@ def textbook_mean_loss(params, state, inputs_L, targets_L):
     return optax.softmax_cross_entropy_with_integer_labels(logits_L1V[:, 0], targets_L).mean(), state
 
 
-def test_dynamic_scores_each_segment_before_training_on_it(small):
+@pytest.mark.parametrize("rule,lr", [("sgd", 0.5), ("rms", 0.02)])
+def test_dynamic_scores_each_segment_before_training_on_it(small, rule, lr):
     params, tokens, cfg = small
-    lr, context = 0.5, np.asarray([3, 9], np.int32)
-    got, counts = evaluate.dynamic_segment_losses(params, tokens, cfg, lr=lr, segment=SEG, context=context)
+    context = np.asarray([3, 9], np.int32)
+    got, counts = evaluate.dynamic_segment_losses(params, tokens, cfg, lr=lr, segment=SEG, rule=rule,
+                                                  context=context)
     stream = np.concatenate([context[-1:], tokens])
-    p, state = params, model.init_hidden(1, H)
+    p, state, ms = params, model.init_hidden(1, H), jax.tree.map(jnp.zeros_like, params)
+    grad_fn = jax.jit(jax.value_and_grad(textbook_mean_loss, has_aux=True))
     for k in range(len(got)):  # independently: score segment k under the parameters updated on segments < k
         targets = stream[k * SEG + 1:(k + 1) * SEG + 1]
         inputs = stream[k * SEG:k * SEG + len(targets)]
-        (loss, new_state), grads = jax.value_and_grad(textbook_mean_loss, has_aux=True)(p, state, inputs, targets)
+        (loss, new_state), grads = grad_fn(p, state, inputs, targets)
         assert counts[k] == len(targets)
         np.testing.assert_allclose(got[k] / counts[k], float(loss), rtol=2e-5, err_msg=f"segment {k}")
+        if rule == "rms":  # RMSprop's normalisation, bias-corrected, over the segments scored so far
+            ms = jax.tree.map(lambda m, g: 0.99 * m + 0.01 * g * g, ms, grads)
+            correction = 1 - 0.99 ** (k + 1)
+            grads = jax.tree.map(lambda g, m, c=correction: g / (jnp.sqrt(m / c) + 1e-8), grads, ms)
         p = jax.tree.map(lambda w, g: w - lr * g, p, grads)
         state = new_state
     static = evaluate.evaluate(params, tokens, cfg, context=context)
@@ -52,7 +59,7 @@ def test_changing_later_text_never_changes_earlier_scores(small):
     k = 3
     changed = tokens.copy()
     changed[k * SEG:] = (changed[k * SEG:] % (V - 1)) + 1  # segment k (inputs and targets) onwards differ
-    kw = {"lr": 0.5, "segment": SEG, "decay": 0.1, "context": np.asarray([4], np.int32)}  # target i: tokens[i]
+    kw = {"lr": 0.01, "segment": SEG, "decay": 0.1, "rule": "rms", "context": np.asarray([4], np.int32)}
     before, _ = evaluate.dynamic_segment_losses(params, tokens, cfg, **kw)
     after, _ = evaluate.dynamic_segment_losses(params, changed, cfg, **kw)
     np.testing.assert_array_equal(before[:k], after[:k])
@@ -87,8 +94,8 @@ def test_weight_drop_zeroes_recurrent_weights_only_and_their_gradient(key):
     assert 0.4 < float(zero.mean()) < 0.6
     np.testing.assert_allclose(dropped["W_hh"][~zero], 2 * params["W_hh"][~zero], rtol=1e-6)
     tokens = jax.random.randint(key, (4, 10), 0, V)
-    grads = jax.grad(lambda p: step_lib.loss_fn(p, model.init_hidden(4, 32), tokens, tokens, cfg,
-                                                key_dropout=key)[0])(params)
+    grads = jax.jit(jax.grad(lambda p: step_lib.loss_fn(p, model.init_hidden(4, 32), tokens, tokens, cfg,
+                                                        key_dropout=key)[0]))(params)
     assert bool(jnp.all(grads["W_hh"][zero] == 0)) and bool(jnp.any(grads["W_hh"][~zero] != 0))
     assert step_lib.drop_weights(dataclasses.replace(cfg, weight_drop=0.0), params, key) is params
     assert step_lib.is_recurrent_weight("W_hz_l2") and not step_lib.is_recurrent_weight("W_hq")
