@@ -38,7 +38,7 @@ DYNAMIC_SEGMENTS = (20, 50)
 # Each family (cell and depth, with its step size) and the regularisation settings its screening compares.
 SEQ = {"dropout_mask": "sequence"}
 FAMILIES = {
-    "rnn-tanh-1x512": ({}, {
+    "rnn-tanh-1x512": ({"epochs": 100}, {
         "none": {},
         "out0.25-seq+wdrop0.25": {"dropout": 0.25, **SEQ, "weight_drop": 0.25},
         "out0.25-seq+wdrop0.25+decay0.1": {"dropout": 0.25, **SEQ, "weight_drop": 0.25, "weight_decay": 0.1},
@@ -86,19 +86,31 @@ def screen(families: dict, args, root: Path) -> dict:
 
 
 def train(jobs: list, args) -> None:
-    """Runs the jobs (pinned, one per core) whose run directory does not already hold a finished run of that
-    config, so a sweep that was stopped, or extended, trains only what is missing."""
-    def finished(cfg, run_dir: Path) -> bool:
-        if not (run_dir / "summary.json").is_file():
-            return False
-        saved, want = rundir.saved_config(run_dir)["config"], config.to_dict(cfg)
-        defaults = config.to_dict(config.Config())  # a field added since the run was made: its default, unchanged
-        return all(saved.get(k, defaults[k]) == v for k, v in want.items())
-    todo = [job for job in jobs if not finished(job[1], job[2])]
-    for _, _, run_dir in todo:
-        fresh(run_dir)
+    """Runs the jobs (pinned, one per core), skipping runs already finished with that config and resuming those
+    finished with fewer epochs, so a sweep that was stopped, or lengthened, trains only what is missing."""
+    todo = []
+    for exp, cfg, run_dir in jobs:
+        state = _state(cfg, run_dir)
+        if state != "done":
+            if state == "new":
+                fresh(run_dir)
+            todo.append((exp, cfg, run_dir, ["--resume"] if state == "shorter" else []))
     print(f"training {len(todo)} runs ({len(jobs) - len(todo)} already done)", flush=True)
     sweep.run_jobs(todo, data_dir=args.data_dir)
+
+
+def _state(cfg, run_dir: Path) -> str:
+    """'done', 'shorter' (the same run, stopped or finished before cfg.epochs: resumable) or 'new'."""
+    if not (run_dir / "config.json").is_file() or not (run_dir / "checkpoints").is_dir():
+        return "new"
+    saved, want = rundir.saved_config(run_dir)["config"], config.to_dict(cfg)
+    defaults = config.to_dict(config.Config())  # a field added since the run was made: its default, unchanged
+    if {k for k, v in want.items() if saved.get(k, defaults[k]) != v} - {"epochs"}:
+        return "new"
+    last = max((r["epoch"] for r in rundir.read_metrics(run_dir)), default=0)
+    if last == cfg.epochs and (run_dir / "summary.json").is_file():
+        return "done"
+    return "shorter" if last < cfg.epochs else "new"
 
 
 def best_val(run_dir: Path) -> float:
