@@ -121,3 +121,24 @@ def test_report_beating_counting_section(results_dir):
     assert "rnn-tanh-1x512, test 4.550 ± 0.071, 1.083x the n-gram (target <= 0.95x: not met)" in md
     assert "regularised, dynamic: 4.150 against 4.200 (at or below the best n-gram)" in md
     assert (results_dir / "results" / "figures" / "heldout.png").stat().st_size > 5_000
+
+
+def test_heldout_sweep_keeps_finished_runs_and_resumes_short_ones(tmp_path):
+    import heldout
+
+    cfg = dataclasses.replace(heldout.BASE, epochs=4)
+    run = tmp_path / "run"
+    assert heldout._state(cfg, run) == "new"
+    (run / "checkpoints").mkdir(parents=True)
+    saved = config.to_dict(cfg)
+    del saved["weight_decay"]  # a run made before a field existed counts as that field's default
+    (run / "config.json").write_text(json.dumps({"config": saved}))
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e}) + "\n" for e in (1, 2, 3)))
+    assert heldout._state(cfg, run) == "shorter"  # stopped at epoch 3: resumed
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e}) + "\n" for e in (1, 2, 3, 4)))
+    (run / "summary.json").write_text("{}")
+    assert heldout._state(cfg, run) == "done"
+    assert heldout._state(dataclasses.replace(cfg, epochs=9), run) == "shorter"  # lengthened: resumed
+    assert heldout._state(dataclasses.replace(cfg, epochs=2), run) == "new"
+    assert heldout._state(dataclasses.replace(cfg, dropout=0.1), run) == "new"
+    assert heldout._state(dataclasses.replace(cfg, weight_decay=0.1), run) == "new"
