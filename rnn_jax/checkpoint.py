@@ -3,12 +3,21 @@
 A checkpoint holds the whole training state (params, optimizer state, step, epoch, carried hidden
 state, PRNG key, data-order seed, skip counter) plus the config and vocabulary as JSON, so it is
 enough on its own to continue a run exactly or to generate text. Orbax writes each step into a
-temporary directory and renames it when complete, so a write cut short is never listed.
+temporary directory and renames it when complete, so a write cut short is never listed. Each
+checkpoint's meta records a SHA-256 of every saved array (its dtype, shape and bytes); every restore
+checks it, so a damaged checkpoint is refused with its path instead of being used.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
+import json
 import logging
+import sys
+import time
+import zipfile
 from pathlib import Path
 
 import jax
@@ -18,8 +27,52 @@ import orbax.checkpoint as ocp
 logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save at INFO
 
 
+@contextlib.contextmanager
+def _quiet_orbax():
+    """Orbax and tensorstore report a failed write from their own threads (a logged traceback, and tracebacks of
+    callbacks into its closed event loop); the CheckpointError raised here says it once. On success whatever
+    they printed is passed on."""
+    logger, stderr, captured = logging.getLogger("absl"), sys.stderr, io.StringIO()
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    sys.stderr = captured
+    try:
+        yield
+    finally:
+        sys.stderr = stderr
+    logger.setLevel(level)  # after a failure it stays quiet: the threads may report it again later
+    stderr.write(captured.getvalue())
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message names the path and the reason."""
+
+
+def _leaf_digest(x, dtype=None) -> str:
+    x = np.ascontiguousarray(np.asarray(x) if dtype is None else np.asarray(x).astype(dtype))
+    h = hashlib.sha256(f"{x.dtype.str} {x.shape}".encode())
+    h.update(x.tobytes())
+    return h.hexdigest()
+
+
+def checksums(tree) -> dict:
+    """{leaf path: {dtype, sha256}} of a tree of host arrays (the digest covers dtype, shape and bytes)."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {jax.tree_util.keystr(p): {"dtype": np.asarray(x).dtype.str, "sha256": _leaf_digest(x)}
+            for p, x in leaves}
+
+
+def verify(tree, recorded: dict | None, where) -> None:
+    """Raises CheckpointError naming `where` when tree's arrays are not the ones whose checksums were recorded."""
+    if recorded is None:
+        raise CheckpointError(f"{where} records no checksum of its arrays, so it cannot be verified; it was not "
+                              "written by this version of rnn_jax")
+    leaves = {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    for path in sorted(set(leaves) | set(recorded)):
+        want = recorded.get(path)
+        if path not in leaves or want is None or _leaf_digest(leaves[path], want["dtype"]) != want["sha256"]:
+            raise CheckpointError(f"{where} is damaged: array {path} does not match the checksum saved with it. "
+                                  "Nothing was used; move it away (an earlier checkpoint may still be intact)")
 
 
 def abstract(tree):
@@ -42,16 +95,31 @@ class Checkpoints:
         self.dir = Path(run_dir) / "checkpoints"
         self.latest = _manager(self.dir, keep)
         self.best = _manager(Path(run_dir) / "best", 1)
-        self.best_value = float("inf")
+        self.best_value = self._saved_best_value()
+
+    def _saved_best_value(self) -> float:
+        """The validation perplexity of the kept best checkpoint (inf without one), so a resume never replaces
+        it with a worse one."""
+        epoch = self.best.latest_step()
+        if epoch is None:
+            return float("inf")
+        try:
+            meta = self.best.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+            return float(meta["val_perplexity"])
+        except Exception as e:  # noqa: BLE001 - orbax raises many kinds; all mean the value is unknown
+            raise CheckpointError(f"best checkpoint {self.best.directory}/{epoch} has no readable validation "
+                                  f"perplexity ({type(e).__name__}: {e}); move it away to resume") from None
 
     def save(self, epoch: int, state: dict, meta: dict, *, val_perplexity: float | None = None) -> None:
-        """Saves host copies (training may donate the device buffers right after)."""
-        args = ocp.args.Composite(state=ocp.args.StandardSave(jax.device_get(state)), meta=ocp.args.JsonSave(meta))
+        """Saves host copies (training may donate the device buffers right after), with their checksums."""
+        state = jax.tree.map(np.asarray, jax.device_get(state))
+        meta = {**meta, "checksums": checksums(state), "val_perplexity": val_perplexity}
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
         if epoch not in self.latest.all_steps():
-            self.latest.save(epoch, args=args)
+            _save(self.latest, epoch, args, force=False)
         if val_perplexity is not None and val_perplexity < self.best_value:
+            _save(self.best, epoch, args, force=True)
             self.best_value = val_perplexity
-            self.best.save(epoch, args=args, force=True)
 
     def latest_epoch(self) -> int | None:
         return self.latest.latest_step()
@@ -68,16 +136,64 @@ class Checkpoints:
         self.best.close()
 
 
+def _reason(e: BaseException) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:400]
+
+
+def _save(manager: ocp.CheckpointManager, epoch: int, args, *, force: bool) -> None:
+    """One checkpoint, written whole or not at all; a failure (disk full, size limit...) names the directory."""
+    try:
+        with _quiet_orbax():
+            manager.save(epoch, args=args, force=force)
+    except Exception as e:  # orbax/tensorstore wrap the OSError; the earlier checkpoints are untouched
+        raise CheckpointError(f"cannot write checkpoint {Path(manager.directory) / str(epoch)} ({_reason(e)}); "
+                              "the earlier checkpoints are intact") from None
+
+
 def restore_from(manager: ocp.CheckpointManager, epoch: int, abstract_state: dict | None) -> tuple[dict, dict]:
+    """(state, meta) of one checkpoint, verified against its checksums."""
     path = Path(manager.directory) / str(epoch)
     state_args = ocp.args.StandardRestore(abstract_state)
     try:
-        restored = manager.restore(epoch, args=ocp.args.Composite(state=state_args, meta=ocp.args.JsonRestore()))
-        return restored["state"], restored["meta"]
+        with _quiet_orbax():
+            restored = manager.restore(epoch, args=ocp.args.Composite(state=state_args, meta=ocp.args.JsonRestore()))
     except Exception as e:  # orbax/tensorstore raise many kinds; all mean this checkpoint is unusable
-        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:400]
-        raise CheckpointError(f"checkpoint {path} cannot be restored ({reason}). Nothing was re-initialised: "
+        raise CheckpointError(f"checkpoint {path} cannot be restored ({_reason(e)}). Nothing was re-initialised: "
                               "move that directory away to resume from the one before it") from None
+    verify(jax.device_get(restored["state"]), restored["meta"].get("checksums"), f"checkpoint {path}")
+    return restored["state"], restored["meta"]
+
+
+def restore_newest(directory: Path, abstract_state: dict | None, attempts: int = 5) -> tuple[dict, dict] | None:
+    """(state, meta) of the newest complete checkpoint in directory (None without one), for a reader: a
+    checkpoint that a training process rotates away meanwhile is skipped, not reported."""
+    for attempt in range(attempts):
+        manager = _manager(directory, 1_000_000)  # a fresh listing each try
+        try:
+            epoch = manager.latest_step()
+            if epoch is None:
+                return None
+            try:
+                return restore_from(manager, epoch, abstract_state)
+            except CheckpointError:
+                if (directory / str(epoch)).is_dir() or attempt == attempts - 1:
+                    raise  # still there: really damaged
+        except FileNotFoundError:  # the listing raced a rotation
+            if attempt == attempts - 1:
+                raise CheckpointError(f"the checkpoints in {directory} kept changing while being read; try "
+                                      "again when training has written its next one") from None
+        finally:
+            manager.close()
+        time.sleep(0.05 * (attempt + 1))
+    return None
+
+
+def latest_saved_epoch(directory: Path) -> int | None:
+    """The newest complete checkpoint's epoch, read from the listing alone (nothing is created)."""
+    if not directory.is_dir():
+        return None
+    epochs = [int(p.name) for p in directory.iterdir() if p.name.isdigit() and p.is_dir()]
+    return max(epochs, default=None)
 
 
 def load_params(run_dir: str | Path, *, best: bool = False) -> tuple[dict, dict | None]:
@@ -88,19 +204,25 @@ def load_params(run_dir: str | Path, *, best: bool = False) -> tuple[dict, dict 
     no_best = CheckpointError(f"{run_dir} has no best checkpoint (one is kept only for runs with --val-fraction)")
     if best and not ckpt_dir.is_dir():
         raise no_best
-    if ckpt_dir.is_dir():
-        manager = _manager(ckpt_dir, 1_000_000)
-        epoch = manager.latest_step()
-        if epoch is not None:
-            try:
-                state, meta = restore_from(manager, epoch, None)
-            finally:
-                manager.close()
-            return {k: np.asarray(v) for k, v in state["params"].items()}, meta
-        manager.close()
+    restored = restore_newest(ckpt_dir, None) if ckpt_dir.is_dir() else None
+    if restored is not None:
+        state, meta = restored
+        return {k: np.asarray(v) for k, v in state["params"].items()}, meta
     if best:
         raise no_best
     if (run_dir / "params.npz").is_file():
-        with np.load(run_dir / "params.npz") as f:
-            return dict(f), None
+        return load_npz(run_dir), None
     raise CheckpointError(f"{run_dir} holds no checkpoint and no params.npz; is it a run directory of rnn_jax?")
+
+
+def load_npz(run_dir: Path) -> dict:
+    """params.npz of a finished run, verified against the checksums that summary.json records."""
+    path = run_dir / "params.npz"
+    try:
+        with np.load(path) as f:
+            params = dict(f)
+        recorded = json.loads((run_dir / "summary.json").read_text(encoding="utf-8")).get("params_checksums")
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"cannot read {path} or the summary.json beside it ({_reason(e)})") from None
+    verify(params, recorded, str(path))
+    return params

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 
@@ -95,8 +96,27 @@ class ConfigError(ValueError):
     """A configuration that cannot run; the message says which field and why."""
 
 
+INT_LIMIT = 2**31 - 1  # every count and seed must fit the int32 that JAX computes with
+
+
+def _check_numbers(cfg: Config) -> None:
+    """Every number is of its field's type, and finite: a float flag may read 'inf' or 'nan'."""
+    hints = typing.get_type_hints(Config)
+    for f in dataclasses.fields(Config):
+        v = getattr(cfg, f.name)
+        if isinstance(v, bool) or v is None:
+            continue
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{f.name} must be a finite number, got {v}")
+        if hints[f.name] is int and not (isinstance(v, int) and abs(v) <= INT_LIMIT):
+            raise ConfigError(f"{f.name} must be an integer of at most {INT_LIMIT}, got {v!r}")
+
+
 def validate(cfg: Config) -> Config:
     """Raises ConfigError naming the first impossible field; returns cfg unchanged otherwise."""
+    _check_numbers(cfg)
+    if cfg.seed < 0:
+        raise ConfigError(f"seed must be >= 0, got {cfg.seed}")
     for name, allowed in CHOICES.items():
         if getattr(cfg, name) not in allowed:
             raise ConfigError(f"{name}={getattr(cfg, name)!r} is not one of {', '.join(allowed)}")

@@ -7,6 +7,10 @@ of the gradients; nothing here is a hand-written collective.
 
 from __future__ import annotations
 
+import math
+import os
+import threading
+
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
@@ -15,15 +19,51 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from rnn_jax.config import ConfigError
 
 MIN_ROWS_PER_DEVICE = 32  # below this a device's share is too small to pay for the per-step all-reduce
+INIT_TIMEOUT = 300.0  # seconds every process has to join a multi-process run
 
 
-def initialize(coordinator: str | None, num_processes: int | None, process_id: int | None) -> None:
+def check_flags(coordinator: str | None, num_processes: int | None, process_id: int | None,
+                timeout: float) -> None:
+    """Raises ConfigError for multi-process flags that cannot form a run."""
+    if not (coordinator and num_processes is not None and process_id is not None):
+        raise ConfigError("a multi-process run needs --coordinator HOST:PORT, --num-processes N and "
+                          "--process-id I (0 .. N-1) on every process")
+    if num_processes < 1:
+        raise ConfigError(f"--num-processes must be at least 1, got {num_processes}")
+    if not 0 <= process_id < num_processes:
+        raise ConfigError(f"--process-id must be in 0 .. {num_processes - 1}, got {process_id}")
+    host, _, port = coordinator.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--coordinator must be HOST:PORT with a port in 1 .. 65535, got {coordinator!r}")
+    if not (math.isfinite(timeout) and 1 <= timeout <= 2**31 - 1):
+        raise ConfigError(f"--init-timeout must be a number of seconds >= 1, got {timeout}")
+
+
+def initialize(coordinator: str | None, num_processes: int | None, process_id: int | None,
+               timeout: float = INIT_TIMEOUT) -> None:
     """Joins a multi-process run (every process runs the same program); no-op for a single process."""
-    if coordinator or num_processes:
-        if not (coordinator and num_processes and process_id is not None):
-            raise ConfigError("a multi-process run needs --coordinator HOST:PORT, --num-processes N and "
-                              "--process-id I (0 .. N-1) on every process")
-        jax.distributed.initialize(coordinator, num_processes=num_processes, process_id=process_id)
+    if coordinator or num_processes is not None or process_id is not None:
+        check_flags(coordinator, num_processes, process_id, timeout)
+        _join(coordinator, num_processes, process_id, timeout)
+
+
+def _join(coordinator: str, num_processes: int, process_id: int, timeout: float) -> None:
+    """jax.distributed.initialize, bounded: the runtime aborts the process on its own timeout, so a watchdog
+    that fires first says in one line that the peers did not join."""
+    def give_up():
+        os.write(2, f"error: the {num_processes} processes did not all join at {coordinator} within {timeout:g} s; "
+                    "start every process with the same --coordinator and --num-processes, or raise "
+                    "--init-timeout\n".encode())
+        os._exit(2)
+
+    watchdog = threading.Timer(timeout, give_up)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        jax.distributed.initialize(coordinator, num_processes=num_processes, process_id=process_id,
+                                   initialization_timeout=int(timeout) + 60)
+    finally:
+        watchdog.cancel()
 
 
 def choose_devices(requested: int, batch_size: int) -> int:

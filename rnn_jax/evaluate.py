@@ -134,6 +134,16 @@ def _check_dynamic(args) -> None:
         raise config_lib.ConfigError(f"--dynamic-decay must be in [0, 1), got {args.dynamic_decay}")
 
 
+def check_corpus(path: Path, saved: dict) -> None:
+    """Raises DataError when the run's splits would be cut from another text than the one it trained on."""
+    want = saved["data"]["sha1"]
+    got = data.sha1_of(path)
+    if got != want:
+        raise data.DataError(f"{path} is not the corpus the run trained on (SHA-1 {got}, the run's {want}), so its "
+                             "splits would be other text; pass the original with --data-dir, or score any text "
+                             "with --corpus")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rnn_jax.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", required=True)
@@ -160,6 +170,8 @@ def main(argv=None) -> int:
         cfg, vocab, params, saved = rundir.load_run(args.run_dir, best=args.best)
         own = data.resolve_corpus(None, args.data_dir) if args.data_dir else Path(saved["data"]["path"])
         parts = data.splits(vocab.encode(data.load_text(own, cfg.preprocess)), cfg)
+        if not args.corpus or args.baselines:  # the run's own splits are scored or fit on
+            check_corpus(own, saved)
         if args.corpus:
             text = data.load_text(data.resolve_corpus(args.corpus), cfg.preprocess)
             unknown = vocab.unknown(text)
@@ -182,6 +194,9 @@ def main(argv=None) -> int:
     except (data.DataError, checkpoint.CheckpointError, config_lib.ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        print(f"error: {rundir.describe_os_error(e)}", file=sys.stderr)
+        return 1
     print(f"{'model':<11} {'perplexity':>10} {'bits/char':>10} {'tokens':>9}")
     for name, r in result.items():
         print(f"{name:<11} {r['perplexity']:>10.3f} {r['bits_per_char']:>10.3f} {r.get('tokens', len(tokens)):>9}")

@@ -13,6 +13,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -25,18 +26,37 @@ from rnn_jax import checkpoint, data, distributed, log
 from rnn_jax import config as config_lib
 from rnn_jax.config import Config, ConfigError
 
+
+def _fault_injection(point: str, name: str) -> None:
+    """Test hook: RNN_JAX_KILL_AT='<point>:<file name>' SIGKILLs this process there (crash-safety tests)."""
+    if os.environ.get("RNN_JAX_KILL_AT") == f"{point}:{name}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 RUN_FILES = ("config.json", "vocab.json", "metrics.jsonl", "checkpoints", "best", "params.npz", "summary.json")
 
 
 # ----------------------------------------------------------------------------- files that are never half-written
+@contextlib.contextmanager
+def naming(path: Path):
+    """An OSError raised inside (a write, flush or fsync names no file) carries `path`."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+        raise
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Readers see the old file or the new one, never a mix; a failure leaves the old one intact."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
+        with naming(path), open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+            _fault_injection("mid-rewrite", path.name)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -89,11 +109,13 @@ class MetricsWriter:
         self.f = open(self.path, "a", encoding="utf-8")
 
     def write(self, row: dict) -> None:
-        self.f.write(json.dumps(row) + "\n")
-        self.f.flush()
+        with naming(self.path):  # cut short (disk full, a size limit), it loses at most this line
+            self.f.write(json.dumps(row) + "\n")
+            self.f.flush()
 
     def close(self) -> None:
-        self.f.close()
+        with naming(self.path):
+            self.f.close()
 
 
 # ----------------------------------------------------------------------------- one writer
@@ -159,11 +181,34 @@ def _refuse_existing(run_dir: Path) -> None:
                           "Move it away or choose another --run-dir")
 
 
+def check_progress(run_dir: Path, cfg: Config) -> None:
+    """Raises ConfigError (CheckpointError) when a resume to cfg.epochs would rewrite a run already past it, lose
+    its record, or start from a damaged checkpoint."""
+    latest = checkpoint.latest_saved_epoch(run_dir / "checkpoints")
+    if latest is None:
+        return
+    checkpoint.restore_newest(run_dir / "checkpoints", None)  # a damaged checkpoint is refused before any write
+    if not (run_dir / "metrics.jsonl").is_file():
+        raise ConfigError(f"cannot resume {run_dir}: metrics.jsonl is missing, but checkpoints reach epoch {latest}; "
+                          "restore it from a copy (a resume would lose the record of those epochs)")
+    summary = run_dir / "summary.json"
+    finished = summary.is_file() and read_json(summary, "the run's summary").get("epochs") == latest
+    if latest > cfg.epochs or (finished and latest == cfg.epochs):
+        raise ConfigError(f"{run_dir} has already trained to epoch {latest}, so --epochs {cfg.epochs} has nothing "
+                          f"to do; nothing was changed. Give --epochs above {latest} to train further")
+
+
 def _resumed_config(run_dir: Path, cfg: Config, exp: str, vocab: data.Vocab, data_info: dict) -> dict:
     saved = read_json(run_dir / "config.json", "the run's configuration")
-    check_resumable(run_dir, saved, cfg, data_info["sha1"], exp)
-    if data.Vocab.load(run_dir / "vocab.json") != vocab:
+    try:
+        check_resumable(run_dir, saved, cfg, data_info["sha1"], exp)
+        saved_vocab = data.Vocab(read_json(run_dir / "vocab.json", "the run's vocabulary")["idx_to_token"])
+    except (KeyError, TypeError, data.DataError) as e:
+        raise checkpoint.CheckpointError(f"{run_dir}/config.json or vocab.json is not a run's ({e}); restore it "
+                                         "from a copy") from None
+    if saved_vocab != vocab:
         raise ConfigError(f"cannot resume {run_dir}: its vocabulary differs from this corpus's")
+    check_progress(run_dir, cfg)
     saved["config"] = config_lib.to_dict(cfg)
     saved.setdefault("resumed", []).append({"time": time.strftime("%Y-%m-%d %H:%M:%S"), **log.environment()})
     return saved
@@ -213,14 +258,50 @@ def saved_config(run_dir: Path) -> dict:
 
 
 def save_final(run_dir: Path, params: dict, summary: dict) -> None:
-    """params.npz and summary.json, each written whole or not at all."""
+    """params.npz and summary.json (with the checksums of params.npz's arrays), each written whole or not at all."""
     tmp = run_dir / ".params.npz.tmp.npz"
-    np.savez(tmp, **params)
-    os.replace(tmp, run_dir / "params.npz")
-    write_json(run_dir / "summary.json", summary)
+    try:
+        with naming(run_dir / "params.npz"), open(tmp, "wb") as f:
+            np.savez(f, **params)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, run_dir / "params.npz")
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    write_json(run_dir / "summary.json", {**summary, "params_checksums": checkpoint.checksums(params)})
+
+
+def plot_atomic(rows: list[dict], path: Path, title: str) -> None:
+    """The perplexity curve, drawn to a temporary file and renamed (a failed draw leaves the old one)."""
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        with naming(path):
+            log.plot_curve(rows, tmp, title=title)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def describe_os_error(e: OSError) -> str:
+    """'<path>: <errno text>' of a failed file-system call."""
+    where = e.filename if e.filename is not None else "a file of the run"
+    return f"{where}: {e.strerror or e}"
 
 
 # ----------------------------------------------------------------------------- reading a run back
+def last_row(run_dir: Path, epoch: int) -> dict:
+    """metrics.jsonl's row of `epoch`, for the summary of a run that had nothing left to train."""
+    rows = [r for r in read_metrics(run_dir) if r.get("epoch") == epoch and not r.get("nonfinite")]
+    if not rows:
+        raise checkpoint.CheckpointError(f"{run_dir / 'metrics.jsonl'} holds no row of epoch {epoch}, so the run's "
+                                         "summary cannot be written; restore the file from a copy")
+    return rows[-1]
+
+
 def load_run(run_dir: str | Path, *, best: bool = False):
     """(cfg, vocab, params, saved config.json) of a run directory (its best checkpoint if `best`), with clear errors."""
     run_dir = Path(run_dir)
@@ -230,6 +311,9 @@ def load_run(run_dir: str | Path, *, best: bool = False):
     saved = read_json(run_dir / "config.json", "the run's configuration")
     try:
         cfg = config_lib.from_dict(saved["config"])
+        missing = {"path", "sha1"} - set(saved["data"])  # what evaluate reads of the corpus
+        if missing:
+            raise KeyError(f"data.{', data.'.join(sorted(missing))}")
         vocab = data.Vocab(read_json(run_dir / "vocab.json", "the run's vocabulary")["idx_to_token"])
     except (KeyError, TypeError, data.DataError, ConfigError) as e:
         raise checkpoint.CheckpointError(f"{run_dir}/config.json or vocab.json is not a run's ({e})") from None

@@ -2,8 +2,9 @@
 
 The carried state is the cell's pytree: sequential partitioning feeds it from minibatch to minibatch
 through `stop_gradient` (truncated backpropagation through time); random sampling, or `reset_state`,
-starts every minibatch from zeros. A non-finite loss or gradient leaves the parameters and optimizer
-state unchanged and restarts the carried state from zeros, in `make_train_step` and `make_train_epoch` alike.
+starts every minibatch from zeros. A non-finite loss, gradient or updated state leaves the parameters
+and optimizer state unchanged and restarts the carried state from zeros, in `make_train_step` and
+`make_train_epoch` alike.
 """
 
 from __future__ import annotations
@@ -121,12 +122,19 @@ def _step_key(cfg: Config, state: TrainState):
     return jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.seed), 1), state.step)
 
 
+def _all_finite(tree) -> jax.Array:
+    """Whether every element of every floating leaf is finite (a norm could overflow on finite values)."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
 def _apply(tx, state: TrainState, grads, loss):
-    """One optimizer update, kept only when loss and gradient are finite (else state is unchanged)."""
+    """One optimizer update, kept only when loss, gradient and the updated state are finite (else state is
+    unchanged): a finite gradient times a huge learning rate can still overflow."""
     grad_norm = optax.tree.norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     new = (optax.apply_updates(state.params, updates), opt_state)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite(new)
     params, opt_state = _where(finite, new, state[:2])
     return TrainState(params, opt_state, state.step + 1), {"loss": loss, "grad_norm": grad_norm,
                                                           "finite": finite}

@@ -9,6 +9,7 @@ The math of one step and one epoch is `rnn_jax.step`; the run directory's rules 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import signal
@@ -49,27 +50,56 @@ def default_run_dir(exp: str) -> Path:
 
 
 class _StopSignals:
-    """Turns SIGINT/SIGTERM into a flag the loop checks between epochs (a second signal acts at once)."""
+    """Turns SIGINT/SIGTERM into a flag the run checks between epochs; a second signal ends the process at once.
+
+    The C-level handler writes each signal to a pipe that a thread watches, so the second signal acts even
+    while the main thread is inside XLA (compiling, or running an epoch), where Python handlers wait.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.received = None
+        self.previous, self.pipe = {}, None
 
     def __enter__(self):
-        self.previous = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.previous[sig] = signal.signal(sig, self._handle)
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for sig in self.SIGNALS:
+            self.previous[sig] = signal.signal(sig, self._handle)
+        self.pipe = os.pipe()
+        os.set_blocking(self.pipe[1], False)
+        self.previous_fd = signal.set_wakeup_fd(self.pipe[1], warn_on_full_buffer=False)
+        threading.Thread(target=self._watch, args=(self.pipe[0],), daemon=True).start()
         return self
 
     def _handle(self, signum, frame):
-        if self.received is not None:
-            signal.signal(signum, self.previous.get(signum, signal.SIG_DFL))
-            signal.raise_signal(signum)
-        self.received = signal.Signals(signum).name
+        self.received = self.received or signal.Signals(signum).name
+
+    def _watch(self, fd: int) -> None:
+        seen = 0
+        while byte := os.read(fd, 1):
+            if byte[0] not in self.SIGNALS:
+                continue
+            seen += 1
+            self.received = self.received or signal.Signals(byte[0]).name
+            if seen == 2:
+                os.write(2, b"stopped at once by a second signal; no checkpoint was written for the current epoch\n")
+                os._exit(130)
+        os.close(fd)
 
     def __exit__(self, *exc):
+        if self.pipe is None:
+            return
+        signal.set_wakeup_fd(self.previous_fd)
+        os.close(self.pipe[1])  # the watcher reads end-of-file and closes its end
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+
+    def check(self, what: str) -> None:
+        """Raises Interrupted when a signal came before `what` (nothing new to save)."""
+        if self.received:
+            raise Interrupted(f"stopped by {self.received} {what}")
 
 
 def _fault_injection(point: str, epoch: int) -> None:
@@ -228,20 +258,21 @@ class Trainer:
             self.ckpts.save(epoch, tree, self.meta, val_perplexity=row.get("val_perplexity"))
             _fault_injection("after-checkpoint", epoch)
 
-    def close(self) -> None:
+    def close(self, draw: bool = True) -> None:
         """Closes the checkpoint manager and metrics file, and draws the curve of what was written."""
         self.ckpts.close()
         if self.progress:
             self.progress.close()
         if self.writer:
-            self.writer.close()
-            rows = rundir.read_metrics(self.run_dir)
+            with contextlib.nullcontext() if draw else contextlib.suppress(OSError):  # report the first failure
+                self.writer.close()
+            rows = rundir.read_metrics(self.run_dir) if draw else []
             if rows:
-                log.plot_curve(rows, self.run_dir / "perplexity.png", title=f"{self.exp}: {self.data.path.name}")
+                rundir.plot_atomic(rows, self.run_dir / "perplexity.png", f"{self.exp}: {self.data.path.name}")
 
     def summary(self) -> dict:
         """summary.json's content: final figures, speed, predictions, and (with validation) the baselines."""
-        row = self.last_row or [r for r in rundir.read_metrics(self.run_dir) if r.get("perplexity") is not None][-1]
+        row = self.last_row or rundir.last_row(self.run_dir, self.cfg.epochs)
         params = distributed.to_host(self.state.params)
         summary = {"experiment": self.exp, "epochs": self.cfg.epochs, "perplexity": row["perplexity"],
                    "loss": row["loss"],
@@ -266,29 +297,41 @@ def run(cfg: Config, run_dir: str | Path, *, corpus: str | None = None, data_dir
     """
     config_lib.validate(cfg)
     run_dir = Path(run_dir)
-    training = load_data(cfg, corpus, data_dir)
-    params, extra = None, {"predict_prefixes": list(prefixes or default_prefixes(training, cfg))}
-    if init_from:
-        params, extra["init_from"] = rundir.params_from(init_from, best=init_from_best, cfg=cfg,
-                                                        vocab=training.vocab)
-    mesh = distributed.make_mesh(distributed.choose_devices(cfg.devices, cfg.batch_size))
-    lock = rundir.open_run(run_dir, cfg, exp, resume, training.vocab, training.info, extra)
-    try:
-        trainer = Trainer(cfg, run_dir, training, mesh, exp=exp, resume=resume, quiet=quiet, params=params,
-                          prefixes=extra["predict_prefixes"])
+    with _StopSignals() as stop:  # before the data is read and anything compiles
+        training = load_data(cfg, corpus, data_dir)
+        params, extra = None, {"predict_prefixes": list(prefixes or default_prefixes(training, cfg))}
+        if init_from:
+            params, extra["init_from"] = rundir.params_from(init_from, best=init_from_best, cfg=cfg,
+                                                            vocab=training.vocab)
+        mesh = distributed.make_mesh(distributed.choose_devices(cfg.devices, cfg.batch_size))
+        stop.check("before the run started; nothing was written")
+        lock = rundir.open_run(run_dir, cfg, exp, resume, training.vocab, training.info, extra)
         try:
-            _loop(trainer, cfg, run_dir)
+            trainer = Trainer(cfg, run_dir, training, mesh, exp=exp, resume=resume, quiet=quiet, params=params,
+                              prefixes=extra["predict_prefixes"])
+            return _train(trainer, cfg, run_dir, stop, quiet)
         finally:
-            trainer.close()
-        summary = trainer.summary()
-        if distributed.is_primary():
-            rundir.save_final(run_dir, distributed.to_host(trainer.state.params), summary)
-            if not quiet:
-                _print_summary(summary)
-        return summary
-    finally:
-        if lock:
-            lock.release()
+            if lock:
+                lock.release()
+
+
+def _train(trainer: Trainer, cfg: Config, run_dir: Path, stop: _StopSignals, quiet: bool) -> dict:
+    """The epochs, then the run's closing files: the curve, params.npz and summary.json."""
+    try:
+        _loop(trainer, cfg, run_dir, stop)
+    except (Interrupted, Diverged):
+        trainer.close()
+        raise
+    except BaseException:
+        trainer.close(draw=False)  # the file system may have failed: write nothing more
+        raise
+    trainer.close()
+    summary = trainer.summary()
+    if distributed.is_primary():
+        rundir.save_final(run_dir, distributed.to_host(trainer.state.params), summary)
+        if not quiet:
+            _print_summary(summary)
+    return summary
 
 
 def run_chain(exp: str, args: argparse.Namespace, run_dir: Path) -> dict:
@@ -311,18 +354,18 @@ def run_chain(exp: str, args: argparse.Namespace, run_dir: Path) -> dict:
     return summary
 
 
-def _loop(trainer: Trainer, cfg: Config, run_dir: Path) -> None:
+def _loop(trainer: Trainer, cfg: Config, run_dir: Path, stop: _StopSignals) -> None:
     """What happens each epoch: train, validate, record, checkpoint; a signal stops after the checkpoint."""
-    with _StopSignals() as stop:
-        for epoch in range(trainer.start, cfg.epochs + 1):
-            row = trainer.train_epoch(epoch)
-            trainer.validate(epoch, row)
-            trainer.record(epoch, row)
-            trainer.checkpoint(epoch, row, stopping=stop.received is not None)
-            if stop.received:
-                raise Interrupted(f"stopped by {stop.received} after epoch {epoch}; its checkpoint is in "
-                                  f"{run_dir / 'checkpoints'}. Continue with: python -m rnn_jax.train --run-dir "
-                                  f"{run_dir} --resume")
+    resume = f"Continue with: python -m rnn_jax.train --run-dir {run_dir} --resume"
+    for epoch in range(trainer.start, cfg.epochs + 1):
+        stop.check(f"before epoch {epoch}; no epoch finished since the last checkpoint. {resume}")
+        row = trainer.train_epoch(epoch)
+        trainer.validate(epoch, row)
+        trainer.record(epoch, row)
+        trainer.checkpoint(epoch, row, stopping=stop.received is not None)
+        if stop.received:
+            raise Interrupted(f"stopped by {stop.received} after epoch {epoch}; its checkpoint is in "
+                              f"{run_dir / 'checkpoints'}. {resume}")
 
 
 def _print_summary(summary: dict) -> None:
@@ -359,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--coordinator", default=None, help="HOST:PORT of process 0")
     group.add_argument("--num-processes", type=int, default=None)
     group.add_argument("--process-id", type=int, default=None)
+    group.add_argument("--init-timeout", type=float, default=distributed.INIT_TIMEOUT,
+                       help="seconds to wait for every process to join (default: %(default)s)")
     config_lib.add_config_flags(parser)
     return parser
 
@@ -377,12 +422,16 @@ def _config_and_source(args) -> tuple[Config, str, dict]:
     if args.init_from:
         raise config_lib.ConfigError("--init-from starts a new run; a resumed run continues from its own checkpoint")
     saved = rundir.saved_config(Path(args.run_dir))
-    exp = args.exp or saved["experiment"]
-    base = config_lib.from_dict(saved["config"]) if exp == saved["experiment"] else None
-    if not (args.corpus or args.data_dir):
-        kw["corpus"] = saved["data"]["path"]
-    if "init_from" in saved:  # killed before its first checkpoint: it starts again from the same parameters
-        kw.update(init_from=saved["init_from"]["run"], init_from_best=saved["init_from"]["checkpoint"] == "best")
+    try:
+        exp = args.exp or saved["experiment"]
+        base = config_lib.from_dict(saved["config"]) if exp == saved["experiment"] else None
+        if not (args.corpus or args.data_dir):
+            kw["corpus"] = saved["data"]["path"]
+        if "init_from" in saved:  # killed before its first checkpoint: it starts again from the same parameters
+            kw.update(init_from=saved["init_from"]["run"], init_from_best=saved["init_from"]["checkpoint"] == "best")
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{args.run_dir}/config.json is not a run's configuration (no {e}); restore it "
+                              "from a copy") from None
     kw["prefixes"] = kw["prefixes"] or saved.get("predict_prefixes")
     return config_lib.config_from_args(args, exp=exp, base=base), exp, kw
 
@@ -398,20 +447,28 @@ def _chain(args) -> str | None:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if hasattr(signal, "SIGXFSZ"):  # a file-size limit: a failed write to report, not a core dump
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         chain = _chain(args)
         if chain:
             if args.init_from:
                 raise config_lib.ConfigError(f"--exp {chain} starts from its own first stage; drop --init-from")
-            distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+            distributed.initialize(args.coordinator, args.num_processes, args.process_id, timeout=args.init_timeout)
             run_chain(chain, args, Path(args.run_dir) if args.run_dir else default_run_dir(chain))
             return 0
         cfg, exp, kw = _config_and_source(args)
-        distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id, timeout=args.init_timeout)
         run(cfg, args.run_dir or default_run_dir(exp), exp=exp, resume=args.resume, quiet=args.quiet, **kw)
     except (config_lib.ConfigError, data.DataError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # disk full, a size limit, a read-only file system: what was written before is intact
+        print(f"error: {rundir.describe_os_error(e)}; the files written before are intact", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # a signal before the run's own handler was installed
+        print("stopped by SIGINT before the run started; nothing was written", file=sys.stderr)
+        return 130
     except Diverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
