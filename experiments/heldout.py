@@ -42,6 +42,9 @@ FAMILIES = {
         "none": {},
         "out0.25-seq+wdrop0.25": {"dropout": 0.25, **SEQ, "weight_drop": 0.25},
         "out0.25-seq+wdrop0.25+decay0.1": {"dropout": 0.25, **SEQ, "weight_drop": 0.25, "weight_decay": 0.1},
+        "out0.25-seq": {"dropout": 0.25, **SEQ},
+        "out0.25-step+wdrop0.25": {"dropout": 0.25, "weight_drop": 0.25},
+        "out0.4-seq+wdrop0.4": {"dropout": 0.4, **SEQ, "weight_drop": 0.4},
     }),
 }
 SMOKE_FAMILIES = {"rnn-tanh-1x32": ({"hidden": 32}, {"none": {}, "out0.3-seq": {"dropout": 0.3, **SEQ}})}
