@@ -29,13 +29,14 @@ train: install
 bench: install
 	$(PY) -m rnn_jax.bench $(DATA_FLAG) $(ARGS)
 
-# The book's exercises over several seeds (about an hour on 2 cores), then the report.
+# The book's exercises over several seeds (about an hour on 2 cores), the held-out sweep (about 40 minutes), then the report.
 ablations: install
 	$(PY) experiments/ablations.py $(DATA_FLAG) $(ARGS)
 	$(PY) experiments/sampling.py $(DATA_FLAG)
 	$(PY) experiments/other_books.py $(DATA_FLAG) $(ARGS)
 	$(PY) experiments/hparams.py $(DATA_FLAG) $(ARGS)
 	$(PY) experiments/book_random.py $(DATA_FLAG) $(ARGS)
+	$(PY) experiments/heldout.py $(DATA_FLAG) $(ARGS)
 	$(PY) experiments/report.py
 
 # Regenerates experiments/RESULTS.md and its figures from experiments/results/*.json (seconds).
