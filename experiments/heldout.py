@@ -201,8 +201,8 @@ def main(argv=None) -> None:
         models.update(rnn_models(fam, name, cfg, dirs, text, args))
     result = {"name": out, "protocol": "80/10/10 by position; choices on validation; test scored once",
               "split_tokens": {k: int(len(text[k][0] if k != "train" else text[k])) for k in ("train", "val", "test")},
-              "screening": {n: {"config": config.to_dict(c), "best_val_perplexity": v} for n, (c, _, v) in
-                            screened.items()},
+              "screening": {n: {"config": config.to_dict(c), "best_val_perplexity": v,
+                                "val_curve": [p for _, p in val_curve(d)]} for n, (c, d, v) in screened.items()},
               "ngram_grid": ngrams["grid"], "models": models, "wall_seconds": time.perf_counter() - t0}
     write(out, result)
     for name, m in sorted(models.items(), key=lambda kv: kv[1]["test_perplexity"]["mean"]):

@@ -371,12 +371,17 @@ def _chosen(m: dict) -> str:
 
 
 def val_curves_heldout(rec: dict) -> str:
-    """Mean validation perplexity per epoch of each chosen RNN, against the best n-gram's (a flat line)."""
-    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=110)
+    """Validation perplexity per epoch: each screened configuration (seed 0, thin) and each chosen one (mean over
+    seeds, thick), against the best n-gram's (a flat line)."""
+    fig, ax = plt.subplots(figsize=(7.2, 4.4), dpi=110)
     for n, m in rec["models"].items():
         if m["kind"] == "rnn" and m["evaluation"] == "static":
             k = min(len(c) for c in m["val_curves"])
-            ax.plot(np.arange(1, k + 1), np.mean([c[:k] for c in m["val_curves"]], 0), label=f"{n} {m['regulariser']}")
+            ax.plot(np.arange(1, k + 1), np.mean([c[:k] for c in m["val_curves"]], 0), lw=2.5,
+                    label=f"{n} {m['regulariser']} ({len(m['val_curves'])} seeds)")
+    for n, s in rec["screening"].items():
+        if s.get("val_curve"):
+            ax.plot(np.arange(1, len(s["val_curve"]) + 1), s["val_curve"], lw=0.9, alpha=0.8, label=f"{n} (seed 0)")
     best = min((m for m in rec["models"].values() if m["kind"] == "ngram"), key=lambda m: m["val_perplexity"]["mean"])
     ax.axhline(best["val_perplexity"]["mean"], color="k", ls="--", lw=1,
                label=f"{best['config']['n']}-gram KN (best n-gram)")
