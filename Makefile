@@ -32,6 +32,7 @@ bench: install
 # The book's exercises over several seeds (about an hour on 2 cores), the held-out sweep (about 40 minutes), then the report.
 ablations: install
 	$(PY) experiments/ablations.py $(DATA_FLAG) $(ARGS)
+	$(PY) experiments/gated.py $(DATA_FLAG) $(ARGS)
 	$(PY) experiments/sampling.py $(DATA_FLAG)
 	$(PY) experiments/other_books.py $(DATA_FLAG) $(ARGS)
 	$(PY) experiments/hparams.py $(DATA_FLAG) $(ARGS)

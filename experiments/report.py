@@ -214,6 +214,14 @@ def main() -> None:
                       f"bf16 operands with float32 accumulation end at {pm(load('bf16')['summary'].get('perplexity'))}"
                       f", {versus('bf16', 'seq')} float32's {pm(load('seq')['summary'].get('perplexity'))}; see the "
                       "README's Performance section for what they buy in speed.")
+    if load("gru") or load("lstm"):
+        names = ["seq"] + [n for n in ("gru", "lstm", "deep") if load(n)]
+        md += section("GRU, LSTM and a two-layer LSTM (the book's 9.1-9.3)", names, "gated",
+                      "The book's next sections at their settings (256 hidden units; `deep`: two LSTM layers, "
+                      "lr 2), beside the 8.5 model (`seq`, 512 hidden units). The book prints perplexity 1.1 for its "
+                      "scratch GRU and LSTM after 500 epochs (1.0 for the concise ones and the two-layer LSTM). "
+                      + "; ".join(f"`{n}` ends at {mean_of(n):.3f}, held-out {mean_of(n, 'val_perplexity'):.1f}"
+                                  for n in names[1:]) + ".")
     md += seed_cost_section() + sampling_section() + hparams_section() + other_books_section() + heldout_section()
     (HERE / "RESULTS.md").write_text("\n".join(md) + "\n")
     print(f"wrote {HERE / 'RESULTS.md'}")

@@ -13,7 +13,8 @@ import typing
 class Config:
     sampling: str = "seq"  # "seq": sequential partitioning | "random": random sampling
     reset_state: bool | None = None  # zero state at every minibatch; None: as the sampling scheme (random: yes)
-    cell: str = "rnn"  # key of cells.CELLS: "rnn" is the book's cell
+    cell: str = "rnn"  # key of cells.CELLS: "rnn" is the book's cell (8.5), "gru" (9.1), "lstm" (9.2)
+    num_layers: int = 1  # a stack of cells (9.3): layer l's outputs are layer l+1's inputs
     activation: str = "tanh"  # key of model.ACTIVATIONS
     encoder: str = "onehot"  # key of model.ENCODERS
     clip_norm: float | None = 1.0  # None: no gradient clipping
@@ -26,7 +27,8 @@ class Config:
     lr: float = 1.0
     optimizer: str = "sgd"  # "sgd" (the book) | "adam"
     dropout: float = 0.0  # fraction of the states fed to the output layer zeroed in training (not the book)
-    dropout_mask: str = "step"  # "step": a new dropout mask every time step | "sequence": one per minibatch row
+    layer_dropout: float = 0.0  # fraction of the states a layer feeds the layer above zeroed in training
+    dropout_mask: str = "step"  # dropout and layer_dropout: "step": a new mask every step | "sequence": one per row
     weight_drop: float = 0.0  # DropConnect: fraction of the recurrent weights (W_h*) zeroed per minibatch
     weight_decay: float = 0.0  # decoupled weight decay of the weight matrices (adam: AdamW), per unit of lr
     epochs: int = 500
@@ -59,6 +61,10 @@ EXPERIMENTS: dict[str, Config] = {
     "bf16": dataclasses.replace(BASE, matmul_dtype="bfloat16"),  # speed lever: does perplexity change?
     # sequential windows, the state reset to zeros at every minibatch (the book's code for its random-sampling run)
     "seq_reset": dataclasses.replace(BASE, reset_state=True),
+    # the book's next sections: GRU (9.1), LSTM (9.2), a two-layer LSTM (9.3), each with 256 hidden units
+    "gru": dataclasses.replace(BASE, cell="gru", hidden=256),
+    "lstm": dataclasses.replace(BASE, cell="lstm", hidden=256),
+    "deep": dataclasses.replace(BASE, cell="lstm", num_layers=2, hidden=256, lr=2.0),
     # the whole book, its last 10% held out: how the model does on text it has not seen
     # (Adam: SGD at lr 1 needs 50 epochs to reach 6.2 on held-out text, Adam 10 to reach 6.1)
     "full": dataclasses.replace(BASE, max_tokens=-1, val_fraction=0.1, optimizer="adam", lr=0.002, epochs=20,
@@ -80,7 +86,7 @@ RESUMABLE_FIELDS = frozenset({"epochs", "predict_every", "eval_every", "checkpoi
 
 CHOICES = {
     "sampling": ("seq", "random"),
-    "cell": ("rnn",),
+    "cell": ("rnn", "gru", "lstm"),
     "activation": ("tanh", "relu"),
     "encoder": ("onehot", "embed"),
     "backward": ("fused", "autodiff"),
@@ -120,7 +126,8 @@ def validate(cfg: Config) -> Config:
     for name, allowed in CHOICES.items():
         if getattr(cfg, name) not in allowed:
             raise ConfigError(f"{name}={getattr(cfg, name)!r} is not one of {', '.join(allowed)}")
-    for name in ("hidden", "embed_dim", "batch_size", "num_steps", "epochs", "keep_checkpoints", "max_skips"):
+    for name in ("hidden", "num_layers", "embed_dim", "batch_size", "num_steps", "epochs", "keep_checkpoints",
+                 "max_skips"):
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"{name} must be a positive integer, got {getattr(cfg, name)}")
     if cfg.max_tokens == 0 or cfg.max_tokens < -1:
@@ -132,11 +139,14 @@ def validate(cfg: Config) -> Config:
     for name in ("predict_every", "eval_every", "checkpoint_every", "devices"):
         if getattr(cfg, name) < 0:
             raise ConfigError(f"{name} must be >= 0, got {getattr(cfg, name)}")
-    for name in ("val_fraction", "test_fraction", "dropout", "weight_drop"):
+    for name in ("val_fraction", "test_fraction", "dropout", "layer_dropout", "weight_drop"):
         if not 0 <= getattr(cfg, name) < 1:
             raise ConfigError(f"{name} must be in [0, 1), got {getattr(cfg, name)}")
     if not cfg.weight_decay >= 0:
         raise ConfigError(f"weight_decay must be >= 0, got {cfg.weight_decay}")
+    if cfg.cell != "rnn" and cfg.activation != "tanh":
+        raise ConfigError(f"activation={cfg.activation!r} applies to the rnn cell; the book's {cfg.cell} has "
+                          "sigmoid gates and a tanh candidate")
     if cfg.val_fraction + cfg.test_fraction >= 0.9:
         raise ConfigError("val_fraction + test_fraction leave under 10% of the corpus to train on")
     return cfg

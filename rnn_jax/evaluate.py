@@ -35,7 +35,7 @@ def _sum_nll(params, inputs_CL, targets_CL, mask_CL, *, opts: tuple, hidden: int
         nll_L = optax.softmax_cross_entropy_with_integer_labels(logits_L1V[:, 0], targets_L)
         return state, jnp.sum(nll_L * mask_L)
 
-    state = model.zero_state(1, hidden, opts["cell"])
+    state = model.zero_state(1, hidden, opts["cell"], opts["num_layers"])
     return jnp.sum(jax.lax.scan(chunk, state, (inputs_CL, targets_CL, mask_CL))[1])
 
 

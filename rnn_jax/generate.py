@@ -27,27 +27,28 @@ def _choose(logits_SV: jax.Array, key: jax.Array, temperature: float, top_k: int
     return jax.random.categorical(key, logits_SV).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("num_chars", "num_samples", "cell", "activation", "encoder",
-                                             "dtype", "temperature", "top_k"))
+@functools.partial(jax.jit, static_argnames=("num_chars", "num_samples", "cell", "num_layers", "activation",
+                                             "encoder", "dtype", "temperature", "top_k"))
 def generate_ids(params: model.Params, prefix_P: jax.Array, key: jax.Array, *, num_chars: int,
-                 num_samples: int = 1, cell: str = "rnn", activation: str = "tanh", encoder: str = "onehot",
-                 dtype: str = "float32", temperature: float = 0.0, top_k: int = 0) -> jax.Array:
+                 num_samples: int = 1, cell: str = "rnn", num_layers: int = 1, activation: str = "tanh",
+                 encoder: str = "onehot", dtype: str = "float32", temperature: float = 0.0,
+                 top_k: int = 0) -> jax.Array:
     """Warm up on prefix[:-1] from a zero state, then feed prefix[-1] and emit num_chars ids: (S, N)."""
-    core = model.CELLS[cell]
     project = functools.partial(model.input_projection, params, encoder=encoder, dtype=dtype, cell=cell)  # a gather
+    # the cell (every layer), the first layer's gate inputs computed before
+    stack = functools.partial(model.advance, params, cell=cell, num_layers=num_layers, activation=activation,
+                              dtype=dtype)
 
-    def advance(state, xw_SG):  # the cell, with every gate's input part computed before
-        state, _ = core.recurrent_step(params, state, xw_SG, activation=activation, dtype=dtype)
-        return state, None
+    def advance(state, xw_SG):
+        return stack(state, xw_SG)[0], None
 
-    state = model.zero_state(num_samples, params["W_hq"].shape[0], cell)
+    state = model.zero_state(num_samples, params["W_hq"].shape[0], cell, num_layers)
     warm_SP = jnp.broadcast_to(prefix_P[None, :-1], (num_samples, prefix_P.shape[0] - 1))
     state, _ = jax.lax.scan(advance, state, project(warm_SP))
 
     def step(carry, key_t):
         state, tok_S = carry
-        state, h_SH = core.recurrent_step(params, state, project(tok_S[:, None])[0], activation=activation,
-                                          dtype=dtype)
+        state, h_SH = stack(state, project(tok_S[:, None])[0])
         tok_S = _choose(model.output_layer(params, h_SH, dtype), key_t, temperature, top_k)
         return (state, tok_S), tok_S
 
@@ -56,23 +57,24 @@ def generate_ids(params: model.Params, prefix_P: jax.Array, key: jax.Array, *, n
     return toks_NS.T
 
 
-def predict(params: model.Params, vocab, prefix: str, num_preds: int, *, cell: str = "rnn",
+def predict(params: model.Params, vocab, prefix: str, num_preds: int, *, cell: str = "rnn", num_layers: int = 1,
             activation: str = "tanh", encoder: str = "onehot", dtype: str = "float32") -> str:
     """The book's predict: the prefix as given + num_preds greedy characters; unknown characters warm up as <unk>."""
     if not prefix:
         raise ValueError("predict needs a non-empty prefix to warm up on")
     ids = generate_ids(params, jnp.asarray(vocab.encode(prefix)), jax.random.key(0), num_chars=num_preds,
-                       cell=cell, activation=activation, encoder=encoder, dtype=dtype)
+                       cell=cell, num_layers=num_layers, activation=activation, encoder=encoder, dtype=dtype)
     return prefix + vocab.decode(jax.device_get(ids[0]))
 
 
 def predict_loop(params: model.Params, vocab, prefix: str, num_preds: int, *, cell: str = "rnn",
-                 activation: str = "tanh", encoder: str = "onehot", dtype: str = "float32") -> str:
+                 num_layers: int = 1, activation: str = "tanh", encoder: str = "onehot",
+                 dtype: str = "float32") -> str:
     """The book's predict as written there (a jitted step and a host argmax per char); returns what predict does."""
     if not prefix:
         raise ValueError("predict needs a non-empty prefix to warm up on")
-    step = _jitted_step(cell, activation, encoder, dtype)
-    h_1H = model.zero_state(1, params["W_hq"].shape[0], cell)
+    step = _jitted_step(cell, num_layers, activation, encoder, dtype)
+    h_1H = model.zero_state(1, params["W_hq"].shape[0], cell, num_layers)
     prefix_ids = [int(i) for i in vocab.encode(prefix)]  # characters outside the vocabulary are <unk> (id 0)
     outputs = prefix_ids[:1]
     for y in prefix_ids[1:]:  # warm-up: feed the prefix, emit nothing
@@ -85,10 +87,11 @@ def predict_loop(params: model.Params, vocab, prefix: str, num_preds: int, *, ce
 
 
 @functools.cache
-def _jitted_step(cell: str, activation: str, encoder: str, dtype: str):
+def _jitted_step(cell: str, num_layers: int, activation: str, encoder: str, dtype: str):
     def step(params, state, tok_B):  # the cell's textbook step on the encoded character
         x_BI = model.ENCODERS[encoder](params, tok_B[None])[0]
-        state, h_BH = model.CELLS[cell].step(params, state, x_BI, activation=activation, dtype=dtype)
+        state, h_BH = model.step(params, state, x_BI, cell=cell, num_layers=num_layers, activation=activation,
+                                 dtype=dtype)
         return state, model.output_layer(params, h_BH, dtype)
     return jax.jit(step)
 

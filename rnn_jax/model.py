@@ -5,6 +5,11 @@
 gate's input part as one gather or product, the output layer as one product) and the cell's fused
 recurrence when it has one (the book's cell: a hand-written backward), which training uses by default.
 Both work for every entry of `cells.CELLS`; the state is the cell's pytree.
+
+A stack of `num_layers` cells (d2l 9.3): layer l's output sequence is layer l+1's input (a dense input,
+so its input part is one product), and the output layer reads the last layer. The first layer's
+parameters keep the book's names; layer l >= 2's carry the suffix `_l<l>` (`W_xh_l2`). A stack's state
+is a tuple with one entry per layer; one layer keeps the cell's bare state.
 """
 
 from __future__ import annotations
@@ -24,11 +29,25 @@ ENCODERS = {
 
 def options(cfg) -> dict:
     """The keyword arguments of forward, forward_fused and generation that a Config decides."""
-    return {"cell": cfg.cell, "activation": cfg.activation, "encoder": cfg.encoder, "dtype": cfg.matmul_dtype}
+    return {"cell": cfg.cell, "num_layers": cfg.num_layers, "activation": cfg.activation, "encoder": cfg.encoder,
+            "dtype": cfg.matmul_dtype}
+
+
+def layer_suffix(layer: int) -> str:
+    """'' for the first layer (index 0, the book's names), '_l2' for the second, ..."""
+    return "" if layer == 0 else f"_l{layer + 1}"
+
+
+def layer_params(params: Params, layer: int) -> Params:
+    """Layer `layer`'s cell parameters under the cell's own names."""
+    if layer == 0:
+        return params
+    suffix = layer_suffix(layer)
+    return {k[:-len(suffix)]: v for k, v in params.items() if k.endswith(suffix)}
 
 
 def init_params(key: jax.Array, vocab_size: int, hidden: int, *, encoder: str = "onehot",
-                embed_dim: int = 32, cell: str = "rnn") -> Params:
+                embed_dim: int = 32, cell: str = "rnn", num_layers: int = 1) -> Params:
     """The cell's weights and W_hq ~ N(0, 0.01^2), zero biases; `embed` (V, E) ~ N(0, 1) when encoder == 'embed'."""
     key_x, key_h, key_hq, key_embed = jax.random.split(key, 4)
     num_inputs = vocab_size if encoder == "onehot" else embed_dim
@@ -36,12 +55,16 @@ def init_params(key: jax.Array, vocab_size: int, hidden: int, *, encoder: str = 
               "W_hq": normal(key_hq, (hidden, vocab_size)), "b_q": jnp.zeros((vocab_size,), jnp.float32)}
     if encoder == "embed":
         params["embed"] = jax.random.normal(key_embed, (vocab_size, embed_dim), jnp.float32)
+    for layer in range(1, num_layers):  # layers above the first read the (B, H) outputs of the one below
+        key_x, key_h = jax.random.split(jax.random.fold_in(key, layer))
+        params |= {k + layer_suffix(layer): v for k, v in CELLS[cell].init(key_x, key_h, hidden, hidden).items()}
     return params
 
 
-def zero_state(batch_size: int, hidden: int, cell: str = "rnn") -> State:
-    """The state before the first character (zeros), a pytree of the cell's shape."""
-    return CELLS[cell].zero_state(batch_size, hidden)
+def zero_state(batch_size: int, hidden: int, cell: str = "rnn", num_layers: int = 1) -> State:
+    """The state before the first character (zeros), a pytree of the cell's shape (a tuple of them per layer)."""
+    state = CELLS[cell].zero_state(batch_size, hidden)
+    return state if num_layers == 1 else tuple(state for _ in range(num_layers))
 
 
 def init_hidden(batch_size: int, hidden: int) -> jax.Array:
@@ -59,15 +82,47 @@ def _dropout(hs_TBH: jax.Array, keep_TBH: jax.Array | None) -> jax.Array:
     return hs_TBH if keep_TBH is None else hs_TBH * keep_TBH
 
 
-def forward(params: Params, state: State, tokens_BT: jax.Array, *, cell: str = "rnn", activation: str = "tanh",
-            encoder: str = "onehot", dtype: str = "float32", keep_TBH: jax.Array | None = None):
-    """The textbook unroll: encode, scan the cell over time, project. Returns (logits_TBV, last state).
+def _layers(state: State, num_layers: int) -> tuple:
+    return (state,) if num_layers == 1 else tuple(state)
 
-    keep_TBH: an optional dropout mask (already scaled by 1/keep) on the states fed to the output layer.
+
+def _stacked(states: tuple, num_layers: int) -> State:
+    return states[0] if num_layers == 1 else tuple(states)
+
+
+def step(params: Params, state: State, x_BI: jax.Array, *, cell: str = "rnn", num_layers: int = 1,
+         activation: str = "tanh", dtype: str = "float32", keep_LBH: jax.Array | None = None):
+    """One character through every layer with the cell's textbook step: (state, x_BI) -> (state, top h_BH).
+
+    keep_LBH: optional dropout masks on the inputs of layers 2.. (row l - 1 for layer l)."""
+    states = []
+    for layer, s in enumerate(_layers(state, num_layers)):
+        if layer:
+            x_BI = x_BI if keep_LBH is None else x_BI * keep_LBH[layer - 1]
+        s, x_BI = CELLS[cell].step(layer_params(params, layer), s, x_BI, activation=activation, dtype=dtype)
+        states.append(s)
+    return _stacked(states, num_layers), x_BI
+
+
+def forward(params: Params, state: State, tokens_BT: jax.Array, *, cell: str = "rnn", num_layers: int = 1,
+            activation: str = "tanh", encoder: str = "onehot", dtype: str = "float32",
+            keep_TBH: jax.Array | None = None, keep_LTBH: jax.Array | None = None):
+    """The textbook unroll: encode, scan the cell (or stack) over time, project. Returns (logits_TBV, last state).
+
+    keep_TBH: an optional dropout mask (already scaled by 1/keep) on the states fed to the output layer;
+    keep_LTBH: the same on the outputs of layers 1..L-1 fed to the layer above (L - 1 masks).
     """
     x_TBI = ENCODERS[encoder](params, tokens_BT.T)
-    step = functools.partial(CELLS[cell].step, params, activation=activation, dtype=dtype)
-    state, hs_TBH = jax.lax.scan(step, state, x_TBI)
+    if num_layers == 1:
+        one = functools.partial(CELLS[cell].step, params, activation=activation, dtype=dtype)
+        state, hs_TBH = jax.lax.scan(one, state, x_TBI)
+    else:
+        def each(state, xs):
+            x_BI, keep_LBH = xs
+            return step(params, state, x_BI, cell=cell, num_layers=num_layers, activation=activation, dtype=dtype,
+                        keep_LBH=keep_LBH)
+        keep_TLBH = None if keep_LTBH is None else jnp.swapaxes(keep_LTBH, 0, 1)
+        state, hs_TBH = jax.lax.scan(each, state, (x_TBI, keep_TLBH))
     return output_layer(params, _dropout(hs_TBH, keep_TBH), dtype), state
 
 
@@ -80,13 +135,51 @@ def input_projection(params: Params, tokens_BT: jax.Array, encoder: str = "oneho
     return mm(ENCODERS[encoder](params, tokens_BT.T), W_IG, dtype) + b_G
 
 
-def forward_fused(params: Params, state: State, tokens_BT: jax.Array, *, cell: str = "rnn",
+def advance(params: Params, state: State, xw_BG: jax.Array, *, cell: str = "rnn", num_layers: int = 1,
+            activation: str = "tanh", dtype: str = "float32"):
+    """One character through every layer, the first layer's gate inputs given (input_projection):
+    (state, xw_BG) -> (state, top h_BH)."""
+    states, h_BH = [], None
+    for layer, s in enumerate(_layers(state, num_layers)):
+        p = layer_params(params, layer)
+        if layer:
+            W_HG, b_G = CELLS[cell].input_weights(p)
+            xw_BG = mm(h_BH, W_HG, dtype) + b_G
+        s, h_BH = CELLS[cell].recurrent_step(p, s, xw_BG, activation=activation, dtype=dtype)
+        states.append(s)
+    return _stacked(states, num_layers), h_BH
+
+
+def _upper_layers(params: Params, states: tuple, hs_TBH: jax.Array, keep_LTBH, *, cell: str, activation: str,
+                  dtype: str):
+    """Layers 2.. as one lax.scan over layers (compilation stays flat in depth): -> (top hs_TBH, their states)."""
+    names = [k[:-3] for k in params if k.endswith(layer_suffix(1))]
+    stacked = {n: jnp.stack([params[n + layer_suffix(layer)] for layer in range(1, len(states) + 1)]) for n in names}
+    states_L = jax.tree.map(lambda *s: jnp.stack(s), *states)
+
+    def layer(hs_TBH, xs):
+        p, state, keep_TBH = xs
+        W_HG, b_G = CELLS[cell].input_weights(p)
+        xw_TBG = mm(_dropout(hs_TBH, keep_TBH), W_HG, dtype) + b_G  # every step's gate inputs: one product
+        hs_TBH, state = unroll(CELLS[cell], p, state, xw_TBG, activation=activation, dtype=dtype)
+        return hs_TBH, state
+
+    hs_TBH, states_L = jax.lax.scan(layer, hs_TBH, (stacked, states_L, keep_LTBH))
+    return hs_TBH, tuple(jax.tree.map(lambda s, i=i: s[i], states_L) for i in range(len(states)))
+
+
+def forward_fused(params: Params, state: State, tokens_BT: jax.Array, *, cell: str = "rnn", num_layers: int = 1,
                   activation: str = "tanh", encoder: str = "onehot", dtype: str = "float32",
-                  keep_TBH: jax.Array | None = None):
+                  keep_TBH: jax.Array | None = None, keep_LTBH: jax.Array | None = None):
     """Same function as `forward`, shaped for speed. Returns (logits_TBV, last state)."""
+    states = _layers(state, num_layers)
     xw_TBG = input_projection(params, tokens_BT, encoder, dtype, cell)
-    hs_TBH, state = unroll(CELLS[cell], params, state, xw_TBG, activation=activation, dtype=dtype)
-    return output_layer(params, _dropout(hs_TBH, keep_TBH), dtype), state
+    hs_TBH, first = unroll(CELLS[cell], params, states[0], xw_TBG, activation=activation, dtype=dtype)
+    if num_layers == 1:
+        return output_layer(params, _dropout(hs_TBH, keep_TBH), dtype), first
+    hs_TBH, upper = _upper_layers(params, states[1:], hs_TBH, keep_LTBH, cell=cell, activation=activation,
+                                  dtype=dtype)
+    return output_layer(params, _dropout(hs_TBH, keep_TBH), dtype), (first, *upper)
 
 
 FORWARDS = {"autodiff": forward, "fused": forward_fused}

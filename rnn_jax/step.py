@@ -27,7 +27,7 @@ class TrainState(NamedTuple):
 
 
 def zero_state(cfg: Config, batch_size: int) -> model.State:
-    return model.zero_state(batch_size, cfg.hidden, cfg.cell)
+    return model.zero_state(batch_size, cfg.hidden, cfg.cell, cfg.num_layers)
 
 
 def stop_gradient(state: model.State) -> model.State:
@@ -72,16 +72,27 @@ def drop_weights(cfg: Config, params, key_dropout):
     return {**params, **dropped}
 
 
+def layer_dropout_masks(cfg: Config, tokens_BT: jax.Array, key_dropout) -> jax.Array | None:
+    """(L-1, T, B, H) keep masks scaled by 1/keep for the outputs of layers 1..L-1 fed to the layer above."""
+    if not cfg.layer_dropout or cfg.num_layers == 1 or key_dropout is None:
+        return None
+    keep = 1.0 - cfg.layer_dropout
+    shape = (cfg.num_layers - 1, tokens_BT.shape[1], tokens_BT.shape[0], cfg.hidden)
+    key_layers = jax.random.fold_in(key_dropout, 1)  # independent of the output layer's mask
+    return keep_mask(cfg, key_layers, keep, shape)
+
+
 def loss_fn(params, state, tokens_BT, targets_BT, cfg: Config, mask_BT=None, key_dropout=None):
     """Mean softmax cross-entropy over batch x time (over mask_BT's positions when given); aux = last state.
 
     With cfg.dropout and a key, that fraction of the states fed to the output layer is zeroed (training only);
+    with cfg.layer_dropout, that fraction of the states each layer feeds the layer above;
     with cfg.weight_drop, that fraction of the recurrent weights.
     """
     fwd = model.FORWARDS[cfg.backward]
     params = drop_weights(cfg, params, key_dropout)
     logits_TBV, state = fwd(params, state, tokens_BT, keep_TBH=dropout_mask(cfg, tokens_BT, key_dropout),
-                            **model.options(cfg))
+                            keep_LTBH=layer_dropout_masks(cfg, tokens_BT, key_dropout), **model.options(cfg))
     xent_TB = optax.softmax_cross_entropy_with_integer_labels(logits_TBV, targets_BT.T)
     if mask_BT is None:
         return xent_TB.mean(), state
@@ -111,13 +122,13 @@ def init_state(cfg: Config, vocab_size: int, tx: optax.GradientTransformation, s
     if params is None:
         key_init = jax.random.fold_in(jax.random.key(cfg.seed if seed is None else seed), 0)  # purpose 0: params
         params = model.init_params(key_init, vocab_size, cfg.hidden, encoder=cfg.encoder, embed_dim=cfg.embed_dim,
-                                   cell=cfg.cell)
+                                   cell=cfg.cell, num_layers=cfg.num_layers)
     return TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
 
 
 def _step_key(cfg: Config, state: TrainState):
     """The dropout key of this update: purpose 1 of the seed, folded with the step (None without dropout)."""
-    if not cfg.dropout and not cfg.weight_drop:
+    if not cfg.dropout and not cfg.layer_dropout and not cfg.weight_drop:
         return None
     return jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.seed), 1), state.step)
 

@@ -40,6 +40,34 @@ def test_flop_per_token_is_the_hand_count():
     assert variants.flop_per_token(512, 28) == 1_658_880  # the figure the package docstring quotes
 
 
+def test_flop_per_token_of_the_gated_cells_and_stacks_is_the_hand_count():
+    H, V = 3, 2
+    gru = 2 * H * 2 * H + 2 * H * H + 2 * H * V  # forward: h [W_hz|W_hr], (r*h) W_hh, h W_hq
+    lstm = 2 * H * 4 * H + 2 * H * V  # forward: h [W_hi|W_hf|W_ho|W_hc], h W_hq
+    assert variants.flop_per_token(H, V, "gru") == 3 * gru  # backward: twice the forward
+    assert variants.flop_per_token(H, V, "lstm") == 3 * lstm
+    upper = 2 * (2 * H * 4 * H)  # layer 2: its input product h1 W_x. and its recurrent product, 4 gates each
+    assert variants.flop_per_token(H, V, "lstm", num_layers=2) == 3 * (lstm + upper)
+
+
+@pytest.mark.parametrize("cell,products", [("rnn", 1), ("gru", 3), ("lstm", 4)])
+def test_matmul_limit_of_a_cell_counts_its_recurrent_products(cell, products):
+    clock = iter([1.0, 1.25]).__next__
+    run = throughput.matmul_limit(4, batch_size=2, steps=5, clock=clock, cell=cell)
+    assert run() == pytest.approx(2 * 2 * 4 * 4 * products * 5 / 0.25 / 1e9)
+
+
+def test_a_cells_rows_take_ratios_to_its_own_peers():
+    row = lambda reps: {"reps": reps, "rss": [1.0] * len(reps), "other": [None] * len(reps)}
+    rows = {"gru fused-epoch seq": row([300.0]), "gru torch-scratch seq": row([100.0]),
+            "gru torch-nn.GRU seq": row([200.0])}
+    got = {r["name"]: r for r in throughput.summarise(rows, gflops=[1.0], flop=1000, cell="gru")["rows"]}
+    assert (got["gru fused-epoch seq"]["ratio_to_torch_scratch"], got["gru fused-epoch seq"]["ratio_to_torch_fused"]) \
+        == (3.0, 1.5)
+    assert throughput.peers("lstm") == {"lstm torch-scratch": ["--cell", "lstm"],
+                                        "lstm torch-nn.LSTM": ["--cell", "lstm", "--concise"]}
+
+
 def test_spread_and_median_skip_nothing_but_none():
     assert common.spread([3.0, 1.0, 10.0, 2.0]) == {"median": 2.5, "min": 1.0, "max": 10.0,
                                                     "reps": [3.0, 1.0, 10.0, 2.0]}
@@ -83,7 +111,7 @@ def test_throughput_sets_the_ratio_to_a_peer_from_the_measured_rate(data_dir, fa
     xla = {"argument": 2**20, "output": 2**20, "temp": 2**21, "alias": 2**20}
     monkeypatch.setattr(throughput, "build", lambda cfg, vocab_size, batches, per_step: (lambda epochs: 3000.0, 0.25,
                                                                                            xla))
-    monkeypatch.setattr(throughput, "matmul_limit", lambda hidden, steps: lambda: 2.0)  # GFLOP/s
+    monkeypatch.setattr(throughput, "matmul_limit", lambda hidden, steps, cell: lambda: 2.0)  # GFLOP/s
     args = quick_args("--variants", "fused-epoch", "--samplings", "seq,random", "--reps", "2", *fake_peer)
     corpus = data.resolve_corpus(None, str(data_dir))
     out = throughput.throughput(args, corpus, None, "v" * 28)

@@ -5,6 +5,7 @@ import json
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -24,14 +25,15 @@ def test_every_experiment_trains_a_few_steps(name):
     X = np.random.default_rng(0).integers(1, 28, (3, 4, 5), dtype=np.int32)
     state, h, metrics = step_lib.make_train_epoch(cfg, tx)(step_lib.init_state(cfg, 28, tx), X, np.roll(X, -1, -1))
     assert metrics["loss"].shape == (3,) and np.all(np.isfinite(metrics["loss"])), name
-    assert int(state.step) == 3 and h.shape == (4, 16)
+    assert int(state.step) == 3 and all(leaf.shape == (4, 16) for leaf in jax.tree.leaves(h))  # a pytree state
 
 
 def test_experiments_differ_from_the_base_only_where_declared():
     declared = {"seq": set(), "random": {"sampling"}, "relu": {"activation"},
                 "relu_noclip": {"activation", "clip_norm"}, "embed": {"encoder"}, "noclip": {"clip_norm"},
                 "nodetach": {"detach", "epochs"},
-                "bf16": {"matmul_dtype"}, "seq_reset": {"reset_state"}}
+                "bf16": {"matmul_dtype"}, "seq_reset": {"reset_state"}, "gru": {"cell", "hidden"},
+                "lstm": {"cell", "hidden"}, "deep": {"cell", "num_layers", "hidden", "lr"}}
     for name, fields in declared.items():
         cfg = config.EXPERIMENTS[name]
         changed = {f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(config.BASE, f.name)}

@@ -22,6 +22,7 @@ from rnn_jax.bench.report import print_report
 from rnn_jax.bench.scaling import scaling
 from rnn_jax.bench.throughput import throughput
 from rnn_jax.bench.variants import VARIANTS, build
+from rnn_jax.cells import CELLS
 
 SECTIONS = ("throughput", "compile", "generation", "scaling", "devices", "contention", "e2e")
 
@@ -35,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sections", type=strs, default=list(SECTIONS[:-1]), help=f"any of {','.join(SECTIONS)}")
     p.add_argument("--variants", type=strs, default=list(VARIANTS), help=f"any of {','.join(VARIANTS)}")
     p.add_argument("--samplings", type=strs, default=None, help="seq,random (default both; quick: seq)")
+    p.add_argument("--cells", type=strs, default=["rnn"], help="cells of the throughput, compile and scaling "
+                   f"sections: any of {','.join(CELLS)} (default rnn; the book trains gru and lstm with --hidden 256)")
+    p.add_argument("--depths", type=ints, default=[1], help="num_layers values of the compile section (default 1)")
     p.add_argument("--reps", type=int, default=None, help="alternating repetitions (default 5; quick 2)")
     p.add_argument("--epochs", type=int, default=None, help="timed epochs per measurement (default 10; quick 2)")
     p.add_argument("--contention-reps", type=int, default=None, help="(default min(reps, 3); quick 1)")
@@ -66,7 +70,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.contention_reps = args.contention_reps or (1 if q else min(args.reps, 3))
     args.sections += ["e2e"] * (args.e2e and "e2e" not in args.sections)
     for name, got, allowed in (("section", args.sections, SECTIONS), ("variant", args.variants, VARIANTS),
-                               ("sampling", args.samplings, ("seq", "random"))):
+                               ("sampling", args.samplings, ("seq", "random")), ("cell", args.cells, CELLS)):
         if set(got) - set(allowed):
             raise SystemExit(f"error: unknown {name} {sorted(set(got) - set(allowed))}; known: {', '.join(allowed)}")
     if args.peer_python and not args.peer_script.is_file():

@@ -23,9 +23,15 @@ def print_throughput(report: dict) -> None:
     print_table(f"throughput, tokens/s over {report['args']['reps']} alternating reps (fp32 limit "
                 f"{lim['gflop_per_s']['median']:.0f} GFLOP/s = {lim['tokens_per_s']:,.0f} tokens/s)",
                 report["throughput"]["rows"], [("variant", "name", ""), *TOKENS,
-                ("vs torch", "ratio_to_torch_scratch", ".2f"), ("of limit", "fraction_of_fp32_limit", ".2f"),
+                ("vs torch", "ratio_to_torch_scratch", ".2f"), ("vs fused", "ratio_to_torch_fused", ".2f"),
+                ("of limit", "fraction_of_fp32_limit", ".2f"),
                 ("compile s", "compile_s", ".2f"), ("xla MB", "xla_mb", ".1f"), ("rss MB", "peak_rss_mb", ",.0f"),
                 ("other cores", "other_cores", ".2f")])
+    for cell, lim in report["throughput"].get("limits", {}).items():
+        print(f"fp32 limit of {cell}: {lim['gflop_per_s']['median']:.0f} GFLOP/s over {lim['flop_per_token']:,} "
+              f"FLOP/token = {lim['tokens_per_s']:,.0f} tokens/s")
+    print("vs torch: / the book's PyTorch scratch cell; vs fused: / torch's nn.RNN, nn.GRU or nn.LSTM; "
+          "of limit: / the cell's fp32 limit")
     print("xla MB: arguments + outputs + temporaries - aliased, of one jitted call (a step or an epoch); "
           "rss MB: peak RSS of the peer's process, or of this process so far;\nother cores: CPU other "
           "processes used during the measurement (median over reps); figures with > 0.1 are disturbed")
@@ -33,7 +39,8 @@ def print_throughput(report: dict) -> None:
 
 def print_compile(report: dict) -> None:
     print_table("compile seconds of the train epoch", report["compile"],
-                [("variant", "name", ""), ("T", "num_steps", "d"), ("compile s", "compile_s", ".2f")])
+                [("variant", "name", ""), ("cell", "cell", ""), ("layers", "num_layers", "d"), ("T", "num_steps", "d"),
+                 ("compile s", "compile_s", ".2f")])
 
 
 def print_generation(report: dict) -> None:
@@ -46,7 +53,7 @@ def print_generation(report: dict) -> None:
 
 def print_scaling(report: dict) -> None:
     print_table("scaling of fused-epoch (seq)", report["scaling"], [
-        ("H", "hidden", "d"), ("T", "num_steps", "d"), ("tokens/s", "tokens_per_s", ",.0f"),
+        ("cell", "cell", ""), ("H", "hidden", "d"), ("T", "num_steps", "d"), ("tokens/s", "tokens_per_s", ",.0f"),
         ("GFLOP/s", "gflop_per_s", ".1f"), ("compile s", "compile_s", ".2f"), ("xla MB", "xla_mb", ".1f"),
         *[(f"{k[:4]} MB", f"xla_{k}_mb", ".1f") for k in ("argument", "output", "temp")],
         ("rss MB", "peak_rss_mb", ",.0f"), ("other cores", "other_cores", ".2f")])

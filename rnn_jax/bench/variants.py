@@ -20,9 +20,14 @@ VARIANTS = {  # name -> (Config overrides, one jitted step per minibatch from Py
 }
 
 
-def flop_per_token(hidden: int, vocab: int) -> int:
-    """6 H (H + V): h W_hh and h W_hq forward (2 H^2 + 2 H V), twice that backward."""
-    return 6 * hidden * (hidden + vocab)
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}  # (H, H) recurrent products per step: h W_hh | z, r, h~ | i, f, o, c~
+
+
+def flop_per_token(hidden: int, vocab: int, cell: str = "rnn", num_layers: int = 1) -> int:
+    """6 H (k (2L - 1) H + V) for a cell of k gates, L layers: forward 2 k H^2 per layer's recurrent product,
+    2 k H^2 per upper layer's input product (the first layer's is a row gather), 2 H V for h W_hq; backward
+    twice the forward. The book's RNN: 6 H (H + V); GRU 6 H (3 H + V); LSTM 6 H (4 H + V)."""
+    return 6 * hidden * (GATES[cell] * (2 * num_layers - 1) * hidden + vocab)
 
 
 def xla_mb(xla: dict) -> float:

@@ -1,0 +1,31 @@
+"""The book's next sections at their settings: GRU (9.1) and LSTM (9.2) from scratch, and a two-layer LSTM
+(9.3, lr 2), 256 hidden units, 500 epochs; several seeds each. Records land in experiments/results/.
+
+    python experiments/gated.py               # gru, lstm and deep, 3 seeds each
+    python experiments/gated.py gru --seeds 5
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import parser, run_seeds  # noqa: E402
+
+from rnn_jax import config  # noqa: E402
+
+NAMES = ("gru", "lstm", "deep")
+
+
+def main(argv=None) -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("names", nargs="*", default=list(NAMES), help=f"any of {', '.join(NAMES)}")
+    args = p.parse_args(argv)
+    for name in args.names:
+        run_seeds(name, name, config.EXPERIMENTS[name], args)
+
+
+if __name__ == "__main__":
+    main()
