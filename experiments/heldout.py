@@ -31,9 +31,9 @@ BASE = dataclasses.replace(config.EXPERIMENTS["heldout"], predict_every=0)
 NGRAM_ORDERS = range(2, 11)
 NGRAM_DISCOUNTS = (None, 0.6, 0.7, 0.8, 0.9, 1.0)  # None: Ney's estimate n1 / (n1 + 2 n2), one per order
 # Dynamic evaluation: (update rule, step size) x segment length, chosen on the validation text of seed 0.
-DYNAMIC_STEPS = (("sgd", 0.005), ("sgd", 0.01), ("sgd", 0.02), ("sgd", 0.04), ("rms", 1e-4), ("rms", 2e-4),
-                 ("rms", 4e-4))
-DYNAMIC_SEGMENTS = (20, 50)
+DYNAMIC_STEPS = (("sgd", 0.01), ("sgd", 0.02), ("sgd", 0.04), ("rms", 1e-4), ("rms", 2e-4), ("rms", 4e-4),
+                 ("rms", 8e-4), ("rms", 1.6e-3))
+DYNAMIC_SEGMENTS = (10, 20, 50)
 
 # Each family (cell and depth, with its step size) and the regularisation settings its screening compares.
 SEQ = {"dropout_mask": "sequence"}

@@ -387,8 +387,9 @@ def val_curves_heldout(rec: dict) -> str:
             k = min(len(c) for c in m["val_curves"])
             ax.plot(np.arange(1, k + 1), np.mean([c[:k] for c in m["val_curves"]], 0), lw=2.5,
                     label=f"{n} {m['regulariser']} ({len(m['val_curves'])} seeds)")
+    chosen = {f"{n} {m['regulariser']}" for n, m in rec["models"].items() if m["kind"] == "rnn"}
     for n, s in rec["screening"].items():
-        if s.get("val_curve"):
+        if s.get("val_curve") and n not in chosen:  # a chosen configuration's seed 0 is in its mean already
             ax.plot(np.arange(1, len(s["val_curve"]) + 1), s["val_curve"], lw=0.9, alpha=0.8, label=f"{n} (seed 0)")
     best = min((m for m in rec["models"].values() if m["kind"] == "ngram"), key=lambda m: m["val_perplexity"]["mean"])
     ax.axhline(best["val_perplexity"]["mean"], color="k", ls="--", lw=1,
