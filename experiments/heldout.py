@@ -202,7 +202,7 @@ def main(argv=None) -> None:
     ngrams = ngram_models(text)
     print(f"n-grams chosen on validation ({time.perf_counter() - t0:.0f} s)", flush=True)
     root = RUNS / out
-    if args.fresh:
+    if args.fresh or args.smoke:  # a smoke test always trains
         fresh(root)
     screened = screen(families, args, root)
     finals = final_runs(choose(screened, families), args, root)
