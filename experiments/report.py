@@ -222,7 +222,7 @@ def main() -> None:
                       "scratch GRU and LSTM after 500 epochs (1.0 for the concise ones and the two-layer LSTM). "
                       + "; ".join(f"`{n}` ends at {mean_of(n):.3f}, held-out {mean_of(n, 'val_perplexity'):.1f}"
                                   for n in names[1:]) + ".")
-    md += seed_cost_section() + sampling_section() + hparams_section() + other_books_section()
+    md += seed_cost_section() + sampling_section() + hparams_section() + other_books_section() + heldout_section()
     (HERE / "RESULTS.md").write_text("\n".join(md) + "\n")
     print(f"wrote {HERE / 'RESULTS.md'}")
 
@@ -342,6 +342,94 @@ def other_books_section() -> list[str]:
                if gram < best_rnn else f"The best RNN ({best_rnn:.2f}) beats the 5-gram fit on the same "
                                        f"characters ({gram:.2f})."), ""]
     return out
+
+
+def heldout_section(name: str = "heldout") -> list[str]:
+    """Beating counting: test perplexity of every model under the 80/10/10 protocol, the targets, the curves."""
+    rec = load(name)
+    if rec is None:
+        return []
+    models = sorted(rec["models"].items(), key=lambda kv: kv[1]["test_perplexity"]["mean"])
+    sizes = rec["split_tokens"]
+    out = ["## Beating counting", "",
+           f"The whole book split by position: train {sizes['train']:,}, validation {sizes['val']:,}, test "
+           f"{sizes['test']:,} characters. Every choice is made on validation (each run's epoch by its best "
+           "checkpoint, each family's regularisation by a one-seed screening, dynamic evaluation's rule, step and "
+           "segment on seed 0, each n-gram order's discount); the test part is scored once, as one stream continuing "
+           "the text before it. Every model is fit on the training part only. RNNs: mean ± std over "
+           f"{max(len(m['test_perplexity']['seeds']) for _, m in models)} seeds; n-grams are deterministic.", "",
+           "| model | evaluation | test perplexity | test bits/char | validation perplexity | chosen on validation |",
+           "|---|---|---|---|---|---|"]
+    fig = lambda m, k: f"{m[k]['mean']:.3f}" if m["kind"] == "ngram" else pm(m[k])
+    out += [f"| {n} | {m['evaluation']} | {fig(m, 'test_perplexity')} | {fig(m, 'test_bits_per_char')} | "
+            f"{fig(m, 'val_perplexity')} | {_chosen(m)} |" for n, m in models]
+    out += ["", val_curves_heldout(rec), "", *heldout_screening(rec), *heldout_targets(rec), ""]
+    return out
+
+
+def _chosen(m: dict) -> str:
+    """What validation chose for a model, in a few words."""
+    if m["kind"] == "ngram":
+        return f"discount {m['config']['discount']}"
+    text = f"{m['regulariser']}, epoch {m['best_epoch']['mean']:.0f}"
+    if m["evaluation"] == "dynamic":
+        d = m["dynamic"]
+        text += f"; {d['rule']} step {d['lr']:g}, segments of {d['segment']}"
+    return text
+
+
+def val_curves_heldout(rec: dict) -> str:
+    """Validation perplexity per epoch: each screened configuration (seed 0, thin) and each chosen one (mean over
+    seeds, thick), against the best n-gram's (a flat line)."""
+    fig, ax = plt.subplots(figsize=(7.2, 4.4), dpi=110)
+    for n, m in rec["models"].items():
+        if m["kind"] == "rnn" and m["evaluation"] == "static":
+            k = min(len(c) for c in m["val_curves"])
+            ax.plot(np.arange(1, k + 1), np.mean([c[:k] for c in m["val_curves"]], 0), lw=2.5,
+                    label=f"{n} {m['regulariser']} ({len(m['val_curves'])} seeds)")
+    chosen = {f"{n} {m['regulariser']}" for n, m in rec["models"].items() if m["kind"] == "rnn"}
+    for n, s in rec["screening"].items():
+        if s.get("val_curve") and n not in chosen:  # a chosen configuration's seed 0 is in its mean already
+            ax.plot(np.arange(1, len(s["val_curve"]) + 1), s["val_curve"], lw=0.9, alpha=0.8, label=f"{n} (seed 0)")
+    best = min((m for m in rec["models"].values() if m["kind"] == "ngram"), key=lambda m: m["val_perplexity"]["mean"])
+    ax.axhline(best["val_perplexity"]["mean"], color="k", ls="--", lw=1,
+               label=f"{best['config']['n']}-gram KN (best n-gram)")
+    return save_figure(fig, ax, FIGURES / f"{rec['name']}.png", "Validation perplexity (the book, 80/10/10)",
+                       "validation perplexity", legend_size=7)
+
+
+def heldout_screening(rec: dict) -> list[str]:
+    """The one-seed screening each family's regularisation was chosen from."""
+    out = ["Screening (seed 0, lowest validation perplexity over the epochs):", "",
+           "| family and regularisation | best validation perplexity |", "|---|---|"]
+    out += [f"| {n} | {s['best_val_perplexity']:.3f} |" for n, s in rec["screening"].items()]
+    return out + [""]
+
+
+def heldout_targets(rec: dict) -> list[str]:
+    """Each target against the best n-gram's test perplexity, with the numbers."""
+    models = rec["models"]
+    ngram = min((m for m in models.values() if m["kind"] == "ngram"), key=lambda m: m["val_perplexity"]["mean"])
+    ref = ngram["test_perplexity"]["mean"]
+    rnn = lambda ev, fam="": {n: m for n, m in models.items() if m["kind"] == "rnn" and m["evaluation"] == ev
+                              and n.startswith(fam)}
+    best = lambda ms: min(ms.items(), key=lambda kv: kv[1]["val_perplexity"]["mean"]) if ms else None
+    lines = [f"The n-gram chosen on validation is the {ngram['config']['n']}-gram (discount "
+             f"{ngram['config']['discount']}): test perplexity {ref:.3f}."]
+    for label, ev in (("static", "static"), ("dynamic", "dynamic")):
+        b = best(rnn(ev))
+        if b:
+            ratio = b[1]["test_perplexity"]["mean"] / ref
+            verdict = f" (target <= 0.95x: {'met' if ratio <= 0.95 else 'not met'})" if ev == "static" else ""
+            lines.append(f"Best recurrent model by validation, {label} evaluation: {b[0]}, test "
+                         f"{pm(b[1]['test_perplexity'])}, {ratio:.3f}x the n-gram{verdict}.")
+    for ev in ("static", "dynamic"):
+        b = best(rnn(ev, "rnn-tanh"))
+        if b:
+            t = b[1]["test_perplexity"]["mean"]
+            lines.append(f"The book's tanh RNN, regularised, {ev}: {t:.3f} against {ref:.3f} "
+                         f"({'at or below' if t <= ref else 'above'} the best n-gram).")
+    return [" ".join(lines)]
 
 
 if __name__ == "__main__":

@@ -71,8 +71,12 @@ def _kn_counts(ids: np.ndarray, k: int, vocab_size: int, top: bool) -> tuple[np.
     return np.unique(np.concatenate([left, codes[:1]]), return_counts=True)
 
 
-def fit_ngram(train_ids, vocab_size: int, n: int) -> CountLM:
-    """Interpolated Kneser-Ney n-gram (n >= 1) fitted on train_ids; see the module docstring for the method."""
+def fit_ngram(train_ids, vocab_size: int, n: int, discount_d: float | None = None) -> CountLM:
+    """Interpolated Kneser-Ney n-gram (n >= 1) fitted on train_ids; see the module docstring for the method.
+
+    discount_d: one absolute discount in (0, 1] for every order instead of Ney's estimate per order (None)."""
+    if discount_d is not None and not 0 < discount_d <= 1:
+        raise ValueError(f"a discount must lie in (0, 1], got {discount_d}")
     ids = _check_ids(train_ids, vocab_size)
     if n < 1 or len(ids) < n:
         raise ValueError(f"need n >= 1 and at least n training tokens; got n={n}, {len(ids)} tokens")
@@ -81,7 +85,7 @@ def fit_ngram(train_ids, vocab_size: int, n: int) -> CountLM:
     V, keys, probs = vocab_size, [], []
     for k in range(1, n + 1):  # order k: contexts of j = k - 1 tokens, backing off to order k - 1
         codes, counts = _kn_counts(ids, k, V, top=k == n)
-        d = discount(counts)
+        d = discount(counts) if discount_d is None else discount_d
         ctx, word = codes // V, codes % V
         ctx_keys, row = np.unique(ctx, return_inverse=True)
         total = np.bincount(row, weights=counts)
@@ -144,6 +148,18 @@ def evaluate_baselines(train_ids, eval_ids, vocab_size: int, max_n: int = 5, con
     if context is None:
         context = train_ids if context_from_train else ()
     return {name: metrics(cross_entropy(m, eval_ids, context)) for name, m in models.items()}
+
+
+def select_ngram(train_ids, val_ids, vocab_size: int, orders, discounts, context=None) -> tuple[dict, list[dict]]:
+    """Every (order, discount) fitted on train_ids and scored on val_ids (continuing `context`); discount None is
+    Ney's estimate per order. Returns (the best by validation loss, every row), each row {n, discount, loss, ...}."""
+    rows = []
+    for n in orders:
+        for d in discounts:
+            m = fit_ngram(train_ids, vocab_size, n, d)
+            rows.append({"n": n, "discount": d, **metrics(cross_entropy(m, val_ids, train_ids if context is None
+                                                                        else context))})
+    return min(rows, key=lambda r: r["loss"]), rows
 
 
 class UsageError(ValueError):

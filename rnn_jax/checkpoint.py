@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import logging
+import re
 import sys
 import time
 import zipfile
@@ -62,12 +63,19 @@ def checksums(tree) -> dict:
             for p, x in leaves}
 
 
+def _canonical(path: str) -> str:
+    """A leaf path with attribute steps written as keys: a restore without a target tree gives the optimizer's
+    NamedTuple states (`.count`) back as dicts (`['count']`), the same leaves."""
+    return re.sub(r"\.(\w+)", r"['\1']", path)
+
+
 def verify(tree, recorded: dict | None, where) -> None:
     """Raises CheckpointError naming `where` when tree's arrays are not the ones whose checksums were recorded."""
     if recorded is None:
         raise CheckpointError(f"{where} records no checksum of its arrays, so it cannot be verified; it was not "
                               "written by this version of rnn_jax")
-    leaves = {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    leaves = {_canonical(jax.tree_util.keystr(p)): x for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    recorded = {_canonical(k): v for k, v in recorded.items()}
     for path in sorted(set(leaves) | set(recorded)):
         want = recorded.get(path)
         if path not in leaves or want is None or _leaf_digest(leaves[path], want["dtype"]) != want["sha256"]:

@@ -2,6 +2,7 @@
 
     python -m rnn_jax.evaluate --run-dir RUN                      # the run's own validation split
     python -m rnn_jax.evaluate --run-dir RUN --corpus other.txt   # any text, mapped to the run's vocabulary
+    python -m rnn_jax.evaluate --run-dir RUN --best --split test --dynamic --dynamic-lr 0.1 --dynamic-segment 50
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import optax
 
 from rnn_jax import checkpoint, data, model, rundir
 from rnn_jax import config as config_lib
+from rnn_jax import step as step_lib
 
 CHUNK = 1024  # tokens per scan chunk; the state flows from chunk to chunk
 
@@ -43,13 +45,7 @@ def evaluate(params, tokens: np.ndarray, cfg: config_lib.Config, *, context: np.
     With `context` (the text just before, e.g. the training part), its last token is the first input,
     so every token of `tokens` is scored; without it the first token is only an input.
     """
-    tokens = np.asarray(tokens, np.int32)
-    if context is not None and len(context):
-        inputs, targets = np.concatenate([context[-1:], tokens[:-1]]), tokens
-    else:
-        inputs, targets = tokens[:-1], tokens[1:]
-    if len(targets) == 0:
-        raise data.DataError("nothing to evaluate: the held-out text is empty (is --val-fraction 0?)")
+    inputs, targets = _stream(tokens, context)
     n_chunks = -(-len(targets) // CHUNK)
     pad = n_chunks * CHUNK - len(targets)
     shape = lambda a: np.pad(a, (0, pad)).reshape(n_chunks, CHUNK)
@@ -57,6 +53,85 @@ def evaluate(params, tokens: np.ndarray, cfg: config_lib.Config, *, context: np.
                      opts=tuple(sorted(model.options(cfg).items())), hidden=cfg.hidden)
     loss = float(total) / len(targets)
     return {"loss": loss, "perplexity": math.exp(loss), "bits_per_char": loss / math.log(2), "tokens": len(targets)}
+
+
+def _stream(tokens: np.ndarray, context: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs, targets) of a held-out text: with context its last token is the first input, as in `evaluate`."""
+    tokens = np.asarray(tokens, np.int32)
+    if context is not None and len(context):
+        inputs, targets = np.concatenate([np.asarray(context[-1:], np.int32), tokens[:-1]]), tokens
+    else:
+        inputs, targets = tokens[:-1], tokens[1:]
+    if len(targets) == 0:
+        raise data.DataError("nothing to evaluate: the held-out text is empty (is --val-fraction 0?)")
+    return inputs, targets
+
+
+RMS_DECAY, RMS_EPS = 0.99, 1e-8  # RMS-normalised steps: running mean of g^2 over the segments already scored
+
+
+def _dynamic_update(rule: str, lr, decay, params, p, grads, ms, k):
+    """One step of dynamic evaluation: SGD, or SGD on g / RMS(g) with the RMS of the segments so far (bias-corrected,
+    as in RMSprop/Adam); either way then decay * (trained - current) back towards the trained parameters."""
+    if rule == "rms":
+        ms = jax.tree.map(lambda m, g: RMS_DECAY * m + (1 - RMS_DECAY) * g * g, ms, grads)
+        grads = jax.tree.map(lambda g, m: g / (jnp.sqrt(m / (1 - RMS_DECAY ** k)) + RMS_EPS), grads, ms)
+    return jax.tree.map(lambda w, g, w0: w - lr * g + decay * (w0 - w), p, grads, params), ms
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "rule"))
+def _dynamic_nll(params, inputs_SL, targets_SL, mask_SL, lr, decay, *, cfg: config_lib.Config, rule: str):
+    """Summed loss of each segment under the parameters updated on the segments before it only: (S,)."""
+    def seg_loss(p, state, inputs_L, targets_L, mask_L):
+        logits_L1V, state = model.forward_fused(p, state, inputs_L[None], **model.options(cfg))
+        nll = jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits_L1V[:, 0], targets_L) * mask_L)
+        return nll / jnp.maximum(jnp.sum(mask_L), 1.0), (nll, state)
+
+    def segment(carry, seg):
+        p, state, ms, k = carry
+        # one forward pass both scores the segment and gives its gradient: the score comes before the update
+        grads, (nll, state) = jax.grad(seg_loss, has_aux=True)(p, step_lib.stop_gradient(state), *seg)
+        p, ms = _dynamic_update(rule, lr, decay, params, p, grads, ms, k + 1)
+        return (p, state, ms, k + 1), nll
+
+    carry = (params, step_lib.zero_state(cfg, 1), jax.tree.map(jnp.zeros_like, params), jnp.zeros((), jnp.float32))
+    return jax.lax.scan(segment, carry, (inputs_SL, targets_SL, mask_SL))[1]
+
+
+def dynamic_segment_losses(params, tokens: np.ndarray, cfg: config_lib.Config, *, lr: float, segment: int,
+                           decay: float = 0.0, rule: str = "sgd",
+                           context: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Dynamic evaluation (Krause et al. 2018), one jitted scan over segments: each segment of the stream is scored,
+    then the parameters take one step on its mean loss (rule "sgd", or "rms": RMS-normalised) and decay * (trained -
+    current) back towards the trained ones, the state carried throughout. Returns (summed loss, tokens) per segment."""
+    inputs, targets = _stream(tokens, context)
+    n_seg = -(-len(targets) // segment)
+    pad = n_seg * segment - len(targets)
+    shape = lambda a: np.pad(a, (0, pad)).reshape(n_seg, segment)
+    mask = shape(np.ones(len(targets), np.float32))
+    nll = _dynamic_nll(params, shape(inputs), shape(targets), mask, jnp.float32(lr), jnp.float32(decay), cfg=cfg,
+                       rule=rule)
+    return np.asarray(nll, np.float64), mask.sum(1)
+
+
+def dynamic_evaluate(params, tokens: np.ndarray, cfg: config_lib.Config, *, lr: float, segment: int,
+                     decay: float = 0.0, rule: str = "sgd", context: np.ndarray | None = None) -> dict:
+    """`evaluate`'s figures under dynamic evaluation (see dynamic_segment_losses); never trains before scoring."""
+    nll, counts = dynamic_segment_losses(params, tokens, cfg, lr=lr, segment=segment, decay=decay, rule=rule,
+                                         context=context)
+    loss = float(nll.sum() / counts.sum())
+    return {"loss": loss, "perplexity": math.exp(loss), "bits_per_char": loss / math.log(2),
+            "tokens": int(counts.sum())}
+
+
+def _check_dynamic(args) -> None:
+    """Rejects dynamic-evaluation options that cannot run, before loading anything."""
+    if not (math.isfinite(args.dynamic_lr) and args.dynamic_lr >= 0):
+        raise config_lib.ConfigError(f"--dynamic-lr must be a finite number >= 0, got {args.dynamic_lr}")
+    if args.dynamic_segment < 1:
+        raise config_lib.ConfigError(f"--dynamic-segment must be at least 1, got {args.dynamic_segment}")
+    if not 0 <= args.dynamic_decay < 1:
+        raise config_lib.ConfigError(f"--dynamic-decay must be in [0, 1), got {args.dynamic_decay}")
 
 
 def check_corpus(path: Path, saved: dict) -> None:
@@ -80,8 +155,18 @@ def main(argv=None) -> int:
                         "instead of its latest")
     parser.add_argument("--baselines", action="store_true", help="also score n-gram baselines fit on the run's "
                         "training text")
+    parser.add_argument("--dynamic", action="store_true", help="also score with dynamic evaluation: each segment "
+                        "scored, then one step on it (Krause et al. 2018)")
+    parser.add_argument("--dynamic-lr", type=float, default=0.1, help="SGD step of dynamic evaluation (default 0.1)")
+    parser.add_argument("--dynamic-segment", type=int, default=50, help="characters per dynamic-evaluation "
+                        "segment (default 50)")
+    parser.add_argument("--dynamic-rule", choices=("sgd", "rms"), default="sgd", help="sgd: plain steps; rms: "
+                        "steps divided by the running RMS of the gradients scored so far (default sgd)")
+    parser.add_argument("--dynamic-decay", type=float, default=0.0, help="pull back towards the trained "
+                        "parameters after each step, in [0, 1) (default 0)")
     args = parser.parse_args(argv)
     try:
+        _check_dynamic(args)
         cfg, vocab, params, saved = rundir.load_run(args.run_dir, best=args.best)
         own = data.resolve_corpus(None, args.data_dir) if args.data_dir else Path(saved["data"]["path"])
         parts = data.splits(vocab.encode(data.load_text(own, cfg.preprocess)), cfg)
@@ -98,6 +183,10 @@ def main(argv=None) -> int:
         else:
             tokens, context = parts[args.split or "val"]
         result = {"rnn": evaluate(params, tokens, cfg, context=context)}
+        if args.dynamic:
+            result["rnn-dynamic"] = dynamic_evaluate(params, tokens, cfg, lr=args.dynamic_lr,
+                                                     segment=args.dynamic_segment, decay=args.dynamic_decay,
+                                                     rule=args.dynamic_rule, context=context)
         if args.baselines:
             from rnn_jax import baselines
             result.update(baselines.evaluate_baselines(parts["train"][0], tokens, len(vocab),
@@ -108,9 +197,9 @@ def main(argv=None) -> int:
     except OSError as e:
         print(f"error: {rundir.describe_os_error(e)}", file=sys.stderr)
         return 1
-    print(f"{'model':<10} {'perplexity':>10} {'bits/char':>10} {'tokens':>9}")
+    print(f"{'model':<11} {'perplexity':>10} {'bits/char':>10} {'tokens':>9}")
     for name, r in result.items():
-        print(f"{name:<10} {r['perplexity']:>10.3f} {r['bits_per_char']:>10.3f} {r.get('tokens', len(tokens)):>9}")
+        print(f"{name:<11} {r['perplexity']:>10.3f} {r['bits_per_char']:>10.3f} {r.get('tokens', len(tokens)):>9}")
     return 0
 
 

@@ -43,9 +43,33 @@ def dropout_mask(cfg: Config, tokens_BT: jax.Array, key_dropout) -> jax.Array | 
     """(T, B, H) keep mask scaled by 1/keep for the states fed to the output layer; None without dropout."""
     if not cfg.dropout or key_dropout is None:
         return None
-    keep = 1.0 - cfg.dropout
-    shape = (tokens_BT.shape[1], tokens_BT.shape[0], cfg.hidden)
-    return jax.random.bernoulli(key_dropout, keep, shape).astype(jnp.float32) / keep
+    return keep_mask(cfg, key_dropout, 1.0 - cfg.dropout, (tokens_BT.shape[1], tokens_BT.shape[0], cfg.hidden))
+
+
+def keep_mask(cfg: Config, key, keep: float, shape_TBH: tuple) -> jax.Array:
+    """Bernoulli(keep) / keep of shape (..., T, B, H): new at every step, or with cfg.dropout_mask == "sequence"
+    one mask per row for all T steps (variational dropout, Gal & Ghahramani 2016)."""
+    if cfg.dropout_mask == "step":
+        return jax.random.bernoulli(key, keep, shape_TBH).astype(jnp.float32) / keep
+    one = (*shape_TBH[:-3], 1, *shape_TBH[-2:])
+    return jnp.broadcast_to(jax.random.bernoulli(key, keep, one).astype(jnp.float32) / keep, shape_TBH)
+
+
+def is_recurrent_weight(name: str) -> bool:
+    """W_hh and every gate's W_h* (any layer): the hidden-to-hidden matrices, not the output layer's W_hq."""
+    return name.startswith("W_h") and not name.startswith("W_hq")
+
+
+def drop_weights(cfg: Config, params, key_dropout):
+    """DropConnect (Wan et al. 2013; AWD-LSTM): each recurrent matrix with cfg.weight_drop of its entries zeroed,
+    the rest scaled by 1/keep, one mask per minibatch shared by every row and step."""
+    if not cfg.weight_drop or key_dropout is None:
+        return params
+    keep, key_weights = 1.0 - cfg.weight_drop, jax.random.fold_in(key_dropout, 2)
+    names = sorted(k for k in params if is_recurrent_weight(k))
+    dropped = {k: params[k] * jax.random.bernoulli(jax.random.fold_in(key_weights, i), keep, params[k].shape) / keep
+               for i, k in enumerate(names)}
+    return {**params, **dropped}
 
 
 def layer_dropout_masks(cfg: Config, tokens_BT: jax.Array, key_dropout) -> jax.Array | None:
@@ -55,16 +79,18 @@ def layer_dropout_masks(cfg: Config, tokens_BT: jax.Array, key_dropout) -> jax.A
     keep = 1.0 - cfg.layer_dropout
     shape = (cfg.num_layers - 1, tokens_BT.shape[1], tokens_BT.shape[0], cfg.hidden)
     key_layers = jax.random.fold_in(key_dropout, 1)  # independent of the output layer's mask
-    return jax.random.bernoulli(key_layers, keep, shape).astype(jnp.float32) / keep
+    return keep_mask(cfg, key_layers, keep, shape)
 
 
 def loss_fn(params, state, tokens_BT, targets_BT, cfg: Config, mask_BT=None, key_dropout=None):
     """Mean softmax cross-entropy over batch x time (over mask_BT's positions when given); aux = last state.
 
     With cfg.dropout and a key, that fraction of the states fed to the output layer is zeroed (training only);
-    with cfg.layer_dropout, that fraction of the states each layer feeds the layer above.
+    with cfg.layer_dropout, that fraction of the states each layer feeds the layer above;
+    with cfg.weight_drop, that fraction of the recurrent weights.
     """
     fwd = model.FORWARDS[cfg.backward]
+    params = drop_weights(cfg, params, key_dropout)
     logits_TBV, state = fwd(params, state, tokens_BT, keep_TBH=dropout_mask(cfg, tokens_BT, key_dropout),
                             keep_LTBH=layer_dropout_masks(cfg, tokens_BT, key_dropout), **model.options(cfg))
     xent_TB = optax.softmax_cross_entropy_with_integer_labels(logits_TBV, targets_BT.T)
@@ -75,7 +101,18 @@ def loss_fn(params, state, tokens_BT, targets_BT, cfg: Config, mask_BT=None, key
 
 def make_optimizer(cfg: Config) -> optax.GradientTransformation:
     clip = [] if cfg.clip_norm is None else [optax.clip_by_global_norm(cfg.clip_norm)]
+    if cfg.weight_decay:
+        return optax.chain(*clip, _decayed(cfg))
     return optax.chain(*clip, {"sgd": optax.sgd, "adam": optax.adam}[cfg.optimizer](cfg.lr))
+
+
+def _decayed(cfg: Config) -> optax.GradientTransformation:
+    """w <- w - lr (update + weight_decay w) on the weight matrices (biases are not decayed), outside Adam's scaling
+    (Loshchilov & Hutter 2019); for SGD decoupled and L2 decay coincide."""
+    matrices = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
+    if cfg.optimizer == "adam":
+        return optax.adamw(cfg.lr, weight_decay=cfg.weight_decay, mask=matrices)
+    return optax.chain(optax.add_decayed_weights(cfg.weight_decay, mask=matrices), optax.sgd(cfg.lr))
 
 
 def init_state(cfg: Config, vocab_size: int, tx: optax.GradientTransformation, seed=None,
@@ -91,7 +128,7 @@ def init_state(cfg: Config, vocab_size: int, tx: optax.GradientTransformation, s
 
 def _step_key(cfg: Config, state: TrainState):
     """The dropout key of this update: purpose 1 of the seed, folded with the step (None without dropout)."""
-    if not cfg.dropout and not cfg.layer_dropout:
+    if not cfg.dropout and not cfg.layer_dropout and not cfg.weight_drop:
         return None
     return jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.seed), 1), state.step)
 

@@ -15,7 +15,7 @@ def split(data_dir):
     return ids[:cut], ids[cut:], len(vocab)
 
 
-def kn_reference(ids, V, n, context, w):
+def kn_reference(ids, V, n, context, w, fixed_d=None):
     """Interpolated Kneser-Ney written straight from Chen & Goodman's recursion, with dicts, to check the tables."""
     ids = tuple(int(i) for i in ids)
 
@@ -34,7 +34,7 @@ def kn_reference(ids, V, n, context, w):
         if not following:
             return lower
         n1, n2 = sum(x == 1 for x in c.values()), sum(x == 2 for x in c.values())
-        d = n1 / (n1 + 2 * n2) if n1 else 0.5
+        d = fixed_d if fixed_d is not None else n1 / (n1 + 2 * n2) if n1 else 0.5
         total = sum(following.values())
         return max(c[h + (w,)] - d, 0) / total + d * len(following) / total * lower
 
@@ -66,6 +66,29 @@ def test_ngram_matches_a_direct_dict_implementation_of_kneser_ney(split, n):
     for context in contexts:
         want = [kn_reference(text, V, n, context, w) for w in range(V)]
         np.testing.assert_allclose(b.next_probs(model, context), want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("n,d", [(2, 0.8), (3, 1.0), (4, 0.6)])
+def test_ngram_with_one_fixed_discount_matches_the_reference(split, n, d):
+    train, _, V = split
+    text = train[:3000]
+    model = b.fit_ngram(text, V, n, discount_d=d)
+    for context in (text[100:103], np.array([9, 2, 26]), np.array([], np.int32)):
+        want = [kn_reference(text, V, n, context, w, fixed_d=d) for w in range(V)]
+        np.testing.assert_allclose(b.next_probs(model, context), want, rtol=1e-12)
+    with pytest.raises(ValueError, match="discount"):
+        b.fit_ngram(text, V, n, discount_d=0.0)
+
+
+def test_select_ngram_picks_the_lowest_validation_loss(split):
+    train, held_out, V = split
+    val = held_out[:3000]
+    best, rows = b.select_ngram(train, val, V, [3, 5], [None, 0.7, 1.0], context=train)
+    assert [(r["n"], r["discount"]) for r in rows] == [(n, d) for n in (3, 5) for d in (None, 0.7, 1.0)]
+    for r in rows:
+        want = b.cross_entropy(b.fit_ngram(train, V, r["n"], r["discount"]), val, context=train)
+        assert r["loss"] == pytest.approx(want, rel=1e-12)
+    assert best == min(rows, key=lambda r: r["loss"]) and best["n"] == 5
 
 
 def test_uniform_perplexity_is_exactly_the_vocabulary_size(split):

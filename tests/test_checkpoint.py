@@ -158,3 +158,17 @@ def test_load_params_reads_the_latest_checkpoint(finished):
     assert meta["config"]["hidden"] == 16 and meta["vocab"][0] == "<unk>"
     with pytest.raises(checkpoint.CheckpointError, match="holds no checkpoint"):
         checkpoint.load_params(finished / "checkpoints" / "3")
+
+
+def test_verify_accepts_namedtuple_states_restored_as_dicts():
+    import optax
+
+    from rnn_jax.checkpoint import CheckpointError, checksums, verify
+    state = {"opt_state": optax.adam(0.1).init({"w": np.ones(3, np.float32)})}
+    # a restore without a target tree reads the NamedTuple back as a dict
+    as_dicts = {"opt_state": ({"count": state["opt_state"][0].count, "mu": {"w": np.zeros(3, np.float32)},
+                               "nu": {"w": np.zeros(3, np.float32)}}, None)}
+    verify(as_dicts, checksums(state), "here")
+    as_dicts["opt_state"][0]["mu"]["w"][0] = 1.0
+    with pytest.raises(CheckpointError, match=r"array \['opt_state'\]\[0\]\['mu'\]\['w'\]"):
+        verify(as_dicts, checksums(state), "here")

@@ -98,3 +98,21 @@ def test_raw_mode_keeps_case_and_punctuation(data_dir):
 def test_cli_errors_for_a_missing_run(tmp_path, capsys):
     assert evaluate.main(["--run-dir", str(tmp_path)]) == 2
     assert "is not a run directory" in capsys.readouterr().err
+
+
+def test_cli_reports_dynamic_beside_static(run, capsys):
+    run_dir, _, _ = run
+    assert evaluate.main(["--run-dir", str(run_dir), "--split", "test", "--dynamic", "--dynamic-lr", "0",
+                          "--dynamic-segment", "100"]) == 0
+    lines = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
+    assert set(lines) == {"rnn", "rnn-dynamic"}
+    assert float(lines["rnn-dynamic"][1]) == pytest.approx(float(lines["rnn"][1]), rel=1e-4)  # no step: static
+    assert lines["rnn"][3] == lines["rnn-dynamic"][3] == str(round(170_580 * 0.05))
+
+
+@pytest.mark.parametrize("argv,message", [(["--dynamic-lr", "nan"], "--dynamic-lr"),
+                                          (["--dynamic-segment", "0"], "--dynamic-segment"),
+                                          (["--dynamic-decay", "1"], "--dynamic-decay")])
+def test_cli_rejects_bad_dynamic_options(tmp_path, capsys, argv, message):
+    assert evaluate.main(["--run-dir", str(tmp_path), "--dynamic", *argv]) == 2
+    assert message in capsys.readouterr().err

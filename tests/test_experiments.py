@@ -96,3 +96,51 @@ def test_report_tables_figures_and_answers(results_dir):
     for fig in ("seq_random", "relu", "nodetach", "book_random"):
         assert (results_dir / "results" / "figures" / f"{fig}.png").stat().st_size > 5_000
     assert "## Learned embeddings" not in md  # no record, no section
+
+
+def test_report_beating_counting_section(results_dir):
+    import heldout
+
+    stat = heldout.stat
+    ngram = lambda n, val, test: {"kind": "ngram", "evaluation": "static", "test_perplexity": stat([test]),
+                                  "test_bits_per_char": stat([np.log2(test)]), "val_perplexity": stat([val]),
+                                  "config": {"n": n, "discount": 0.9}}
+    rnn = lambda ev, vals, tests: {
+        "kind": "rnn", "evaluation": ev, "test_perplexity": stat(tests), "test_bits_per_char": stat(np.log2(tests)),
+        "val_perplexity": stat(vals), "config": {}, "regulariser": "none", "best_epoch": stat([3, 4]),
+        "val_curves": [[6.0, 5.0, 4.5, 4.6], [6.1, 5.1, 4.4, 4.5]],
+        **({"dynamic": {"rule": "sgd", "lr": 0.01, "segment": 20}} if ev == "dynamic" else {})}
+    models = {"5-gram KN": ngram(5, 4.3, 4.4), "7-gram KN": ngram(7, 4.1, 4.2),  # the 7-gram wins on validation
+              "rnn-tanh-1x512": rnn("static", [4.5, 4.4], [4.6, 4.5]),
+              "rnn-tanh-1x512 dynamic": rnn("dynamic", [4.1, 4.0], [4.2, 4.1])}
+    common.write("heldout", {"name": "heldout", "split_tokens": {"train": 8, "val": 1, "test": 1},
+                             "screening": {"rnn-tanh-1x512 none": {"best_val_perplexity": 4.4}}, "models": models})
+    md = "\n".join(report.heldout_section())
+    rows = [line for line in md.splitlines() if line.startswith("| ") and "KN" in line or "rnn-" in line]
+    assert rows[0].startswith("| rnn-tanh-1x512 dynamic | dynamic | 4.150 ± 0.071 |")  # sorted by test perplexity
+    assert "| 7-gram KN | static | 4.200 |" in md
+    assert "the 7-gram (discount 0.9): test perplexity 4.200" in md
+    assert "rnn-tanh-1x512, test 4.550 ± 0.071, 1.083x the n-gram (target <= 0.95x: not met)" in md
+    assert "regularised, dynamic: 4.150 against 4.200 (at or below the best n-gram)" in md
+    assert (results_dir / "results" / "figures" / "heldout.png").stat().st_size > 5_000
+
+
+def test_heldout_sweep_keeps_finished_runs_and_resumes_short_ones(tmp_path):
+    import heldout
+
+    cfg = dataclasses.replace(heldout.BASE, epochs=4)
+    run = tmp_path / "run"
+    assert heldout._state(cfg, run) == "new"
+    (run / "checkpoints").mkdir(parents=True)
+    saved = config.to_dict(cfg)
+    del saved["weight_decay"]  # a run made before a field existed counts as that field's default
+    (run / "config.json").write_text(json.dumps({"config": saved}))
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e}) + "\n" for e in (1, 2, 3)))
+    assert heldout._state(cfg, run) == "shorter"  # stopped at epoch 3: resumed
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e}) + "\n" for e in (1, 2, 3, 4)))
+    (run / "summary.json").write_text("{}")
+    assert heldout._state(cfg, run) == "done"
+    assert heldout._state(dataclasses.replace(cfg, epochs=9), run) == "shorter"  # lengthened: resumed
+    assert heldout._state(dataclasses.replace(cfg, epochs=2), run) == "new"
+    assert heldout._state(dataclasses.replace(cfg, dropout=0.1), run) == "new"
+    assert heldout._state(dataclasses.replace(cfg, weight_decay=0.1), run) == "new"

@@ -1,0 +1,225 @@
+"""Beating counting: recurrent models against smoothed character n-grams under one held-out protocol.
+
+    python experiments/heldout.py            # screening (1 seed), then the chosen configurations over 3 seeds
+    python experiments/heldout.py --smoke    # a reduced sweep (two small configurations, 2 epochs, 2 seeds)
+
+The whole book is split by position into train / validation / test (80 / 10 / 10). Every choice is made on
+validation: each run's epoch (its best-by-validation checkpoint), each model family's hyperparameters (a
+one-seed screening), the step size and segment length of dynamic evaluation, the n-gram order and discount.
+The test split is scored once, at the end. Every model is fit on the training part only; test text is scored
+as one stream continuing the true text before it (train + validation) for the RNNs and the n-grams alike.
+Writes results/heldout.json ("models": one entry per model) for report.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+from common import RUNS, fresh, parser, write  # noqa: E402
+
+from rnn_jax import baselines, config, data, rundir, sweep  # noqa: E402
+from rnn_jax import evaluate as evaluate_lib  # noqa: E402
+
+BASE = dataclasses.replace(config.EXPERIMENTS["heldout"], predict_every=0)
+NGRAM_ORDERS = range(2, 11)
+NGRAM_DISCOUNTS = (None, 0.6, 0.7, 0.8, 0.9, 1.0)  # None: Ney's estimate n1 / (n1 + 2 n2), one per order
+# Dynamic evaluation: (update rule, step size) x segment length, chosen on the validation text of seed 0.
+DYNAMIC_STEPS = (("sgd", 0.01), ("sgd", 0.02), ("sgd", 0.04), ("rms", 1e-4), ("rms", 2e-4), ("rms", 4e-4),
+                 ("rms", 8e-4), ("rms", 1.6e-3))
+DYNAMIC_SEGMENTS = (10, 20, 50)
+
+# Each family (cell and depth, with its step size) and the regularisation settings its screening compares.
+SEQ = {"dropout_mask": "sequence"}
+FAMILIES = {
+    "rnn-tanh-1x512": ({"epochs": 100}, {
+        "none": {},
+        "out0.25-seq+wdrop0.25": {"dropout": 0.25, **SEQ, "weight_drop": 0.25},
+        "out0.25-seq+wdrop0.25+decay0.1": {"dropout": 0.25, **SEQ, "weight_drop": 0.25, "weight_decay": 0.1},
+        "out0.25-seq": {"dropout": 0.25, **SEQ},
+        "out0.25-step+wdrop0.25": {"dropout": 0.25, "weight_drop": 0.25},
+        "out0.4-seq+wdrop0.4": {"dropout": 0.4, **SEQ, "weight_drop": 0.4},
+    }),
+    # the gated cells learn faster at a larger step; each with the tanh RNN's winning regularisation
+    "gru-1x256": ({"cell": "gru", "hidden": 256, "lr": 0.005, "epochs": 40}, {
+        "out0.25-seq+wdrop0.25": {"dropout": 0.25, **SEQ, "weight_drop": 0.25},
+    }),
+    "lstm-1x256": ({"cell": "lstm", "hidden": 256, "lr": 0.005, "epochs": 40}, {
+        "out0.25-seq+wdrop0.25": {"dropout": 0.25, **SEQ, "weight_drop": 0.25},
+    }),
+    "lstm-2x256": ({"cell": "lstm", "num_layers": 2, "hidden": 256, "lr": 0.005, "epochs": 40}, {
+        "out0.25-seq+layer0.25+wdrop0.25": {"dropout": 0.25, "layer_dropout": 0.25, **SEQ, "weight_drop": 0.25},
+    }),
+}
+SMOKE_FAMILIES = {"rnn-tanh-1x32": ({"hidden": 32}, {"none": {}, "out0.3-seq": {"dropout": 0.3, **SEQ}})}
+
+
+def stat(values: list[float]) -> dict:
+    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+            "seeds": [float(v) for v in values]}
+
+
+def corpus(data_dir: str | None) -> dict:
+    """Token ids of the three parts, each with the text before it, and the vocabulary size."""
+    tokens, vocab = data.load_corpus(data.resolve_corpus(None, data_dir))
+    parts = data.splits(tokens, BASE)
+    return {"train": parts["train"][0], "val": parts["val"], "test": parts["test"], "vocab_size": len(vocab)}
+
+
+def ngram_models(text: dict) -> dict:
+    """Each order with the discount validation chose for it, scored once on test; fit on train only."""
+    train, V = text["train"], text["vocab_size"]
+    _, rows = baselines.select_ngram(train, text["val"][0], V, NGRAM_ORDERS, NGRAM_DISCOUNTS, context=text["val"][1])
+    models = {}
+    for n in NGRAM_ORDERS:
+        row = min((r for r in rows if r["n"] == n), key=lambda r: r["loss"])
+        test = baselines.cross_entropy(baselines.fit_ngram(train, V, n, row["discount"]), text["test"][0],
+                                       context=text["test"][1])
+        models[f"{n}-gram KN"] = {
+            "kind": "ngram", "evaluation": "static", "test_perplexity": stat([np.exp(test)]),
+            "test_bits_per_char": stat([test / np.log(2)]), "val_perplexity": stat([row["perplexity"]]),
+            "config": {"n": n, "discount": row["discount"] if row["discount"] is not None else "Ney estimate"}}
+    return {"models": models, "grid": rows}
+
+
+def screen(families: dict, args, root: Path) -> dict:
+    """One seed of every (family, regulariser); returns name -> (cfg, seed-0 run dir, best validation perplexity)."""
+    epochs = {"epochs": args.epochs} if args.epochs else {}
+    named = {f"{fam} {reg}": dataclasses.replace(BASE, **fk, **rk, **epochs)
+             for fam, (fk, regs) in families.items() for reg, rk in regs.items()}
+    dirs = {name: root / name.replace(" ", "_") / "seed_0" for name in named}
+    train([("heldout", cfg, dirs[name]) for name, cfg in named.items()], args)
+    return {name: (cfg, dirs[name], best_val(dirs[name])) for name, cfg in named.items()}
+
+
+def train(jobs: list, args) -> None:
+    """Runs the jobs (pinned, one per core), skipping runs already finished with that config and resuming those
+    finished with fewer epochs, so a sweep that was stopped, or lengthened, trains only what is missing."""
+    todo = []
+    for exp, cfg, run_dir in jobs:
+        state = _state(cfg, run_dir)
+        if state != "done":
+            if state == "new":
+                fresh(run_dir)
+            todo.append((exp, cfg, run_dir, ["--resume"] if state == "shorter" else []))
+    print(f"training {len(todo)} runs ({len(jobs) - len(todo)} already done)", flush=True)
+    sweep.run_jobs(todo, data_dir=args.data_dir)
+
+
+def _state(cfg, run_dir: Path) -> str:
+    """'done', 'shorter' (the same run, stopped or finished before cfg.epochs: resumable) or 'new'."""
+    if not (run_dir / "config.json").is_file() or not (run_dir / "checkpoints").is_dir():
+        return "new"
+    saved, want = rundir.saved_config(run_dir)["config"], config.to_dict(cfg)
+    defaults = config.to_dict(config.Config())  # a field added since the run was made: its default, unchanged
+    if {k for k, v in want.items() if saved.get(k, defaults[k]) != v} - {"epochs"}:
+        return "new"
+    last = max((r["epoch"] for r in rundir.read_metrics(run_dir)), default=0)
+    if last == cfg.epochs and (run_dir / "summary.json").is_file():
+        return "done"
+    return "shorter" if last < cfg.epochs else "new"
+
+
+def best_val(run_dir: Path) -> float:
+    return min((v for _, v in val_curve(run_dir)), default=float("inf"))
+
+
+def choose(screened: dict, families: dict) -> dict:
+    """Per family, the regulariser with the lowest best validation perplexity of the screening seed."""
+    return {fam: min(((n, v) for n, v in screened.items() if n.startswith(fam + " ")), key=lambda kv: kv[1][2])
+            for fam in families}
+
+
+def final_runs(chosen: dict, args, root: Path) -> dict:
+    """Seeds 1.. of each chosen configuration (seed 0 is the screening run); name -> (cfg, run dirs by seed)."""
+    jobs, out = [], {}
+    for fam, (name, (cfg, seed0_dir, _)) in chosen.items():
+        dirs = [seed0_dir] + [seed0_dir.parent / f"seed_{s}" for s in range(1, args.seeds)]
+        jobs += [("heldout", dataclasses.replace(cfg, seed=s), d) for s, d in enumerate(dirs) if s]
+        out[fam] = (name, cfg, dirs)
+    train(jobs, args)
+    return out
+
+
+def dynamic_choice(cfg, params, text: dict, steps, segments) -> tuple[dict, list[dict]]:
+    """The (rule, lr, segment) with the lowest validation perplexity for one model (seed 0's best checkpoint)."""
+    grid = [{"rule": rule, "lr": lr, "segment": seg,
+             "val_perplexity": evaluate_lib.dynamic_evaluate(params, text["val"][0], cfg, lr=lr, segment=seg,
+                                                             rule=rule, context=text["val"][1])["perplexity"]}
+            for rule, lr in steps for seg in segments]
+    return min(grid, key=lambda r: r["val_perplexity"]), grid
+
+
+def rnn_models(fam: str, name: str, cfg, dirs: list[Path], text: dict, args) -> dict:
+    """Static and dynamic entries of one family: its runs' best checkpoints scored on val, then once on test."""
+    runs = [rundir.load_run(d, best=True)[::2] for d in dirs]  # (cfg, params) of each seed's best checkpoint
+    static = {split: [evaluate_lib.evaluate(p, text[split][0], c, context=text[split][1]) for c, p in runs]
+              for split in ("val", "test")}
+    dyn, grid = dynamic_choice(*runs[0], text, args.dynamic_steps, args.dynamic_segments)
+    kw = {k: dyn[k] for k in ("rule", "lr", "segment")}
+    dynamic = {split: [evaluate_lib.dynamic_evaluate(p, text[split][0], c, **kw, context=text[split][1])
+                       for c, p in runs] for split in ("val", "test")}
+    curves = [[v for _, v in r] for r in (val_curve(d) for d in dirs)]
+    common = {"kind": "rnn", "config": config.to_dict(cfg), "regulariser": name.split(" ", 1)[1],
+              "best_epoch": stat([int(np.argmin(c)) + 1 for c in curves]), "val_curves": curves}
+    entry = lambda figures, extra: {
+        **common, **extra, "test_perplexity": stat([r["perplexity"] for r in figures["test"]]),
+        "test_bits_per_char": stat([r["bits_per_char"] for r in figures["test"]]),
+        "val_perplexity": stat([r["perplexity"] for r in figures["val"]])}
+    return {fam: entry(static, {"evaluation": "static"}),
+            f"{fam} dynamic": entry(dynamic, {"evaluation": "dynamic", "dynamic": {**dyn, "grid": grid}})}
+
+
+def val_curve(run_dir: Path) -> list:
+    return [(r["epoch"], r["val_perplexity"]) for r in rundir.read_metrics(run_dir) if "val_perplexity" in r]
+
+
+def main(argv=None) -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--smoke", action="store_true", help="a reduced sweep: two tiny configurations, 2 epochs, "
+                   "2 seeds, a 2x2 dynamic grid, n-grams up to 4 (writes results/heldout_smoke.json)")
+    p.add_argument("--fresh", action="store_true", help="retrain everything (default: keep the finished runs of "
+                   "unchanged configurations in runs/heldout/)")
+    p.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES),
+                   help="the model families to run (default: all)")
+    args = p.parse_args(argv)
+    families, out = {f: FAMILIES[f] for f in args.families}, "heldout"
+    args.dynamic_steps, args.dynamic_segments = DYNAMIC_STEPS, DYNAMIC_SEGMENTS
+    if args.smoke:
+        families, out = SMOKE_FAMILIES, "heldout_smoke"
+        args.epochs, args.seeds = args.epochs or 2, min(args.seeds, 2)
+        args.dynamic_steps, args.dynamic_segments = (("sgd", 0.0), ("sgd", 0.01)), (50, 200)
+        global NGRAM_ORDERS
+        NGRAM_ORDERS = range(2, 5)
+    t0 = time.perf_counter()
+    text = corpus(args.data_dir)
+    ngrams = ngram_models(text)
+    print(f"n-grams chosen on validation ({time.perf_counter() - t0:.0f} s)", flush=True)
+    root = RUNS / out
+    if args.fresh or args.smoke:  # a smoke test always trains
+        fresh(root)
+    screened = screen(families, args, root)
+    finals = final_runs(choose(screened, families), args, root)
+    models = dict(ngrams["models"])
+    for fam, (name, cfg, dirs) in finals.items():
+        models.update(rnn_models(fam, name, cfg, dirs, text, args))
+    result = {"name": out, "protocol": "80/10/10 by position; choices on validation; test scored once",
+              "split_tokens": {k: int(len(text[k][0] if k != "train" else text[k])) for k in ("train", "val", "test")},
+              "screening": {n: {"config": config.to_dict(c), "best_val_perplexity": v,
+                                "val_curve": [p for _, p in val_curve(d)]} for n, (c, d, v) in screened.items()},
+              "ngram_grid": ngrams["grid"], "models": models, "wall_seconds": time.perf_counter() - t0}
+    write(out, result)
+    for name, m in sorted(models.items(), key=lambda kv: kv[1]["test_perplexity"]["mean"]):
+        print(f"{name:<32} test {m['test_perplexity']['mean']:.3f} ± {m['test_perplexity']['std']:.3f}  "
+              f"val {m['val_perplexity']['mean']:.3f}", flush=True)
+    print(json.dumps({"wall_seconds": result["wall_seconds"]}))
+
+
+if __name__ == "__main__":
+    main()
