@@ -13,19 +13,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import parser, run_seeds  # noqa: E402
-
-from rnn_jax import config  # noqa: E402
+from common import run_named  # noqa: E402
 
 NAMES = ("seq", "random", "relu", "relu_noclip", "embed", "noclip", "nodetach", "bf16")
 
 
 def main(argv=None) -> None:
-    p = parser(__doc__.splitlines()[0])
-    p.add_argument("names", nargs="*", default=list(NAMES), help=f"any of {', '.join(NAMES)}")
-    args = p.parse_args(argv)
-    for name in args.names:
-        run_seeds(name, name, config.EXPERIMENTS[name], args)
+    run_named(NAMES, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

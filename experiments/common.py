@@ -30,6 +30,15 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def run_named(names: tuple[str, ...], description: str, argv=None) -> None:
+    """Each named experiment given on the command line (default: all of `names`) over seeds, one after another."""
+    p = parser(description)
+    p.add_argument("names", nargs="*", default=list(names), help=f"any of {', '.join(names)}")
+    args = p.parse_args(argv)
+    for name in args.names:
+        run_seeds(name, name, config.EXPERIMENTS[name], args)
+
+
 def run_seeds(name: str, exp: str, cfg: config.Config, args, *, corpus: str | None = None) -> dict:
     """Trains cfg for args.seeds seeds, writes results/<name>.json and returns the record."""
     cfg = dataclasses.replace(cfg, **HELD_OUT, **({"epochs": args.epochs} if args.epochs else {}))
