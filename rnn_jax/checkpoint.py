@@ -26,6 +26,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save at INFO
+_failed_writes: list[str] = []  # checkpoints this process could not write (see write_failed)
 
 
 @contextlib.contextmanager
@@ -154,8 +155,15 @@ def _save(manager: ocp.CheckpointManager, epoch: int, args, *, force: bool) -> N
         with _quiet_orbax():
             manager.save(epoch, args=args, force=force)
     except Exception as e:  # orbax/tensorstore wrap the OSError; the earlier checkpoints are untouched
+        _failed_writes.append(str(Path(manager.directory) / str(epoch)))
         raise CheckpointError(f"cannot write checkpoint {Path(manager.directory) / str(epoch)} ({_reason(e)}); "
                               "the earlier checkpoints are intact") from None
+
+
+def write_failed() -> bool:
+    """Whether a checkpoint write failed in this process: orbax's background threads may then print tracebacks
+    while Python shuts down, so a command line ends such a process without that teardown."""
+    return bool(_failed_writes)
 
 
 def restore_from(manager: ocp.CheckpointManager, epoch: int, abstract_state: dict | None) -> tuple[dict, dict]:

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnn_jax import baselines, data, distributed, generate, log, model, rundir
+from rnn_jax import baselines, checkpoint, data, distributed, generate, log, model, rundir
 from rnn_jax import config as config_lib
 from rnn_jax import evaluate as evaluate_lib
 from rnn_jax import step as step_lib
@@ -479,4 +479,9 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if checkpoint.write_failed():  # its error line is out; skip the teardown in which orbax's threads print
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
