@@ -17,6 +17,7 @@ import json
 import logging
 import re
 import sys
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -40,10 +41,27 @@ def _quiet_orbax():
     sys.stderr = captured
     try:
         yield
-    finally:
-        sys.stderr = stderr
+    except BaseException:
+        sys.stderr = _MainThreadOnly(stderr)  # its threads go on reporting the failure after it is raised
+        raise
+    sys.stderr = stderr
     logger.setLevel(level)  # after a failure it stays quiet: the threads may report it again later
     stderr.write(captured.getvalue())
+
+
+class _MainThreadOnly:
+    """A stream that passes on what the main thread writes and drops what other threads write."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        if threading.current_thread() is threading.main_thread():
+            return self.stream.write(text)
+        return len(text)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
 
 
 class CheckpointError(RuntimeError):
