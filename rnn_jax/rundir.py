@@ -27,8 +27,8 @@ from rnn_jax import config as config_lib
 from rnn_jax.config import Config, ConfigError
 
 
-def _fault_injection(point: str, name: str) -> None:
-    """Test hook: RNN_JAX_KILL_AT='<point>:<file name>' SIGKILLs this process there (crash-safety tests)."""
+def fault_injection(point: str, name) -> None:
+    """Test hook: RNN_JAX_KILL_AT='<point>:<name>' SIGKILLs this process there (crash-safety tests)."""
     if os.environ.get("RNN_JAX_KILL_AT") == f"{point}:{name}":
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -48,20 +48,33 @@ def naming(path: Path):
         raise
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Readers see the old file or the new one, never a mix; a failure leaves the old one intact."""
-    tmp = path.with_name(f".{path.name}.tmp")
+@contextlib.contextmanager
+def replacing(path: Path):
+    """Yields a temporary path beside `path` to write; renamed over `path` when the block succeeds, removed when
+    it fails, so readers see the old file or the new one, never a mix."""
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")  # the suffix kept: writers infer formats from it
     try:
-        with naming(path), open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-            _fault_injection("mid-rewrite", path.name)
+        with naming(path):
+            yield tmp
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def _write_synced(path: Path, write) -> None:
+    """write(f) into a binary file that replaces `path` only once it is flushed to disk."""
+    with replacing(path) as tmp, open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+        fault_injection("mid-rewrite", path.name)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Readers see the old file or the new one, never a mix; a failure leaves the old one intact."""
+    _write_synced(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def write_json(path: Path, obj) -> None:
@@ -259,31 +272,14 @@ def saved_config(run_dir: Path) -> dict:
 
 def save_final(run_dir: Path, params: dict, summary: dict) -> None:
     """params.npz and summary.json (with the checksums of params.npz's arrays), each written whole or not at all."""
-    tmp = run_dir / ".params.npz.tmp.npz"
-    try:
-        with naming(run_dir / "params.npz"), open(tmp, "wb") as f:
-            np.savez(f, **params)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, run_dir / "params.npz")
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    _write_synced(run_dir / "params.npz", lambda f: np.savez(f, **params))
     write_json(run_dir / "summary.json", {**summary, "params_checksums": checkpoint.checksums(params)})
 
 
 def plot_atomic(rows: list[dict], path: Path, title: str) -> None:
     """The perplexity curve, drawn to a temporary file and renamed (a failed draw leaves the old one)."""
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:
-        with naming(path):
-            log.plot_curve(rows, tmp, title=title)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    with replacing(path) as tmp:
+        log.plot_curve(rows, tmp, title=title)
 
 
 def describe_os_error(e: OSError) -> str:

@@ -102,12 +102,6 @@ class _StopSignals:
             raise Interrupted(f"stopped by {self.received} {what}")
 
 
-def _fault_injection(point: str, epoch: int) -> None:
-    """Test hook: RNN_JAX_KILL_AT='<point>:<epoch>' SIGKILLs this process there (crash-safety tests)."""
-    if os.environ.get("RNN_JAX_KILL_AT") == f"{point}:{epoch}":
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def _count_skips(ok: np.ndarray, skips_in_a_row: int, cfg: Config) -> tuple[int, int | None]:
     """(non-finite steps in a row at the end of this epoch, index of the step the run must stop at or None)."""
     if ok.all():
@@ -193,7 +187,7 @@ class Trainer:
         X_NBT, Y_NBT = data.epoch_batches(self.data.tokens, self.cfg, epoch)
         shard = lambda a: distributed.shard_rows(a, self.mesh)
         self.state, self.carried, metrics = self.train_epoch_fn(self.state, shard(X_NBT), shard(Y_NBT))
-        _fault_injection("mid-epoch", epoch)
+        rundir.fault_injection("mid-epoch", epoch)
         metrics = distributed.to_host(metrics)
         seconds = time.perf_counter() - t0
         if epoch > self.start or self.cfg.epochs == self.start:  # a process's first epoch includes compilation
@@ -256,7 +250,7 @@ class Trainer:
         if self._due(epoch, self.cfg.checkpoint_every) or stopping or "val_perplexity" in row:
             tree = distributed.to_host(self._checkpoint_tree(epoch))
             self.ckpts.save(epoch, tree, self.meta, val_perplexity=row.get("val_perplexity"))
-            _fault_injection("after-checkpoint", epoch)
+            rundir.fault_injection("after-checkpoint", epoch)
 
     def close(self, draw: bool = True) -> None:
         """Closes the checkpoint manager and metrics file, and draws the curve of what was written."""
