@@ -35,26 +35,33 @@ DYNAMIC_STEPS = (("sgd", 0.01), ("sgd", 0.02), ("sgd", 0.04), ("rms", 1e-4), ("r
                  ("rms", 8e-4), ("rms", 1.6e-3))
 DYNAMIC_SEGMENTS = (10, 20, 50)
 
-# Each family (cell and depth, with its step size) and the regularisation settings its screening compares.
+# Each family (cell and depth, with its step size) and the regularisation settings its screening compares;
+# a setting may give its own number of epochs (a cosine step size falls over exactly that many).
 SEQ = {"dropout_mask": "sequence"}
+COS = {"lr_schedule": "cosine"}
+TANH_REG = {"dropout": 0.25, **SEQ, "weight_drop": 0.25}  # the tanh RNN's winner of the first screening
 FAMILIES = {
     "rnn-tanh-1x512": ({"epochs": 100}, {
-        "none": {},
-        "out0.25-seq+wdrop0.25": {"dropout": 0.25, **SEQ, "weight_drop": 0.25},
-        "out0.25-seq+wdrop0.25+decay0.1": {"dropout": 0.25, **SEQ, "weight_drop": 0.25, "weight_decay": 0.1},
-        "out0.25-seq": {"dropout": 0.25, **SEQ},
-        "out0.25-step+wdrop0.25": {"dropout": 0.25, "weight_drop": 0.25},
-        "out0.4-seq+wdrop0.4": {"dropout": 0.4, **SEQ, "weight_drop": 0.4},
+        "none": {"epochs": 50},
+        "out0.25-seq+wdrop0.25": TANH_REG,
+        "out0.25-seq+wdrop0.25+cosine150": {**TANH_REG, **COS, "epochs": 150},
+        "out0.3-seq+wdrop0.4+cosine150": {"dropout": 0.3, **SEQ, "weight_drop": 0.4, **COS, "epochs": 150},
     }),
-    # the gated cells learn faster at a larger step; each with the tanh RNN's winning regularisation
+    # the gated cells learn faster at a larger step
     "gru-1x256": ({"cell": "gru", "hidden": 256, "lr": 0.005, "epochs": 40}, {
-        "out0.25-seq+wdrop0.25": {"dropout": 0.25, **SEQ, "weight_drop": 0.25},
+        "out0.25-seq+wdrop0.25": TANH_REG,
+        "out0.25-seq+wdrop0.25+cosine60": {**TANH_REG, **COS, "epochs": 60},
     }),
     "lstm-1x256": ({"cell": "lstm", "hidden": 256, "lr": 0.005, "epochs": 40}, {
-        "out0.25-seq+wdrop0.25": {"dropout": 0.25, **SEQ, "weight_drop": 0.25},
+        "out0.25-seq+wdrop0.25": TANH_REG,
+        "out0.25-seq+wdrop0.25+cosine60": {**TANH_REG, **COS, "epochs": 60},
+        "out0.4-seq+wdrop0.4+cosine60": {"dropout": 0.4, **SEQ, "weight_drop": 0.4, **COS, "epochs": 60},
     }),
     "lstm-2x256": ({"cell": "lstm", "num_layers": 2, "hidden": 256, "lr": 0.005, "epochs": 40}, {
-        "out0.25-seq+layer0.25+wdrop0.25": {"dropout": 0.25, "layer_dropout": 0.25, **SEQ, "weight_drop": 0.25},
+        "out0.25-seq+layer0.25+wdrop0.25": {**TANH_REG, "layer_dropout": 0.25},
+        "out0.25-seq+layer0.25+wdrop0.25+cosine60": {**TANH_REG, "layer_dropout": 0.25, **COS, "epochs": 60},
+        "out0.4-seq+layer0.3+wdrop0.5+cosine80": {"dropout": 0.4, **SEQ, "layer_dropout": 0.3, "weight_drop": 0.5,
+                                                  **COS, "epochs": 80},
     }),
 }
 SMOKE_FAMILIES = {"rnn-tanh-1x32": ({"hidden": 32}, {"none": {}, "out0.3-seq": {"dropout": 0.3, **SEQ}})}
@@ -91,7 +98,7 @@ def ngram_models(text: dict) -> dict:
 def screen(families: dict, args, root: Path) -> dict:
     """One seed of every (family, regulariser); returns name -> (cfg, seed-0 run dir, best validation perplexity)."""
     epochs = {"epochs": args.epochs} if args.epochs else {}
-    named = {f"{fam} {reg}": dataclasses.replace(BASE, **fk, **rk, **epochs)
+    named = {f"{fam} {reg}": dataclasses.replace(BASE, **{**fk, **rk, **epochs})
              for fam, (fk, regs) in families.items() for reg, rk in regs.items()}
     dirs = {name: root / name.replace(" ", "_") / "seed_0" for name in named}
     train([("heldout", cfg, dirs[name]) for name, cfg in named.items()], args)
@@ -123,7 +130,8 @@ def _state(cfg, run_dir: Path) -> str:
     last = max((r["epoch"] for r in rundir.read_metrics(run_dir)), default=0)
     if last == cfg.epochs and (run_dir / "summary.json").is_file():
         return "done"
-    return "shorter" if last < cfg.epochs else "new"
+    same_schedule = cfg.lr_schedule == "constant" or saved.get("epochs") == cfg.epochs  # a cosine's horizon
+    return "shorter" if last < cfg.epochs and same_schedule else "new"
 
 
 def best_val(run_dir: Path) -> float:

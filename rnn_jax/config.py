@@ -31,6 +31,7 @@ class Config:
     dropout_mask: str = "step"  # dropout and layer_dropout: "step": a new mask every step | "sequence": one per row
     weight_drop: float = 0.0  # DropConnect: fraction of the recurrent weights (W_h*) zeroed per minibatch
     weight_decay: float = 0.0  # decoupled weight decay of the weight matrices (adam: AdamW), per unit of lr
+    lr_schedule: str = "constant"  # "cosine": lr x (1 + cos(pi (epoch - 1) / epochs)) / 2, lr in epoch 1 to ~0
     epochs: int = 500
     seed: int = 0
     backward: str = "fused"  # "fused": hand-written VJP of the scan | "autodiff": jax.grad of it
@@ -95,6 +96,7 @@ CHOICES = {
     "on_nonfinite": ("stop", "skip"),
     "optimizer": ("sgd", "adam"),
     "dropout_mask": ("step", "sequence"),
+    "lr_schedule": ("constant", "cosine"),
 }
 
 
@@ -155,6 +157,15 @@ def validate(cfg: Config) -> Config:
 def resets_state(cfg: Config) -> bool:
     """Whether every minibatch starts from a zero state (else the state is carried, gradient stopped)."""
     return cfg.sampling == "random" if cfg.reset_state is None else cfg.reset_state
+
+
+def lr_scale(cfg: Config, epoch: int) -> float | None:
+    """The factor on every update of `epoch` (1-based) under cfg.lr_schedule; None for a constant step size.
+    The cosine falls over the run's epochs, so its horizon is cfg.epochs: such a run resumes only to the same
+    epochs (a longer run would have had a larger step size all along)."""
+    if cfg.lr_schedule == "constant":
+        return None
+    return 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / cfg.epochs))
 
 
 def to_dict(cfg: Config) -> dict:

@@ -174,6 +174,10 @@ def check_resumable(run_dir: Path, saved: dict, cfg: Config, sha1: str, exp: str
         if a != b and f.name not in config_lib.RESUMABLE_FIELDS:
             raise ConfigError(f"cannot resume {run_dir}: {f.name} differs (the run has {a!r}, asked {b!r}); only "
                               f"{', '.join(sorted(config_lib.RESUMABLE_FIELDS))} may change")
+    if old.lr_schedule != "constant" and old.epochs != cfg.epochs:
+        raise ConfigError(f"cannot resume {run_dir} with --epochs {cfg.epochs}: its {old.lr_schedule} step size falls "
+                          f"over its {old.epochs} epochs, so another length would be another run; resume with "
+                          f"--epochs {old.epochs}, or start a new run from it with --init-from")
     if old.backward != cfg.backward and cfg.matmul_dtype != "float32":
         raise ConfigError(f"cannot resume {run_dir} with --backward {cfg.backward}: with {cfg.matmul_dtype} products "
                           f"the two backward passes give other numbers (one-hot x W_xh is a {cfg.matmul_dtype} "

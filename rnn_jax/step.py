@@ -139,11 +139,14 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
-def _apply(tx, state: TrainState, grads, loss):
+def _apply(tx, state: TrainState, grads, loss, lr_scale=None):
     """One optimizer update, kept only when loss, gradient and the updated state are finite (else state is
-    unchanged): a finite gradient times a huge learning rate can still overflow."""
+    unchanged): a finite gradient times a huge learning rate can still overflow. `lr_scale` (the schedule's
+    factor of this epoch, config.lr_scale) multiplies the whole update, as a scaled step size would."""
     grad_norm = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    if lr_scale is not None:
+        updates = jax.tree.map(lambda u: u * lr_scale, updates)
     new = (optax.apply_updates(state.params, updates), opt_state)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite(new)
     params, opt_state = _where(finite, new, state[:2])
@@ -151,43 +154,44 @@ def _apply(tx, state: TrainState, grads, loss):
                                                           "finite": finite}
 
 
-def _update(cfg: Config, tx, grad_fn, state: TrainState, carried, tokens_BT, targets_BT, mask_BT=None):
+def _update(cfg: Config, tx, grad_fn, state: TrainState, carried, tokens_BT, targets_BT, lr_scale=None):
     """Gradient step from `carried`; returns (state, the state to carry on, metrics)."""
-    (loss, carried_new), grads = grad_fn(state.params, carried, tokens_BT, targets_BT, cfg, mask_BT,
+    (loss, carried_new), grads = grad_fn(state.params, carried, tokens_BT, targets_BT, cfg, None,
                                          _step_key(cfg, state))
-    state, metrics = _apply(tx, state, grads, loss)
+    state, metrics = _apply(tx, state, grads, loss, lr_scale)
     # a skipped update restarts the carried state from zeros, as at the start of an epoch
     return state, _where(metrics["finite"], carried_new, zero_state(cfg, tokens_BT.shape[0])), metrics
 
 
 def make_train_step(cfg: Config, tx: optax.GradientTransformation):
-    """One minibatch: (state, carried, X_BT, Y_BT) -> (state, carried, metrics), jitted, state donated."""
+    """One minibatch: (state, carried, X_BT, Y_BT[, lr_scale]) -> (state, carried, metrics), jitted, state donated."""
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-    def step(state: TrainState, carried, tokens_BT, targets_BT):
-        return _update(cfg, tx, grad_fn, state, stop_gradient(carried), tokens_BT, targets_BT)
+    def step(state: TrainState, carried, tokens_BT, targets_BT, lr_scale=None):
+        return _update(cfg, tx, grad_fn, state, stop_gradient(carried), tokens_BT, targets_BT, lr_scale)
 
     return jax.jit(step, donate_argnums=0)
 
 
 def make_train_epoch(cfg: Config, tx: optax.GradientTransformation):
-    """All minibatches of an epoch in one jitted scan: (state, X_NBT, Y_NBT) -> (state, last carried, metrics_N)."""
+    """All minibatches of an epoch in one jitted scan: (state, X_NBT, Y_NBT[, lr_scale]) -> (state, last carried,
+    metrics_N); lr_scale is the epoch's factor under cfg.lr_schedule (config.lr_scale), None for a constant one."""
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     reset = config_lib.resets_state(cfg)
 
-    def detached(state, X_NBT, Y_NBT):
+    def detached(state, X_NBT, Y_NBT, lr_scale=None):
         zeros = zero_state(cfg, X_NBT.shape[1])
 
         def body(carry, batch):
             state, carried = carry
             state, carried, metrics = _update(cfg, tx, grad_fn, state, stop_gradient(zeros if reset else carried),
-                                              *batch)
+                                              *batch, lr_scale)
             return (state, carried), metrics
 
         (state, carried), metrics = jax.lax.scan(body, (state, zeros), (X_NBT, Y_NBT))
         return state, carried, metrics
 
-    def undetached(state, X_NBT, Y_NBT):
+    def undetached(state, X_NBT, Y_NBT, lr_scale=None):
         # Minibatch i's loss is backpropagated through the state into minibatches 0..i-1, recomputed
         # from the epoch's zero state with the current parameters (the chain is never cut).
         num_batches, batch_size, num_steps = X_NBT.shape
@@ -200,7 +204,7 @@ def make_train_epoch(cfg: Config, tx: optax.GradientTransformation):
             state, _ = carry
             mask_BL = jnp.broadcast_to(chunk_L == i, X_BL.shape).astype(jnp.float32)
             (loss, carried), grads = grad_fn(state.params, zeros, X_BL, Y_BL, cfg, mask_BL, _step_key(cfg, state))
-            state, metrics = _apply(tx, state, grads, loss)
+            state, metrics = _apply(tx, state, grads, loss, lr_scale)
             return (state, carried), metrics
 
         (state, carried), metrics = jax.lax.scan(body, (state, zeros), jnp.arange(num_batches))

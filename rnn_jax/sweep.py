@@ -102,7 +102,7 @@ def run_vmap(cfg: Config, seeds, tokens: np.ndarray, vocab: data.Vocab, *, val: 
     seeds = list(seeds)
     tx = step_lib.make_optimizer(cfg)
     states = jax.vmap(lambda s: step_lib.init_state(cfg, len(vocab), tx, seed=s))(np.asarray(seeds))
-    epoch_fn = jax.jit(jax.vmap(step_lib.make_train_epoch(cfg, tx)), donate_argnums=0)
+    epoch_fn = jax.jit(jax.vmap(step_lib.make_train_epoch(cfg, tx), in_axes=(0, 0, 0, None)), donate_argnums=0)
     sharding = None
     if jax.device_count() > 1 and len(seeds) % jax.device_count() == 0:
         mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("models",))
@@ -117,7 +117,8 @@ def run_vmap(cfg: Config, seeds, tokens: np.ndarray, vocab: data.Vocab, *, val: 
         X_SNBT, Y_SNBT = (np.stack([b[i][:n] for b in batches]) for i in (0, 1))
         if sharding is not None:
             X_SNBT, Y_SNBT = jax.device_put((X_SNBT, Y_SNBT), sharding)
-        states, _, metrics = epoch_fn(states, X_SNBT, Y_SNBT)
+        scale = config_lib.lr_scale(cfg, epoch)
+        states, _, metrics = epoch_fn(states, X_SNBT, Y_SNBT, None if scale is None else np.float32(scale))
         metrics = jax.device_get(metrics)
         seconds = time.perf_counter() - t0
         last = epoch == cfg.epochs

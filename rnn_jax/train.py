@@ -186,7 +186,9 @@ class Trainer:
         t0 = time.perf_counter()
         X_NBT, Y_NBT = data.epoch_batches(self.data.tokens, self.cfg, epoch)
         shard = lambda a: distributed.shard_rows(a, self.mesh)
-        self.state, self.carried, metrics = self.train_epoch_fn(self.state, shard(X_NBT), shard(Y_NBT))
+        scale = config_lib.lr_scale(self.cfg, epoch)
+        self.state, self.carried, metrics = self.train_epoch_fn(self.state, shard(X_NBT), shard(Y_NBT),
+                                                                None if scale is None else np.float32(scale))
         rundir.fault_injection("mid-epoch", epoch)
         metrics = distributed.to_host(metrics)
         seconds = time.perf_counter() - t0
