@@ -37,13 +37,12 @@ def params(run_dir):
         return dict(f)
 
 
-@pytest.mark.parametrize("sampling", ["seq", "random"])
-def test_killed_runs_resume_bit_identically(tmp_path, data_dir, sampling):
+@pytest.mark.parametrize("flags", [["--sampling", "seq"], ["--sampling", "random"], ["--lr-schedule", "cosine"]])
+def test_killed_runs_resume_bit_identically(tmp_path, data_dir, flags):
     ref, cut = tmp_path / "ref", tmp_path / "cut"
-    assert train.main([*COMMON, "--sampling", sampling, "--run-dir", str(ref), "--data-dir", str(data_dir),
-                       "--quiet"]) == 0
+    assert train.main([*COMMON, *flags, "--run-dir", str(ref), "--data-dir", str(data_dir), "--quiet"]) == 0
     # killed right after the checkpoint of epoch 2, then (resumed) in the middle of epoch 4
-    cli(cut, data_dir, "--sampling", sampling, kill_at="after-checkpoint:2")
+    cli(cut, data_dir, *flags, kill_at="after-checkpoint:2")
     assert [r["epoch"] for r in rows(cut)] == [1, 2]
     cli(cut, data_dir, "--resume", kill_at="mid-epoch:4")
     assert [r["epoch"] for r in rows(cut)] == [1, 2, 3]
@@ -105,6 +104,15 @@ def test_resume_refuses_another_run(finished, tmp_path, data_dir, capsys, argv, 
     argv = [str(data_dir / "war_of_the_worlds.txt") if a == "WAR" else a for a in argv]
     assert train.main(["--run-dir", str(finished), "--resume", *argv, "--quiet"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_scheduled_run_resumes_only_to_its_own_length(tmp_path, data_dir, capsys):
+    run = tmp_path / "r"
+    cli(run, data_dir, "--epochs", "2", "--lr-schedule", "cosine")
+    before = rows(run)
+    assert train.main(["--run-dir", str(run), "--resume", "--epochs", "3", "--quiet"]) == 2
+    assert "its cosine step size falls over its 2 epochs" in capsys.readouterr().err
+    assert rows(run) == before
 
 
 def test_a_new_run_never_overwrites_an_old_one(finished, data_dir, capsys):

@@ -144,3 +144,9 @@ def test_heldout_sweep_keeps_finished_runs_and_resumes_short_ones(tmp_path):
     assert heldout._state(dataclasses.replace(cfg, epochs=2), run) == "new"
     assert heldout._state(dataclasses.replace(cfg, dropout=0.1), run) == "new"
     assert heldout._state(dataclasses.replace(cfg, weight_decay=0.1), run) == "new"
+    cosine = dataclasses.replace(cfg, lr_schedule="cosine")
+    (run / "config.json").write_text(json.dumps({"config": config.to_dict(cosine)}))
+    assert heldout._state(dataclasses.replace(cosine, epochs=9), run) == "new"  # another horizon: another run
+    (run / "summary.json").unlink()
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e}) + "\n" for e in (1, 2)))
+    assert heldout._state(cosine, run) == "shorter"  # stopped before its own end: resumed

@@ -120,3 +120,30 @@ def test_regularisation_is_off_by_default_and_checked():
     for bad in ({"weight_drop": 1.0}, {"weight_decay": -1.0}, {"dropout_mask": "time"}):
         with pytest.raises(config.ConfigError, match=next(iter(bad))):
             config.validate(dataclasses.replace(config.BASE, **bad))
+
+
+def test_cosine_schedule_falls_over_the_run_and_constant_has_none():
+    cfg = dataclasses.replace(config.BASE, epochs=4, lr_schedule="cosine")
+    np.testing.assert_allclose([config.lr_scale(cfg, e) for e in (1, 2, 3, 4)],
+                               [1.0, (1 + np.cos(np.pi / 4)) / 2, 0.5, (1 + np.cos(3 * np.pi / 4)) / 2])
+    assert config.lr_scale(config.BASE, 7) is None
+    with pytest.raises(config.ConfigError, match="lr_schedule"):
+        config.validate(dataclasses.replace(config.BASE, lr_schedule="linear"))
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_the_schedule_scales_the_whole_update(key, optimizer):
+    cfg = dataclasses.replace(config.BASE, hidden=H, optimizer=optimizer, lr=0.01, weight_decay=0.1,
+                              lr_schedule="cosine")
+    tokens = jax.random.randint(key, (2, 6), 0, V)
+    tx = step_lib.make_optimizer(cfg)
+    state = step_lib.init_state(cfg, V, tx)
+    after = {}
+    for scale in (None, 1.0, 0.25):
+        new, _, _ = step_lib.make_train_step(cfg, tx)(jax.tree.map(jnp.copy, state), step_lib.zero_state(cfg, 2),
+                                                      tokens, tokens, None if scale is None else np.float32(scale))
+        after[scale] = jax.tree.map(lambda n, o: n - o, new.params, state.params)
+    for name in state.params:
+        np.testing.assert_array_equal(after[1.0][name], after[None][name])  # a factor of one changes no bit
+        np.testing.assert_allclose(after[0.25][name], 0.25 * after[None][name], rtol=1e-5, atol=5e-9, err_msg=name)  # rounding of w + u
+        assert bool(jnp.any(after[None][name] != 0)), name
