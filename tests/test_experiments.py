@@ -114,7 +114,10 @@ def test_report_beating_counting_section(results_dir):
               "rnn-tanh-1x512": rnn("static", [4.5, 4.4], [4.6, 4.5]),
               "rnn-tanh-1x512 dynamic": rnn("dynamic", [4.1, 4.0], [4.2, 4.1])}
     common.write("heldout", {"name": "heldout", "split_tokens": {"train": 8, "val": 1, "test": 1},
-                             "screening": {"rnn-tanh-1x512 none": {"best_val_perplexity": 4.4}}, "models": models})
+                             "screening": {"rnn-tanh-1x512 none": {
+                                 "best_val_perplexity": 4.4, "val_curve": [5.0, 4.4, 4.6],
+                                 "config": {"epochs": 3, "optimizer": "adam", "lr": 0.002, "lr_schedule": "cosine"}}},
+                             "models": models})
     md = "\n".join(report.heldout_section())
     rows = [line for line in md.splitlines() if line.startswith("| ") and "KN" in line or "rnn-" in line]
     assert rows[0].startswith("| rnn-tanh-1x512 dynamic | dynamic | 4.150 ± 0.071 |")  # sorted by test perplexity
@@ -122,6 +125,7 @@ def test_report_beating_counting_section(results_dir):
     assert "the 7-gram (discount 0.9): test perplexity 4.200" in md
     assert "rnn-tanh-1x512, test 4.550 ± 0.071, 1.083x the n-gram (target <= 0.95x: not met)" in md
     assert "regularised, dynamic: 4.150 against 4.200 (at or below the best n-gram)" in md
+    assert "| rnn-tanh-1x512 none | 3 | adam 0.002, cosine | 4.400 | 2 |" in md
     assert (results_dir / "results" / "figures" / "heldout.png").stat().st_size > 5_000
 
 
