@@ -45,7 +45,6 @@ FAMILIES = {
         "none": {"epochs": 50},
         "out0.25-seq+wdrop0.25": TANH_REG,
         "out0.25-seq+wdrop0.25+cosine150": {**TANH_REG, **COS, "epochs": 150},
-        "out0.3-seq+wdrop0.4+cosine150": {"dropout": 0.3, **SEQ, "weight_drop": 0.4, **COS, "epochs": 150},
     }),
     # the gated cells learn faster at a larger step
     "gru-1x256": ({"cell": "gru", "hidden": 256, "lr": 0.005, "epochs": 40}, {
@@ -55,7 +54,6 @@ FAMILIES = {
     "lstm-1x256": ({"cell": "lstm", "hidden": 256, "lr": 0.005, "epochs": 40}, {
         "out0.25-seq+wdrop0.25": TANH_REG,
         "out0.25-seq+wdrop0.25+cosine60": {**TANH_REG, **COS, "epochs": 60},
-        "out0.4-seq+wdrop0.4+cosine60": {"dropout": 0.4, **SEQ, "weight_drop": 0.4, **COS, "epochs": 60},
     }),
     "lstm-2x256": ({"cell": "lstm", "num_layers": 2, "hidden": 256, "lr": 0.005, "epochs": 40}, {
         "out0.25-seq+layer0.25+wdrop0.25": {**TANH_REG, "layer_dropout": 0.25},
