@@ -45,6 +45,7 @@ FAMILIES = {
         "none": {"epochs": 50},
         "out0.25-seq+wdrop0.25": TANH_REG,
         "out0.25-seq+wdrop0.25+cosine150": {**TANH_REG, **COS, "epochs": 150},
+        "out0.25-seq+wdrop0.25+cosine300": {**TANH_REG, **COS, "epochs": 300},
     }),
     # the gated cells learn faster at a larger step
     "gru-1x256": ({"cell": "gru", "hidden": 256, "lr": 0.005, "epochs": 40}, {
