@@ -8,16 +8,21 @@ Both work for every entry of `cells.CELLS`; the state is the cell's pytree.
 
 A stack of `num_layers` cells (d2l 9.3): layer l's output sequence is layer l+1's input (a dense input,
 so its input part is one product), and the output layer reads the last layer. The first layer's
-parameters keep the book's names; layer l >= 2's carry the suffix `_l<l>` (`W_xh_l2`). A stack's state
-is a tuple with one entry per layer; one layer keeps the cell's bare state.
+parameters keep the book's names; layers 2..L share one array per cell parameter, stacked along a
+leading axis and named with the suffix `_upper` (`W_xh_upper`, (L - 1, H, H); row l - 2 is layer l), so
+the parameter tree, and with it the optimizer and everything else that walks it, has as many leaves
+at any depth >= 2. A stack's state is a tuple with one entry per layer; one layer keeps the cell's bare
+state.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rnn_jax.cells import ACTIVATIONS, CELLS, Params, State, mm, normal, recurrence, rnn_cell, unroll  # noqa: F401
 
@@ -33,17 +38,45 @@ def options(cfg) -> dict:
             "dtype": cfg.matmul_dtype}
 
 
-def layer_suffix(layer: int) -> str:
-    """'' for the first layer (index 0, the book's names), '_l2' for the second, ..."""
-    return "" if layer == 0 else f"_l{layer + 1}"
+UPPER = "_upper"  # the suffix of layers 2..L's stacked parameters
+_PER_LAYER = re.compile(r"(.+)_l([0-9]+)")  # the names of an earlier layout: one array per layer, `W_xh_l2`
 
 
 def layer_params(params: Params, layer: int) -> Params:
-    """Layer `layer`'s cell parameters under the cell's own names."""
+    """Layer `layer`'s cell parameters (index 0 is the first layer) under the cell's own names."""
     if layer == 0:
         return params
-    suffix = layer_suffix(layer)
-    return {k[:-len(suffix)]: v for k, v in params.items() if k.endswith(suffix)}
+    return {k: v[layer - 1] for k, v in upper_params(params).items()}
+
+
+def upper_params(params: Params) -> Params:
+    """Layers 2..L's parameters under the cell's own names, each stacked: (L - 1, ...)."""
+    return {k[:-len(UPPER)]: v for k, v in params.items() if k.endswith(UPPER)}
+
+
+def layer_ndim(name: str, array) -> int:
+    """The number of axes of one layer's parameter: a stacked one's rows are the layers."""
+    return array.ndim - name.endswith(UPPER)
+
+
+def is_per_layer(params: Params) -> bool:
+    """Whether params name layers 2.. one array per layer (`W_xh_l2`, ...), a layout before the stacked one."""
+    return any(_PER_LAYER.fullmatch(k) for k in params)
+
+
+def from_per_layer(params: Params) -> Params:
+    """Parameters saved with one array per layer (`W_xh_l2`, `W_xh_l3`, ...) in the stacked layout
+    (`W_xh_upper`); parameters without such names are returned as they are."""
+    per_layer = {k: m.groups() for k in params if (m := _PER_LAYER.fullmatch(k))}
+    if not per_layer:
+        return params
+    out = {k: v for k, v in params.items() if k not in per_layer}
+    for name in sorted({name for name, _ in per_layer.values()}):
+        layers = sorted(int(layer) for n, layer in per_layer.values() if n == name)
+        if layers != list(range(2, len(layers) + 2)):
+            raise ValueError(f"the layers of {name} are {layers}, not 2..{len(layers) + 1}")
+        out[name + UPPER] = np.stack([np.asarray(params[f"{name}_l{layer}"]) for layer in layers])
+    return out
 
 
 def init_params(key: jax.Array, vocab_size: int, hidden: int, *, encoder: str = "onehot",
@@ -55,10 +88,11 @@ def init_params(key: jax.Array, vocab_size: int, hidden: int, *, encoder: str = 
               "W_hq": normal(key_hq, (hidden, vocab_size)), "b_q": jnp.zeros((vocab_size,), jnp.float32)}
     if encoder == "embed":
         params["embed"] = jax.random.normal(key_embed, (vocab_size, embed_dim), jnp.float32)
-    for layer in range(1, num_layers):  # layers above the first read the (B, H) outputs of the one below
+    uppers = []  # layers above the first read the (B, H) outputs of the one below
+    for layer in range(1, num_layers):
         key_x, key_h = jax.random.split(jax.random.fold_in(key, layer))
-        params |= {k + layer_suffix(layer): v for k, v in CELLS[cell].init(key_x, key_h, hidden, hidden).items()}
-    return params
+        uppers.append(CELLS[cell].init(key_x, key_h, hidden, hidden))
+    return params | {k + UPPER: jnp.stack([u[k] for u in uppers]) for k in (uppers[0] if uppers else ())}
 
 
 def zero_state(batch_size: int, hidden: int, cell: str = "rnn", num_layers: int = 1) -> State:
@@ -152,9 +186,9 @@ def advance(params: Params, state: State, xw_BG: jax.Array, *, cell: str = "rnn"
 
 def _upper_layers(params: Params, states: tuple, hs_TBH: jax.Array, keep_LTBH, *, cell: str, activation: str,
                   dtype: str):
-    """Layers 2.. as one lax.scan over layers (compilation stays flat in depth): -> (top hs_TBH, their states)."""
-    names = [k[:-3] for k in params if k.endswith(layer_suffix(1))]
-    stacked = {n: jnp.stack([params[n + layer_suffix(layer)] for layer in range(1, len(states) + 1)]) for n in names}
+    """Layers 2.. as one lax.scan over layers and their stacked parameters (compilation stays flat in depth):
+    -> (top hs_TBH, their states)."""
+    stacked = upper_params(params)
     states_L = jax.tree.map(lambda *s: jnp.stack(s), *states)
 
     def layer(hs_TBH, xs):

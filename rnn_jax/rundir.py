@@ -317,7 +317,7 @@ def load_run(run_dir: str | Path, *, best: bool = False):
         vocab = data.Vocab(read_json(run_dir / "vocab.json", "the run's vocabulary")["idx_to_token"])
     except (KeyError, TypeError, data.DataError, ConfigError) as e:
         raise checkpoint.CheckpointError(f"{run_dir}/config.json or vocab.json is not a run's ({e})") from None
-    params, _ = checkpoint.load_params(run_dir, best=best)
+    params = per_layer_converted(run_dir, checkpoint.load_params(run_dir, best=best)[0])
     check_params(run_dir, params, cfg, len(vocab))
     return cfg, vocab, jax.tree.map(jnp.asarray, params), saved
 
@@ -341,6 +341,34 @@ def params_from(source: str | Path, *, best: bool, cfg: Config, vocab: data.Voca
     record = {"run": str(source.resolve()), "checkpoint": "best" if best else "latest",
               "experiment": saved.get("experiment"), "config": config_lib.to_dict(src_cfg)}
     return params, record
+
+
+def per_layer_converted(where, params: dict) -> dict:
+    """Parameters saved with one array per layer of a stack (`W_xi_l2`, ...) in today's stacked layout
+    (`W_xi_upper`); a CheckpointError when their layers are not 2..L."""
+    from rnn_jax import model
+
+    try:
+        return model.from_per_layer(params)
+    except ValueError as e:
+        raise checkpoint.CheckpointError(f"parameters in {where} have per-layer names that do not make a "
+                                         f"stack ({e})") from None
+
+
+def refuse_per_layer(run_dir: Path) -> None:
+    """Raises CheckpointError, saying what to do, when the latest checkpoint of run_dir stores a stack's layers
+    2.. one array per layer (`W_xi_l2`, ...): its optimizer state cannot be resumed in the stacked layout."""
+    from rnn_jax import model
+
+    try:
+        params, _ = checkpoint.load_params(run_dir)
+    except checkpoint.CheckpointError:
+        return
+    if model.is_per_layer(params):
+        raise checkpoint.CheckpointError(
+            f"the checkpoints in {run_dir} store layers 2.. of the stack one array per layer (`W_xi_l2`, ...), "
+            "an earlier layout that --resume cannot continue (layers 2.. are now stacked, `W_xi_upper`); start a "
+            f"new run from its parameters with --init-from {run_dir} (converted, with a fresh optimizer state)")
 
 
 def check_params(where, params: dict, cfg: Config, vocab_size: int) -> None:

@@ -109,7 +109,7 @@ def make_optimizer(cfg: Config) -> optax.GradientTransformation:
 def _decayed(cfg: Config) -> optax.GradientTransformation:
     """w <- w - lr (update + weight_decay w) on the weight matrices (biases are not decayed), outside Adam's scaling
     (Loshchilov & Hutter 2019); for SGD decoupled and L2 decay coincide."""
-    matrices = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
+    matrices = lambda params: {k: model.layer_ndim(k, p) >= 2 for k, p in params.items()}
     if cfg.optimizer == "adam":
         return optax.adamw(cfg.lr, weight_decay=cfg.weight_decay, mask=matrices)
     return optax.chain(optax.add_decayed_weights(cfg.weight_decay, mask=matrices), optax.sgd(cfg.lr))

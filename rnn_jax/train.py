@@ -175,7 +175,11 @@ class Trainer:
                 "key": self.key, "data_seed": self.cfg.seed, "skips_in_a_row": self.skips_in_a_row}
 
     def _restore(self) -> None:
-        restored, _ = self.ckpts.restore(abstract(self._checkpoint_tree(0)))
+        try:
+            restored, _ = self.ckpts.restore(abstract(self._checkpoint_tree(0)))
+        except CheckpointError:
+            rundir.refuse_per_layer(self.run_dir)  # a clearer error for checkpoints of the per-layer layout
+            raise
         self.state = jax.tree.map(jnp.asarray, step_lib.TrainState(
             restored["params"], restored["opt_state"], restored["step"]))
         self.start, self.skips_in_a_row = int(restored["epoch"]) + 1, int(restored["skips_in_a_row"])

@@ -24,7 +24,7 @@ sigmoid = jax.nn.sigmoid
 
 def setup(key, cell, num_layers=1):
     params = model.init_params(key, V, H, cell=cell, num_layers=num_layers)
-    params = jax.tree.map(lambda p: p * 30 if p.ndim == 2 else p + 0.1, params)  # away from ~0, non-linear
+    params = {k: p * 30 if model.layer_ndim(k, p) == 2 else p + 0.1 for k, p in params.items()}  # non-linear
     tokens_BT = jax.random.randint(jax.random.fold_in(key, 1), (B, T), 0, V)
     zeros = model.zero_state(B, H, cell, num_layers)
     leaves, treedef = jax.tree.flatten(zeros)
@@ -66,12 +66,13 @@ def close(a, b, **kw):
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 def test_init_follows_the_book(key, cell):
     params = model.init_params(key, V, 256, cell=cell, num_layers=2)
-    first = {k: v for k, v in params.items() if not k.endswith("_l2")}
+    first = {k: v for k, v in params.items() if not k.endswith(model.UPPER)}
     assert list(first) == NAMES[cell] + ["W_hq", "b_q"]
-    assert {k[:-3] for k in params if k.endswith("_l2")} == set(NAMES[cell])
+    assert set(model.upper_params(params)) == set(NAMES[cell])
     for n in NAMES[cell]:  # layer 1 reads one-hot characters, layer 2 the (B, H) outputs of layer 1
         want = (256,) if n.startswith("b_") else (V if n.startswith("W_x") else 256, 256)
-        assert params[n].shape == want and params[n + "_l2"].shape == (want if want[0] != V else (256, 256))
+        assert params[n].shape == want
+        assert params[n + model.UPPER].shape == (1, *(want if want[0] != V else (256, 256)))
     assert all(np.all(params[n] == 0) for n in params if n.startswith("b_"))
     assert abs(float(jnp.std(params["W_hh" if cell == "gru" else "W_hc"])) - 0.01) < 5e-4
 

@@ -98,20 +98,22 @@ def test_weight_drop_zeroes_recurrent_weights_only_and_their_gradient(key):
                                                         key_dropout=key)[0]))(params)
     assert bool(jnp.all(grads["W_hh"][zero] == 0)) and bool(jnp.any(grads["W_hh"][~zero] != 0))
     assert step_lib.drop_weights(dataclasses.replace(cfg, weight_drop=0.0), params, key) is params
-    assert step_lib.is_recurrent_weight("W_hz_l2") and not step_lib.is_recurrent_weight("W_hq")
+    assert step_lib.is_recurrent_weight("W_hz_upper") and not step_lib.is_recurrent_weight("W_hq")
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
-def test_weight_decay_is_decoupled_and_spares_biases(key, optimizer):
+@pytest.mark.parametrize("optimizer,cell,num_layers", [("adam", "rnn", 1), ("sgd", "rnn", 1), ("adam", "gru", 3)])
+def test_weight_decay_is_decoupled_and_spares_biases(key, optimizer, cell, num_layers):
     lr, wd = 0.01, 0.5
-    cfg = dataclasses.replace(config.BASE, hidden=8, optimizer=optimizer, lr=lr, clip_norm=None)
-    params = model.init_params(key, V, 8)
+    cfg = dataclasses.replace(config.BASE, hidden=8, optimizer=optimizer, lr=lr, clip_norm=None, cell=cell,
+                              num_layers=num_layers)
+    params = model.init_params(key, V, 8, cell=cell, num_layers=num_layers)
     grads = jax.tree.map(lambda p: jnp.ones_like(p), params)
     plain, decayed = step_lib.make_optimizer(cfg), step_lib.make_optimizer(dataclasses.replace(cfg, weight_decay=wd))
     u_plain, _ = plain.update(grads, plain.init(params), params)
     u_decayed, _ = decayed.update(grads, decayed.init(params), params)
     for name, p in params.items():
-        want = -lr * wd * p if p.ndim == 2 else jnp.zeros_like(p)  # outside Adam's scaling, weight matrices only
+        want = -lr * wd * p if model.layer_ndim(name, p) == 2 else jnp.zeros_like(p)  # outside Adam's scaling,
+        # weight matrices only (layers 2..'s biases are (L - 1, H), stacked)
         np.testing.assert_allclose(u_decayed[name] - u_plain[name], want, atol=1e-7, err_msg=name)
 
 
