@@ -189,8 +189,9 @@ def gates(a_BG: jax.Array, scale_G: jax.Array, offset_G: jax.Array) -> jax.Array
     return scale_G * jnp.tanh(scale_G * a_BG) + offset_G
 
 
-def gates_grad(y_BG: jax.Array, scale_G: jax.Array, offset_G: jax.Array) -> jax.Array:
-    """d gates / d a from y = gates(a): y (1 - y) on sigmoid columns, 1 - y^2 on tanh columns."""
+def gates_grad(y_BG: jax.Array, scale_G: jax.Array | float, offset_G: jax.Array | float) -> jax.Array:
+    """d gates / d a from y = gates(a): y (1 - y) on sigmoid columns, 1 - y^2 on tanh columns (scale and offset:
+    the columns' arrays, or one gate's floats)."""
     return scale_G * scale_G - (y_BG - offset_G) ** 2
 
 
@@ -316,13 +317,13 @@ def _lstm_step(params, state, x_BI, *, activation="tanh", dtype="float32"):
 
 def _lstm_core(W_h4H, h_BH, c_BH, xw_B4H, dtype):
     """One step from the gates' input parts with one product, H [W_hi|W_hf|W_ho|W_hc]:
-    -> (H', C', ([I|F|O|C~], tanh C'))."""
+    -> (H', C', ((I, F, O, C~), tanh C'))."""
     hidden = h_BH.shape[-1]
     g_B4H = gates(xw_B4H + mm(h_BH, W_h4H, dtype), *gate_constants(hidden, 3, 1))
     i_BH, f_BH, o_BH, c_tilde_BH = (g_B4H[:, k * hidden:(k + 1) * hidden] for k in range(4))
     c_BH = f_BH * c_BH + i_BH * c_tilde_BH
     tanh_c_BH = jnp.tanh(c_BH)
-    return o_BH * tanh_c_BH, c_BH, (g_B4H, tanh_c_BH)
+    return o_BH * tanh_c_BH, c_BH, ((i_BH, f_BH, o_BH, c_tilde_BH), tanh_c_BH)
 
 
 def _lstm_recurrent_step(params, state, xw_B4H, *, activation="tanh", dtype="float32"):
@@ -342,35 +343,38 @@ def lstm_recurrence(dtype: str, W_h4H: jax.Array, h_BH: jax.Array, c_BH: jax.Arr
 
 
 def _lstm_fwd(dtype, W_h4H, h_BH, c_BH, xw_TB4H):
+    # Each gate is saved as its own (T, B, H) array, so that the backward reads whole rows of what it saves:
+    # a column slice of a step's row of one (T, B, 4H) array compiles to a slow elementwise loop on CPU.
     def step(state, xw_B4H):
         h_BH, c_BH, saved = _lstm_core(W_h4H, *state, xw_B4H, dtype)
-        return (h_BH, c_BH), (h_BH, c_BH, *saved)
-    c0_BH = c_BH
-    (_, c_BH), (hs_TBH, cs_TBH, gs_TB4H, tanh_cs_TBH) = jax.lax.scan(step, (h_BH, c_BH), xw_TB4H)
-    return (hs_TBH, c_BH), (W_h4H, h_BH, c0_BH, hs_TBH, cs_TBH, gs_TB4H, tanh_cs_TBH)
+        return (h_BH, c_BH), (h_BH, state[1], *saved)  # state[1]: the step's C_prev
+    (_, c_BH), (hs_TBH, c_prevs_TBH, gates_TBH, tanh_cs_TBH) = jax.lax.scan(step, (h_BH, c_BH), xw_TB4H)
+    return (hs_TBH, c_BH), (W_h4H, h_BH, hs_TBH, c_prevs_TBH, gates_TBH, tanh_cs_TBH)
+
+
+SIGMOID_COLUMN, TANH_COLUMN = (0.5, 0.5), (1.0, 0.0)  # (scale, offset) of `gates` on one gate's columns
 
 
 def _lstm_bwd(dtype, residuals, cotangents):
     # The reverse scan carries only (dH, dC); dW is one large product after it.
-    W_h4H, h0_BH, c0_BH, hs_TBH, cs_TBH, gs_TB4H, tanh_cs_TBH = residuals
+    W_h4H, h0_BH, hs_TBH, c_prevs_TBH, gates_TBH, tanh_cs_TBH = residuals
     dhs_TBH, dc_last_BH = cotangents
-    hidden = h0_BH.shape[-1]
-    constants = gate_constants(hidden, 3, 1)
     W_h4H_T = W_h4H.T
 
     def step(carry, inputs):  # carry: what reaches (h_t, c_t) through step t+1
         dh_BH, dc_BH = carry
-        dhs_BH, c_prev_BH, g_B4H, tanh_c_BH = inputs
-        i_BH, f_BH, o_BH, c_tilde_BH = (g_B4H[:, k * hidden:(k + 1) * hidden] for k in range(4))
+        dhs_BH, c_prev_BH, (i_BH, f_BH, o_BH, c_tilde_BH), tanh_c_BH = inputs
         dh_BH = dh_BH + dhs_BH
         dc_BH = dc_BH + dh_BH * o_BH * tanh_grad(tanh_c_BH)
-        dg_B4H = jnp.concatenate([dc_BH * c_tilde_BH, dc_BH * c_prev_BH, dh_BH * tanh_c_BH, dc_BH * i_BH], axis=-1)
-        da_B4H = dg_B4H * gates_grad(g_B4H, *constants)
+        # d gate times d gate / d a: gates_grad with each gate's own constants, as on the whole row of 4H columns
+        da_B4H = jnp.concatenate([dc_BH * c_tilde_BH * gates_grad(i_BH, *SIGMOID_COLUMN),
+                                  dc_BH * c_prev_BH * gates_grad(f_BH, *SIGMOID_COLUMN),
+                                  dh_BH * tanh_c_BH * gates_grad(o_BH, *SIGMOID_COLUMN),
+                                  dc_BH * i_BH * gates_grad(c_tilde_BH, *TANH_COLUMN)], axis=-1)
         return (mm(da_B4H, W_h4H_T, dtype), dc_BH * f_BH), da_B4H
 
     (dh0_BH, dc0_BH), da_TB4H = jax.lax.scan(
-        step, (jnp.zeros_like(h0_BH), dc_last_BH),
-        (dhs_TBH, prev_steps(c0_BH, cs_TBH), gs_TB4H, tanh_cs_TBH), reverse=True)
+        step, (jnp.zeros_like(h0_BH), dc_last_BH), (dhs_TBH, c_prevs_TBH, gates_TBH, tanh_cs_TBH), reverse=True)
     return outer_sum(prev_steps(h0_BH, hs_TBH), da_TB4H, dtype), dh0_BH, dc0_BH, da_TB4H
 
 
