@@ -29,7 +29,7 @@ train: install
 bench: install
 	$(PY) -m rnn_jax.bench $(DATA_FLAG) $(ARGS)
 
-# The book's exercises over several seeds (about an hour on 2 cores), the held-out sweep (about half an hour), then the report.
+# The book's exercises over several seeds (about an hour on 2 cores), the held-out sweep (about an hour), then the report.
 ablations: install
 	$(PY) experiments/ablations.py $(DATA_FLAG) $(ARGS)
 	$(PY) experiments/gated.py $(DATA_FLAG) $(ARGS)
