@@ -37,7 +37,7 @@ def params(run_dir):
         return dict(f)
 
 
-@pytest.mark.parametrize("flags", [["--sampling", "seq"], ["--sampling", "random"], ["--lr-schedule", "cosine"]])
+@pytest.mark.parametrize("flags", [["--sampling", "seq"], ["--sampling", "random", "--lr-schedule", "cosine"]])
 def test_killed_runs_resume_bit_identically(tmp_path, data_dir, flags):
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     assert train.main([*COMMON, *flags, "--run-dir", str(ref), "--data-dir", str(data_dir), "--quiet"]) == 0

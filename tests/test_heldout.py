@@ -133,9 +133,9 @@ def test_cosine_schedule_falls_over_the_run_and_constant_has_none():
         config.validate(dataclasses.replace(config.BASE, lr_schedule="linear"))
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
-def test_the_schedule_scales_the_whole_update(key, optimizer):
-    cfg = dataclasses.replace(config.BASE, hidden=H, optimizer=optimizer, lr=0.01, weight_decay=0.1,
+def test_the_schedule_scales_the_whole_update(key):
+    # AdamW: the schedule's factor scales Adam's step and the decoupled decay alike
+    cfg = dataclasses.replace(config.BASE, hidden=H, optimizer="adam", lr=0.01, weight_decay=0.1,
                               lr_schedule="cosine")
     tokens = jax.random.randint(key, (2, 6), 0, V)
     tx = step_lib.make_optimizer(cfg)
