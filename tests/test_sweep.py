@@ -36,6 +36,16 @@ def test_vmap_mode_equals_separate_runs(data_dir, separate):
         np.testing.assert_allclose(r["curve"], separate[r["seed"]], rtol=1e-5)
 
 
+def test_vmap_mode_follows_the_schedule_like_a_single_run(tmp_path, data_dir, separate):
+    cfg = dataclasses.replace(CFG, lr_schedule="cosine")
+    train.run(cfg, tmp_path / "one", data_dir=str(data_dir), exp="tiny", quiet=True)
+    single = [r["perplexity"] for r in rundir.read_metrics(tmp_path / "one")]
+    tokens, vocab = data.load_corpus(data_dir / "timemachine.txt", CFG.max_tokens)
+    [record] = sweep.run_vmap(cfg, [0], tokens, vocab)
+    np.testing.assert_allclose(record["curve"], single, rtol=1e-5)
+    assert single[0] == separate[0][0] and single[-1] != separate[0][-1]  # the factor is 1 in epoch 1 only
+
+
 def test_a_diverging_seed_is_recorded_not_averaged(tmp_path, data_dir):
     diverging = dataclasses.replace(CFG, activation="relu", clip_norm=None, lr=1e30)
     tokens, vocab = data.load_corpus(data_dir / "timemachine.txt", CFG.max_tokens)
