@@ -204,7 +204,9 @@ def check_progress(run_dir: Path, cfg: Config) -> None:
     latest = checkpoint.latest_saved_epoch(run_dir / "checkpoints")
     if latest is None:
         return
-    checkpoint.restore_newest(run_dir / "checkpoints", None)  # a damaged checkpoint is refused before any write
+    newest = checkpoint.restore_newest(run_dir / "checkpoints", None)  # a damaged one is refused before any write
+    if newest is not None:
+        refuse_per_layer(run_dir, newest[0]["params"])
     if not (run_dir / "metrics.jsonl").is_file():
         raise ConfigError(f"cannot resume {run_dir}: metrics.jsonl is missing, but checkpoints reach epoch {latest}; "
                           "restore it from a copy (a resume would lose the record of those epochs)")
@@ -355,15 +357,11 @@ def per_layer_converted(where, params: dict) -> dict:
                                          f"stack ({e})") from None
 
 
-def refuse_per_layer(run_dir: Path) -> None:
-    """Raises CheckpointError, saying what to do, when the latest checkpoint of run_dir stores a stack's layers
-    2.. one array per layer (`W_xi_l2`, ...): its optimizer state cannot be resumed in the stacked layout."""
+def refuse_per_layer(run_dir: Path, params: dict) -> None:
+    """Raises CheckpointError, saying what to do, when a checkpoint of run_dir stores a stack's layers 2.. one
+    array per layer (`W_xi_l2`, ...): its optimizer state cannot be resumed in the stacked layout."""
     from rnn_jax import model
 
-    try:
-        params, _ = checkpoint.load_params(run_dir)
-    except checkpoint.CheckpointError:
-        return
     if model.is_per_layer(params):
         raise checkpoint.CheckpointError(
             f"the checkpoints in {run_dir} store layers 2.. of the stack one array per layer (`W_xi_l2`, ...), "

@@ -117,8 +117,7 @@ def run_vmap(cfg: Config, seeds, tokens: np.ndarray, vocab: data.Vocab, *, val: 
         X_SNBT, Y_SNBT = (np.stack([b[i][:n] for b in batches]) for i in (0, 1))
         if sharding is not None:
             X_SNBT, Y_SNBT = jax.device_put((X_SNBT, Y_SNBT), sharding)
-        scale = config_lib.lr_scale(cfg, epoch)
-        states, _, metrics = epoch_fn(states, X_SNBT, Y_SNBT, None if scale is None else np.float32(scale))
+        states, _, metrics = epoch_fn(states, X_SNBT, Y_SNBT, config_lib.lr_scale(cfg, epoch))
         metrics = jax.device_get(metrics)
         seconds = time.perf_counter() - t0
         last = epoch == cfg.epochs

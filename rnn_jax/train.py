@@ -175,11 +175,7 @@ class Trainer:
                 "key": self.key, "data_seed": self.cfg.seed, "skips_in_a_row": self.skips_in_a_row}
 
     def _restore(self) -> None:
-        try:
-            restored, _ = self.ckpts.restore(abstract(self._checkpoint_tree(0)))
-        except CheckpointError:
-            rundir.refuse_per_layer(self.run_dir)  # a clearer error for checkpoints of the per-layer layout
-            raise
+        restored, _ = self.ckpts.restore(abstract(self._checkpoint_tree(0)))
         self.state = jax.tree.map(jnp.asarray, step_lib.TrainState(
             restored["params"], restored["opt_state"], restored["step"]))
         self.start, self.skips_in_a_row = int(restored["epoch"]) + 1, int(restored["skips_in_a_row"])
@@ -190,9 +186,8 @@ class Trainer:
         t0 = time.perf_counter()
         X_NBT, Y_NBT = data.epoch_batches(self.data.tokens, self.cfg, epoch)
         shard = lambda a: distributed.shard_rows(a, self.mesh)
-        scale = config_lib.lr_scale(self.cfg, epoch)
         self.state, self.carried, metrics = self.train_epoch_fn(self.state, shard(X_NBT), shard(Y_NBT),
-                                                                None if scale is None else np.float32(scale))
+                                                                config_lib.lr_scale(self.cfg, epoch))
         rundir.fault_injection("mid-epoch", epoch)
         metrics = distributed.to_host(metrics)
         seconds = time.perf_counter() - t0

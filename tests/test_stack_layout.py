@@ -79,8 +79,10 @@ def test_runs_saved_one_array_per_layer_are_read_converted_and_not_resumed(stack
     assert set(params) == set(want) and all(np.array_equal(params[k], want[k]) for k in want)
     assert generate.predict(params, vocab, "time", 10, **model.options(cfg)) == generate.predict(
         want, vocab, "time", 10, **model.options(cfg))
+    before = {f: (old / f).read_bytes() for f in ("config.json", "metrics.jsonl")}
     assert train.main(["--run-dir", str(old), "--resume", "--epochs", "2", "--quiet"]) == 2
     assert f"--init-from {old}" in capsys.readouterr().err
+    assert {f: (old / f).read_bytes() for f in before} == before  # refused before anything was written
     assert train.main(["--exp", "tiny", "--cell", "gru", "--num-layers", "3", "--max-tokens", "600", "--epochs", "1",
                        "--init-from", str(old), "--run-dir", str(tmp_path / "ft"), "--data-dir", str(data_dir),
                        "--quiet"]) == 0
