@@ -163,6 +163,18 @@ def _update(cfg: Config, tx, grad_fn, state: TrainState, carried, tokens_BT, tar
     return state, _where(metrics["finite"], carried_new, zero_state(cfg, tokens_BT.shape[0])), metrics
 
 
+# On AVX-512 CPUs LLVM emits 256-bit vector code unless told otherwise; 512-bit lanes speed up the gated cells'
+# elementwise kernels (LSTM epoch +5%, GRU +3%, paired in one process) and change no number (tests/test_train.py).
+CPU_COMPILER_OPTIONS = {"xla_cpu_prefer_vector_width": 512}
+
+
+def jit(fn, **kwargs):
+    """jax.jit of a train step or epoch, with CPU_COMPILER_OPTIONS when the computation runs on the CPU."""
+    if jax.default_backend() == "cpu":
+        kwargs["compiler_options"] = CPU_COMPILER_OPTIONS
+    return jax.jit(fn, **kwargs)
+
+
 def make_train_step(cfg: Config, tx: optax.GradientTransformation):
     """One minibatch: (state, carried, X_BT, Y_BT[, lr_scale]) -> (state, carried, metrics), jitted, state donated."""
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -170,12 +182,13 @@ def make_train_step(cfg: Config, tx: optax.GradientTransformation):
     def step(state: TrainState, carried, tokens_BT, targets_BT, lr_scale=None):
         return _update(cfg, tx, grad_fn, state, stop_gradient(carried), tokens_BT, targets_BT, lr_scale)
 
-    return jax.jit(step, donate_argnums=0)
+    return jit(step, donate_argnums=0)
 
 
-def make_train_epoch(cfg: Config, tx: optax.GradientTransformation):
+def make_train_epoch(cfg: Config, tx: optax.GradientTransformation, jitted: bool = True):
     """All minibatches of an epoch in one jitted scan: (state, X_NBT, Y_NBT[, lr_scale]) -> (state, last carried,
-    metrics_N); lr_scale is the epoch's factor under cfg.lr_schedule (config.lr_scale), None for a constant one."""
+    metrics_N); lr_scale is the epoch's factor under cfg.lr_schedule (config.lr_scale), None for a constant one.
+    jitted=False: the plain function, for a caller that transforms it and jits the result itself."""
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     reset = config_lib.resets_state(cfg)
 
@@ -210,6 +223,5 @@ def make_train_epoch(cfg: Config, tx: optax.GradientTransformation):
         (state, carried), metrics = jax.lax.scan(body, (state, zeros), jnp.arange(num_batches))
         return state, carried, metrics
 
-    if not cfg.detach and not reset:
-        return jax.jit(undetached, donate_argnums=0)
-    return jax.jit(detached, donate_argnums=0)
+    epoch = undetached if not cfg.detach and not reset else detached
+    return jit(epoch, donate_argnums=0) if jitted else epoch

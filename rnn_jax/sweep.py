@@ -102,7 +102,8 @@ def run_vmap(cfg: Config, seeds, tokens: np.ndarray, vocab: data.Vocab, *, val: 
     seeds = list(seeds)
     tx = step_lib.make_optimizer(cfg)
     states = jax.vmap(lambda s: step_lib.init_state(cfg, len(vocab), tx, seed=s))(np.asarray(seeds))
-    epoch_fn = jax.jit(jax.vmap(step_lib.make_train_epoch(cfg, tx), in_axes=(0, 0, 0, None)), donate_argnums=0)
+    epoch_fn = step_lib.jit(jax.vmap(step_lib.make_train_epoch(cfg, tx, jitted=False), in_axes=(0, 0, 0, None)),
+                            donate_argnums=0)
     sharding = None
     if jax.device_count() > 1 and len(seeds) % jax.device_count() == 0:
         mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("models",))

@@ -151,8 +151,8 @@ def test_contention_alternates_quiet_and_busy_and_pins_the_workers(data_dir, fak
         yield
         busy["cpu"] = None
 
-    def fake_worker(args, corpus, cpus):  # halves its rate while a core is busy
-        calls.append((cpus, busy["cpu"]))
+    def fake_worker(args, corpus, cpus, cell):  # halves its rate while a core is busy
+        calls.append((cpus, busy["cpu"], cell))
         return 100.0 * len(cpus) / (2 if busy["cpu"] is not None else 1)
 
     monkeypatch.setattr(contention, "usable_cpus", lambda: [0, 1, 2, 3])
@@ -161,12 +161,33 @@ def test_contention_alternates_quiet_and_busy_and_pins_the_workers(data_dir, fak
     args = quick_args("--contention-reps", "2", *fake_peer)
     out = contention.contention(args, data.resolve_corpus(None, str(data_dir)))
     assert out["note"] == "busy loop pinned to cpu 3"
-    assert calls == [([0, 1, 2, 3], None), ([0, 1, 2, 3], 3), ([0], None), ([0], 3)] * 2
+    assert calls == [([0, 1, 2, 3], None, "rnn"), ([0, 1, 2, 3], 3, "rnn"), ([0], None, "rnn"), ([0], 3, "rnn")] * 2
     assert [(r["name"], r["busy_core"], r["tokens_per_s"]["median"], r["vs_quiet"]) for r in out["rows"]] == [
         ("jax fused-epoch, all 4 cores", None, 400.0, 1.0), ("jax fused-epoch, all 4 cores", 3, 200.0, 0.5),
         ("jax fused-epoch, pinned to cpu 0", None, 100.0, 1.0), ("jax fused-epoch, pinned to cpu 0", 3, 50.0, 0.5),
         ("torch-scratch, --threads 2", None, 2000.0, 1.0), ("torch-scratch, --threads 2", 3, 2000.0, 1.0),
-        ("torch-scratch, --threads 1", None, 1000.0, 1.0), ("torch-scratch, --threads 1", 3, 1000.0, 1.0)]
+        ("torch-scratch, --threads 1", None, 1000.0, 1.0), ("torch-scratch, --threads 1", 3, 1000.0, 1.0),
+        ("torch-nn.RNN, --threads 2", None, 4000.0, 1.0), ("torch-nn.RNN, --threads 2", 3, 4000.0, 1.0),
+        ("torch-nn.RNN, --threads 1", None, 2000.0, 1.0), ("torch-nn.RNN, --threads 1", 3, 2000.0, 1.0)]
+
+
+def test_contention_of_a_gated_cell_runs_its_worker_and_both_its_peers_on_two_threads_and_one(data_dir, fake_peer,
+                                                                                               monkeypatch):
+    workers, peer_flags = [], []
+    monkeypatch.setattr(contention, "usable_cpus", lambda: [0, 1])
+    monkeypatch.setattr(contention, "busy_core", lambda cpu: contextlib.nullcontext())
+    monkeypatch.setattr(contention, "jax_worker", lambda args, corpus, cpus, cell: workers.append((cpus, cell)) or 9.0)
+    monkeypatch.setattr(contention, "peer_tokens_per_s", lambda args, corpus, flags: (peer_flags.append(flags), 0)
+                        and (1.0, 0.0))
+    args = quick_args("--cells", "lstm", *fake_peer)
+    out = contention.contention(args, data.resolve_corpus(None, str(data_dir)))
+    assert [r["name"] for r in out["rows"] if r["busy_core"] is None] == [
+        "lstm jax fused-epoch, all 2 cores", "lstm jax fused-epoch, pinned to cpu 0",
+        "lstm torch-scratch, --threads 2", "lstm torch-scratch, --threads 1",
+        "lstm torch-nn.LSTM, --threads 2", "lstm torch-nn.LSTM, --threads 1"]
+    assert workers == [([0, 1], "lstm"), ([0, 1], "lstm"), ([0], "lstm"), ([0], "lstm")]
+    assert peer_flags == [["--cell", "lstm", "--threads", "2"]] * 2 + [["--cell", "lstm", "--threads", "1"]] * 2 + [
+        ["--cell", "lstm", "--concise", "--threads", "2"]] * 2 + [["--cell", "lstm", "--concise", "--threads", "1"]] * 2
 
 
 def test_generation_summary_compares_the_scan_with_the_loop():
@@ -246,5 +267,6 @@ def test_device_scaling_over_four_host_devices(data_dir, tmp_path):
 @pytest.mark.slow
 def test_pinned_worker_process_runs_on_the_cpus_it_was_given(data_dir):
     last = sorted(os.sched_getaffinity(0))[-1:]
-    out = contention.worker_report(quick_args(), data_dir / "timemachine.txt", last)
-    assert out["cpus"] == last and out["tokens_per_s"] > 0
+    out = contention.worker_report(quick_args(), data_dir / "timemachine.txt", last, "gru")
+    assert out["cpus"] == last and out["tokens_per_s"] > 0 and out["params"] == sorted(
+        [f"{w}{g}" for w in ("W_x", "W_h", "b_") for g in "zrh"] + ["W_hq", "b_q"])

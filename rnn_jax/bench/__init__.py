@@ -2,8 +2,8 @@
 
 Sections: throughput (variants and peers in alternating repetitions, with the fp32 limit), compile
 (train-epoch compile time at T = 35 and 350), generation (one jitted scan vs the book's loop), scaling
-(H x T: tokens/s and XLA memory), devices (data parallel over local devices), contention (one core kept
-busy; pinned vs all cores), e2e (--e2e).
+(H x T: tokens/s and XLA memory), devices (data parallel over local devices), contention (each --cells
+cell and its peers on all cores or one, quiet or with one core kept busy), e2e (--e2e).
 FLOP per training token is 6 H (H + V): forward h W_hh (2 H^2) and h W_hq (2 H V), backward twice the
 forward (gradients of activations and of weights); x W_xh is a row gather (0 FLOP), tanh/softmax are
 ignored. At H 512, V 28 that is 1,658,880 ~ 1.66 MFLOP, so tokens/s limit = matmul FLOP/s / 1.66e6.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -21,7 +20,7 @@ from rnn_jax.bench.generation import generation
 from rnn_jax.bench.report import print_report
 from rnn_jax.bench.scaling import scaling
 from rnn_jax.bench.throughput import throughput
-from rnn_jax.bench.variants import VARIANTS, build
+from rnn_jax.bench.variants import VARIANTS, build, fresh_state, variant_config
 from rnn_jax.cells import CELLS
 
 SECTIONS = ("throughput", "compile", "generation", "scaling", "devices", "contention", "e2e")
@@ -80,9 +79,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def run_worker(args, tokens, vocab: data.Vocab) -> None:
     """One contention measurement, in a fresh process whose CPUs the parent chose: prints a JSON line."""
-    cfg = dataclasses.replace(config_lib.BASE, hidden=args.hidden)
+    cfg = variant_config("fused-epoch", hidden=args.hidden, cell=args.cells[0])
     run = build(cfg, len(vocab), lambda e: data.epoch_batches(tokens, cfg, e), per_step=False)[0]
-    print(json.dumps({"tokens_per_s": run(args.epochs), "cpus": sorted(os.sched_getaffinity(0))}))
+    params = sorted(fresh_state(cfg, len(vocab))[1].params)  # the names of what it trains: the cell's parameters
+    print(json.dumps({"tokens_per_s": run(args.epochs), "cpus": sorted(os.sched_getaffinity(0)), "params": params}))
 
 
 def run_sections(args, corpus: Path, tokens, vocab: data.Vocab) -> dict:

@@ -1,4 +1,6 @@
-"""The contention section: fused-epoch and the torch peer in fresh processes, quiet vs one core kept busy."""
+"""The contention section: fused-epoch and the torch peers in fresh processes, on all cores or one, quiet vs one
+core kept busy. Each --cells cell against its own peers (the scratch cell and torch's fused layer) on 2 threads and
+1: the two-core speed-up of each program, and what a busy core takes from it."""
 
 from __future__ import annotations
 
@@ -12,20 +14,21 @@ import sys
 from pathlib import Path
 
 from rnn_jax.bench.common import measured, median_or_none, peer_tokens_per_s, run_child, spread, usable_cpus
+from rnn_jax.bench.throughput import peers, row_name
 
 PIN = "import os, runpy; os.sched_setaffinity(0, {cpus}); runpy.run_module('rnn_jax.bench', run_name='__main__')"
 
 
-def worker_report(args, corpus: Path, cpus: list[int]) -> dict:
+def worker_report(args, corpus: Path, cpus: list[int], cell: str = "rnn") -> dict:
     """The JSON line of a fresh worker process restricted to `cpus` before it imports jax: tokens/s, its cpus."""
     text = run_child([sys.executable, "-c", PIN.format(cpus=set(cpus)), "--worker", "--epochs", str(args.epochs),
-                      "--hidden", str(args.hidden), "--data-dir", str(corpus.parent)])[0]
+                      "--hidden", str(args.hidden), "--cells", cell, "--data-dir", str(corpus.parent)])[0]
     return json.loads(next(x for x in reversed(text.splitlines()) if x.startswith("{")))
 
 
-def jax_worker(args, corpus: Path, cpus: list[int]) -> float:
-    """fused-epoch tokens/s measured by a fresh process restricted to `cpus` before it imports jax."""
-    return worker_report(args, corpus, cpus)["tokens_per_s"]
+def jax_worker(args, corpus: Path, cpus: list[int], cell: str = "rnn") -> float:
+    """fused-epoch tokens/s of `cell` measured by a fresh process restricted to `cpus` before it imports jax."""
+    return worker_report(args, corpus, cpus, cell)["tokens_per_s"]
 
 
 @contextlib.contextmanager
@@ -44,12 +47,16 @@ def busy_core(cpu: int | None):
 
 
 def configs(args, corpus: Path, cpus: list[int]) -> dict:
-    """name -> fn() -> tokens/s: jax on all cores, jax pinned to the first, the torch peer on 2 and 1 threads."""
-    out = {f"jax fused-epoch, all {len(cpus)} cores": lambda: jax_worker(args, corpus, cpus),
-           f"jax fused-epoch, pinned to cpu {cpus[0]}": lambda: jax_worker(args, corpus, cpus[:1])}
-    for threads in (2, 1) if args.peer_python else ():
-        out[f"torch-scratch, --threads {threads}"] = \
-            lambda t=threads: peer_tokens_per_s(args, corpus, ["--threads", str(t)])[0]
+    """name -> fn() -> tokens/s, per --cells cell: jax on all cores, jax pinned to the first, each torch peer on 2
+    and 1 threads."""
+    out = {}
+    for cell in args.cells:
+        for label, chosen in ((f"all {len(cpus)} cores", cpus), (f"pinned to cpu {cpus[0]}", cpus[:1])):
+            out[row_name(cell, f"jax fused-epoch, {label}")] = lambda c=cell, s=chosen: jax_worker(args, corpus, s, c)
+        for name, flags in peers(cell).items() if args.peer_python else ():
+            for threads in (2, 1):
+                out[f"{name}, --threads {threads}"] = \
+                    lambda f=flags, t=threads: peer_tokens_per_s(args, corpus, [*f, "--threads", str(t)])[0]
     return out
 
 
