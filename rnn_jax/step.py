@@ -188,7 +188,8 @@ def make_train_step(cfg: Config, tx: optax.GradientTransformation):
 def make_train_epoch(cfg: Config, tx: optax.GradientTransformation, jitted: bool = True):
     """All minibatches of an epoch in one jitted scan: (state, X_NBT, Y_NBT[, lr_scale]) -> (state, last carried,
     metrics_N); lr_scale is the epoch's factor under cfg.lr_schedule (config.lr_scale), None for a constant one.
-    jitted=False: the plain function, for a caller that transforms it and jits the result itself."""
+    jitted=False: the plain function, for a caller that transforms it (vmap) and jits the result itself: JAX
+    refuses a jit that carries compiler options (CPU_COMPILER_OPTIONS) inside another jit."""
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     reset = config_lib.resets_state(cfg)
 
