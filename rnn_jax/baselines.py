@@ -71,11 +71,29 @@ def _kn_counts(ids: np.ndarray, k: int, vocab_size: int, top: bool) -> tuple[np.
     return np.unique(np.concatenate([left, codes[:1]]), return_counts=True)
 
 
-def fit_ngram(train_ids, vocab_size: int, n: int, discount_d: float | None = None) -> CountLM:
+def modified_discounts(counts: np.ndarray) -> np.ndarray:
+    """Chen & Goodman's (1998, eq. 26) three discounts of one order from its count-of-counts n1..n4:
+    Y = n1 / (n1 + 2 n2), D1 = 1 - 2Y n2/n1, D2 = 2 - 3Y n3/n2, D3+ = 3 - 4Y n4/n3, as [0, D1, D2, D3+]
+    (index: min(count, 3)). Where a count-of-count is zero, or a discount leaves (0, c], every count gets
+    Ney's single estimate instead."""
+    n1, n2, n3, n4 = (int(np.sum(counts == c)) for c in (1, 2, 3, 4))
+    if min(n1, n2, n3, n4) > 0:
+        y = n1 / (n1 + 2 * n2)
+        d = np.array([0.0, 1 - 2 * y * n2 / n1, 2 - 3 * y * n3 / n2, 3 - 4 * y * n4 / n3])
+        if np.all(d[1:] > 0) and np.all(d[1:] <= [1, 2, 3]):
+            return d
+    return np.array([0.0, *[discount(counts)] * 3])
+
+
+def fit_ngram(train_ids, vocab_size: int, n: int, discount_d: float | str | None = None) -> CountLM:
     """Interpolated Kneser-Ney n-gram (n >= 1) fitted on train_ids; see the module docstring for the method.
 
-    discount_d: one absolute discount in (0, 1] for every order instead of Ney's estimate per order (None)."""
-    if discount_d is not None and not 0 < discount_d <= 1:
+    discount_d: one absolute discount in (0, 1] for every order instead of Ney's estimate per order (None);
+    "modified": modified Kneser-Ney, three discounts per order by count (1, 2, 3+) from its count-of-counts
+    (`modified_discounts`), the mass they free going to the lower order as in the interpolated model."""
+    if discount_d == "modified":
+        pass
+    elif discount_d is not None and not 0 < discount_d <= 1:
         raise ValueError(f"a discount must lie in (0, 1], got {discount_d}")
     ids = _check_ids(train_ids, vocab_size)
     if n < 1 or len(ids) < n:
@@ -85,17 +103,20 @@ def fit_ngram(train_ids, vocab_size: int, n: int, discount_d: float | None = Non
     V, keys, probs = vocab_size, [], []
     for k in range(1, n + 1):  # order k: contexts of j = k - 1 tokens, backing off to order k - 1
         codes, counts = _kn_counts(ids, k, V, top=k == n)
-        d = discount(counts) if discount_d is None else discount_d
+        if discount_d == "modified":
+            d = modified_discounts(counts)[np.minimum(counts, 3)]  # each k-gram's own discount
+        else:
+            d = np.full(len(counts), discount(counts) if discount_d is None else discount_d)
         ctx, word = codes // V, codes % V
         ctx_keys, row = np.unique(ctx, return_inverse=True)
         total = np.bincount(row, weights=counts)
         table = np.zeros((len(ctx_keys), V))
         table[row, word] = np.maximum(counts - d, 0.0)  # (context, word) pairs are distinct: plain assignment
         table /= total[:, None]
-        # The discounted mass d * N1+(h .) / c(h) goes to the lower order at h's suffix (the 1/V for k = 1);
+        # The discounted mass sum_w D(c(h w)) / c(h) goes to the lower order at h's suffix (the 1/V for k = 1);
         # that suffix was seen as a context one order down, since every k-gram's suffix is a (k-1)-gram.
         lower = probs[-1][np.searchsorted(keys[-1], ctx_keys % V ** (k - 2))] if k > 1 else 1.0 / V
-        table += (d * np.bincount(row) / total)[:, None] * lower
+        table += (np.bincount(row, weights=np.minimum(d, counts)) / total)[:, None] * lower
         keys.append(ctx_keys)
         probs.append(table)
     return CountLM(n, V, keys, probs)
@@ -160,6 +181,37 @@ def select_ngram(train_ids, val_ids, vocab_size: int, orders, discounts, context
             rows.append({"n": n, "discount": d, **metrics(cross_entropy(m, val_ids, train_ids if context is None
                                                                         else context))})
     return min(rows, key=lambda r: r["loss"]), rows
+
+
+def adaptive_cross_entropy(ids, start: int, vocab_size: int, n: int, discount_d: float | str | None = None,
+                           every: int = 200) -> float:
+    """Mean nats per token of ids[start:] under an adaptive KN model: each block of `every` tokens is scored by the
+    model fitted on everything before the block (ids[:block start]), so the counts grow with the text they score,
+    as dynamic evaluation's parameters do (refitting after every token would be `every` = 1)."""
+    ids = _check_ids(ids, vocab_size)
+    if not 0 < start < len(ids) or every < 1:
+        raise ValueError(f"need 0 < start < {len(ids)} and every >= 1; got start={start}, every={every}")
+    total = 0.0
+    for b in range(start, len(ids), every):
+        m = fit_ngram(ids[:b], vocab_size, n, discount_d)
+        total -= log_probs(m, ids[max(0, b - n + 1):b + every], min(b, n - 1)).sum()
+    return total / (len(ids) - start)
+
+
+def ppm_bits(context: bytes, text: bytes, order: int, variant: str = "I", mem_mb: int = 256) -> int:
+    """The PPMd code length (bits) of `text` read after `context`: 8 (|C(context + text)| - |C(context)|), C the
+    PPMd compressor (Shkarin's PPMd var. H as in 7-Zip, or var. I as in RAR/ZIP) of the given order; `mem_mb` of
+    model memory, large enough that the model is not restarted on these texts."""
+    import pyppmd
+
+    compress = lambda b: len(pyppmd.compress(b, max_order=order, mem_size=mem_mb << 20, variant=variant))
+    return 8 * (compress(context + text) - (compress(context) if context else 0))
+
+
+def ppm_cross_entropy(context: str, text: str, order: int, variant: str = "I") -> float:
+    """Mean nats per character of `text` under PPMd given `context` (both one byte per character)."""
+    enc = lambda t: t.encode("latin-1")  # one byte per character; raises for characters beyond it
+    return ppm_bits(enc(context), enc(text), order, variant) * math.log(2) / len(text)
 
 
 class UsageError(ValueError):

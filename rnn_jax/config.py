@@ -46,6 +46,10 @@ class Config:
     on_nonfinite: str = "stop"  # NaN/Inf loss or gradient: "stop" the run | "skip" the update
     max_skips: int = 20  # with "skip": consecutive skipped updates before the run stops
     devices: int = 0  # data-parallel devices; 0: auto (all when each gets >= 32 rows, else 1)
+    init: str = "book"  # "book": every weight N(0, 0.01^2) | "scaled": N(0, 1/fan_in), recurrent ones orthogonal
+    forget_bias: float = 0.0  # initial bias of the LSTM's forget gate (1.0: remember by default)
+    split_rule: str = "round"  # the test part: "round": the last round(n * test_fraction) tokens | "floor": from
+    # token int(n * (1 - test_fraction)) on, nanoGPT's train/val cut
 
 
 BASE = Config()
@@ -73,6 +77,16 @@ EXPERIMENTS: dict[str, Config] = {
     # the whole book split 80/10/10 by position: choices on validation (every epoch), the test part scored once
     "heldout": dataclasses.replace(BASE, max_tokens=-1, val_fraction=0.1, test_fraction=0.1, optimizer="adam",
                                    lr=0.002, epochs=30, eval_every=1, checkpoint_every=0, keep_checkpoints=1),
+    # tiny Shakespeare split as nanoGPT splits it (--corpus shakespeare): the last 10% (nanoGPT's "val") is the
+    # test part, scored once; validation is the 5% of the corpus just before it, cut from the training 90% and
+    # never trained on. An LSTM with the levers the field uses: scaled init, forget bias, longer windows, Adam,
+    # a cosine step size, variational dropout and DropConnect, bf16 products (f32 accumulation).
+    "shakespeare": dataclasses.replace(BASE, preprocess="none", max_tokens=-1, test_fraction=0.1, split_rule="floor",
+                                       val_fraction=0.05, cell="lstm", hidden=512, batch_size=64, num_steps=100,
+                                       init="scaled", forget_bias=1.0, optimizer="adam", lr=0.002,
+                                       lr_schedule="cosine", epochs=40, dropout=0.25, dropout_mask="sequence",
+                                       weight_drop=0.25, matmul_dtype="bfloat16", eval_every=1, checkpoint_every=0,
+                                       keep_checkpoints=1, predict_every=5),
 }
 
 # Experiments run as stages, each starting from the parameters the stage before ended with (--exp NAME).
@@ -80,6 +94,9 @@ EXPERIMENTS: dict[str, Config] = {
 # continues the model the sequential run trained, on the same sequential iterator, resetting the state every
 # minibatch.
 CHAINS: dict[str, tuple[str, ...]] = {"book_random": ("seq", "seq_reset")}
+
+# The corpus (a data.CORPORA name) an experiment trains on when --corpus is not given; the book's otherwise.
+CORPUS_OF: dict[str, str] = {"shakespeare": "shakespeare"}
 
 # Fields that may change when a run is resumed; any other difference would make it another run.
 RESUMABLE_FIELDS = frozenset({"epochs", "predict_every", "eval_every", "checkpoint_every", "keep_checkpoints",
@@ -92,11 +109,13 @@ CHOICES = {
     "encoder": ("onehot", "embed"),
     "backward": ("fused", "autodiff"),
     "matmul_dtype": ("float32", "bfloat16"),
-    "preprocess": ("book", "raw"),
+    "preprocess": ("book", "raw", "none"),
     "on_nonfinite": ("stop", "skip"),
     "optimizer": ("sgd", "adam"),
     "dropout_mask": ("step", "sequence"),
     "lr_schedule": ("constant", "cosine"),
+    "init": ("book", "scaled"),
+    "split_rule": ("round", "floor"),
 }
 
 
@@ -149,6 +168,8 @@ def validate(cfg: Config) -> Config:
     if cfg.cell != "rnn" and cfg.activation != "tanh":
         raise ConfigError(f"activation={cfg.activation!r} applies to the rnn cell; the book's {cfg.cell} has "
                           "sigmoid gates and a tanh candidate")
+    if cfg.forget_bias and cfg.cell != "lstm":
+        raise ConfigError(f"forget_bias applies to the lstm cell, not {cfg.cell!r}")
     if cfg.val_fraction + cfg.test_fraction >= 0.9:
         raise ConfigError("val_fraction + test_fraction leave under 10% of the corpus to train on")
     return cfg

@@ -11,6 +11,7 @@ import shutil
 import tempfile
 import urllib.request
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -18,6 +19,24 @@ TIME_MACHINE_URL = "http://d2l-data.s3-accelerate.amazonaws.com/timemachine.txt"
 TIME_MACHINE_SHA1 = "090b5e7e70c295757f55df93cb0a180b9691891a"
 TIME_MACHINE_FILE = "timemachine.txt"
 UNK = "<unk>"
+
+
+class Corpus(NamedTuple):
+    """A named public text: where it is downloaded from, its SHA-1, and its file name in a data directory."""
+
+    url: str
+    sha1: str
+    file: str
+    title: str  # what error messages call it
+
+
+# --corpus NAME: each is downloaded once into the cache, verified, or read from --data-dir / $RNN_JAX_DATA_DIR.
+CORPORA = {
+    "timemachine": Corpus(TIME_MACHINE_URL, TIME_MACHINE_SHA1, TIME_MACHINE_FILE, "the book"),
+    # char-rnn's tiny Shakespeare (1,115,394 characters), the file nanoGPT's shakespeare_char prepares
+    "shakespeare": Corpus("https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+                          "04486597058d11dcc2c556b1d0433891eb639d2e", "tinyshakespeare.txt", "tiny Shakespeare"),
+}
 
 
 class DataError(ValueError):
@@ -35,7 +54,12 @@ def preprocess_raw(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-PREPROCESS = {"book": preprocess, "raw": preprocess_raw}
+def preprocess_none(text: str) -> str:
+    """Every character as it is: case, punctuation, newlines (nanoGPT's shakespeare_char)."""
+    return text
+
+
+PREPROCESS = {"book": preprocess, "raw": preprocess_raw, "none": preprocess_none}
 
 _GUTENBERG_START = re.compile(r"^\*\*\*\s*START OF (THE|THIS) PROJECT GUTENBERG.*$", re.M | re.I)
 _GUTENBERG_END = re.compile(r"^\*\*\*\s*END OF (THE|THIS) PROJECT GUTENBERG.*$", re.M | re.I)
@@ -115,14 +139,14 @@ def sha1_of(path: str | os.PathLike) -> str:
     return hashlib.sha1(Path(path).read_bytes()).hexdigest()
 
 
-def _checked(path: Path, source: str) -> Path:
+def _checked(path: Path, source: str, corpus: Corpus) -> Path:
     if not path.is_file():
-        raise DataError(f"{source}: {path} does not exist; put the book's {TIME_MACHINE_FILE} there, "
+        raise DataError(f"{source}: {path} does not exist; put {corpus.file} there, "
                         "or pass --corpus PATH for another text")
     got = sha1_of(path)
-    if got != TIME_MACHINE_SHA1:
-        raise DataError(f"{source}: {path} has SHA-1 {got}, not the book's {TIME_MACHINE_SHA1}; "
-                        "replace it with the book's file, or pass it as --corpus PATH to train on it anyway")
+    if got != corpus.sha1:
+        raise DataError(f"{source}: {path} has SHA-1 {got}, not {corpus.title}'s {corpus.sha1}; "
+                        f"replace it with {corpus.title}'s file, or pass it as --corpus PATH to train on it anyway")
     return path
 
 
@@ -136,33 +160,43 @@ def download(url: str, dest: Path, sha1: str, timeout: float = 60.0) -> Path:
         except (OSError, ValueError) as e:
             tmp.close()
             os.unlink(tmp.name)
-            raise DataError(f"could not download {url} ({e}); without network, get {TIME_MACHINE_FILE} "
+            raise DataError(f"could not download {url} ({e}); without network, get {dest.name} "
                             "some other way and pass --data-dir DIR or set RNN_JAX_DATA_DIR") from None
     got = sha1_of(tmp.name)
     if got != sha1:
         os.unlink(tmp.name)
         raise DataError(f"the download of {url} has SHA-1 {got}, expected {sha1}; nothing was kept. "
-                        "Retry later, or pass --data-dir DIR holding the book's file")
+                        f"Retry later, or pass --data-dir DIR holding {dest.name}")
     os.replace(tmp.name, dest)
     return dest
 
 
 def resolve_corpus(corpus: str | None = None, data_dir: str | None = None) -> Path:
-    """--corpus PATH, else --data-dir DIR, else $RNN_JAX_DATA_DIR, else the cache, else a verified download."""
-    if corpus:
+    """The text to read. --corpus is a name of CORPORA (default: the book's, timemachine) or a file's path.
+    A name is read from --data-dir DIR, else $RNN_JAX_DATA_DIR, else the cache, else a verified download."""
+    if corpus and corpus not in CORPORA:
         path = Path(corpus).expanduser()
         if not path.is_file():
-            raise DataError(f"--corpus {corpus}: no such file")
+            raise DataError(f"--corpus {corpus}: no such file, and not a corpus name ({', '.join(CORPORA)})")
         return path
+    named = CORPORA[corpus or "timemachine"]
     if data_dir:
-        return _checked(Path(data_dir).expanduser() / TIME_MACHINE_FILE, "--data-dir")
+        return _checked(Path(data_dir).expanduser() / named.file, "--data-dir", named)
     if os.environ.get("RNN_JAX_DATA_DIR"):
-        return _checked(Path(os.environ["RNN_JAX_DATA_DIR"]) / TIME_MACHINE_FILE, "RNN_JAX_DATA_DIR")
-    cached = cache_dir() / TIME_MACHINE_FILE
-    if cached.is_file() and sha1_of(cached) == TIME_MACHINE_SHA1:
+        return _checked(Path(os.environ["RNN_JAX_DATA_DIR"]) / named.file, "RNN_JAX_DATA_DIR", named)
+    cached = cache_dir() / named.file
+    if cached.is_file() and sha1_of(cached) == named.sha1:
         return cached
-    url = os.environ.get("RNN_JAX_DATA_URL", TIME_MACHINE_URL)
-    return download(url, cached, TIME_MACHINE_SHA1)
+    url = os.environ.get(f"RNN_JAX_URL_{(corpus or 'timemachine').upper()}", named.url)
+    if named.file == TIME_MACHINE_FILE:
+        url = os.environ.get("RNN_JAX_DATA_URL", url)
+    return download(url, cached, named.sha1)
+
+
+def corpus_name(path: str | os.PathLike, sha1: str | None = None) -> str:
+    """The CORPORA name of a file by its SHA-1, else its file name."""
+    sha1 = sha1 or sha1_of(path)
+    return next((name for name, c in CORPORA.items() if c.sha1 == sha1), Path(path).name)
 
 
 def load_text(path: str | os.PathLike, mode: str = "book") -> str:
@@ -180,16 +214,19 @@ def load_corpus(path: str | os.PathLike, max_tokens: int = -1, mode: str = "book
     return (tokens if max_tokens < 0 else tokens[:max_tokens]), vocab
 
 
-def split_corpus(tokens: np.ndarray, val_fraction: float = 0.0, test_fraction: float = 0.0):
-    """(train, val, test) by position: the test part is the end of the text, validation just before it."""
+def split_corpus(tokens: np.ndarray, val_fraction: float = 0.0, test_fraction: float = 0.0, rule: str = "round"):
+    """(train, val, test) by position: the test part is the end of the text, validation just before it.
+    rule "round": the last round(n * test_fraction) tokens are the test part; "floor": the tokens from
+    int(n * (1 - test_fraction)) on, as nanoGPT cuts train | val (`int(n * 0.9)`)."""
     n = len(tokens)
-    n_test, n_val = int(round(n * test_fraction)), int(round(n * val_fraction))
+    n_test = n - int(n * (1 - test_fraction)) if rule == "floor" else int(round(n * test_fraction))
+    n_val = int(round(n * val_fraction))
     return tokens[:n - n_val - n_test], tokens[n - n_val - n_test:n - n_test], tokens[n - n_test:]
 
 
 def splits(tokens: np.ndarray, cfg) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
     """Each part of a run's text (train after max_tokens, val, test, all) with the text just before it."""
-    train, val, test = split_corpus(tokens, cfg.val_fraction, cfg.test_fraction)
+    train, val, test = split_corpus(tokens, cfg.val_fraction, cfg.test_fraction, cfg.split_rule)
     return {"train": (train if cfg.max_tokens < 0 else train[:cfg.max_tokens], None),
             "val": (val, train), "test": (test, tokens[:len(tokens) - len(test)]), "all": (tokens, None)}
 

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rnn_jax import checkpoint, data, model, rundir
+from rnn_jax import checkpoint, data, model, rundir, testlog
 from rnn_jax import config as config_lib
 from rnn_jax import step as step_lib
 
@@ -53,6 +53,31 @@ def evaluate(params, tokens: np.ndarray, cfg: config_lib.Config, *, context: np.
                      opts=tuple(sorted(model.options(cfg).items())), hidden=cfg.hidden)
     loss = float(total) / len(targets)
     return {"loss": loss, "perplexity": math.exp(loss), "bits_per_char": loss / math.log(2), "tokens": len(targets)}
+
+
+@functools.partial(jax.jit, static_argnames=("opts", "hidden"))
+def _token_nll(params, inputs_CL, targets_CL, *, opts: tuple, hidden: int):
+    opts = dict(opts)
+
+    def chunk(state, batch):
+        inputs_L, targets_L = batch
+        logits_L1V, state = model.forward_fused(params, state, inputs_L[None], **opts)
+        return state, optax.softmax_cross_entropy_with_integer_labels(logits_L1V[:, 0], targets_L)
+
+    state = model.zero_state(1, hidden, opts["cell"], opts["num_layers"])
+    return jax.lax.scan(chunk, state, (inputs_CL, targets_CL))[1]
+
+
+def token_losses(params, tokens: np.ndarray, cfg: config_lib.Config, *, context: np.ndarray | None = None):
+    """-ln P(token) of every token `evaluate` scores, in order (float64 on the host): what an ensemble of models,
+    or a mixture with a counting model, averages as probabilities."""
+    inputs, targets = _stream(tokens, context)
+    n_chunks = -(-len(targets) // CHUNK)
+    pad = n_chunks * CHUNK - len(targets)
+    shape = lambda a: np.pad(a, (0, pad)).reshape(n_chunks, CHUNK)
+    nll = _token_nll(params, shape(inputs), shape(targets), opts=tuple(sorted(model.options(cfg).items())),
+                     hidden=cfg.hidden)
+    return np.asarray(nll, np.float64).reshape(-1)[:len(targets)]
 
 
 def _stream(tokens: np.ndarray, context: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -144,6 +169,18 @@ def check_corpus(path: Path, saved: dict) -> None:
                              "with --corpus")
 
 
+def own_corpus(saved: dict, data_dir: str | None) -> Path:
+    """The file a run trained on: where config.json says, or, given --data-dir, its file in that directory (a named
+    corpus, data.CORPORA, verified by its SHA-1)."""
+    path = Path(saved["data"]["path"])
+    if not data_dir:
+        return path
+    name = data.corpus_name(path, saved["data"]["sha1"])
+    if name in data.CORPORA:
+        return data.resolve_corpus(name, data_dir)
+    return Path(data_dir).expanduser() / path.name
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rnn_jax.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", required=True)
@@ -168,7 +205,7 @@ def main(argv=None) -> int:
     try:
         _check_dynamic(args)
         cfg, vocab, params, saved = rundir.load_run(args.run_dir, best=args.best)
-        own = data.resolve_corpus(None, args.data_dir) if args.data_dir else Path(saved["data"]["path"])
+        own = own_corpus(saved, args.data_dir)
         parts = data.splits(vocab.encode(data.load_text(own, cfg.preprocess)), cfg)
         if not args.corpus or args.baselines:  # the run's own splits are scored or fit on
             check_corpus(own, saved)
@@ -191,6 +228,11 @@ def main(argv=None) -> int:
             from rnn_jax import baselines
             result.update(baselines.evaluate_baselines(parts["train"][0], tokens, len(vocab),
                                                       context=() if context is None else context))
+        if not args.corpus and (args.split or "val") == "test":
+            corpus = data.corpus_name(own, saved["data"]["sha1"])
+            for name, r in result.items():
+                testlog.record(corpus, "test", name, {"run": str(Path(args.run_dir).resolve()), "best": args.best,
+                                                      "config": config_lib.to_dict(cfg)}, r)
     except (data.DataError, checkpoint.CheckpointError, config_lib.ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

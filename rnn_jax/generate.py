@@ -185,7 +185,8 @@ def _parser():
                                      description="Generate text from a trained run: one sample per line.")
     parser.add_argument("--run-dir", required=True, help="a training run directory")
     prompt = parser.add_mutually_exclusive_group()
-    prompt.add_argument("--prefix", help="text to warm up on (default 'time traveller'; '' starts from a space)")
+    prompt.add_argument("--prefix", help="text to warm up on (default: the run's first training prompt, 'time "
+                        "traveller' for the book; '' starts from a space)")
     prompt.add_argument("--prefix-file", help="read the text to warm up on from this UTF-8 file")
     parser.add_argument("--num-chars", type=int, default=200, help="characters to generate after the prefix")
     mode = parser.add_mutually_exclusive_group()
@@ -195,6 +196,8 @@ def _parser():
     parser.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest characters only")
     parser.add_argument("--num-samples", type=int, default=1, help="samples drawn in one batched call")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampling key, in [0, 2**32)")
+    parser.add_argument("--best", action="store_true", help="the run's best checkpoint by validation loss instead of "
+                        "its latest")
     return parser
 
 
@@ -217,11 +220,12 @@ def main(argv=None) -> int:
         prompt = read_prompt(args.prefix_file) if args.prefix_file else args.prefix
     except ValueError as e:
         return fail(str(e))
-    prompt = "time traveller" if prompt is None else prompt
     try:
-        cfg, vocab, params, _ = load_run(args.run_dir)
+        cfg, vocab, params, saved = load_run(args.run_dir, best=args.best)
     except (checkpoint.CheckpointError, config.ConfigError, data.DataError) as e:
         return fail(str(e))
+    if prompt is None:  # the run's own first prompt ('time traveller' for the book)
+        prompt = (saved.get("predict_prefixes") or ["time traveller"])[0]
     if args.top_k > len(vocab):
         return fail(f"--top-k {args.top_k} is more than the {len(vocab)} tokens of this model's vocabulary")
     error = _size_error(args, cfg.hidden, len(vocab))

@@ -95,6 +95,27 @@ def init_params(key: jax.Array, vocab_size: int, hidden: int, *, encoder: str = 
     return params | {k + UPPER: jnp.stack([u[k] for u in uppers]) for k in (uppers[0] if uppers else ())}
 
 
+def rescale_init(params: Params, key: jax.Array, *, forget_bias: float = 0.0) -> Params:
+    """The "scaled" initialisation of a fresh parameter tree: every weight matrix W (I, O) drawn again from
+    N(0, 1/I) (LeCun), each recurrent one (W_h*, H x H) orthogonal instead (Saxe et al. 2014), the LSTM's
+    forget-gate bias set to `forget_bias` (Gers et al. 2000; Jozefowicz et al. 2015), other biases and the
+    embedding as they are. The book's N(0, 0.01^2) makes a gated cell start nearly closed and learn slowly."""
+    out = {}
+    for i, (name, p) in enumerate(sorted(params.items())):
+        k = jax.random.fold_in(key, i)
+        if name.startswith("W_") and layer_ndim(name, p) == 2:
+            if name.startswith("W_h") and not name.startswith("W_hq"):
+                orth = jax.nn.initializers.orthogonal()
+                p = (orth(k, p.shape, jnp.float32) if p.ndim == 2 else  # a stack: each layer's (H, H) on its own
+                     jnp.stack([orth(jax.random.fold_in(k, j), p.shape[1:], jnp.float32) for j in range(len(p))]))
+            else:
+                p = jax.random.normal(k, p.shape, jnp.float32) / np.sqrt(p.shape[-2])
+        elif name.split(UPPER)[0] == "b_f":
+            p = jnp.full_like(p, forget_bias)
+        out[name] = p
+    return out
+
+
 def zero_state(batch_size: int, hidden: int, cell: str = "rnn", num_layers: int = 1) -> State:
     """The state before the first character (zeros), a pytree of the cell's shape (a tuple of them per layer)."""
     state = CELLS[cell].zero_state(batch_size, hidden)

@@ -123,14 +123,21 @@ def init_state(cfg: Config, vocab_size: int, tx: optax.GradientTransformation, s
         key_init = jax.random.fold_in(jax.random.key(cfg.seed if seed is None else seed), 0)  # purpose 0: params
         params = model.init_params(key_init, vocab_size, cfg.hidden, encoder=cfg.encoder, embed_dim=cfg.embed_dim,
                                    cell=cfg.cell, num_layers=cfg.num_layers)
+        if cfg.init == "scaled":  # purpose 3 of the seed (1: dropout, 2: unused)
+            key_scaled = jax.random.fold_in(jax.random.key(cfg.seed if seed is None else seed), 3)
+            params = model.rescale_init(params, key_scaled, forget_bias=cfg.forget_bias)
+        elif cfg.forget_bias:
+            params = {**params, **{k: jnp.full_like(v, cfg.forget_bias) for k, v in params.items()
+                                   if k.split(model.UPPER)[0] == "b_f"}}
     return TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
 
 
-def _step_key(cfg: Config, state: TrainState):
-    """The dropout key of this update: purpose 1 of the seed, folded with the step (None without dropout)."""
+def _step_key(cfg: Config, state: TrainState, seed=None):
+    """The dropout key of this update: purpose 1 of the seed (cfg.seed, or `seed`, which may be traced: a vmapped
+    sweep passes each model's own), folded with the step (None without dropout)."""
     if not cfg.dropout and not cfg.layer_dropout and not cfg.weight_drop:
         return None
-    return jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.seed), 1), state.step)
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.seed if seed is None else seed), 1), state.step)
 
 
 def _all_finite(tree) -> jax.Array:
@@ -154,10 +161,10 @@ def _apply(tx, state: TrainState, grads, loss, lr_scale=None):
                                                           "finite": finite}
 
 
-def _update(cfg: Config, tx, grad_fn, state: TrainState, carried, tokens_BT, targets_BT, lr_scale=None):
+def _update(cfg: Config, tx, grad_fn, state: TrainState, carried, tokens_BT, targets_BT, lr_scale=None, seed=None):
     """Gradient step from `carried`; returns (state, the state to carry on, metrics)."""
     (loss, carried_new), grads = grad_fn(state.params, carried, tokens_BT, targets_BT, cfg, None,
-                                         _step_key(cfg, state))
+                                         _step_key(cfg, state, seed))
     state, metrics = _apply(tx, state, grads, loss, lr_scale)
     # a skipped update restarts the carried state from zeros, as at the start of an epoch
     return state, _where(metrics["finite"], carried_new, zero_state(cfg, tokens_BT.shape[0])), metrics
@@ -187,25 +194,27 @@ def make_train_step(cfg: Config, tx: optax.GradientTransformation):
 
 def make_train_epoch(cfg: Config, tx: optax.GradientTransformation, jitted: bool = True):
     """All minibatches of an epoch in one jitted scan: (state, X_NBT, Y_NBT[, lr_scale]) -> (state, last carried,
-    metrics_N); lr_scale is the epoch's factor under cfg.lr_schedule (config.lr_scale), None for a constant one.
+    metrics_N); lr_scale is the epoch's factor under cfg.lr_schedule (config.lr_scale), None for a constant one;
+    seed (optional, may be traced) replaces cfg.seed in the dropout keys, so each model of a vmapped sweep draws its
+    own masks.
     jitted=False: the plain function, for a caller that transforms it (vmap) and jits the result itself: JAX
     refuses a jit that carries compiler options (CPU_COMPILER_OPTIONS) inside another jit."""
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     reset = config_lib.resets_state(cfg)
 
-    def detached(state, X_NBT, Y_NBT, lr_scale=None):
+    def detached(state, X_NBT, Y_NBT, lr_scale=None, seed=None):
         zeros = zero_state(cfg, X_NBT.shape[1])
 
         def body(carry, batch):
             state, carried = carry
             state, carried, metrics = _update(cfg, tx, grad_fn, state, stop_gradient(zeros if reset else carried),
-                                              *batch, lr_scale)
+                                              *batch, lr_scale, seed)
             return (state, carried), metrics
 
         (state, carried), metrics = jax.lax.scan(body, (state, zeros), (X_NBT, Y_NBT))
         return state, carried, metrics
 
-    def undetached(state, X_NBT, Y_NBT, lr_scale=None):
+    def undetached(state, X_NBT, Y_NBT, lr_scale=None, seed=None):
         # Minibatch i's loss is backpropagated through the state into minibatches 0..i-1, recomputed
         # from the epoch's zero state with the current parameters (the chain is never cut).
         num_batches, batch_size, num_steps = X_NBT.shape
@@ -217,7 +226,8 @@ def make_train_epoch(cfg: Config, tx: optax.GradientTransformation, jitted: bool
         def body(carry, i):
             state, _ = carry
             mask_BL = jnp.broadcast_to(chunk_L == i, X_BL.shape).astype(jnp.float32)
-            (loss, carried), grads = grad_fn(state.params, zeros, X_BL, Y_BL, cfg, mask_BL, _step_key(cfg, state))
+            (loss, carried), grads = grad_fn(state.params, zeros, X_BL, Y_BL, cfg, mask_BL,
+                                             _step_key(cfg, state, seed))
             state, metrics = _apply(tx, state, grads, loss, lr_scale)
             return (state, carried), metrics
 

@@ -102,14 +102,14 @@ def run_vmap(cfg: Config, seeds, tokens: np.ndarray, vocab: data.Vocab, *, val: 
     seeds = list(seeds)
     tx = step_lib.make_optimizer(cfg)
     states = jax.vmap(lambda s: step_lib.init_state(cfg, len(vocab), tx, seed=s))(np.asarray(seeds))
-    epoch_fn = step_lib.jit(jax.vmap(step_lib.make_train_epoch(cfg, tx, jitted=False), in_axes=(0, 0, 0, None)),
+    epoch_fn = step_lib.jit(jax.vmap(step_lib.make_train_epoch(cfg, tx, jitted=False), in_axes=(0, 0, 0, None, 0)),
                             donate_argnums=0)
     sharding = None
     if jax.device_count() > 1 and len(seeds) % jax.device_count() == 0:
         mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("models",))
         sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("models"))
         states = jax.device_put(states, sharding)
-    rows = {s: [] for s in seeds}
+    rows, seeds_S = {s: [] for s in seeds}, np.asarray(seeds, np.int32)  # each model's own dropout masks
     t_start = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
@@ -118,7 +118,7 @@ def run_vmap(cfg: Config, seeds, tokens: np.ndarray, vocab: data.Vocab, *, val: 
         X_SNBT, Y_SNBT = (np.stack([b[i][:n] for b in batches]) for i in (0, 1))
         if sharding is not None:
             X_SNBT, Y_SNBT = jax.device_put((X_SNBT, Y_SNBT), sharding)
-        states, _, metrics = epoch_fn(states, X_SNBT, Y_SNBT, config_lib.lr_scale(cfg, epoch))
+        states, _, metrics = epoch_fn(states, X_SNBT, Y_SNBT, config_lib.lr_scale(cfg, epoch), seeds_S)
         metrics = jax.device_get(metrics)
         seconds = time.perf_counter() - t0
         last = epoch == cfg.epochs

@@ -140,6 +140,8 @@ def default_prefixes(training: TrainingData, cfg: Config) -> tuple[str, ...]:
     """The book's two prompts for the book; for another text its own opening two words, and the second."""
     if training.info["sha1"] == data.TIME_MACHINE_SHA1 and cfg.preprocess == "book":
         return PREFIXES
+    if training.info["sha1"] == data.CORPORA["shakespeare"].sha1 and cfg.preprocess == "none":
+        return ("ROMEO:",)
     words = training.vocab.decode(training.tokens[:200]).split()
     return (" ".join(words[:2]), words[1]) if len(words) >= 2 else (training.vocab.decode(training.tokens[:10]),)
 
@@ -383,8 +385,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-dir", default=None, help="output directory (default: runs/<exp>-<time>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its latest "
                         "complete checkpoint")
-    parser.add_argument("--data-dir", default=None, help=f"directory holding {data.TIME_MACHINE_FILE}")
-    parser.add_argument("--corpus", default=None, help="train on this UTF-8 text file instead")
+    parser.add_argument("--data-dir", default=None, help="directory holding the named corpora's files "
+                        f"({', '.join(c.file for c in data.CORPORA.values())}); default: $RNN_JAX_DATA_DIR, else "
+                        "a verified download into the cache")
+    parser.add_argument("--corpus", default=None, help=f"a corpus name ({', '.join(data.CORPORA)}; default: the "
+                        "experiment's, else timemachine) or the path of a UTF-8 text file")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.add_argument("--init-from", default=None, metavar="RUN", help="start from the parameters of the run in "
                         "directory RUN (its latest checkpoint), with a fresh optimizer and a new run directory")
@@ -411,6 +416,7 @@ def _config_and_source(args) -> tuple[Config, str, dict]:
         raise config_lib.ConfigError("--init-from-best goes with --init-from RUN")
     if not args.resume:
         exp = args.exp or "seq"
+        kw["corpus"] = kw["corpus"] or config_lib.CORPUS_OF.get(exp)
         return config_lib.config_from_args(args, exp=exp), exp, kw
     if not args.run_dir:
         raise config_lib.ConfigError("--resume needs the --run-dir of the run to continue")

@@ -25,6 +25,14 @@ def data_dir() -> Path:
     return DATA_DIR
 
 
+@pytest.fixture(autouse=True)
+def test_log(tmp_path_factory, monkeypatch) -> Path:
+    """Every test writes its test-part scorings to a log of its own, never to the repository's."""
+    path = tmp_path_factory.mktemp("log") / "test_log.jsonl"
+    monkeypatch.setenv("RNN_JAX_TEST_LOG", str(path))
+    return path
+
+
 @pytest.fixture
 def key():
     return jax.random.key(0)

@@ -15,8 +15,9 @@ def split(data_dir):
     return ids[:cut], ids[cut:], len(vocab)
 
 
-def kn_reference(ids, V, n, context, w, fixed_d=None):
-    """Interpolated Kneser-Ney written straight from Chen & Goodman's recursion, with dicts, to check the tables."""
+def kn_reference(ids, V, n, context, w, fixed_d=None, modified=False):
+    """Interpolated Kneser-Ney written straight from Chen & Goodman's recursion, with dicts, to check the tables;
+    modified: their modified KN, D1, D2, D3+ by count from the order's count-of-counts n1..n4."""
     ids = tuple(int(i) for i in ids)
 
     def counts(k, top):
@@ -33,9 +34,16 @@ def kn_reference(ids, V, n, context, w, fixed_d=None):
         following = {g: x for g, x in c.items() if g[:-1] == h}
         if not following:
             return lower
-        n1, n2 = sum(x == 1 for x in c.values()), sum(x == 2 for x in c.values())
+        n1, n2, n3, n4 = (sum(x == k for x in c.values()) for k in (1, 2, 3, 4))
         d = fixed_d if fixed_d is not None else n1 / (n1 + 2 * n2) if n1 else 0.5
         total = sum(following.values())
+        if modified:
+            y = n1 / (n1 + 2 * n2) if n1 else 0
+            ds = {1: 1 - 2 * y * n2 / n1, 2: 2 - 3 * y * n3 / n2, 3: 3 - 4 * y * n4 / n3} if min(n1, n2, n3, n4) \
+                else {1: d, 2: d, 3: d}  # a missing count-of-count: Ney's one discount
+            dc = lambda x: ds[min(x, 3)] if x else 0.0
+            gamma = sum(dc(x) for x in following.values()) / total
+            return max(c[h + (w,)] - dc(c[h + (w,)]), 0) / total + gamma * lower
         return max(c[h + (w,)] - d, 0) / total + d * len(following) / total * lower
 
     h = tuple(int(i) for i in context)[max(0, len(context) - (n - 1)):]
@@ -223,3 +231,65 @@ def test_cli_rejects_missing_empty_and_tiny_corpora(tmp_path, capsys):
 def test_cli_checks_options_before_reading_the_corpus(tmp_path, capsys):
     assert b.main(["--corpus", str(tmp_path / "missing.txt"), "--split", "nan"]) == 2
     assert "--split" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_modified_kneser_ney_matches_the_reference_and_is_normalised(split, n):
+    train, _, V = split
+    text = train[:6000]
+    model = b.fit_ngram(text, V, n, discount_d="modified")
+    for table in model.probs:
+        np.testing.assert_allclose(table.sum(axis=1), 1.0, rtol=0, atol=1e-12)
+        assert table.min() > 0
+    for context in (text[100:103], np.array([9, 2, 26]), np.array([], np.int32)):
+        want = [kn_reference(text, V, n, context, w, modified=True) for w in range(V)]
+        np.testing.assert_allclose(b.next_probs(model, context), want, rtol=1e-12)
+
+
+def test_modified_discounts_follow_the_count_of_counts():
+    counts = np.array([1] * 10 + [2] * 4 + [3] * 2 + [4] * 1 + [9] * 3)
+    y = 10 / (10 + 2 * 4)
+    np.testing.assert_allclose(b.modified_discounts(counts), [0, 1 - 2 * y * 4 / 10, 2 - 3 * y * 2 / 4, 3 - 4 * y / 2])
+    # a missing count-of-count falls back to Ney's single discount for every count
+    np.testing.assert_allclose(b.modified_discounts(np.array([1, 1, 2])), [0, 0.5, 0.5, 0.5])
+
+
+def test_modified_kneser_ney_beats_one_discount_on_the_book(split):
+    train, held, V = split
+    one, modified = (b.cross_entropy(b.fit_ngram(train, V, 6, d), held, train) for d in (None, "modified"))
+    assert modified < one < math.log(V)
+
+
+def test_adaptive_ngram_is_the_static_one_refitted_on_all_text_before_each_block(split):
+    train, held, V = split
+    text = np.concatenate([train, held[:900]])
+    start = len(train)
+    got = b.adaptive_cross_entropy(text, start, V, 3, None, every=300)
+    want = 0.0
+    for s in range(start, len(text), 300):  # by hand: refit, score the next block continuing the text before it
+        want += len(text[s:s + 300]) * b.cross_entropy(b.fit_ngram(text[:s], V, 3), text[s:s + 300], text[:s])
+    assert got == pytest.approx(want / 900, rel=1e-12)
+    static = b.cross_entropy(b.fit_ngram(train, V, 3), held[:900], train)
+    assert got < static  # reading the text it scores helps
+    with pytest.raises(ValueError, match="start"):
+        b.adaptive_cross_entropy(text, 0, V, 3)
+
+
+def test_ppm_code_length_is_a_compression_difference_and_falls_with_context(data_dir):
+    import pyppmd
+
+    text = data.load_text(data_dir / "timemachine.txt")
+    scored = text[-5000:]
+    before = text[:-5000]
+    direct = 8 * (len(pyppmd.compress((before + scored).encode(), max_order=6, mem_size=256 << 20, variant="I"))
+                  - len(pyppmd.compress(before.encode(), max_order=6, mem_size=256 << 20, variant="I")))
+    assert b.ppm_bits(before.encode(), scored.encode(), 6, "I") == direct
+    assert b.ppm_cross_entropy(before, scored, 6, "I") == pytest.approx(direct * math.log(2) / 5000)
+    # more of the true text before it: never a longer code, for both variants
+    for variant in ("H", "I"):
+        bits = [b.ppm_bits(before[len(before) - k:].encode() if k else b"", scored.encode(), 6, variant)
+                for k in (0, 2_000, 20_000, 80_000, len(before))]
+        assert bits == sorted(bits, reverse=True), (variant, bits)
+        assert bits[-1] < 0.8 * bits[0]
+    assert b.ppm_bits(b"", scored.encode(), 6) == 8 * len(pyppmd.compress(scored.encode(), max_order=6,
+                                                                             mem_size=256 << 20, variant="I"))

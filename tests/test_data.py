@@ -5,7 +5,7 @@ import threading
 import numpy as np
 import pytest
 
-from rnn_jax import data
+from rnn_jax import config, data
 
 BOOK_VOCAB = ["<unk>", " ", "e", "t", "a", "i", "n", "o", "s", "h", "r", "d", "l", "m", "u", "c", "f",
               "w", "g", "y", "p", "b", "v", "k", "x", "z", "j", "q"]
@@ -226,3 +226,62 @@ def test_unreadable_corpora_are_clear_errors(tmp_path):
     empty.write_text("1234 5678\n")
     with pytest.raises(data.DataError, match="no letters"):
         data.load_corpus(empty)
+
+
+# ------------------------------------------------------------------ named corpora
+def test_corpus_names_resolve_in_the_data_dir_and_are_verified(tmp_path, data_dir):
+    shakespeare = data.resolve_corpus("shakespeare", str(data_dir))
+    assert shakespeare == data_dir / "tinyshakespeare.txt"
+    assert data.sha1_of(shakespeare) == data.CORPORA["shakespeare"].sha1
+    assert data.resolve_corpus("timemachine", str(data_dir)) == data_dir / "timemachine.txt"
+    assert data.corpus_name(shakespeare) == "shakespeare" and data.corpus_name(tmp_path / "x.txt", "0" * 40) == "x.txt"
+    (tmp_path / "tinyshakespeare.txt").write_text("First Citizen:\nnot the published file\n")
+    with pytest.raises(data.DataError, match="SHA-1 .* not tiny Shakespeare's 04486597"):
+        data.resolve_corpus("shakespeare", str(tmp_path))
+
+
+def test_a_named_corpus_is_downloaded_verified_and_cached(tmp_path, monkeypatch, data_dir, http_server):
+    root, url = http_server
+    monkeypatch.delenv("RNN_JAX_DATA_DIR", raising=False)
+    monkeypatch.setenv("RNN_JAX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("RNN_JAX_URL_SHAKESPEARE", f"{url}/input.txt")
+    (root / "input.txt").write_text("tampered")
+    with pytest.raises(data.DataError, match="expected 04486597.*nothing was kept"):
+        data.resolve_corpus("shakespeare")
+    (root / "input.txt").write_bytes((data_dir / "tinyshakespeare.txt").read_bytes())
+    assert data.resolve_corpus("shakespeare") == tmp_path / "cache" / "tinyshakespeare.txt"
+    (root / "input.txt").unlink()  # the cached copy is used from now on
+    assert data.resolve_corpus("shakespeare") == tmp_path / "cache" / "tinyshakespeare.txt"
+
+
+def test_an_unknown_name_that_is_not_a_file_lists_the_names():
+    with pytest.raises(data.DataError, match="not a corpus name \\(timemachine, shakespeare\\)"):
+        data.resolve_corpus("hamlet")
+
+
+def test_preprocess_none_keeps_every_character(data_dir):
+    path = data_dir / "tinyshakespeare.txt"
+    raw = path.read_text(encoding="utf-8")
+    tokens, vocab = data.load_corpus(path, -1, "none")
+    assert len(tokens) == len(raw) == 1_115_394
+    assert len(vocab) == 66 and set(vocab.idx_to_token[1:]) == set(raw)  # nanoGPT's 65 symbols, and <unk>
+    assert vocab.decode(tokens) == raw  # a round trip: case, punctuation and newlines kept
+    assert vocab.idx_to_token[1] == " " and "\n" in vocab.token_to_idx
+
+
+def test_the_floor_rule_cuts_where_nanogpt_does(data_dir):
+    tokens, _ = data.load_corpus(data_dir / "tinyshakespeare.txt", -1, "none")
+    n = len(tokens)
+    cfg = config.EXPERIMENTS["shakespeare"]
+    parts = data.splits(tokens, cfg)
+    test, before = parts["test"]
+    assert len(before) == int(n * 0.9) == 1_003_854  # nanoGPT: train_data = data[:int(n * 0.9)]
+    np.testing.assert_array_equal(test, tokens[int(n * 0.9):])
+    val, val_before = parts["val"]
+    assert len(val) == round(0.05 * n) and len(val_before) + len(val) == int(n * 0.9)
+    np.testing.assert_array_equal(parts["train"][0], val_before)
+    # the default rule is unchanged: the last round(n * f) tokens
+    assert len(data.split_corpus(np.arange(15), 0.0, 0.1)[2]) == 2 == len(data.split_corpus(np.arange(15), 0, 0.1,
+                                                                                             "floor")[2])
+    assert len(data.split_corpus(np.arange(14), 0.0, 0.1)[2]) == 1
+    assert len(data.split_corpus(np.arange(14), 0.0, 0.1, "floor")[2]) == 2

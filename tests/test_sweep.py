@@ -74,3 +74,15 @@ def test_a_finite_blow_up_counts_as_divergence():
     assert sweep.divergence_epoch(rows, 28) == 2  # worse than a uniform guess over 28 characters
     assert sweep.divergence_epoch(rows, 50) is None
     assert sweep.divergence_epoch([{"epoch": 4, "nonfinite": True}], 28) == 4
+
+
+def test_each_vmapped_seed_draws_its_own_dropout_masks(tmp_path, data_dir):
+    """Seed k of a vmapped sweep with dropout follows the standalone run of seed k (its masks come from k)."""
+    cfg = dataclasses.replace(CFG, dropout=0.5, weight_drop=0.3)
+    single = {}
+    for s in SEEDS:
+        train.run(dataclasses.replace(cfg, seed=s), tmp_path / str(s), data_dir=str(data_dir), exp="tiny", quiet=True)
+        single[s] = [r["perplexity"] for r in rundir.read_metrics(tmp_path / str(s))]
+    tokens, vocab = data.load_corpus(data_dir / "timemachine.txt", CFG.max_tokens)
+    for r in sweep.run_vmap(cfg, SEEDS, tokens, vocab):
+        np.testing.assert_allclose(r["curve"], single[r["seed"]], rtol=1e-5)

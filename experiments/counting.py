@@ -1,0 +1,100 @@
+"""Counting baselines under a held-out protocol, in the two classes a recurrent model races.
+
+Static (fitted on the training part, then frozen; they race the RNN's static evaluation):
+interpolated Kneser-Ney (order and discount chosen on validation) and modified Kneser-Ney (Chen & Goodman
+1998: three discounts per order from count-of-counts, no tuning; order chosen on validation).
+Adaptive (they read the text they score, as dynamic evaluation does): PPMd, variants H and I, orders 2-16
+(the order chosen on validation), scored as the code length of the scored text given everything before it;
+and the chosen static KN model refitted on everything before each block of `every` characters.
+Every choice is made on validation; each model's test part is scored once and recorded in the test log.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from rnn_jax import baselines, testlog
+
+KN_DISCOUNTS = (None, 0.6, 0.7, 0.8, 0.9, 1.0)  # None: Ney's estimate per order
+PPM_ORDERS = range(2, 17)
+PPM_VARIANTS = ("H", "I")
+
+
+def stat(values: list[float]) -> dict:
+    """mean, sample std and the values themselves (over seeds; one value for a deterministic model)."""
+    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+            "seeds": [float(v) for v in values]}
+
+
+def entry(kind: str, evaluation: str, val: float, test: float, config: dict, *, params: int | None,
+          seconds: float, tokens: int) -> dict:
+    """One model's record (losses in nats per character)."""
+    return {"kind": kind, "evaluation": evaluation, "test_loss": stat([test]), "val_loss": stat([val]),
+            "test_perplexity": stat([float(np.exp(test))]), "test_bits_per_char": stat([test / np.log(2)]),
+            "val_perplexity": stat([float(np.exp(val))]), "params": params, "wall_seconds": seconds,
+            "tokens_per_sec": tokens / seconds if seconds else None, "config": config}
+
+
+def table_size(m: baselines.CountLM) -> int:
+    """The number of probabilities a count model stores (its 'parameters')."""
+    return int(sum(p.size for p in m.probs))
+
+
+def counting_models(text: dict, corpus: str, orders, *, every: int, log=print) -> tuple[dict, dict]:
+    """The static and adaptive counting models of one split. `text`: train ids, (val, context), (test, context),
+    vocab_size and `decode` (ids -> str). Returns (models by name, the validation grids)."""
+    train, (val, val_ctx), (test, test_ctx), V = text["train"], text["val"], text["test"], text["vocab_size"]
+    models, grids = {}, {}
+
+    def score_test(name: str, cfg: dict, loss_fn) -> float:
+        loss = loss_fn()
+        testlog.record(corpus, "test", name, cfg, {"loss": loss, "perplexity": float(np.exp(loss))})
+        return loss
+
+    for label, discounts in (("KN", KN_DISCOUNTS), ("modified KN", ("modified",))):
+        t0 = time.perf_counter()
+        best, rows = baselines.select_ngram(train, val, V, orders, discounts, context=val_ctx)
+        grids[label] = rows
+        m = baselines.fit_ngram(train, V, best["n"], best["discount"])
+        cfg = {"n": best["n"], "discount": "Ney estimate" if best["discount"] is None else best["discount"]}
+        test_loss = score_test(f"{best['n']}-gram {label}", cfg, lambda m=m: baselines.cross_entropy(m, test, test_ctx))
+        models[f"{best['n']}-gram {label}"] = entry("ngram", "static", best["loss"], test_loss, cfg,
+                                                    params=table_size(m), seconds=time.perf_counter() - t0,
+                                                    tokens=len(val) * len(discounts) * len(orders) + len(test))
+        log(f"{label}: order {best['n']} chosen on validation, test {test_loss:.4f} nats")
+    # the adaptive KN: the static KN (of either kind) that validation preferred, refitted as it reads
+    static = min((m for m in models.values()), key=lambda m: m["val_loss"]["mean"])
+    n, d = static["config"]["n"], static["config"]["discount"]
+    d = None if d == "Ney estimate" else d
+    t0 = time.perf_counter()
+    whole = np.concatenate([test_ctx, test])
+    val_whole = np.concatenate([val_ctx, val])
+    cfg = {"n": n, "discount": static["config"]["discount"], "refit_every": every}
+    val_loss = baselines.adaptive_cross_entropy(val_whole, len(val_ctx), V, n, d, every)
+    test_loss = score_test(f"{n}-gram KN adaptive", cfg,
+                           lambda: baselines.adaptive_cross_entropy(whole, len(test_ctx), V, n, d, every))
+    models[f"{n}-gram KN adaptive"] = entry("ngram", "adaptive", val_loss, test_loss, cfg, params=None,
+                                           seconds=time.perf_counter() - t0, tokens=len(val) + len(test))
+    log(f"adaptive {n}-gram KN (refit every {every}): test {test_loss:.4f} nats")
+    # PPMd: the code length of the text given everything before it
+    decode = text["decode"]
+    val_text, val_before, test_text, test_before = decode(val), decode(val_ctx), decode(test), decode(test_ctx)
+    rows = []
+    for variant in PPM_VARIANTS:
+        for order in PPM_ORDERS:
+            rows.append({"variant": variant, "order": order,
+                         "loss": baselines.ppm_cross_entropy(val_before, val_text, order, variant)})
+    grids["PPMd"] = rows
+    for variant in PPM_VARIANTS:
+        t0 = time.perf_counter()
+        best = min((r for r in rows if r["variant"] == variant), key=lambda r: r["loss"])
+        cfg = {"variant": variant, "order": best["order"], "context": "all the text before the scored part"}
+        name = f"PPMd {variant} order {best['order']}"
+        test_loss = score_test(name, cfg, lambda b=best, v=variant: baselines.ppm_cross_entropy(
+            test_before, test_text, b["order"], v))
+        models[name] = entry("ppm", "adaptive", best["loss"], test_loss, cfg, params=None,
+                             seconds=time.perf_counter() - t0, tokens=len(test))
+        log(f"PPMd {variant}: order {best['order']} chosen on validation, test {test_loss:.4f} nats")
+    return models, grids

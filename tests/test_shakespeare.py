@@ -1,0 +1,88 @@
+"""Tiny Shakespeare by name, nanoGPT's split, the test log, and the benchmark script end to end (smoke sizes)."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rnn_jax import evaluate, testlog, train
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = ["--hidden", "16", "--epochs", "1", "--max-tokens", "20000", "--batch-size", "8", "--num-steps", "20",
+        "--matmul-dtype", "float32", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, data_dir):
+    run_dir = tmp_path_factory.mktemp("shakespeare") / "run"
+    assert train.main(["--exp", "shakespeare", "--data-dir", str(data_dir), "--run-dir", str(run_dir), *TINY]) == 0
+    return run_dir
+
+
+def test_the_experiment_trains_on_its_own_corpus_every_character_kept(run):
+    saved = json.loads((run / "config.json").read_text())
+    assert Path(saved["data"]["path"]).name == "tinyshakespeare.txt"
+    assert saved["data"]["train_tokens"] == 20000 and saved["data"]["test_tokens"] == 111_540
+    assert saved["predict_prefixes"] == ["ROMEO:"]
+    vocab = json.loads((run / "vocab.json").read_text())["idx_to_token"]
+    assert len(vocab) == 66 and "\n" in vocab and "R" in vocab and "!" in vocab
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["predictions"]["ROMEO:"].startswith("ROMEO:")
+
+
+def test_each_scoring_of_a_test_part_is_logged_and_counted(run, data_dir, test_log, capsys):
+    assert evaluate.main(["--run-dir", str(run), "--split", "val", "--data-dir", str(data_dir)]) == 0
+    assert testlog.read(test_log) == []  # validation is not the test part
+    for _ in range(2):
+        assert evaluate.main(["--run-dir", str(run), "--split", "test", "--data-dir", str(data_dir)]) == 0
+    rows = testlog.read(test_log)
+    assert len(rows) == 2 and testlog.counts(rows) == {("shakespeare", "test"): 2}
+    row = rows[0]
+    assert row["model"] == "rnn" and row["split"] == "test" and len(row["config_hash"]) == 12
+    assert row["result"]["tokens"] == 111_540 and np.isfinite(row["result"]["loss"])
+    assert row["commit"] is None or len(row["commit"].split("+")[0]) == 40
+    printed = capsys.readouterr().out.splitlines()[-1].split()
+    assert float(printed[1]) == pytest.approx(rows[-1]["result"]["perplexity"], abs=1e-3)
+
+
+def test_a_torn_last_line_of_the_log_is_skipped(test_log):
+    testlog.record("timemachine", "test", "m", {"a": 1}, {"loss": 1.0})
+    with open(test_log, "a") as f:
+        f.write('{"corpus": "timem')
+    assert [r["model"] for r in testlog.read(test_log)] == ["m"]
+    assert testlog.config_hash({"a": 1, "b": 2}) == testlog.config_hash({"b": 2, "a": 1})
+
+
+def test_the_benchmark_script_runs_end_to_end(tmp_path, data_dir, monkeypatch, test_log):
+    sys.path.insert(0, str(REPO / "experiments"))
+    import common
+    import shakespeare
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(shakespeare, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(shakespeare, "SMOKE_MODELS", {"lstm-1x8": {"hidden": 8, "epochs": 1, "batch_size": 16,
+                                                                 "num_steps": 32}})
+    argv = ["--smoke", "--seeds", "2", "--data-dir", str(data_dir)]
+    shakespeare.main(argv)
+    out = json.loads((tmp_path / "results" / "shakespeare_smoke.json").read_text())
+    assert out["split"]["characters"] == 60_000 and out["split"]["test"] == 6_000
+    models = out["models"]
+    kinds = {(m["kind"], m["evaluation"]) for m in models.values()}
+    assert kinds == {("ngram", "static"), ("ngram", "adaptive"), ("ppm", "adaptive"), ("rnn", "static"),
+                     ("rnn", "dynamic")}
+    assert {"PPMd H order", "PPMd I order"} <= {n.rsplit(" ", 1)[0] for n in models}
+    lstm = models["lstm-1x8"]
+    assert len(lstm["test_loss"]["seeds"]) == 2 and lstm["params"] > 0 and lstm["wall_seconds"] > 0
+    assert models["lstm-1x8 ensemble of 2"]["test_loss"]["mean"] <= max(lstm["test_loss"]["seeds"])
+    for m in models.values():
+        assert set(m["test_loss"]) == {"mean", "std", "seeds"} and np.isfinite(m["test_loss"]["mean"])
+    assert out["samples"]["texts"][0].startswith("ROMEO:") and len(out["samples"]["texts"]) == 3
+    scored = out["test_scorings"]
+    assert scored == len(testlog.read(test_log)) >= 5 + 2 * 2
+    # again: nothing retrains, and no test part is scored a second time for the same checkpoint and setting
+    shakespeare.main([*argv, "--no-baselines"])
+    again = json.loads((tmp_path / "results" / "shakespeare_smoke.json").read_text())
+    assert again["models"]["lstm-1x8"]["test_loss"] == lstm["test_loss"]
+    assert again["test_scorings"] == scored
