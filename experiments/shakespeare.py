@@ -91,12 +91,20 @@ def scores(run_dir: Path, text: dict, dynamic: dict | None) -> dict:
 
 
 def dynamic_choice(run_dir: Path, text: dict, grid) -> tuple[dict, list[dict]]:
-    """The dynamic-evaluation setting with the lowest validation loss for one run's best checkpoint."""
-    cfg, _, params, _ = rundir.load_run(run_dir, best=True)
-    rows = [{"rule": rule, "lr": lr, "segment": seg,
-             "val_loss": evaluate_lib.dynamic_evaluate(params, text["val"][0], cfg, lr=lr, segment=seg, rule=rule,
-                                                       context=text["val"][1])["loss"]}
-            for rule, lr, seg in grid]
+    """The dynamic-evaluation setting with the lowest validation loss for one run's best checkpoint (the grid's
+    scores are kept in run_dir/dynamic_grid.json)."""
+    path = run_dir / "dynamic_grid.json"
+    stored = json.loads(path.read_text()) if path.is_file() else []
+    done = {(r["rule"], r["lr"], r["segment"]): r for r in stored}
+    todo = [g for g in grid if tuple(g) not in done]
+    if todo:
+        cfg, _, params, _ = rundir.load_run(run_dir, best=True)
+        for rule, lr, seg in todo:
+            loss = evaluate_lib.dynamic_evaluate(params, text["val"][0], cfg, lr=lr, segment=seg, rule=rule,
+                                                 context=text["val"][1])["loss"]
+            done[(rule, lr, seg)] = {"rule": rule, "lr": lr, "segment": seg, "val_loss": loss}
+        rundir.write_json(path, list(done.values()))
+    rows = [done[tuple(g)] for g in grid]
     best = min(rows, key=lambda r: r["val_loss"])
     return {k: best[k] for k in ("rule", "lr", "segment")}, rows
 

@@ -244,13 +244,16 @@ def main(argv=None) -> int:
     from rnn_jax import data
 
     parser = argparse.ArgumentParser(prog="python -m rnn_jax.baselines", description=main.__doc__)
-    parser.add_argument("--corpus"), parser.add_argument("--data-dir")
+    parser.add_argument("--corpus", help="a corpus name (timemachine, shakespeare) or a text file's path")
+    parser.add_argument("--data-dir", help="directory holding the named corpora's files")
+    parser.add_argument("--preprocess", choices=("book", "raw", "none"), default="book",
+                        help="the text's cleaning, as in training (default: book)")
     parser.add_argument("--split", type=float, default=0.9, help="fraction of the text to fit on, in (0, 1)")
     parser.add_argument("--max-n", type=int, default=5, help="largest n-gram order (1: uniform and unigram only)")
     args = parser.parse_args(argv)
     try:
         _check_args(args.split, args.max_n)
-        ids, vocab = data.load_corpus(data.resolve_corpus(args.corpus, args.data_dir))
+        ids, vocab = data.load_corpus(data.resolve_corpus(args.corpus, args.data_dir), mode=args.preprocess)
         cut = _cut(ids, args.split, args.max_n, len(vocab))
     except (data.DataError, UsageError) as e:
         print(f"error: {e}", file=sys.stderr)

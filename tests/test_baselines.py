@@ -293,3 +293,11 @@ def test_ppm_code_length_is_a_compression_difference_and_falls_with_context(data
         assert bits[-1] < 0.8 * bits[0]
     assert b.ppm_bits(b"", scored.encode(), 6) == 8 * len(pyppmd.compress(scored.encode(), max_order=6,
                                                                              mem_size=256 << 20, variant="I"))
+
+
+def test_cli_takes_a_corpus_name_and_its_cleaning(data_dir, capsys):
+    assert b.main(["--corpus", "shakespeare", "--data-dir", str(data_dir), "--preprocess", "none", "--max-n", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "uniform  loss 4.1897  perplexity  66.000" in out  # 65 symbols and <unk>
+    assert b.main(["--corpus", "hamlet", "--data-dir", str(data_dir)]) == 2
+    assert "not a corpus name (timemachine, shakespeare)" in capsys.readouterr().err
