@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import platform
 import subprocess
 import sys
@@ -29,8 +30,25 @@ def environment() -> dict:
         "optax": optax.__version__, "flax": flax.__version__, "orbax": orbax.checkpoint.__version__,
         "numpy": numpy.__version__, "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
         "device_count": jax.device_count(), "process_count": jax.process_count(), "git_commit": commit,
-        "host": platform.node(),
+        "host": platform.node(), **cpu_info(),
     }
+
+
+def cpu_info() -> dict:
+    """The host's CPU model, its logical CPUs and its largest cache, so figures from several hosts can be told
+    apart (Linux; missing fields are None elsewhere)."""
+    info = {"cpu_model": platform.processor() or None, "cpu_count": os.cpu_count(), "cache": None}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        info["cpu_model"] = next((ln.split(":", 1)[1].strip() for ln in text.splitlines()
+                                  if ln.startswith("model name")), info["cpu_model"])
+        cache = {}
+        for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):  # L1d, L1i, L2, L3
+            cache[f"L{(index / 'level').read_text().strip()}"] = (index / "size").read_text().strip()
+        info["cache"] = cache or None
+    except OSError:
+        pass
+    return info
 
 
 def fmt_time(seconds: float) -> str:

@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -270,3 +271,12 @@ def test_pinned_worker_process_runs_on_the_cpus_it_was_given(data_dir):
     out = contention.worker_report(quick_args(), data_dir / "timemachine.txt", last, "gru")
     assert out["cpus"] == last and out["tokens_per_s"] > 0 and out["params"] == sorted(
         [f"{w}{g}" for w in ("W_x", "W_h", "b_") for g in "zrh"] + ["W_hq", "b_q"])
+
+
+def test_the_environment_names_the_host_cpu():
+    from rnn_jax import log
+
+    env = log.environment()
+    assert env["cpu_count"] == os.cpu_count() and env["cpu_model"]
+    if Path("/sys/devices/system/cpu/cpu0/cache").is_dir():
+        assert set(env["cache"]) >= {"L1", "L2"} and all(v[:-1].isdigit() for v in env["cache"].values())
