@@ -1,3 +1,4 @@
+import dataclasses
 import hashlib
 import http.server
 import threading
@@ -5,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from rnn_jax import data
+from rnn_jax import config, data
 
 BOOK_VOCAB = ["<unk>", " ", "e", "t", "a", "i", "n", "o", "s", "h", "r", "d", "l", "m", "u", "c", "f",
               "w", "g", "y", "p", "b", "v", "k", "x", "z", "j", "q"]
@@ -226,3 +227,18 @@ def test_unreadable_corpora_are_clear_errors(tmp_path):
     empty.write_text("1234 5678\n")
     with pytest.raises(data.DataError, match="no letters"):
         data.load_corpus(empty)
+
+
+@pytest.mark.parametrize("max_tokens,val_fraction", [(300, 0.0), (300, 0.2), (-1, 0.0), (5_000, 0.1)])
+def test_unseen_is_the_training_part_after_max_tokens_and_leaves_the_other_splits_as_they_were(max_tokens,
+                                                                                                 val_fraction):
+    tokens = np.arange(1_000, dtype=np.int32)
+    cfg = dataclasses.replace(config.BASE, max_tokens=max_tokens, val_fraction=val_fraction, test_fraction=0.1)
+    parts = data.splits(tokens, cfg)
+    train, val, test = data.split_corpus(tokens, val_fraction, 0.1)
+    assert np.array_equal(parts["train"][0], train if max_tokens < 0 else train[:max_tokens])
+    assert np.array_equal(parts["val"][0], val) and np.array_equal(parts["val"][1], train)
+    assert np.array_equal(parts["test"][0], test) and np.array_equal(parts["all"][0], tokens)
+    unseen, trained = parts["unseen"]
+    assert np.array_equal(trained, parts["train"][0])
+    assert np.array_equal(np.concatenate([trained, unseen]), train)  # up to the validation part, never into it
