@@ -105,21 +105,22 @@ def _code(text: str) -> str:
 class TensorBoard:
     """Event files in log_dir, one point per epoch (step = epoch): every number of a metrics row, the step size, the
     predictions and the config as text, written synchronously (a killed process keeps every epoch it finished).
-    A resumed process starts its file with TensorBoard's purge marker at its first epoch, so the points an earlier
-    process wrote from there on are dropped, not shown twice."""
+    Each process starts its file with a session start at its first epoch: TensorBoard takes every start after a
+    run's first as a restart and drops the points written before it at that step and later, so the epochs a
+    resumed process trains again are not shown twice."""
 
-    def __init__(self, log_dir: Path, config: dict, start: int, resumed: bool):
+    def __init__(self, log_dir: Path, config: dict, start: int):
         from tensorboardX import summary
         from tensorboardX.event_file_writer import EventsWriter
         from tensorboardX.proto.event_pb2 import Event, SessionLog
 
         self.summary, self.Event = summary, Event
         log_dir.mkdir(parents=True, exist_ok=True)
-        # the name carries seconds and host only: the pid and nanoseconds keep two processes' files apart
-        self.events = EventsWriter(str(log_dir / "events"), f".{os.getpid()}.{time.time_ns() % 10**9:09d}")
-        if resumed:
-            self.events.write_event(Event(wall_time=time.time(), step=start,
-                                          session_log=SessionLog(status=SessionLog.START)))
+        # TensorBoard reads a run's files in name order, and the name holds seconds and host: the nanoseconds
+        # keep two processes' files in order (and the pid apart)
+        self.events = EventsWriter(str(log_dir / "events"), f".{time.time_ns() % 10**9:09d}.{os.getpid()}")
+        start_event = Event(wall_time=time.time(), step=start, session_log=SessionLog(status=SessionLog.START))
+        self.events.write_event(start_event)
         self._add(self.summary.text("config", _code(json.dumps(config, indent=2))), start)
         self.events.flush()
 

@@ -167,8 +167,8 @@ class Trainer:
         primary = distributed.is_primary()
         self.writer = rundir.MetricsWriter(run_dir, self.start - 1 if resume else None) if primary else None
         self.progress = None if quiet or not primary else log.Progress(cfg.epochs, self.start - 1)
-        self.board = log.TensorBoard(run_dir / "tensorboard", {"experiment": exp, **self.meta["config"]}, self.start,
-                                     resume) if tensorboard and primary else None
+        self.board = (log.TensorBoard(run_dir / "tensorboard", {"experiment": exp, **self.meta["config"]}, self.start)
+                      if tensorboard and primary else None)
         self.timed_tokens, self.timed_seconds, self.t_start, self.last_row = 0, 0.0, time.perf_counter(), {}
 
     def _checkpoint_tree(self, epoch: int) -> dict:

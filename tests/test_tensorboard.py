@@ -39,18 +39,26 @@ def records(path):
 
 
 def event_files(run):
-    """Every event file of a run, each a list of events, in the order the processes started them."""
-    files = [records(p) for p in (run / "tensorboard").glob("events.out.tfevents.*")]
-    return sorted(files, key=lambda events: events[0].wall_time)
+    """Every event file of a run, each a list of events, in name order (TensorBoard's), which is the order the
+    processes started them."""
+    files = [records(p) for p in sorted((run / "tensorboard").glob("events.out.tfevents.*"))]
+    assert files == sorted(files, key=lambda events: events[0].wall_time)
+    return files
+
+
+def starts(events):
+    return [e.step for e in events if e.HasField("session_log") and e.session_log.status == SessionLog.START]
 
 
 def as_shown(run):
-    """({tag: {epoch: value}}, {tag: {epoch: text}}) as TensorBoard shows them: a purge marker (SessionLog START at
-    step s) drops the points of earlier files at steps >= s; a step written twice otherwise is an error."""
-    scalars, texts = {}, {}
+    """({tag: {epoch: value}}, {tag: {epoch: text}}) as TensorBoard shows them: a session start after the run's
+    first drops every point read before it at its step or later; a step shown twice is an error."""
+    scalars, texts, started = {}, {}, False
     for events in event_files(run):
         for e in events:
-            if e.HasField("session_log") and e.session_log.status == SessionLog.START:
+            if starts([e]) and not started:
+                started = True
+            elif starts([e]):
                 for table in (scalars, texts):
                     for tag, points in table.items():
                         table[tag] = {s: v for s, v in points.items() if s < e.step}
@@ -109,10 +117,9 @@ def test_every_epoch_once_with_the_metrics_values(resumed):
     assert json.loads(texts["config/text_summary"][3])["hidden"] == 16
 
 
-def test_the_resume_marks_its_first_epoch_for_purging(resumed):
+def test_each_process_starts_a_session_at_its_first_epoch(resumed):
     first, second = event_files(resumed)
-    markers = [e.step for e in second if e.HasField("session_log") and e.session_log.status == SessionLog.START]
-    assert markers == [3]  # epoch 3 of the killed process is dropped; the resumed one writes it again
+    assert starts(first) == [1] and starts(second) == [3]  # the killed process's epoch 3 is dropped, then rewritten
     assert {e.step for e in first if e.summary.value} == {1, 2, 3}
     assert {e.step for e in second if e.summary.value} == {3, 4}
 
