@@ -70,12 +70,10 @@ class Progress:
 
 def plot_curve(rows: list[dict], path: Path, title: str = "") -> None:
     """perplexity.png: training (and validation, when present) perplexity per epoch, log scale."""
-    import matplotlib
+    from matplotlib.figure import Figure  # not pyplot: no backend to choose, none changed for a notebook
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
+    fig = Figure(figsize=(6, 3.6), dpi=120)
+    ax = fig.subplots()
     for key, label in (("perplexity", "train"), ("val_perplexity", "validation")):
         pts = [(r["epoch"], r[key]) for r in rows if key in r and r[key] is not None and math.isfinite(r[key])]
         if pts:
@@ -86,7 +84,6 @@ def plot_curve(rows: list[dict], path: Path, title: str = "") -> None:
         ax.legend()
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 TENSORBOARD_INSTALL = "pip install -e '.[tensorboard]'"
