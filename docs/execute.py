@@ -13,6 +13,8 @@ from nbclient import NotebookClient
 def execute(path: str, cwd: str, timeout: int = 600) -> nbformat.NotebookNode:
     """The notebook at `path` executed top to bottom in a new python3 kernel started in `cwd`."""
     nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:  # no timestamps: a re-run changes the file only where outputs change
+        cell.metadata.pop("execution", None)
     NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": cwd}},
                    record_timing=False).execute()
     return nb
