@@ -246,7 +246,8 @@ class Trainer:
             prefixes = self.prefixes if self.board else self.prefixes[:1]
             texts = predictions(distributed.to_host(self.state.params), self.data.vocab, self.cfg, prefixes)
         if self.board:
-            self.board.write(row, self.cfg.lr * (config_lib.lr_scale(self.cfg, epoch) or 1.0), texts)
+            scale = config_lib.lr_scale(self.cfg, epoch)
+            self.board.write(row, self.cfg.lr * (1.0 if scale is None else scale), texts)
         if not self.progress or row["perplexity"] is None:
             return
         self.progress.update(row["perplexity"], row["tokens_per_sec"])
