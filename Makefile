@@ -7,7 +7,7 @@ DATA_DIR ?= $(firstword $(wildcard ../shared/data))
 DATA_FLAG := $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
 ARGS ?=
 
-.PHONY: install test lint train bench ablations report clean
+.PHONY: install test lint train bench ablations report tour clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ ablations: install
 # Regenerates experiments/RESULTS.md and its figures from experiments/results/*.json (seconds).
 report: install
 	$(PY) experiments/report.py
+
+# Executes docs/tour.ipynb in a fresh kernel (from a temporary folder) and stores it with its outputs (under a minute).
+tour: install
+	RNN_JAX_DATA_DIR=$${RNN_JAX_DATA_DIR:-$(abspath $(DATA_DIR))} $(PY) docs/execute.py docs/tour.ipynb
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -225,10 +225,12 @@ def split_corpus(tokens: np.ndarray, val_fraction: float = 0.0, test_fraction: f
 
 
 def splits(tokens: np.ndarray, cfg) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
-    """Each part of a run's text (train after max_tokens, val, test, all) with the text just before it."""
+    """Each part of a run's text (train after max_tokens, val, test, all, and unseen: the rest of the training part
+    after the max_tokens trained on) with the text just before it."""
     train, val, test = split_corpus(tokens, cfg.val_fraction, cfg.test_fraction, cfg.split_rule)
-    return {"train": (train if cfg.max_tokens < 0 else train[:cfg.max_tokens], None),
-            "val": (val, train), "test": (test, tokens[:len(tokens) - len(test)]), "all": (tokens, None)}
+    trained = len(train) if cfg.max_tokens < 0 else min(cfg.max_tokens, len(train))
+    return {"train": (train[:trained], None), "val": (val, train), "test": (test, tokens[:len(tokens) - len(test)]),
+            "all": (tokens, None), "unseen": (train[trained:], train[:trained])}
 
 
 # ----------------------------------------------------------------------------- minibatches

@@ -1,6 +1,7 @@
 """Held-out evaluation: perplexity and bits per character over a whole text, the state carried throughout.
 
-    python -m rnn_jax.evaluate --run-dir RUN                      # the run's own validation split
+    python -m rnn_jax.evaluate --run-dir RUN                      # the run's validation split, else the text
+                                                                  # after the max_tokens it trained on
     python -m rnn_jax.evaluate --run-dir RUN --corpus other.txt   # any text, mapped to the run's vocabulary
     python -m rnn_jax.evaluate --run-dir RUN --best --split test --dynamic --dynamic-lr 0.1 --dynamic-segment 50
 """
@@ -181,13 +182,25 @@ def own_corpus(saved: dict, data_dir: str | None) -> Path:
     return Path(data_dir).expanduser() / path.name
 
 
+def default_split(parts: dict) -> str:
+    """val; for a run without one that trained on a prefix of its text, unseen (the rest), saying so."""
+    (val, _), (unseen, trained) = parts["val"], parts["unseen"]
+    if len(val) or not len(unseen):
+        return "val"
+    print(f"no validation part: scoring the {len(unseen):,} characters after the {len(trained):,} trained on "
+          "(--split unseen)", file=sys.stderr)
+    return "unseen"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rnn_jax.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--corpus", default=None, help="evaluate on this text (default: the run's own corpus)")
     parser.add_argument("--data-dir", default=None, help="where the run's corpus now lives, if it moved")
-    parser.add_argument("--split", default=None, choices=("train", "val", "test", "all"),
-                        help="part of the text to score (default: val for the run's corpus, all for --corpus)")
+    parser.add_argument("--split", default=None, choices=("train", "val", "test", "all", "unseen"),
+                        help="part of the text to score; unseen: the rest of the training part after the max_tokens "
+                        "trained on (default: val for the run's corpus, or unseen when it has no val part; all for "
+                        "--corpus)")
     parser.add_argument("--best", action="store_true", help="the run's best checkpoint by validation perplexity "
                         "instead of its latest")
     parser.add_argument("--baselines", action="store_true", help="also score n-gram baselines fit on the run's "
@@ -218,7 +231,7 @@ def main(argv=None) -> int:
                       file=sys.stderr)
             tokens, context = data.splits(vocab.encode(text), cfg)[args.split or "all"]
         else:
-            tokens, context = parts[args.split or "val"]
+            tokens, context = parts[args.split or default_split(parts)]
         result = {"rnn": evaluate(params, tokens, cfg, context=context)}
         if args.dynamic:
             result["rnn-dynamic"] = dynamic_evaluate(params, tokens, cfg, lr=args.dynamic_lr,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
@@ -86,12 +87,10 @@ class Progress:
 
 def plot_curve(rows: list[dict], path: Path, title: str = "") -> None:
     """perplexity.png: training (and validation, when present) perplexity per epoch, log scale."""
-    import matplotlib
+    from matplotlib.figure import Figure  # not pyplot: no backend to choose, none changed for a notebook
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
+    fig = Figure(figsize=(6, 3.6), dpi=120)
+    ax = fig.subplots()
     for key, label in (("perplexity", "train"), ("val_perplexity", "validation")):
         pts = [(r["epoch"], r[key]) for r in rows if key in r and r[key] is not None and math.isfinite(r[key])]
         if pts:
@@ -102,4 +101,55 @@ def plot_curve(rows: list[dict], path: Path, title: str = "") -> None:
         ax.legend()
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
+
+
+TENSORBOARD_INSTALL = "pip install -e '.[tensorboard]'"
+# metrics.jsonl's keys -> TensorBoard tags: a section per quantity, training and validation side by side
+TAGS = {"loss": "loss/train", "val_loss": "loss/val", "perplexity": "perplexity/train",
+        "val_perplexity": "perplexity/val", "val_bits_per_char": "bits_per_char/val", "grad_norm": "optim/grad_norm",
+        "lr": "optim/lr", "step": "optim/updates", "skipped": "optim/skipped", "tokens_per_sec": "speed/tokens_per_sec",
+        "seconds": "speed/seconds"}
+
+
+def _code(text: str) -> str:
+    """Markdown that TensorBoard's text plugin shows verbatim."""
+    return "\n".join("    " + line for line in text.splitlines())
+
+
+class TensorBoard:
+    """Event files in log_dir, one point per epoch (step = epoch): every number of a metrics row, the step size, the
+    predictions and the config as text, written synchronously (a killed process keeps every epoch it finished).
+    Each process starts its file with a session start at its first epoch: TensorBoard takes every start after a
+    run's first as a restart and drops the points written before it at that step and later, so the epochs a
+    resumed process trains again are not shown twice."""
+
+    def __init__(self, log_dir: Path, config: dict, start: int):
+        from tensorboardX import summary
+        from tensorboardX.event_file_writer import EventsWriter
+        from tensorboardX.proto.event_pb2 import Event, SessionLog
+
+        self.summary, self.Event = summary, Event
+        log_dir.mkdir(parents=True, exist_ok=True)
+        # TensorBoard reads a run's files in name order, and the name holds seconds and host: the nanoseconds
+        # keep two processes' files in order (and the pid apart)
+        self.events = EventsWriter(str(log_dir / "events"), f".{time.time_ns() % 10**9:09d}.{os.getpid()}")
+        start_event = Event(wall_time=time.time(), step=start, session_log=SessionLog(status=SessionLog.START))
+        self.events.write_event(start_event)
+        self._add(self.summary.text("config", _code(json.dumps(config, indent=2))), start)
+        self.events.flush()
+
+    def _add(self, summary, step: int) -> None:
+        self.events.write_event(self.Event(wall_time=time.time(), step=step, summary=summary))
+
+    def write(self, row: dict, lr: float | None = None, predictions: dict | None = None) -> None:
+        """One epoch's row (and its step size and predictions), on disk when this returns."""
+        epoch = row["epoch"]
+        for key, value in {**row, "lr": lr}.items():
+            if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                self._add(self.summary.scalar(TAGS.get(key, key), value), epoch)
+        if predictions:
+            self._add(self.summary.text("predictions", _code("\n".join(predictions.values()))), epoch)
+        self.events.flush()
+
+    def close(self) -> None:
+        self.events.close()

@@ -150,7 +150,8 @@ class Trainer:
     """One run's training state and the run directory's writers; each method is one step of an epoch."""
 
     def __init__(self, cfg: Config, run_dir: Path, training: TrainingData, mesh, *, exp: str, resume: bool,
-                 quiet: bool, params: dict | None = None, prefixes: tuple[str, ...] = PREFIXES):
+                 quiet: bool, params: dict | None = None, prefixes: tuple[str, ...] = PREFIXES,
+                 tensorboard: bool = False):
         self.cfg, self.run_dir, self.data, self.mesh, self.exp = cfg, run_dir, training, mesh, exp
         self.prefixes = tuple(prefixes)
         self.tx = step_lib.make_optimizer(cfg)
@@ -168,6 +169,8 @@ class Trainer:
         primary = distributed.is_primary()
         self.writer = rundir.MetricsWriter(run_dir, self.start - 1 if resume else None) if primary else None
         self.progress = None if quiet or not primary else log.Progress(cfg.epochs, self.start - 1)
+        self.board = (log.TensorBoard(run_dir / "tensorboard", {"experiment": exp, **self.meta["config"]}, self.start)
+                      if tensorboard and primary else None)
         self.timed_tokens, self.timed_seconds, self.t_start, self.last_row = 0, 0.0, time.perf_counter(), {}
 
     def _checkpoint_tree(self, epoch: int) -> dict:
@@ -235,18 +238,24 @@ class Trainer:
             row.update(val_loss=val["loss"], val_perplexity=val["perplexity"], val_bits_per_char=val["bits_per_char"])
 
     def record(self, epoch: int, row: dict) -> None:
-        """metrics.jsonl, the progress bar, and every predict_every epochs a prediction line."""
+        """metrics.jsonl, TensorBoard, the progress bar, and every predict_every epochs a prediction line."""
         self.last_row = row
         if self.writer:
             self.writer.write(row)
+        texts = None
+        if ((self.progress or self.board) and row["perplexity"] is not None and self.cfg.predict_every
+                and self._due(epoch, self.cfg.predict_every)):
+            prefixes = self.prefixes if self.board else self.prefixes[:1]
+            texts = predictions(distributed.to_host(self.state.params), self.data.vocab, self.cfg, prefixes)
+        if self.board:
+            scale = config_lib.lr_scale(self.cfg, epoch)
+            self.board.write(row, self.cfg.lr * (1.0 if scale is None else scale), texts)
         if not self.progress or row["perplexity"] is None:
             return
         self.progress.update(row["perplexity"], row["tokens_per_sec"])
-        if self.cfg.predict_every and self._due(epoch, self.cfg.predict_every):
-            first = self.prefixes[0]
-            text = predictions(distributed.to_host(self.state.params), self.data.vocab, self.cfg, (first,))[first]
+        if texts:
             val_text = f"  val ppl {row['val_perplexity']:.3f}" if "val_perplexity" in row else ""
-            self.progress.line(epoch, row["perplexity"], row["tokens_per_sec"], val_text, text)
+            self.progress.line(epoch, row["perplexity"], row["tokens_per_sec"], val_text, texts[self.prefixes[0]])
 
     def checkpoint(self, epoch: int, row: dict, stopping: bool) -> None:
         """A checkpoint at the end, when stopping, every checkpoint_every epochs, and at every validation."""
@@ -260,6 +269,9 @@ class Trainer:
         self.ckpts.close()
         if self.progress:
             self.progress.close()
+        if self.board:
+            with contextlib.nullcontext() if draw else contextlib.suppress(OSError):
+                self.board.close()
         if self.writer:
             with contextlib.nullcontext() if draw else contextlib.suppress(OSError):  # report the first failure
                 self.writer.close()
@@ -286,11 +298,12 @@ class Trainer:
 
 def run(cfg: Config, run_dir: str | Path, *, corpus: str | None = None, data_dir: str | None = None,
         exp: str = "custom", resume: bool = False, quiet: bool = False, init_from: str | None = None,
-        init_from_best: bool = False, prefixes: tuple[str, ...] | None = None) -> dict:
+        init_from_best: bool = False, prefixes: tuple[str, ...] | None = None, tensorboard: bool = False) -> dict:
     """Trains cfg in run_dir (config, vocab, metrics, checkpoints, curve), or continues it; returns a summary.
 
     init_from: a run directory whose parameters (its latest, or best with init_from_best) this run starts from,
     with a fresh optimizer. prefixes: the prompts of the predictions (default: see `default_prefixes`).
+    tensorboard: also write TensorBoard event files to run_dir/tensorboard (needs tensorboardX).
     """
     config_lib.validate(cfg)
     run_dir = Path(run_dir)
@@ -305,7 +318,7 @@ def run(cfg: Config, run_dir: str | Path, *, corpus: str | None = None, data_dir
         lock = rundir.open_run(run_dir, cfg, exp, resume, training.vocab, training.info, extra)
         try:
             trainer = Trainer(cfg, run_dir, training, mesh, exp=exp, resume=resume, quiet=quiet, params=params,
-                              prefixes=extra["predict_prefixes"])
+                              prefixes=extra["predict_prefixes"], tensorboard=tensorboard)
             return _train(trainer, cfg, run_dir, stop, quiet)
         finally:
             if lock:
@@ -391,6 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--corpus", default=None, help=f"a corpus name ({', '.join(data.CORPORA)}; default: the "
                         "experiment's, else timemachine) or the path of a UTF-8 text file")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files to "
+                        f"RUN/tensorboard (needs tensorboardX: {log.TENSORBOARD_INSTALL})")
     parser.add_argument("--init-from", default=None, metavar="RUN", help="start from the parameters of the run in "
                         "directory RUN (its latest checkpoint), with a fresh optimizer and a new run directory")
     parser.add_argument("--init-from-best", action="store_true", help="with --init-from: its best checkpoint by "
@@ -411,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _config_and_source(args) -> tuple[Config, str, dict]:
     """(config, experiment, run's keyword arguments) of the command line; a resume starts from the run's own."""
     kw = {"corpus": args.corpus, "data_dir": args.data_dir, "init_from": args.init_from,
-          "init_from_best": args.init_from_best, "prefixes": args.predict_prefix}
+          "init_from_best": args.init_from_best, "prefixes": args.predict_prefix, "tensorboard": args.tensorboard}
     if args.init_from_best and not args.init_from:
         raise config_lib.ConfigError("--init-from-best goes with --init-from RUN")
     if not args.resume:
@@ -446,11 +461,23 @@ def _chain(args) -> str | None:
     return None
 
 
+def _check_tensorboard(wanted: bool) -> None:
+    """--tensorboard without tensorboardX is refused before anything is read or written."""
+    if not wanted:
+        return
+    try:
+        import tensorboardX  # noqa: F401
+    except ImportError:
+        raise config_lib.ConfigError(f"--tensorboard writes with tensorboardX, which is not installed: "
+                                     f"{log.TENSORBOARD_INSTALL}") from None
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if hasattr(signal, "SIGXFSZ"):  # a file-size limit: a failed write to report, not a core dump
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
+        _check_tensorboard(args.tensorboard)
         chain = _chain(args)
         if chain:
             if args.init_from:

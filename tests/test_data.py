@@ -1,3 +1,4 @@
+import dataclasses
 import hashlib
 import http.server
 import threading
@@ -285,3 +286,18 @@ def test_the_floor_rule_cuts_where_nanogpt_does(data_dir):
                                                                                              "floor")[2])
     assert len(data.split_corpus(np.arange(14), 0.0, 0.1)[2]) == 1
     assert len(data.split_corpus(np.arange(14), 0.0, 0.1, "floor")[2]) == 2
+
+
+@pytest.mark.parametrize("max_tokens,val_fraction", [(300, 0.0), (300, 0.2), (-1, 0.0), (5_000, 0.1)])
+def test_unseen_is_the_training_part_after_max_tokens_and_leaves_the_other_splits_as_they_were(max_tokens,
+                                                                                                 val_fraction):
+    tokens = np.arange(1_000, dtype=np.int32)
+    cfg = dataclasses.replace(config.BASE, max_tokens=max_tokens, val_fraction=val_fraction, test_fraction=0.1)
+    parts = data.splits(tokens, cfg)
+    train, val, test = data.split_corpus(tokens, val_fraction, 0.1)
+    assert np.array_equal(parts["train"][0], train if max_tokens < 0 else train[:max_tokens])
+    assert np.array_equal(parts["val"][0], val) and np.array_equal(parts["val"][1], train)
+    assert np.array_equal(parts["test"][0], test) and np.array_equal(parts["all"][0], tokens)
+    unseen, trained = parts["unseen"]
+    assert np.array_equal(trained, parts["train"][0])
+    assert np.array_equal(np.concatenate([trained, unseen]), train)  # up to the validation part, never into it

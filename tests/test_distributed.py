@@ -71,12 +71,14 @@ def _free_port() -> int:
 def test_two_processes_of_two_devices_match_one_process_of_four(four_devices, tmp_path, data_dir):
     coordinator = f"127.0.0.1:{_free_port()}"
     procs = [train(tmp_path / "multi", data_dir, "--coordinator", coordinator, "--num-processes", "2",
-                   "--process-id", str(i), "--epochs", "2", devices=2, wait=False) for i in range(2)]
+                   "--process-id", str(i), "--epochs", "2", "--tensorboard", devices=2, wait=False) for i in range(2)]
     for proc in procs:
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-3000:]
     np.testing.assert_allclose(losses(tmp_path / "multi"), losses(four_devices), rtol=2e-5)
     assert json.loads((tmp_path / "multi" / "summary.json").read_text())["devices"] == 4
+    events = list((tmp_path / "multi" / "tensorboard").iterdir())  # process 0's file only
+    assert len(events) == 1 and events[0].name.endswith(f".{procs[0].pid}")
 
 
 SWEEP = """

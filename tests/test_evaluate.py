@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from rnn_jax import config, data, evaluate, model, train
+from rnn_jax import baselines, config, data, evaluate, model, rundir, train
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +116,22 @@ def test_cli_reports_dynamic_beside_static(run, capsys):
 def test_cli_rejects_bad_dynamic_options(tmp_path, capsys, argv, message):
     assert evaluate.main(["--run-dir", str(tmp_path), "--dynamic", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_without_a_validation_part_the_text_after_the_trained_prefix_is_scored(tmp_path, data_dir, capsys):
+    cfg = dataclasses.replace(config.EXPERIMENTS["tiny"], epochs=1, predict_every=0)
+    train.run(cfg, tmp_path / "r", data_dir=str(data_dir), quiet=True)
+    assert evaluate.main(["--run-dir", str(tmp_path / "r"), "--baselines"]) == 0
+    out, err = capsys.readouterr()
+    assert "no validation part: scoring the 168,580 characters after the 2,000 trained on" in err
+    lines = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    tokens, vocab = data.load_corpus(data_dir / "timemachine.txt")
+    params = rundir.load_run(tmp_path / "r")[2]
+    want = evaluate.evaluate(params, tokens[2_000:], cfg, context=tokens[:2_000])
+    assert lines["rnn"][3] == str(len(tokens) - 2_000) == "168580"
+    assert float(lines["rnn"][1]) == pytest.approx(want["perplexity"], rel=1e-4)
+    ngrams = baselines.evaluate_baselines(tokens[:2_000], tokens[2_000:], len(vocab), context=tokens[:2_000])
+    assert float(lines["5-gram"][1]) == pytest.approx(ngrams["5-gram"]["perplexity"], rel=1e-4)
+    assert evaluate.main(["--run-dir", str(tmp_path / "r"), "--split", "unseen"]) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and float(out.splitlines()[1].split()[1]) == pytest.approx(want["perplexity"], rel=1e-4)
