@@ -29,7 +29,8 @@ train: install
 bench: install
 	$(PY) -m rnn_jax.bench $(DATA_FLAG) $(ARGS)
 
-# The book's exercises over several seeds (about an hour on 2 cores), the held-out sweep (about an hour), then the report.
+# The book's exercises over several seeds (about an hour on 2 cores), the held-out sweep (about an hour), tiny
+# Shakespeare (about 35 minutes per LSTM run, 6 runs, one per core; resumable), then the report.
 ablations: install
 	$(PY) experiments/ablations.py $(DATA_FLAG) $(ARGS)
 	$(PY) experiments/gated.py $(DATA_FLAG) $(ARGS)
@@ -38,6 +39,7 @@ ablations: install
 	$(PY) experiments/hparams.py $(DATA_FLAG) $(ARGS)
 	$(PY) experiments/book_random.py $(DATA_FLAG) $(ARGS)
 	$(PY) experiments/heldout.py $(DATA_FLAG) $(ARGS)
+	$(PY) experiments/shakespeare.py $(DATA_FLAG) $(ARGS)
 	$(PY) experiments/report.py
 
 # Regenerates experiments/RESULTS.md and its figures from experiments/results/*.json (seconds).
