@@ -42,9 +42,12 @@ def table_size(m: baselines.CountLM) -> int:
     return int(sum(p.size for p in m.probs))
 
 
-def counting_models(text: dict, corpus: str, orders, *, every: int, log=print) -> tuple[dict, dict]:
+def counting_models(text: dict, corpus: str, orders, *, every: int, refit: bool = False,
+                    log=print) -> tuple[dict, dict]:
     """The static and adaptive counting models of one split. `text`: train ids, (val, context), (test, context),
-    vocab_size and `decode` (ids -> str). Returns (models by name, the validation grids)."""
+    vocab_size and `decode` (ids -> str). refit: the static models scored on test are fit, with the order and
+    discount chosen on validation, on all the text before the test part (validation included); else on train.
+    Returns (models by name, the validation grids)."""
     train, (val, val_ctx), (test, test_ctx), V = text["train"], text["val"], text["test"], text["vocab_size"]
     models, grids = {}, {}
 
@@ -57,8 +60,9 @@ def counting_models(text: dict, corpus: str, orders, *, every: int, log=print) -
         t0 = time.perf_counter()
         best, rows = baselines.select_ngram(train, val, V, orders, discounts, context=val_ctx)
         grids[label] = rows
-        m = baselines.fit_ngram(train, V, best["n"], best["discount"])
-        cfg = {"n": best["n"], "discount": "Ney estimate" if best["discount"] is None else best["discount"]}
+        m = baselines.fit_ngram(test_ctx if refit else train, V, best["n"], best["discount"])
+        cfg = {"n": best["n"], "discount": "Ney estimate" if best["discount"] is None else best["discount"],
+               "fit_on": "train + val" if refit else "train"}
         test_loss = score_test(f"{best['n']}-gram {label}", cfg, lambda m=m: baselines.cross_entropy(m, test, test_ctx))
         models[f"{best['n']}-gram {label}"] = entry("ngram", "static", best["loss"], test_loss, cfg,
                                                     params=table_size(m), seconds=time.perf_counter() - t0,

@@ -398,16 +398,18 @@ def _chosen(m: dict) -> str:
         return f"variant {m['config']['variant']}, order {m['config']['order']}"
     if m["kind"] == "ngram":
         text = f"order {m['config']['n']}, discount {m['config']['discount']}"
+        text += f", fit on {m['config']['fit_on']}" if "fit_on" in m["config"] else ""
         return text + (f", refit every {m['config']['refit_every']}" if "refit_every" in m["config"] else "")
     text = f"{m['regulariser']}, epoch {m['best_epoch']['mean']:.0f}" if "regulariser" in m else \
-        f"epoch {np.mean(m['best_epoch']):.0f}" if "best_epoch" in m else ""
+        (f"{m['selection']['epochs']} epochs (the selection run's best: {m['selection']['best_epoch']})"
+         if "selection" in m else "")
     if m["evaluation"] == "dynamic":
         d = m["dynamic"]
         text += f"; {d['rule']} step {d['lr']:g}, segments of {d['segment']}"
     if "mixture" in m:
-        text += f"mixed with the {m['mixture']['ngram']['n']}-gram, weights {m['mixture']['weights']}"
+        text += f"; weight {m['mixture']['weight']} on the RNN, the rest on the {m['mixture']['ngram']['n']}-gram"
     if "ensemble" in m:
-        text += f"the mean of {m['ensemble']} seeds' distributions"
+        text += f"; the mean of {m['ensemble']} seeds' distributions"
     return text
 
 
@@ -463,11 +465,13 @@ def shakespeare_section(name: str = "shakespeare") -> list[str]:
            f"char-rnn's tiny Shakespeare ({sp['characters']:,} characters, every character kept: "
            f"{sp['vocab_size'] - 1} symbols and `<unk>`). Test: the last {sp['test']:,} characters, nanoGPT's "
            "validation part (`data[int(0.9 n):]`), each character scored given all the true text before it. "
-           f"Validation: the {sp['val']:,} characters before it, cut from nanoGPT's training 90%; every choice is "
-           "made there and final "
-           f"models train on the other {sp['train']:,} only. Losses in nats per character (nanoGPT's unit); "
-           "recurrent models: mean ± std over the seeds given, one training run each on one core of this 2-core "
-           "CPU. *static*: fixed after training; *adaptive*/*dynamic*: learn from the text they score.", "",
+           f"Validation: the {sp['val']:,} characters before it, cut from nanoGPT's training 90%. Every choice is "
+           "made there by models that did not train on it (a selection run per recurrent model, counting models fit "
+           f"on the other {sp['train']:,}); the final models then train with those settings on all of nanoGPT's 90%, "
+           "validation included, as nanoGPT's do, so their 'validation' column is the selection run's. Losses in "
+           "nats per character (nanoGPT's unit); recurrent models: mean ± std over the final seeds, one training "
+           "run each on one core of this 2-core CPU. *static*: fixed after training; *adaptive*/*dynamic*: learn "
+           "from the text they score.", "",
            *test_scorings("shakespeare", rec), "",
            "| model | class | test nats/char | test bits/char | test perplexity | validation nats/char | parameters | "
            "training wall s | tokens/s | chosen on validation |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -498,9 +502,9 @@ def shakespeare_curves(rec: dict) -> str:
     fig, ax = plt.subplots(figsize=(7.2, 4.4), dpi=110)
     for n, m in rec["models"].items():
         if m["kind"] == "rnn" and m["evaluation"] == "static" and "wall_curves" in m:
-            for i, c in enumerate(m["wall_curves"]):
+            for c in m["wall_curves"]:
                 c = np.array(c)
-                ax.plot(c[:, 0], c[:, 1], lw=1.5 if i == 0 else 0.8, label=f"{n} (seed {m['seeds'][i]})")
+                ax.plot(c[:, 0], c[:, 1], lw=1.5, label=f"{n} (selection run)")
     for style, ev in (("--", "static"), (":", "adaptive")):
         b = best_by_val(rec["models"], COUNTING, ev)
         if b:

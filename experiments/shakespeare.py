@@ -6,11 +6,14 @@
 
 The corpus is char-rnn's tinyshakespeare.txt, every character kept (65 symbols). nanoGPT trains on the first
 int(0.9 n) characters and reports loss on the rest; here that rest is the test part, scored once per final
-model, each character given all the true text before it. Every choice (a run's epoch: its best validation
-checkpoint; dynamic evaluation's rule, step and segment; n-gram order and discount; PPM variant and order) is made
-on a validation part: the 5% of the corpus just before the test part, cut from nanoGPT's training 90%. Final
-models do not train on it. Resumable: finished runs are kept, unfinished ones continued, and each run's scores
-are stored in its directory (scores.json), so a test part is never scored twice for the same checkpoint.
+model, each character given all the true text before it. Every choice is made on a validation part, the 5% of
+the corpus just before the test part, by models that did not train on it: a selection run of each recurrent
+model (seed 0) shows whether its epochs are enough and chooses dynamic evaluation's rule, step and segment and
+the weight of its mixture with the n-gram; the n-gram's order and discount and PPM's variant and order are
+chosen the same way. The final models then train, with those settings, on all of nanoGPT's 90% (validation
+included, as nanoGPT's own models do), 3 seeds each, and are scored once on the test part at their last epoch.
+Resumable: finished runs are kept, unfinished ones continued, and each run's scores are stored in its directory
+(scores.json, token_losses.npz), so a test part is never scored twice for the same checkpoint.
 Writes results/shakespeare.json (results/shakespeare_smoke.json with --smoke) for report.py.
 """
 
@@ -66,47 +69,33 @@ def split(data_dir: str | None, smoke: bool, root: Path) -> dict:
             "decode": vocab.decode, "corpus": path, "sha1": data.sha1_of(path), "n": len(tokens)}
 
 
-def scores(run_dir: Path, text: dict, dynamic: dict | None) -> dict:
-    """Static (and with `dynamic` settings, dynamic) losses of a finished run's best checkpoint on val and test,
-    stored in run_dir/scores.json: a test part already scored for this checkpoint and setting is read back."""
+def scores(run_dir: Path, part: str, text: dict, setting: dict | None, *, best: bool) -> float:
+    """The loss of one part (val or test) under a finished run's checkpoint (its best by validation, or its last),
+    statically (setting None) or with dynamic evaluation's setting; stored in run_dir/scores.json, so a part is
+    scored once per checkpoint and setting (every test scoring goes to the test log)."""
     path = run_dir / "scores.json"
-    stored = json.loads(path.read_text()) if path.is_file() else {}
-    cfg, _, params, _ = rundir.load_run(run_dir, best=True)
-    want = {"static": None, **({"dynamic": dynamic} if dynamic else {})}
-    for kind, setting in want.items():
-        if kind in stored and stored[kind]["setting"] == setting:
-            continue
-        figures = {}
-        for part in ("val", "test"):
-            tokens, context = text[part]
-            if setting is None:
-                r = evaluate_lib.evaluate(params, tokens, cfg, context=context)
-            else:
-                r = evaluate_lib.dynamic_evaluate(params, tokens, cfg, **setting, context=context)
-            figures[part] = r["loss"]
-            if part == "test":
-                testlog.record(CORPUS, "test", f"{run_dir.parent.name} {kind}",
-                               {"config": config.to_dict(cfg), "dynamic": setting, "run": run_dir.name}, r)
-        stored[kind] = {"setting": setting, **figures}
-        rundir.write_json(path, stored)
-    return stored
+    stored = json.loads(path.read_text()) if path.is_file() else []
+    for row in stored:
+        if row["part"] == part and row["setting"] == setting and row["best"] == best:
+            return row["loss"]
+    cfg, _, params, _ = rundir.load_run(run_dir, best=best)
+    tokens, context = text[part]
+    if setting is None:
+        r = evaluate_lib.evaluate(params, tokens, cfg, context=context)
+    else:
+        r = evaluate_lib.dynamic_evaluate(params, tokens, cfg, **setting, context=context)
+    if part == "test":
+        testlog.record(CORPUS, "test", f"{run_dir.parent.name} {'dynamic' if setting else 'static'}",
+                       {"config": config.to_dict(cfg), "dynamic": setting, "run": run_dir.name}, r)
+    rundir.write_json(path, [*stored, {"part": part, "setting": setting, "best": best, "loss": r["loss"]}])
+    return r["loss"]
 
 
 def dynamic_choice(run_dir: Path, text: dict, grid) -> tuple[dict, list[dict]]:
-    """The dynamic-evaluation setting with the lowest validation loss for one run's best checkpoint (the grid's
-    scores are kept in run_dir/dynamic_grid.json)."""
-    path = run_dir / "dynamic_grid.json"
-    stored = json.loads(path.read_text()) if path.is_file() else []
-    done = {(r["rule"], r["lr"], r["segment"]): r for r in stored}
-    todo = [g for g in grid if tuple(g) not in done]
-    if todo:
-        cfg, _, params, _ = rundir.load_run(run_dir, best=True)
-        for rule, lr, seg in todo:
-            loss = evaluate_lib.dynamic_evaluate(params, text["val"][0], cfg, lr=lr, segment=seg, rule=rule,
-                                                 context=text["val"][1])["loss"]
-            done[(rule, lr, seg)] = {"rule": rule, "lr": lr, "segment": seg, "val_loss": loss}
-        rundir.write_json(path, list(done.values()))
-    rows = [done[tuple(g)] for g in grid]
+    """The dynamic-evaluation setting with the lowest validation loss for a selection run's best checkpoint."""
+    rows = [{"rule": rule, "lr": lr, "segment": seg,
+             "val_loss": scores(run_dir, "val", text, {"rule": rule, "lr": lr, "segment": seg}, best=True)}
+            for rule, lr, seg in grid]
     best = min(rows, key=lambda r: r["val_loss"])
     return {k: best[k] for k in ("rule", "lr", "segment")}, rows
 
@@ -125,105 +114,101 @@ def finished(run_dir: Path) -> bool:
     return (run_dir / "summary.json").is_file()
 
 
-def rnn_models(name: str, cfg: config.Config, dirs: list[Path], text: dict, grid) -> dict:
-    """Static and dynamic entries of one model over its finished seeds (seed 0 chooses the dynamic setting)."""
-    dirs = [d for d in dirs if finished(d)]
-    if not dirs:
-        return {}
-    setting, dyn_grid = dynamic_choice(dirs[0], text, grid)
-    runs = [scores(d, text, setting) for d in dirs]
-    summaries = [rundir.read_json(d / "summary.json", "a finished run's summary") for d in dirs]
-    n_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(rundir.load_run(dirs[0])[2]))
-    common = {"kind": "rnn", "config": config.to_dict(cfg), "params": n_params,
-              "wall_seconds": float(np.mean([s["wall_seconds"] for s in summaries])),
-              "tokens_per_sec": float(np.mean([s["tokens_per_sec"] for s in summaries])),
-              "seeds": [rundir.saved_config(d)["config"]["seed"] for d in dirs],
-              "best_epoch": [int(min(rundir.read_metrics(d), key=lambda r: r.get("val_loss", np.inf))["epoch"])
-                             for d in dirs],
-              "wall_curves": [wall_curve(d) for d in dirs]}
-
-    def model_entry(kind: str, extra: dict) -> dict:
-        test, val = [r[kind]["test"] for r in runs], [r[kind]["val"] for r in runs]
-        return {**common, "evaluation": kind, "test_loss": stat(test), "val_loss": stat(val),
-                "test_perplexity": stat(list(np.exp(test))),
-                "test_bits_per_char": stat(list(np.array(test) / np.log(2))),
-                "val_perplexity": stat(list(np.exp(val))), **extra}
-
-    return {name: model_entry("static", {}),
-            f"{name} dynamic": model_entry("dynamic", {"dynamic": {**setting, "grid": dyn_grid}})}
-
-
-def token_losses(run_dir: Path, text: dict) -> dict:
-    """-ln P of every val and test character under a finished run's best checkpoint, stored in the run directory
-    (token_losses.npz) so the test part is scored once for it."""
-    path = run_dir / "token_losses.npz"
+def token_losses(run_dir: Path, part: str, text: dict, *, best: bool) -> np.ndarray:
+    """-ln P of every character of one part under a finished run's checkpoint, stored in the run directory
+    (token_losses_<part>.npz) so a test part is scored once for it."""
+    path = run_dir / f"token_losses_{part}.npz"
     if path.is_file():
         with np.load(path) as z:
-            return {k: z[k] for k in ("val", "test")}
-    cfg, _, params, _ = rundir.load_run(run_dir, best=True)
-    out = {part: evaluate_lib.token_losses(params, text[part][0], cfg, context=text[part][1])
-           for part in ("val", "test")}
-    testlog.record(CORPUS, "test", f"{run_dir.parent.name} per-character", {"config": config.to_dict(cfg),
+            return z["nll"]
+    cfg, _, params, _ = rundir.load_run(run_dir, best=best)
+    nll = evaluate_lib.token_losses(params, text[part][0], cfg, context=text[part][1])
+    if part == "test":
+        testlog.record(CORPUS, "test", f"{run_dir.parent.name} per-character", {"config": config.to_dict(cfg),
                                                                              "run": run_dir.name},
-                   {"loss": float(out["test"].mean())})
+                       {"loss": float(nll.mean())})
     tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **out)
+    np.savez(tmp, nll=nll)
     tmp.replace(path)
-    return out
+    return nll
 
 
 def mix(a: np.ndarray, b: np.ndarray, weight: float) -> float:
     """Mean -ln of weight * P_a + (1 - weight) * P_b, from per-character -ln P of the two models."""
-    return float(-np.mean(np.logaddexp(np.log(weight) - a, np.log1p(-weight) - b))) if 0 < weight < 1 else \
-        float(np.mean(a if weight >= 1 else b))
+    if weight >= 1 or weight <= 0:
+        return float(np.mean(a if weight >= 1 else b))
+    return float(-np.mean(np.logaddexp(np.log(weight) - a, np.log1p(-weight) - b)))
 
 
-MIX_WEIGHTS = tuple(np.round(np.arange(0.05, 1.0001, 0.05), 2))
+MIX_WEIGHTS = tuple(float(w) for w in np.round(np.arange(0.05, 1.0001, 0.05), 2))
 
 
-def combined_models(name: str, cfg: config.Config, dirs: list[Path], text: dict, kn: dict, base: dict) -> dict:
-    """The seeds' ensemble (the mean of their next-character distributions) and each seed mixed with the static
-    n-gram that validation chose (weight chosen on validation), from per-character losses."""
-    dirs = [d for d in dirs if finished(d)]
-    if not dirs or not kn:
+def with_figures(m: dict) -> dict:
+    """Adds perplexity and bits per character to a record's losses (nats per character)."""
+    return {**m, "test_perplexity": stat(list(np.exp(m["test_loss"]["seeds"]))),
+            "test_bits_per_char": stat(list(np.array(m["test_loss"]["seeds"]) / np.log(2))),
+            "val_perplexity": stat(list(np.exp(m["val_loss"]["seeds"])))}
+
+
+def rnn_models(name: str, cfg: config.Config, select: Path, finals: list[Path], text: dict, grid, kn) -> dict:
+    """The entries of one recurrent model: static and dynamic evaluation of its final runs (settings chosen on
+    validation with the selection run), the seeds' ensemble, and each final run mixed with the n-gram."""
+    finals = [d for d in finals if finished(d)]
+    if not finished(select) or not finals:
         return {}
-    runs = [token_losses(d, text) for d in dirs]
-    common = {k: base[k] for k in ("kind", "config", "params", "wall_seconds", "tokens_per_sec", "seeds")}
-    out = {}
-    ngram = baselines.fit_ngram(text["train"], text["vocab_size"], kn["n"], kn["discount"])
-    kn_loss = {}
-    for part in ("val", "test"):
-        tokens, context = text[part]
-        tail = context[len(context) - (kn["n"] - 1):]
-        kn_loss[part] = -baselines.log_probs(ngram, np.concatenate([tail, tokens]), len(tail))
-    weights = [min(MIX_WEIGHTS, key=lambda w: mix(r["val"], kn_loss["val"], w)) for r in runs]
-    figures = {part: [mix(r[part], kn_loss[part], w) for r, w in zip(runs, weights, strict=True)]
-               for part in ("val", "test")}
-    out[f"{name} + {kn['n']}-gram"] = {**common, "evaluation": "static", "test_loss": stat(figures["test"]),
-                                        "val_loss": stat(figures["val"]), "mixture": {"ngram": kn, "weights": weights}}
-    if len(runs) > 1:
-        ens = {part: float(-np.mean(np.logaddexp.reduce(-np.stack([r[part] for r in runs]), 0) - np.log(len(runs))))
-               for part in ("val", "test")}
-        out[f"{name} ensemble of {len(runs)}"] = {**common, "evaluation": "static", "test_loss": stat([ens["test"]]),
-                                                  "val_loss": stat([ens["val"]]), "params": base["params"] * len(runs),
-                                                  "ensemble": len(runs)}
-    for m in out.values():
-        m.update(test_perplexity=stat(list(np.exp(m["test_loss"]["seeds"]))),
-                 test_bits_per_char=stat(list(np.array(m["test_loss"]["seeds"]) / np.log(2))),
-                 val_perplexity=stat(list(np.exp(m["val_loss"]["seeds"]))))
+    setting, dyn_grid = dynamic_choice(select, text, grid)
+    summaries = [rundir.read_json(d / "summary.json", "a finished run's summary") for d in finals]
+    rows = rundir.read_metrics(select)
+    common = {"kind": "rnn", "config": config.to_dict(cfg), "seeds": [rundir.saved_config(d)["config"]["seed"]
+                                                                      for d in finals],
+              "params": sum(int(np.prod(p.shape)) for p in jax.tree.leaves(rundir.load_run(finals[0])[2])),
+              "wall_seconds": float(np.mean([s["wall_seconds"] for s in summaries])),
+              "tokens_per_sec": float(np.mean([s["tokens_per_sec"] for s in summaries])),
+              "selection": {"run": str(select), "best_epoch": int(min(rows, key=lambda r: r.get("val_loss", np.inf))
+                                                                  ["epoch"]), "epochs": cfg.epochs},
+              "wall_curves": [wall_curve(select)]}
+    entry = lambda ev, val, tests, extra: with_figures({**common, "evaluation": ev, "test_loss": stat(tests),
+                                                        "val_loss": stat([val]), **extra})
+    out = {name: entry("static", scores(select, "val", text, None, best=True),
+                       [scores(d, "test", text, None, best=False) for d in finals], {}),
+           f"{name} dynamic": entry("dynamic", min(r["val_loss"] for r in dyn_grid),
+                                    [scores(d, "test", text, setting, best=False) for d in finals],
+                                    {"dynamic": {**setting, "grid": dyn_grid}})}
+    if kn:  # the mixture weight is chosen on validation with the selection run and the n-gram fit on train
+        val_nll = token_losses(select, "val", text, best=True)
+        kn_val = kn_losses(kn, text, "val")
+        weight = min(MIX_WEIGHTS, key=lambda w: mix(val_nll, kn_val, w))
+        kn_test = kn_losses(kn, text, "test")
+        tests = [token_losses(d, "test", text, best=False) for d in finals]
+        out[f"{name} + {kn['n']}-gram"] = entry("static", mix(val_nll, kn_val, weight),
+                                               [mix(t, kn_test, weight) for t in tests],
+                                               {"mixture": {"ngram": kn, "weight": weight}})
+        if len(tests) > 1:
+            ens = float(-np.mean(np.logaddexp.reduce(-np.stack(tests), 0) - np.log(len(tests))))
+            out[f"{name} ensemble of {len(tests)}"] = entry("static", float(val_nll.mean()), [ens],
+                                                            {"ensemble": len(tests),
+                                                             "params": common["params"] * len(tests)})
     return out
 
 
+def kn_losses(kn: dict, text: dict, part: str) -> np.ndarray:
+    """-ln P of every character of one part under the chosen n-gram, fit on all the text before that part."""
+    tokens, context = text[part]
+    ngram = baselines.fit_ngram(context, text["vocab_size"], kn["n"], kn["discount"])
+    tail = context[len(context) - (kn["n"] - 1):]
+    return -baselines.log_probs(ngram, np.concatenate([tail, tokens]), len(tail))
+
+
 def samples(run_dir: Path) -> dict:
-    """Seeded samples from a run's best checkpoint, and the command that prints the same text."""
-    cfg, vocab, params, _ = rundir.load_run(run_dir, best=True)
+    """Seeded samples from a final run, and the command that prints the same text."""
+    cfg, vocab, params, _ = rundir.load_run(run_dir)
     out = []
     for seed in SAMPLES["seeds"]:
         ids = generate.generate_ids(params, jax.numpy.asarray(vocab.encode(SAMPLES["prompt"])), jax.random.key(seed),
                                     num_chars=SAMPLES["num_chars"], num_samples=1,
                                     temperature=SAMPLES["temperature"], top_k=0, **model.options(cfg))
         out.append(SAMPLES["prompt"] + vocab.decode(np.asarray(ids)[0]))
-    command = (f"python -m rnn_jax.generate --run-dir {run_dir} --best --prefix '{SAMPLES['prompt']}' "
+    command = (f"python -m rnn_jax.generate --run-dir {run_dir} --prefix '{SAMPLES['prompt']}' "
                f"--num-chars {SAMPLES['num_chars']} --temperature {SAMPLES['temperature']} --seed S")
     return {"run": str(run_dir), "command": command, **SAMPLES, "texts": out}
 
@@ -249,13 +234,16 @@ def main(argv=None) -> None:
         counting = {k: v for k, v in previous["models"].items() if v["kind"] != "rnn"}
         grids = previous.get("counting_grids", {})
     else:
-        counting, grids = counting_models(text, CORPUS, kn_orders, every=every, log=lambda s: print(s, flush=True))
-    named = {m: dataclasses.replace(BASE, **{**o, **({"epochs": args.epochs} if args.epochs else {})})
-             for m, o in models_cfg.items()}
-    dirs = {m: [root / m / f"seed_{s}" for s in range(args.seeds)] for m in named}
-    # seed 0 of every model first, then the other seeds: a stopped sweep has a whole screening to show
-    jobs = [("shakespeare", dataclasses.replace(c, seed=s), dirs[m][s]) for s in range(args.seeds)
-            for m, c in named.items()]
+        counting, grids = counting_models(text, CORPUS, kn_orders, every=every, refit=True,
+                                          log=lambda s: print(s, flush=True))
+    epochs = {"epochs": args.epochs} if args.epochs else {}
+    named = {m: dataclasses.replace(BASE, **{**o, **epochs}) for m, o in models_cfg.items()}
+    select = {m: root / m / "select" for m in named}
+    finals = {m: [root / m / f"seed_{s}" for s in range(args.seeds)] for m in named}
+    final_cfg = lambda c, s: dataclasses.replace(c, val_fraction=0.0, seed=s)  # validation trained on too
+    # every selection run first, then the final seeds in turn: a stopped sweep has something whole to show
+    jobs = [("shakespeare", c, select[m]) for m, c in named.items()]
+    jobs += [("shakespeare", final_cfg(c, s), finals[m][s]) for s in range(args.seeds) for m, c in named.items()]
     train(jobs, argparse.Namespace(**{**vars(args), "corpus": str(text["corpus"]) if args.smoke else None}))
     models = dict(counting)
     static_kn = min((v for v in counting.values() if v["kind"] == "ngram" and v["evaluation"] == "static"),
@@ -263,19 +251,17 @@ def main(argv=None) -> None:
     kn = static_kn and {"n": static_kn["config"]["n"], "discount": None if static_kn["config"]["discount"] ==
                         "Ney estimate" else static_kn["config"]["discount"]}
     for m, c in named.items():
-        entries = rnn_models(m, c, dirs[m], text, grid)
-        models.update(entries)
-        if m in entries:
-            models.update(combined_models(m, c, dirs[m], text, kn, entries[m]))
-    trained = [m for m in named if m in models]  # a model with a finished seed
+        models.update(rnn_models(m, c, select[m], finals[m], text, grid, kn))
+    trained = [m for m in named if m in models]  # a model with a finished selection run and final seed
     best = min(trained, key=lambda k: models[k]["val_loss"]["mean"]) if trained else None
     result = {"name": out, "split": {"corpus": text["corpus"].name, "sha1": text["sha1"], "characters": text["n"],
                                      "vocab_size": text["vocab_size"], "train": int(len(text["train"])),
                                      "val": int(len(text["val"][0])), "test": int(len(text["test"][0])),
                                      "rule": "test = the last n - int(0.9 n) characters (nanoGPT's val); val = the "
-                                             "5% of the corpus before it; final models do not train on val"},
+                                             "5% of the corpus before it, chosen on by models that did not train on "
+                                             "it; final models train on train + val (nanoGPT's 90%)"},
               "models": models, "counting_grids": grids,
-              "samples": samples(dirs[best][0]) if best else None,
+              "samples": samples(finals[best][0]) if best else None,
               "test_scorings": testlog.counts(testlog.read())[(CORPUS, "test")],
               "wall_seconds": time.perf_counter() - t0}
     write(out, result)

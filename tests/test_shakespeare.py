@@ -80,7 +80,13 @@ def test_the_benchmark_script_runs_end_to_end(tmp_path, data_dir, monkeypatch, t
         assert set(m["test_loss"]) == {"mean", "std", "seeds"} and np.isfinite(m["test_loss"]["mean"])
     assert out["samples"]["texts"][0].startswith("ROMEO:") and len(out["samples"]["texts"]) == 3
     scored = out["test_scorings"]
-    assert scored == len(testlog.read(test_log)) >= 5 + 2 * 2
+    assert scored == len(testlog.read(test_log)) == 5 + 2 * 3  # counting; each final seed: static, dynamic, per char
+    # the selection run trains on train only; the final runs on train + val, the whole text before the test part
+    select = json.loads((tmp_path / "runs" / "shakespeare_smoke" / "lstm-1x8" / "select" / "config.json").read_text())
+    final = json.loads((tmp_path / "runs" / "shakespeare_smoke" / "lstm-1x8" / "seed_1" / "config.json").read_text())
+    assert select["data"]["train_tokens"] == out["split"]["train"] and select["data"]["val_tokens"] == 3_000
+    assert final["data"]["train_tokens"] == 54_000 and final["data"]["val_tokens"] == 0
+    assert final["config"]["seed"] == 1 and models["lstm-1x8"]["selection"]["epochs"] == 1
     # again: nothing retrains, and no test part is scored a second time for the same checkpoint and setting
     shakespeare.main([*argv, "--no-baselines"])
     again = json.loads((tmp_path / "results" / "shakespeare_smoke.json").read_text())
