@@ -156,9 +156,14 @@ def final_runs(chosen: dict, args, root: Path) -> dict:
 
 def dynamic_choice(cfg, params, text: dict, steps, segments) -> tuple[dict, list[dict]]:
     """The (rule, lr, segment) with the lowest validation perplexity for one model (seed 0's best checkpoint)."""
-    grid = [{"rule": rule, "lr": lr, "segment": seg,
-             "val_perplexity": evaluate_lib.dynamic_evaluate(params, text["val"][0], cfg, lr=lr, segment=seg,
-                                                             rule=rule, context=text["val"][1])["perplexity"]}
+    def score(rule, lr, seg) -> float:
+        try:
+            return evaluate_lib.dynamic_evaluate(params, text["val"][0], cfg, lr=lr, segment=seg, rule=rule,
+                                                 context=text["val"][1])["perplexity"]
+        except evaluate_lib.NonFinite:  # a step size too large for this model: never chosen
+            return float("inf")
+
+    grid = [{"rule": rule, "lr": lr, "segment": seg, "val_perplexity": score(rule, lr, seg)}
             for rule, lr in steps for seg in segments]
     return min(grid, key=lambda r: r["val_perplexity"]), grid
 

@@ -133,7 +133,11 @@ def run_vmap(cfg: Config, seeds, tokens: np.ndarray, vocab: data.Vocab, *, val: 
                 row.update(loss=loss, perplexity=math.exp(loss))
                 if val is not None and len(val[0]) and ((cfg.eval_every and epoch % cfg.eval_every == 0) or last):
                     params = jax.tree.map(lambda p, i=i: p[i], states.params)
-                    row["val_perplexity"] = evaluate_lib.evaluate(params, val[0], cfg, context=val[1])["perplexity"]
+                    try:
+                        row["val_perplexity"] = evaluate_lib.evaluate(params, val[0], cfg,
+                                                                      context=val[1])["perplexity"]
+                    except evaluate_lib.NonFinite:
+                        row["nonfinite"] = True
             rows[seed].append(row)
     wall = time.perf_counter() - t_start
     out = []
