@@ -175,7 +175,7 @@ def remove_runs(root: Path) -> None:
     """Deletes `root` and the run directories under it, each only while holding its lock: a run another process
     holds is refused (ConfigError naming it) and nothing is deleted."""
     root = Path(root)
-    if not root.exists():
+    if not root.is_dir():  # nothing there, or a file that is no run directory (left for the caller to report)
         return
     runs = {p.parent for pattern in (".lock", "config.json") for p in root.rglob(pattern)}
     locks = []
