@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from rnn_jax import checkpoint, config, data, rundir, sweep
+from rnn_jax import evaluate as evaluate_lib
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -178,6 +179,9 @@ def entry(main) -> None:
     except (config.ConfigError, data.DataError, checkpoint.CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except evaluate_lib.NonFinite as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(3)
     except OSError as e:
         print(f"error: {rundir.describe_os_error(e)}", file=sys.stderr)
         sys.exit(1)

@@ -108,6 +108,11 @@ def clean_prompt(prompt: str, mode: str) -> str:
 
 def read_prompt(path: str) -> str:
     """The UTF-8 text of a prompt file, its final newline dropped; ValueError says why it cannot be used."""
+    if Path(path).exists() and not Path(path).is_file():
+        raise ValueError(f"cannot read --prefix-file {path}: not a regular file")
+    if Path(path).is_file() and Path(path).stat().st_size > MAX_BYTES:  # each character costs more than a byte
+        raise ValueError(f"--prefix-file {path} is {Path(path).stat().st_size / 2**30:.1f} GiB: a prompt that long "
+                         f"cannot be warmed up on (at most {MAX_BYTES / 2**30:.0f} GiB of device memory)")
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:

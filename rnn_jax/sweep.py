@@ -169,8 +169,8 @@ def run_jobs(jobs, *, corpus: str | None = None, data_dir: str | None = None, wo
                 err = proc.stderr.read()
                 del running[i]
                 _, cfg, run_dir, *_ = jobs[i]
-                if proc.returncode == 130 and received:
-                    continue  # stopped by the forwarded signal, its checkpoint written
+                if received and proc.returncode in (130, *(-s for s in FORWARDED)):
+                    continue  # stopped by the forwarded signal (after its epoch, or while it was starting)
                 if proc.returncode not in (0, 3):  # 3: diverged, which is a result
                     last = (err.strip().splitlines() or [""])[-1].removeprefix("error: ")
                     failure = failure or JobFailed(f"{run_dir} failed (exit {proc.returncode}): {last}")

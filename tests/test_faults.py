@@ -511,3 +511,15 @@ def test_sigint_while_importing_is_one_line(tmp_path, data_dir):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err
     assert len(err.strip().splitlines()) <= 1 and not (tmp_path / "r").exists()
+
+
+def test_input_files_that_cannot_be_loaded_are_refused_before_reading(run, tmp_path, data_dir, capsys):
+    huge = tmp_path / "huge.txt"
+    with open(huge, "wb") as f:  # sparse: its size, not its bytes, is what is checked
+        f.truncate(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    assert train.main([*TINY, "--corpus", str(huge), "--run-dir", str(tmp_path / "r")]) == 2
+    assert "too large to load into the" in one_clear_line(capsys.readouterr().err)
+    assert not (tmp_path / "r").exists()
+    for path, message in ((huge, "a prompt that long cannot be warmed up on"), ("/dev/zero", "not a regular file")):
+        assert generate.main(["--run-dir", str(run), "--prefix-file", str(path)]) == 2
+        assert message in one_clear_line(capsys.readouterr().err)
