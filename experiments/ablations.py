@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import run_named  # noqa: E402
+from common import entry, run_named  # noqa: E402
 
 NAMES = ("seq", "random", "relu", "relu_noclip", "embed", "noclip", "nodetach", "bf16")
 
@@ -23,4 +23,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

@@ -15,14 +15,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import HELD_OUT, RUNS, fresh, parser, record, write  # noqa: E402
+from common import HELD_OUT, entry, parser, record, results_dir, runs_root, write  # noqa: E402
 
 from rnn_jax import config, sweep  # noqa: E402
 
 
 def main(argv=None) -> None:
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
-    root, seeds = fresh(RUNS / "book_random"), list(range(args.seeds))
+    root, seeds = runs_root("book_random", args) / "book_random", list(range(args.seeds))
+    out = results_dir("book_random", args)
     over = {**HELD_OUT, **({"epochs": args.epochs} if args.epochs else {})}
     stages = config.CHAINS["book_random"]
     cfgs = [dataclasses.replace(config.EXPERIMENTS[stage], **over) for stage in stages]
@@ -31,10 +32,10 @@ def main(argv=None) -> None:
         t0 = time.perf_counter()
         jobs = [(stage, dataclasses.replace(cfg, seed=s), root / f"seed_{s}" / stage,
                  ["--init-from", str(root / f"seed_{s}" / previous)] if previous else []) for s in seeds]
-        records = sweep.run_jobs(jobs, data_dir=args.data_dir)
+        records = sweep.run_jobs(jobs, data_dir=args.data_dir)  # finished stages read back, stopped ones continued
         name = "book_random" if k == len(stages) - 1 else f"book_random_{stage}"
         result = record(name, stage, cfg, records, "processes", time.perf_counter() - t0)
-        write(name, result)
+        write(name, result, out)
         ppl = result["summary"].get("perplexity", {})
         print(f"{name:<20} ppl {ppl.get('mean', float('nan')):.3f} ± {ppl.get('std', float('nan')):.3f}  "
               f"({result['wall_seconds']:.0f} s)", flush=True)
@@ -42,4 +43,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

@@ -1,4 +1,10 @@
-"""Shared by the experiment scripts: run one configuration over several seeds and store its record."""
+"""Shared by the experiment scripts: run one configuration over several seeds and store its record.
+
+The scripts keep the training command line's promises: a stopped or shorter run is continued (never deleted to
+"resume" it), a run directory another process holds is never removed, records are written atomically, and a
+smoke run (--epochs or --seeds other than the recorded ones) writes to results/smoke/ and runs/smoke/, never over
+the committed records, unless --force. Signals reach the training processes (see rnn_jax.sweep.run_jobs).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,13 @@ import argparse
 import dataclasses
 import json
 import os
-import shutil
+import shlex
+import sys
 import time
 from pathlib import Path
 
-from rnn_jax import config, data, sweep
+from rnn_jax import checkpoint, config, data, rundir, sweep
+from rnn_jax import evaluate as evaluate_lib
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -20,14 +28,69 @@ RUNS = HERE / "runs"  # run directories (ignored by git); results/ keeps the sma
 HELD_OUT = {"val_fraction": 0.1, "eval_every": 50, "predict_every": 0, "checkpoint_every": 0}
 
 
+DEFAULT_SEEDS = 3
+
+
+def positive(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--seeds", type=int, default=3, help="seeds per configuration (0, 1, ...)")
+    p.add_argument("--seeds", type=positive, default=DEFAULT_SEEDS, help="seeds per configuration (0, 1, ...)")
     p.add_argument("--mode", choices=("auto", *sweep.MODES), default="auto",
                    help="several seeds as pinned processes or one vmapped program (auto: by backend)")
     p.add_argument("--data-dir", default=os.environ.get("RNN_JAX_DATA_DIR"), help="folder of timemachine.txt")
-    p.add_argument("--epochs", type=int, default=None, help="override every configuration's epochs (smoke runs)")
+    p.add_argument("--epochs", type=positive, default=None, help="override every configuration's epochs (smoke runs)")
+    p.add_argument("--out", type=Path, default=None, help="write the records to this folder instead (default: "
+                   "results/, or results/smoke/ for a smoke run)")
+    p.add_argument("--force", action="store_true", help="let a smoke run (--epochs, or --seeds other than the "
+                   "recorded ones) replace the committed record in results/ and train in runs/")
     return p
+
+
+def recorded(record: dict) -> tuple[int | None, int | None]:
+    """(epochs, seeds) a committed record was made with, where it says."""
+    cfg = record.get("config") if isinstance(record.get("config"), dict) else {}
+    epochs = cfg.get("epochs", record.get("epochs"))
+    summary = record.get("summary") if isinstance(record.get("summary"), dict) else {}
+    seeds = summary.get("seeds", record.get("seeds"))
+    if isinstance(seeds, list):
+        seeds = len(seeds)
+    if seeds is None and isinstance(record.get("models"), list):
+        seeds = len(record["models"])
+    return epochs, seeds
+
+
+def is_smoke(name: str, args) -> bool:
+    """Whether this command is a smoke run of `name`: --epochs or --seeds other than its committed record's (with
+    no record: --seeds other than the default); never with --force."""
+    if getattr(args, "force", False):
+        return False
+    record = load(name)
+    epochs, seeds = recorded(record) if record else (None, None)
+    want_epochs = getattr(args, "epochs", None)
+    if want_epochs is not None and (epochs is None or want_epochs != epochs):
+        return True
+    return args.seeds != (seeds if seeds is not None else DEFAULT_SEEDS)
+
+
+def runs_root(name: str, args) -> Path:
+    """Where the run directories of `name` live: runs/, or runs/smoke/ for a smoke run."""
+    return RUNS / "smoke" if is_smoke(name, args) else RUNS
+
+
+def results_dir(name: str, args) -> Path:
+    """Where the record of `name` is written: --out, else results/, or results/smoke/ for a smoke run."""
+    out = getattr(args, "out", None)
+    return Path(out) if out else RESULTS / "smoke" if is_smoke(name, args) else RESULTS
 
 
 def run_named(names: tuple[str, ...], description: str, argv=None) -> None:
@@ -35,18 +98,23 @@ def run_named(names: tuple[str, ...], description: str, argv=None) -> None:
     p = parser(description)
     p.add_argument("names", nargs="*", default=list(names), help=f"any of {', '.join(names)}")
     args = p.parse_args(argv)
+    unknown = [n for n in args.names if n not in names]
+    if unknown:
+        p.error(f"unknown experiment(s) {', '.join(unknown)}; known: {', '.join(names)}")
     for name in args.names:
         run_seeds(name, name, config.EXPERIMENTS[name], args)
 
 
 def run_seeds(name: str, exp: str, cfg: config.Config, args, *, corpus: str | None = None) -> dict:
-    """Trains cfg for args.seeds seeds, writes results/<name>.json and returns the record."""
+    """Trains cfg for args.seeds seeds, writes its record (results/<name>.json, see results_dir) and returns it;
+    runs stopped earlier are continued, finished ones read back."""
     cfg = dataclasses.replace(cfg, **HELD_OUT, **({"epochs": args.epochs} if args.epochs else {}))
     seeds = list(range(args.seeds))
     mode = sweep.default_mode() if args.mode == "auto" else args.mode
+    out, root = results_dir(name, args), runs_root(name, args) / name
     t0 = time.perf_counter()
     if mode == "processes":
-        records = sweep.run_processes(exp, cfg, seeds, fresh(RUNS / name), corpus=corpus, data_dir=args.data_dir)
+        records = sweep.run_processes(exp, cfg, seeds, root, corpus=corpus, data_dir=args.data_dir)
     else:
         path = data.resolve_corpus(corpus, args.data_dir)
         tokens, vocab = data.load_corpus(path, -1, cfg.preprocess)
@@ -55,7 +123,7 @@ def run_seeds(name: str, exp: str, cfg: config.Config, args, *, corpus: str | No
     result = {"name": name, "experiment": exp, "config": config.to_dict(cfg), "mode": mode,
               "wall_seconds": time.perf_counter() - t0, "corpus": Path(corpus).name if corpus else "timemachine.txt",
               "summary": sweep.summarize(records), "seeds": records}
-    write(name, result)
+    write(name, result, out)
     s = result["summary"]
     ppl = s.get("perplexity", {})
     print(f"{name:<14} ppl {ppl.get('mean', float('nan')):.3f} ± {ppl.get('std', float('nan')):.3f}  "
@@ -64,8 +132,9 @@ def run_seeds(name: str, exp: str, cfg: config.Config, args, *, corpus: str | No
 
 
 def fresh(root: Path) -> Path:
-    """An empty scratch folder for a script's run directories (their records live in results/)."""
-    shutil.rmtree(root, ignore_errors=True)
+    """An empty folder for a script's run directories: each run in it is removed only while no other process
+    holds it (else ConfigError, and nothing is removed)."""
+    rundir.remove_runs(root)
     return root
 
 
@@ -75,11 +144,47 @@ def record(name: str, exp: str, cfg: config.Config, records: list[dict], mode: s
             "corpus": "timemachine.txt", "summary": sweep.summarize(records), "seeds": records}
 
 
-def write(name: str, result: dict) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+def write(name: str, result: dict, directory: Path | None = None) -> Path:
+    """<directory>/<name>.json (default results/), written whole or not at all; says where a record outside
+    results/ went."""
+    directory = Path(directory or RESULTS)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.json"
+    rundir.write_atomic(path, json.dumps(result, indent=1) + "\n")
+    if directory.resolve() != RESULTS.resolve():
+        print(f"record written to {path} (the committed results/{name}.json is unchanged)", flush=True)
+    return path
 
 
 def load(name: str) -> dict | None:
     path = RESULTS / f"{name}.json"
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def command() -> str:
+    """The command line that started this script, to run again."""
+    return " ".join(shlex.quote(a) for a in ["python", *sys.argv])
+
+
+def entry(main) -> None:
+    """Runs a script's main as a command: a failure is one `error:` line, a signal says how to continue."""
+    try:
+        main()
+    except sweep.Stopped as e:
+        print(f"{e}. Continue with: {command()}", file=sys.stderr)
+        sys.exit(130)
+    except sweep.JobFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except (config.ConfigError, data.DataError, checkpoint.CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except evaluate_lib.NonFinite as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(3)
+    except OSError as e:
+        print(f"error: {rundir.describe_os_error(e)}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print(f"stopped by SIGINT. Continue with: {command()}", file=sys.stderr)
+        sys.exit(130)

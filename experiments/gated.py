@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import run_named  # noqa: E402
+from common import entry, run_named  # noqa: E402
 
 NAMES = ("gru", "lstm", "deep")
 
@@ -22,4 +22,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

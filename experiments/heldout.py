@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from common import RUNS, fresh, load, parser, write  # noqa: E402
+from common import entry, fresh, load, parser, results_dir, runs_root, write  # noqa: E402
 from counting import counting_models  # noqa: E402
 
 from rnn_jax import config, data, rundir, sweep  # noqa: E402
@@ -108,30 +108,14 @@ def screen(families: dict, args, root: Path) -> dict:
 def train(jobs: list, args) -> None:
     """Runs the jobs (pinned, one per core), skipping runs already finished with that config and resuming those
     finished with fewer epochs, so a sweep that was stopped, or lengthened, trains only what is missing."""
-    todo = []
-    for exp, cfg, run_dir in jobs:
-        state = _state(cfg, run_dir)
-        if state != "done":
-            if state == "new":
-                fresh(run_dir)
-            todo.append((exp, cfg, run_dir, ["--resume"] if state == "shorter" else []))
-    print(f"training {len(todo)} runs ({len(jobs) - len(todo)} already done)", flush=True)
-    sweep.run_jobs(todo, corpus=getattr(args, "corpus", None), data_dir=args.data_dir)
+    done = sum(_state(cfg, run_dir) == "done" for _, cfg, run_dir in jobs)
+    print(f"training {len(jobs) - done} runs ({done} already done)", flush=True)
+    sweep.run_jobs(jobs, corpus=getattr(args, "corpus", None), data_dir=args.data_dir)
 
 
 def _state(cfg, run_dir: Path) -> str:
     """'done', 'shorter' (the same run, stopped or finished before cfg.epochs: resumable) or 'new'."""
-    if not (run_dir / "config.json").is_file() or not (run_dir / "checkpoints").is_dir():
-        return "new"
-    saved, want = rundir.saved_config(run_dir)["config"], config.to_dict(cfg)
-    defaults = config.to_dict(config.Config())  # a field added since the run was made: its default, unchanged
-    if {k for k, v in want.items() if saved.get(k, defaults[k]) != v} - {"epochs"}:
-        return "new"
-    last = max((r["epoch"] for r in rundir.read_metrics(run_dir)), default=0)
-    if last == cfg.epochs and (run_dir / "summary.json").is_file():
-        return "done"
-    same_schedule = cfg.lr_schedule == "constant" or saved.get("epochs") == cfg.epochs  # a cosine's horizon
-    return "shorter" if last < cfg.epochs and same_schedule else "new"
+    return sweep.job_state("heldout", cfg, run_dir)
 
 
 def best_val(run_dir: Path) -> float:
@@ -157,9 +141,14 @@ def final_runs(chosen: dict, args, root: Path) -> dict:
 
 def dynamic_choice(cfg, params, text: dict, steps, segments) -> tuple[dict, list[dict]]:
     """The (rule, lr, segment) with the lowest validation perplexity for one model (seed 0's best checkpoint)."""
-    grid = [{"rule": rule, "lr": lr, "segment": seg,
-             "val_perplexity": evaluate_lib.dynamic_evaluate(params, text["val"][0], cfg, lr=lr, segment=seg,
-                                                             rule=rule, context=text["val"][1])["perplexity"]}
+    def score(rule, lr, seg) -> float:
+        try:
+            return evaluate_lib.dynamic_evaluate(params, text["val"][0], cfg, lr=lr, segment=seg, rule=rule,
+                                                 context=text["val"][1])["perplexity"]
+        except evaluate_lib.NonFinite:  # a step size too large for this model: never chosen
+            return float("inf")
+
+    grid = [{"rule": rule, "lr": lr, "segment": seg, "val_perplexity": score(rule, lr, seg)}
             for rule, lr in steps for seg in segments]
     return min(grid, key=lambda r: r["val_perplexity"]), grid
 
@@ -212,7 +201,7 @@ def refresh_counting(out: str, text: dict, t0: float) -> None:
 def main(argv=None) -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--smoke", action="store_true", help="a reduced sweep: two tiny configurations, 2 epochs, "
-                   "2 seeds, a 2x2 dynamic grid, n-grams up to 4 (writes results/heldout_smoke.json)")
+                   "2 seeds, a 2x2 dynamic grid, n-grams up to 4 (writes results/smoke/heldout_smoke.json)")
     p.add_argument("--fresh", action="store_true", help="retrain everything (default: keep the finished runs of "
                    "unchanged configurations in runs/heldout/)")
     p.add_argument("--counting-only", action="store_true", help="refit and score only the counting models, keeping "
@@ -234,8 +223,8 @@ def main(argv=None) -> None:
         return refresh_counting(out, text, t0)
     ngrams = ngram_models(text)
     print(f"n-grams chosen on validation ({time.perf_counter() - t0:.0f} s)", flush=True)
-    root = RUNS / out
-    if args.fresh or args.smoke:  # a smoke test always trains
+    root = runs_root(out, args) / out
+    if args.fresh or args.smoke:  # a smoke test always trains (a run another process holds is never removed)
         fresh(root)
     screened = screen(families, args, root)
     finals = final_runs(choose(screened, families), args, root)
@@ -248,7 +237,7 @@ def main(argv=None) -> None:
                                 "val_curve": [p for _, p in val_curve(d)]} for n, (c, d, v) in screened.items()},
               "ngram_grid": ngrams["grid"], "models": with_losses(models), "prior_test_scorings": PRIOR_SCORINGS,
               "wall_seconds": time.perf_counter() - t0}
-    write(out, result)
+    write(out, result, results_dir(out, args))
     for name, m in sorted(models.items(), key=lambda kv: kv[1]["test_perplexity"]["mean"]):
         print(f"{name:<32} test {m['test_perplexity']['mean']:.3f} ± {m['test_perplexity']['std']:.3f}  "
               f"val {m['val_perplexity']['mean']:.3f}", flush=True)
@@ -256,4 +245,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import HELD_OUT, parser, run_seeds  # noqa: E402
+from common import HELD_OUT, entry, parser, run_seeds  # noqa: E402
 
 from rnn_jax import config  # noqa: E402
 
@@ -30,4 +30,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

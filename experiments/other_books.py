@@ -12,7 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from common import RUNS, load, parser, run_seeds, write  # noqa: E402
+from common import RUNS, entry, load, parser, results_dir, run_seeds, runs_root, write  # noqa: E402
 
 from rnn_jax import baselines, config, data  # noqa: E402
 from rnn_jax import evaluate as evaluate_lib  # noqa: E402
@@ -34,7 +34,7 @@ def main(argv=None) -> None:
     if load("wotw") is None or args.epochs:
         run_seeds("wotw", "seq", config.EXPERIMENTS["seq"], args, corpus=str(books["war_of_the_worlds"]))
     trained = {"timemachine": sorted((RUNS / "seq").glob("seed_*")),
-               "war_of_the_worlds": sorted((RUNS / "wotw").glob("seed_*"))}
+               "war_of_the_worlds": sorted((runs_root("wotw", args) / "wotw").glob("seed_*"))}
     table = []
     for train_book, runs in trained.items():
         if not runs:
@@ -59,8 +59,8 @@ def main(argv=None) -> None:
                   f"early-stopped {row['early_stopped']['mean']:.2f}  (5-gram {ngram['perplexity']:.3f})")
     write("other_books", {"name": "other_books", "held_out": "last 10% of each book", "rows": table,
                           "early_stopping": "each run's checkpoint with the lowest perplexity on its own book's "
-                                            "held-out text (scored every 50 epochs)"})
+                                            "held-out text (scored every 50 epochs)"}, results_dir("other_books", args))
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

@@ -18,6 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from common import HERE, RESULTS, load  # noqa: E402
 
+from rnn_jax.rundir import write_atomic  # noqa: E402
+
 FIGURES = RESULTS / "figures"
 
 
@@ -224,7 +226,7 @@ def main() -> None:
                                   for n in names[1:]) + ".")
     md += seed_cost_section() + sampling_section() + hparams_section() + other_books_section() + heldout_section()
     md += shakespeare_section()
-    (HERE / "RESULTS.md").write_text("\n".join(md) + "\n")
+    write_atomic(HERE / "RESULTS.md", "\n".join(md) + "\n")
     print(f"wrote {HERE / 'RESULTS.md'}")
 
 

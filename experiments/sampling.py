@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from common import RUNS, parser, write  # noqa: E402
+from common import RUNS, entry, parser, results_dir, write  # noqa: E402
 
 from rnn_jax import data, generate  # noqa: E402
 from rnn_jax.rundir import load_run  # noqa: E402
@@ -76,8 +76,8 @@ def main(argv=None) -> None:
               f"distinct samples {row['distinct_samples']['mean']:.2f}")
     write("sampling", {"name": "sampling", "prefix": PREFIX, "num_chars": args.num_chars,
                        "num_samples": args.num_samples, "models": [r.name for r in runs], "rows": rows,
-                       "examples": examples})
+                       "examples": examples}, results_dir("sampling", args))
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import jax  # noqa: E402
-from common import RUNS, parser, write  # noqa: E402
+from common import entry, parser, results_dir, runs_root, write  # noqa: E402
 
 from rnn_jax import config, data, sweep  # noqa: E402
 
@@ -25,14 +25,14 @@ def main(argv=None) -> None:
     cfg = dataclasses.replace(config.EXPERIMENTS["seq"], epochs=args.epochs or 100, predict_every=0,
                               checkpoint_every=0)
     seeds = list(range(args.seeds))
-    root = RUNS / "seed_cost"
+    root, out = runs_root("seed_cost", args) / "seed_cost", results_dir("seed_cost", args)
     rows = {}
     t0 = time.perf_counter()
     for s in seeds:  # one after another, each process free to use every core
-        sweep.run_processes("seq", cfg, [s], root / f"sequential_{s}", data_dir=args.data_dir, pin=False)
+        sweep.run_processes("seq", cfg, [s], root / f"sequential_{s}", data_dir=args.data_dir, pin=False, keep=False)
     rows["sequential processes, all cores each"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    sweep.run_processes("seq", cfg, seeds, root / "pinned", data_dir=args.data_dir)
+    sweep.run_processes("seq", cfg, seeds, root / "pinned", data_dir=args.data_dir, keep=False)  # timed afresh
     rows["parallel processes, one pinned per core"] = time.perf_counter() - t0
     tokens, vocab = data.load_corpus(data.resolve_corpus(None, args.data_dir), cfg.max_tokens)
     t0 = time.perf_counter()
@@ -41,10 +41,10 @@ def main(argv=None) -> None:
     base = rows["sequential processes, all cores each"]
     result = {"name": "seed_cost", "seeds": len(seeds), "epochs": cfg.epochs, "backend": jax.default_backend(),
               "rows": [{"mode": k, "wall_seconds": v, "speedup": base / v} for k, v in rows.items()]}
-    write("seed_cost", result)
+    write("seed_cost", result, out)
     for r in result["rows"]:
         print(f"{r['mode']:<42} {r['wall_seconds']:7.1f} s  {r['speedup']:.2f}x")
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-from common import RUNS, parser, write  # noqa: E402
+from common import entry, parser, results_dir, runs_root, write  # noqa: E402
 from counting import counting_models, stat  # noqa: E402
 from heldout import train  # noqa: E402
 
@@ -226,10 +226,10 @@ def main(argv=None) -> None:
         models_cfg, out, grid, kn_orders, every = SMOKE_MODELS, "shakespeare_smoke", DYNAMIC_GRID[:1], range(2, 4), 2000
         args.seeds = min(args.seeds, 2)
     t0 = time.perf_counter()
-    root = RUNS / out
+    root = runs_root(out, args) / out
     text = split(args.data_dir, args.smoke, root)
-    previous = json.loads((RUNS.parent / "results" / f"{out}.json").read_text()) \
-        if (RUNS.parent / "results" / f"{out}.json").is_file() else {}
+    stored = results_dir(out, args) / f"{out}.json"
+    previous = json.loads(stored.read_text()) if stored.is_file() else {}
     if args.no_baselines and previous:
         counting = {k: v for k, v in previous["models"].items() if v["kind"] != "rnn"}
         grids = previous.get("counting_grids", {})
@@ -264,11 +264,11 @@ def main(argv=None) -> None:
               "samples": samples(finals[best][0]) if best else None,
               "test_scorings": testlog.counts(testlog.read())[(CORPUS, "test")],
               "wall_seconds": time.perf_counter() - t0}
-    write(out, result)
+    write(out, result, results_dir(out, args))
     for name, m in sorted(models.items(), key=lambda kv: kv[1]["test_loss"]["mean"]):
         print(f"{name:<30} {m['evaluation']:<9} test {m['test_loss']['mean']:.4f} ± {m['test_loss']['std']:.4f} "
               f"nats  val {m['val_loss']['mean']:.4f}", flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    entry(main)

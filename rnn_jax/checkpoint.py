@@ -16,6 +16,7 @@ import io
 import json
 import logging
 import re
+import shutil
 import sys
 import threading
 import time
@@ -120,6 +121,8 @@ class Checkpoints:
 
     def __init__(self, run_dir: str | Path, keep: int = 3):
         self.dir = Path(run_dir) / "checkpoints"
+        for directory in (self.dir, Path(run_dir) / "best"):  # the writer's own: no other process writes here
+            remove_stale_temporaries(directory)
         self.latest = _manager(self.dir, keep)
         self.best = _manager(Path(run_dir) / "best", 1)
         self.best_value = self._saved_best_value()
@@ -144,12 +147,25 @@ class Checkpoints:
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
         if epoch not in self.latest.all_steps():
             _save(self.latest, epoch, args, force=False)
+        from rnn_jax import rundir  # the fault-injection hook (rundir imports this module)
+
+        rundir.fault_injection("before-best", epoch)
         if val_perplexity is not None and val_perplexity < self.best_value:
             _save(self.best, epoch, args, force=True)
             self.best_value = val_perplexity
 
     def latest_epoch(self) -> int | None:
         return self.latest.latest_step()
+
+    def complete_best(self, epoch: int, state: dict, meta: dict) -> bool:
+        """Finishes the commit of `epoch`, restored from checkpoints/: a process that died after writing it and
+        before writing best/ left a better validation perplexity than best/ holds; it is written there now."""
+        value = meta.get("val_perplexity")
+        if value is None or value >= self.best_value or epoch in self.best.all_steps():
+            return False
+        kept = {k: v for k, v in meta.items() if k not in ("checksums", "val_perplexity")}
+        self.save(epoch, state, kept, val_perplexity=value)
+        return True
 
     def restore(self, abstract_state: dict, epoch: int | None = None) -> tuple[dict, dict]:
         """(state, meta) of the latest complete checkpoint; raises CheckpointError, never re-initialises."""
@@ -161,6 +177,18 @@ class Checkpoints:
     def close(self) -> None:
         self.latest.close()
         self.best.close()
+
+
+TMP_MARK = ".orbax-checkpoint-tmp"  # Orbax's name for a step directory still being written
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Removes the temporary directories of writes cut short (a kill, a full disk) from a checkpoint directory
+    whose writer holds the run's lock; returns what was removed."""
+    stale = [p for p in directory.iterdir() if TMP_MARK in p.name] if directory.is_dir() else []
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    return stale
 
 
 def _reason(e: BaseException) -> str:
@@ -232,7 +260,7 @@ def latest_saved_epoch(directory: Path) -> int | None:
 
 def load_params(run_dir: str | Path, *, best: bool = False) -> tuple[dict, dict | None]:
     """Parameters (as NumPy arrays) from the latest checkpoint of a run (or its best by validation), with its
-    meta; else params.npz."""
+    meta (and its epoch); else params.npz (meta None)."""
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / ("best" if best else "checkpoints")
     no_best = CheckpointError(f"{run_dir} has no best checkpoint (one is kept only for runs with --val-fraction)")
@@ -241,7 +269,7 @@ def load_params(run_dir: str | Path, *, best: bool = False) -> tuple[dict, dict 
     restored = restore_newest(ckpt_dir, None) if ckpt_dir.is_dir() else None
     if restored is not None:
         state, meta = restored
-        return {k: np.asarray(v) for k, v in state["params"].items()}, meta
+        return {k: np.asarray(v) for k, v in state["params"].items()}, {**meta, "epoch": int(state["epoch"])}
     if best:
         raise no_best
     if (run_dir / "params.npz").is_file():

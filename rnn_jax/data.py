@@ -74,12 +74,28 @@ def strip_gutenberg(text: str) -> str:
     return text
 
 
+BYTES_PER_CHARACTER = 16  # held while a text is read, cleaned and encoded: str copies (up to 4 bytes), int32 ids
+
+
+def check_size(path: Path, what: str) -> None:
+    """Raises DataError when the file at `path` is too large to load into this machine's memory."""
+    try:
+        memory, size = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), path.stat().st_size
+    except (ValueError, OSError, AttributeError):  # no figure: the read reports what goes wrong
+        return
+    if size * BYTES_PER_CHARACTER > memory:
+        raise DataError(f"{what} {path} is {size / 2**30:.1f} GiB: too large to load into the {memory / 2**30:.1f} "
+                        f"GiB of memory here (about {BYTES_PER_CHARACTER} bytes per character); is it the right "
+                        "file?")
+
+
 def read_text(path: str | os.PathLike) -> str:
     """Reads a UTF-8 text file (universal newlines), with errors that say which file and why."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"corpus file {path} does not exist (or is not a file); "
                         "pass --corpus PATH to an existing text file")
+    check_size(path, "corpus file")
     try:
         with open(path, encoding="utf-8") as f:
             return f.read()

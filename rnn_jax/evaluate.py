@@ -19,11 +19,24 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import rnn_jax
 from rnn_jax import checkpoint, data, model, rundir, testlog
 from rnn_jax import config as config_lib
 from rnn_jax import step as step_lib
 
 CHUNK = 1024  # tokens per scan chunk; the state flows from chunk to chunk
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the largest step size the float32 computation can hold
+
+
+class NonFinite(ArithmeticError):
+    """An evaluation whose loss is NaN or infinite, or whose perplexity overflows; the message says why."""
+
+
+def figures(loss: float, tokens: int, what: str = "the model") -> dict:
+    """Loss, perplexity and bits/char of a mean loss; NonFinite when there is no finite perplexity to report."""
+    if not math.isfinite(loss) or loss > math.log(sys.float_info.max):
+        raise NonFinite(f"{what} gives a loss of {loss} nats per character: no finite perplexity")
+    return {"loss": loss, "perplexity": math.exp(loss), "bits_per_char": loss / math.log(2), "tokens": tokens}
 
 
 @functools.partial(jax.jit, static_argnames=("opts", "hidden"))
@@ -52,8 +65,7 @@ def evaluate(params, tokens: np.ndarray, cfg: config_lib.Config, *, context: np.
     shape = lambda a: np.pad(a, (0, pad)).reshape(n_chunks, CHUNK)
     total = _sum_nll(params, shape(inputs), shape(targets), shape(np.ones(len(targets), np.float32)),
                      opts=tuple(sorted(model.options(cfg).items())), hidden=cfg.hidden)
-    loss = float(total) / len(targets)
-    return {"loss": loss, "perplexity": math.exp(loss), "bits_per_char": loss / math.log(2), "tokens": len(targets)}
+    return figures(float(total) / len(targets), len(targets))
 
 
 @functools.partial(jax.jit, static_argnames=("opts", "hidden"))
@@ -145,15 +157,15 @@ def dynamic_evaluate(params, tokens: np.ndarray, cfg: config_lib.Config, *, lr: 
     """`evaluate`'s figures under dynamic evaluation (see dynamic_segment_losses); never trains before scoring."""
     nll, counts = dynamic_segment_losses(params, tokens, cfg, lr=lr, segment=segment, decay=decay, rule=rule,
                                          context=context)
-    loss = float(nll.sum() / counts.sum())
-    return {"loss": loss, "perplexity": math.exp(loss), "bits_per_char": loss / math.log(2),
-            "tokens": int(counts.sum())}
+    return figures(float(nll.sum() / counts.sum()), int(counts.sum()),
+                   f"dynamic evaluation ({rule}, step size {lr:g}, segments of {segment})")
 
 
 def _check_dynamic(args) -> None:
     """Rejects dynamic-evaluation options that cannot run, before loading anything."""
-    if not (math.isfinite(args.dynamic_lr) and args.dynamic_lr >= 0):
-        raise config_lib.ConfigError(f"--dynamic-lr must be a finite number >= 0, got {args.dynamic_lr}")
+    if not (math.isfinite(args.dynamic_lr) and 0 <= args.dynamic_lr <= FLOAT32_MAX):
+        raise config_lib.ConfigError(f"--dynamic-lr must be a number in [0, {FLOAT32_MAX:.4g}] (float32's range), "
+                                     f"got {args.dynamic_lr}")
     if args.dynamic_segment < 1:
         raise config_lib.ConfigError(f"--dynamic-segment must be at least 1, got {args.dynamic_segment}")
     if not 0 <= args.dynamic_decay < 1:
@@ -215,6 +227,7 @@ def main(argv=None) -> int:
     parser.add_argument("--dynamic-decay", type=float, default=0.0, help="pull back towards the trained "
                         "parameters after each step, in [0, 1) (default 0)")
     args = parser.parse_args(argv)
+    rnn_jax.started()
     try:
         _check_dynamic(args)
         cfg, vocab, params, saved = rundir.load_run(args.run_dir, best=args.best)
@@ -252,6 +265,10 @@ def main(argv=None) -> int:
     except OSError as e:
         print(f"error: {rundir.describe_os_error(e)}", file=sys.stderr)
         return 1
+    except NonFinite as e:
+        hint = "; try a smaller --dynamic-lr" if args.dynamic else ""
+        print(f"error: {e}{hint}", file=sys.stderr)
+        return 3
     print(f"{'model':<11} {'perplexity':>10} {'bits/char':>10} {'tokens':>9}")
     for name, r in result.items():
         print(f"{name:<11} {r['perplexity']:>10.3f} {r['bits_per_char']:>10.3f} {r.get('tokens', len(tokens)):>9}")

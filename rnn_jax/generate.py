@@ -108,6 +108,11 @@ def clean_prompt(prompt: str, mode: str) -> str:
 
 def read_prompt(path: str) -> str:
     """The UTF-8 text of a prompt file, its final newline dropped; ValueError says why it cannot be used."""
+    if Path(path).exists() and not Path(path).is_file():
+        raise ValueError(f"cannot read --prefix-file {path}: not a regular file")
+    if Path(path).is_file() and Path(path).stat().st_size > MAX_BYTES:  # each character costs more than a byte
+        raise ValueError(f"--prefix-file {path} is {Path(path).stat().st_size / 2**30:.1f} GiB: a prompt that long "
+                         f"cannot be warmed up on (at most {MAX_BYTES / 2**30:.0f} GiB of device memory)")
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -122,16 +127,24 @@ def read_prompt(path: str) -> str:
     return text
 
 
-def memory_bytes(num_samples: int, num_chars: int, hidden: int = 0, vocab_size: int = 0) -> int:
-    """Rough device memory of one generate_ids call: ids (scan output and its transpose), keys, state, logits."""
-    return 8 * num_samples * num_chars + 8 * num_chars + 8 * num_samples * (hidden + vocab_size)
+GATE_WIDTH = {"rnn": 1, "gru": 3, "lstm": 4}  # columns of the input projection per hidden unit
 
 
-def _size_error(args, hidden: int = 0, vocab_size: int = 0) -> str | None:
-    need = memory_bytes(args.num_samples, args.num_chars, hidden, vocab_size)
+def memory_bytes(num_samples: int, num_chars: int, hidden: int = 0, vocab_size: int = 0, prompt_chars: int = 0,
+                 cell: str = "rnn") -> int:
+    """Rough device memory of one generate_ids call: ids (scan output and its transpose), keys, state, logits,
+    and the warm-up: the prompt's ids and their input projections, one copy per sample."""
+    warm = 4 * num_samples * prompt_chars * (GATE_WIDTH.get(cell, 4) * hidden + 1)
+    return 8 * num_samples * num_chars + 8 * num_chars + 8 * num_samples * (hidden + vocab_size) + warm
+
+
+def _size_error(args, hidden: int = 0, vocab_size: int = 0, prompt_chars: int = 0, cell: str = "rnn") -> str | None:
+    need = memory_bytes(args.num_samples, args.num_chars, hidden, vocab_size, prompt_chars, cell)
     if need > MAX_BYTES:
-        return (f"--num-samples {args.num_samples} x --num-chars {args.num_chars} needs about {need / 2**30:.1f} GiB "
-                f"of device memory up front (at most {MAX_BYTES / 2**30:.0f} GiB); generate in several calls")
+        prompt = f" with a {prompt_chars:,}-character prompt" if prompt_chars else ""
+        return (f"--num-samples {args.num_samples} x --num-chars {args.num_chars}{prompt} needs about "
+                f"{need / 2**30:.1f} GiB of device memory up front (at most {MAX_BYTES / 2**30:.0f} GiB); generate "
+                "in several calls, or with a shorter prompt")
     return None
 
 
@@ -204,8 +217,11 @@ def _parser():
 def main(argv=None) -> int:
     import sys
 
+    import rnn_jax
     from rnn_jax import checkpoint, config
     from rnn_jax.rundir import load_run
+
+    rnn_jax.started()
 
     args = _parser().parse_args(argv)
 
@@ -220,6 +236,9 @@ def main(argv=None) -> int:
         prompt = read_prompt(args.prefix_file) if args.prefix_file else args.prefix
     except ValueError as e:
         return fail(str(e))
+    error = _size_error(args, prompt_chars=len(prompt or ""))
+    if error:
+        return fail(error)
     try:
         cfg, vocab, params, saved = load_run(args.run_dir, best=args.best)
     except (checkpoint.CheckpointError, config.ConfigError, data.DataError) as e:
@@ -228,10 +247,10 @@ def main(argv=None) -> int:
         prompt = (saved.get("predict_prefixes") or ["time traveller"])[0]
     if args.top_k > len(vocab):
         return fail(f"--top-k {args.top_k} is more than the {len(vocab)} tokens of this model's vocabulary")
-    error = _size_error(args, cfg.hidden, len(vocab))
+    prefix = clean_prompt(prompt, cfg.preprocess)
+    error = _size_error(args, cfg.hidden, len(vocab), len(prefix), cfg.cell)
     if error:
         return fail(error)
-    prefix = clean_prompt(prompt, cfg.preprocess)
     for note in _notes(prompt, prefix, cfg, vocab):
         print(note, file=sys.stderr)
     # an empty prefix warms up on nothing: start from the zero state fed a word boundary

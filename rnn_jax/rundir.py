@@ -13,6 +13,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -133,22 +134,30 @@ class MetricsWriter:
 
 # ----------------------------------------------------------------------------- one writer
 class Lock:
-    """fcntl.flock on RUN/.lock for the run's life; a second writer is refused with the holder's pid."""
+    """fcntl.flock on RUN/.lock for the run's life; a second writer is refused with the holder's pid.
+
+    The lock guards the path: a lock taken on a file that was removed or replaced meanwhile is dropped and taken
+    again on the file now at RUN/.lock, and nothing here deletes a run directory without holding its lock."""
 
     def __init__(self, run_dir: Path):
-        self.path = run_dir / ".lock"
+        self.path = Path(run_dir) / ".lock"
         self.f = None
 
     def acquire(self) -> Lock:
-        f = open(self.path, "a+")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "another process"
-            f.close()
-            raise ConfigError(f"{self.path.parent} is in use by {holder}; wait for it to finish or choose another "
-                              "--run-dir") from None
+        while True:
+            f = open(self.path, "a+")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "another process"
+                f.close()
+                raise ConfigError(f"{self.path.parent} is in use by {holder}; wait for it to finish or choose "
+                                  "another --run-dir") from None
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(self.path).st_ino == os.fstat(f.fileno()).st_ino:
+                    break
+            f.close()  # the file was removed while this process waited for it: lock the one at the path now
         f.seek(0)
         f.truncate()
         f.write(f"pid {os.getpid()} on {os.uname().nodename} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
@@ -160,6 +169,30 @@ class Lock:
         if self.f is not None:
             self.f.close()  # closing releases the flock
             self.f = None
+
+
+def remove_runs(root: Path) -> None:
+    """Deletes `root` and the run directories under it, each only while holding its lock: a run another process
+    holds is refused (ConfigError naming it) and nothing is deleted."""
+    root = Path(root)
+    if not root.is_dir():  # nothing there, or a file that is no run directory (left for the caller to report)
+        return
+    runs = {p.parent for pattern in (".lock", "config.json") for p in root.rglob(pattern)}
+    locks = []
+    try:
+        for run_dir in sorted(runs):
+            locks.append(Lock(run_dir).acquire())
+        shutil.rmtree(root)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def committed(run_dir: Path) -> bool:
+    """Whether a directory holds a run: a committed epoch (a checkpoint) or a finished run's files. A run that
+    failed before its first checkpoint left nothing to continue, so its directory may take the same run again."""
+    return (any(checkpoint.latest_saved_epoch(run_dir / d) is not None for d in ("checkpoints", "best"))
+            or any((run_dir / f).exists() for f in ("params.npz", "summary.json")))
 
 
 # ----------------------------------------------------------------------------- opening a run
@@ -188,8 +221,14 @@ def check_resumable(run_dir: Path, saved: dict, cfg: Config, sha1: str, exp: str
 
 
 def _refuse_existing(run_dir: Path) -> None:
-    """A directory holding any run file is a (possibly damaged) run: a new run never starts there."""
+    """A directory holding a committed run (or run files without config.json: a damaged one) is refused; the files
+    of a run that never committed an epoch are removed (the caller holds the lock)."""
     found = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if "config.json" in found and not committed(run_dir):
+        for name in (*found, "perplexity.png"):
+            path = run_dir / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        return
     if "config.json" in found:
         raise ConfigError(f"run directory {run_dir} already holds a run; continue it with --resume or choose "
                           "another --run-dir")
@@ -306,6 +345,11 @@ def last_row(run_dir: Path, epoch: int) -> dict:
 
 def load_run(run_dir: str | Path, *, best: bool = False):
     """(cfg, vocab, params, saved config.json) of a run directory (its best checkpoint if `best`), with clear errors."""
+    return _load_run(run_dir, best)[:4]
+
+
+def _load_run(run_dir: str | Path, best: bool):
+    """load_run's figures and the epoch of the parameters (None for a params.npz without a summary)."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file() or not (run_dir / "vocab.json").is_file():
         raise checkpoint.CheckpointError(f"{run_dir} is not a run directory (no config.json / vocab.json); "
@@ -319,16 +363,51 @@ def load_run(run_dir: str | Path, *, best: bool = False):
         vocab = data.Vocab(read_json(run_dir / "vocab.json", "the run's vocabulary")["idx_to_token"])
     except (KeyError, TypeError, data.DataError, ConfigError) as e:
         raise checkpoint.CheckpointError(f"{run_dir}/config.json or vocab.json is not a run's ({e})") from None
-    params = per_layer_converted(run_dir, checkpoint.load_params(run_dir, best=best)[0])
+    params, meta = checkpoint.load_params(run_dir, best=best)
+    params = per_layer_converted(run_dir, params)
     check_params(run_dir, params, cfg, len(vocab))
-    return cfg, vocab, jax.tree.map(jnp.asarray, params), saved
+    epoch = meta["epoch"] if meta is not None else _summary_epochs(run_dir)  # params.npz: the run's last epoch
+    return cfg, vocab, jax.tree.map(jnp.asarray, params), saved, epoch
 
 
-def params_from(source: str | Path, *, best: bool, cfg: Config, vocab: data.Vocab) -> tuple[dict, dict]:
+def _summary_epochs(run_dir: Path) -> int | None:
+    """The epochs summary.json of a finished run records (None when it cannot say)."""
+    with contextlib.suppress(checkpoint.CheckpointError, AttributeError):
+        return read_json(run_dir / "summary.json", "the run's summary").get("epochs")
+    return None
+
+
+def _params_at(source: Path, epoch: int | None, want: dict) -> dict | None:
+    """The parameters of `epoch` of the run in `source` whose checksums are `want`, from whichever of its
+    checkpoints still holds that epoch; None when none does."""
+    for sub in ("checkpoints", "best"):
+        directory = source / sub
+        if epoch is None or not (directory / str(epoch)).is_dir():
+            continue
+        manager = checkpoint._manager(directory, 1_000_000)
+        try:
+            params = per_layer_converted(source, checkpoint.restore_from(manager, epoch, None)[0]["params"])
+        except checkpoint.CheckpointError:
+            continue
+        finally:
+            manager.close()
+        params = {k: np.asarray(v) for k, v in params.items()}
+        if checkpoint.checksums(params) == want:
+            return params
+    return None
+
+
+def params_from(source: str | Path, *, best: bool, cfg: Config, vocab: data.Vocab,
+                expect: dict | None = None) -> tuple[dict, dict]:
     """Parameters of another run to start from (its best checkpoint if `best`, else its latest), and what
-    config.json records of them; refused with what differs when its vocabulary or shapes are not cfg's."""
+    config.json records of them (the run, its epoch and the checksums of the parameters); refused with what
+    differs when its vocabulary or shapes are not cfg's.
+
+    expect: the record of a run that was started from `source` and is resumed before its first checkpoint: the
+    parameters are those exact ones (found by epoch and checksum), or ConfigError when the source no longer
+    holds them."""
     source = Path(source)
-    src_cfg, src_vocab, params, saved = load_run(source, best=best)
+    src_cfg, src_vocab, params, saved, epoch = _load_run(source, best)
     if src_vocab != vocab:
         extra = sorted(set(vocab.idx_to_token) ^ set(src_vocab.idx_to_token))
         what = (f"characters in one but not the other: {''.join(extra)!r}" if extra
@@ -340,8 +419,17 @@ def params_from(source: str | Path, *, best: bool, cfg: Config, vocab: data.Voca
     except checkpoint.CheckpointError as e:
         raise ConfigError(f"--init-from: {e}; set the model flags (--hidden, --cell, --encoder, --embed-dim) "
                           f"to the source's") from None
-    record = {"run": str(source.resolve()), "checkpoint": "best" if best else "latest",
-              "experiment": saved.get("experiment"), "config": config_lib.to_dict(src_cfg)}
+    sums = checkpoint.checksums({k: np.asarray(v) for k, v in params.items()})
+    if expect is not None and "checksums" in expect and sums != expect["checksums"]:
+        exact = _params_at(source, expect.get("epoch"), expect["checksums"])
+        if exact is None:
+            raise ConfigError(f"this run started from epoch {expect.get('epoch')} of {source} ({expect['checkpoint']}"
+                              f" checkpoint), which that run no longer holds (its {expect['checkpoint']} is now "
+                              f"epoch {epoch}), and it was stopped before its own first checkpoint; start a new "
+                              f"run with --init-from {source}")
+        return jax.tree.map(jnp.asarray, exact), expect
+    record = {"run": str(source.resolve()), "checkpoint": "best" if best else "latest", "epoch": epoch,
+              "checksums": sums, "experiment": saved.get("experiment"), "config": config_lib.to_dict(src_cfg)}
     return params, record
 
 

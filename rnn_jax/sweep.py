@@ -8,12 +8,15 @@ accelerator. Both return the same per-seed records, and agree with separate sing
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -57,43 +60,136 @@ def _record(seed: int, rows: list[dict], summary: dict | None, wall: float, voca
     }
 
 
+class JobFailed(RuntimeError):
+    """A training process of a sweep failed; the message names its run directory and its error line."""
+
+
+class Stopped(RuntimeError):
+    """A signal stopped the sweep: it was passed to every training process, each of which stopped after its
+    epoch with a checkpoint; running the same sweep again continues them."""
+
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def job_state(exp: str, cfg: Config, run_dir: Path) -> str:
+    """'done' (finished, or diverged, with this config), 'shorter' (the same run, stopped or finished before
+    cfg.epochs: continued with --resume) or 'new' (nothing there, or another run: trained afresh)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file() or not (run_dir / "checkpoints").is_dir():
+        return "new"
+    saved_all = rundir.saved_config(run_dir)
+    saved, want = saved_all["config"], config_lib.to_dict(cfg)
+    if saved_all.get("experiment", exp) != exp:
+        return "new"
+    defaults = config_lib.to_dict(Config())  # a field added since the run was made: its default, unchanged
+    if {k for k, v in want.items() if saved.get(k, defaults[k]) != v} - {"epochs"}:
+        return "new"
+    rows = rundir.read_metrics(run_dir)
+    last = max((r["epoch"] for r in rows), default=0)
+    finished = last == cfg.epochs and (run_dir / "summary.json").is_file()
+    if finished or (last <= cfg.epochs and any(r.get("nonfinite") for r in rows)):  # a divergence is a result
+        return "done"
+    same_schedule = cfg.lr_schedule == "constant" or saved.get("epochs") == cfg.epochs  # a cosine's horizon
+    return "shorter" if last < cfg.epochs and same_schedule else "new"
+
+
 def run_processes(exp: str, cfg: Config, seeds, root: str | Path, *, corpus: str | None = None,
-                  data_dir: str | None = None, workers: int | None = None, pin: bool = True) -> list[dict]:
+                  data_dir: str | None = None, workers: int | None = None, pin: bool = True,
+                  keep: bool = True) -> list[dict]:
     """One `python -m rnn_jax.train` per seed, at most one per core at a time, each pinned to its core."""
     jobs = [(exp, dataclasses.replace(cfg, seed=s), Path(root) / f"seed_{s}") for s in seeds]
-    return run_jobs(jobs, corpus=corpus, data_dir=data_dir, workers=workers, pin=pin)
+    return run_jobs(jobs, corpus=corpus, data_dir=data_dir, workers=workers, pin=pin, keep=keep)
+
+
+def _plan(jobs, keep: bool) -> tuple[list, dict]:
+    """(jobs to train, each with the flags it starts with; records of the jobs already done). A run to retrain is
+    removed only while no other process holds it (rundir.remove_runs), before anything trains."""
+    todo, done = [], {}
+    for i, (exp, cfg, run_dir, *extra) in enumerate(jobs):
+        state = job_state(exp, cfg, run_dir) if keep else "new"
+        if state == "done":
+            done[i] = _saved_record(cfg.seed, Path(run_dir))
+            continue
+        if state == "new":
+            rundir.remove_runs(Path(run_dir))
+        todo.append((i, exp, cfg, Path(run_dir), ["--resume"] if state == "shorter" else (extra[0] if extra else [])))
+    return todo, done
+
+
+def _saved_record(seed: int, run_dir: Path) -> dict:
+    """The record of a run that finished (or diverged) earlier, from its files."""
+    rows = rundir.read_metrics(run_dir)
+    summary = rundir.read_json(run_dir / "summary.json", "the run's summary") if (
+        run_dir / "summary.json").is_file() else None
+    wall = sum(r.get("seconds") or 0.0 for r in rows)
+    return _record(seed, rows, summary, wall, len(data.Vocab.load(run_dir / "vocab.json")))
 
 
 def run_jobs(jobs, *, corpus: str | None = None, data_dir: str | None = None, workers: int | None = None,
-             pin: bool = True) -> list[dict]:
-    """Trains each (exp, cfg, run_dir[, extra argv]) in its own process, at most `workers` (default: one per core)
-    at a time, each pinned to its own core unless pin=False; records in job order."""
+             pin: bool = True, keep: bool = True) -> list[dict]:
+    """Trains each (exp, cfg, run_dir[, argv of a new run]) in its own process, at most `workers` (default: one per
+    core) at a time, each pinned to its own core unless pin=False; records in job order.
+
+    With `keep`, a run already done with this config is read back, not trained, and one stopped or shorter is
+    continued (--resume); any other run directory is trained afresh, removed first only when no process holds it.
+    Each process runs in its own session: SIGINT, SIGTERM and SIGHUP reach this one, which passes them on, waits
+    for every process to stop after its epoch, and raises Stopped. A failing process raises JobFailed (after the
+    others stop)."""
     cores = sorted(os.sched_getaffinity(0))
     workers = min(workers or len(cores), len(cores))
-    pending, running, done = list(enumerate(jobs)), {}, {}
+    pending, done = _plan(jobs, keep)
+    running, received, failure = {}, [], None
     source = ["--corpus", str(corpus)] if corpus else ["--data-dir", str(data_dir)] if data_dir else []
-    while pending or running:
-        while pending and len(running) < workers:
-            i, (exp, cfg, run_dir, *extra) = pending.pop(0)
-            core = next(c for c in cores[:workers] if c not in {c for _, c, _ in running.values()})
-            argv = [sys.executable, "-m", "rnn_jax.train", "--exp", exp, *config_lib.to_flags(cfg),
-                    "--run-dir", str(run_dir), "--quiet", *source, *(extra[0] if extra else [])]
-            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            if pin:
-                os.sched_setaffinity(proc.pid, {core})  # before its JAX starts, which sizes its pool by affinity
-            running[i] = (proc, core, time.perf_counter())
-        time.sleep(0.05)
-        for i, (proc, _, t0) in list(running.items()):
-            if proc.poll() is None:
-                continue
-            err = proc.stderr.read()
-            del running[i]
-            _, cfg, run_dir, *_ = jobs[i]
-            if proc.returncode not in (0, 3):  # 3: diverged, which is a result
-                raise RuntimeError(f"{run_dir} failed (exit {proc.returncode}): {err.strip()[-2000:]}")
-            summary = json.loads((Path(run_dir) / "summary.json").read_text()) if proc.returncode == 0 else None
-            vocab_size = len(data.Vocab.load(Path(run_dir) / "vocab.json"))
-            done[i] = _record(cfg.seed, rundir.read_metrics(run_dir), summary, time.perf_counter() - t0, vocab_size)
+
+    def forward(signum, frame):
+        received.append(signal.Signals(signum).name)
+        for proc, _, _ in list(running.values()):
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signum)
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED} if main_thread else {}
+    try:
+        while (pending and not received and failure is None) or running:
+            while pending and len(running) < workers and not received and failure is None:
+                i, exp, cfg, run_dir, flags = pending.pop(0)
+                core = next(c for c in cores[:workers] if c not in {c for _, c, _ in running.values()})
+                argv = [sys.executable, "-m", "rnn_jax.train", "--exp", exp, *config_lib.to_flags(cfg),
+                        "--run-dir", str(run_dir), "--quiet", *source, *flags]
+                proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                        start_new_session=True)
+                if pin:
+                    os.sched_setaffinity(proc.pid, {core})  # before its JAX starts, which sizes its pool by affinity
+                running[i] = (proc, core, time.perf_counter())
+            time.sleep(0.05)
+            for i, (proc, _, t0) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                err = proc.stderr.read()
+                del running[i]
+                _, cfg, run_dir, *_ = jobs[i]
+                if received and proc.returncode in (130, *(-s for s in FORWARDED)):
+                    continue  # stopped by the forwarded signal (after its epoch, or while it was starting)
+                if proc.returncode not in (0, 3):  # 3: diverged, which is a result
+                    last = (err.strip().splitlines() or [""])[-1].removeprefix("error: ")
+                    failure = failure or JobFailed(f"{run_dir} failed (exit {proc.returncode}): {last}")
+                    for other, _, _ in running.values():  # the sweep ends: the others stop after their epoch
+                        with contextlib.suppress(ProcessLookupError):
+                            other.send_signal(signal.SIGTERM)
+                    continue
+                summary = json.loads((Path(run_dir) / "summary.json").read_text()) if proc.returncode == 0 else None
+                vocab_size = len(data.Vocab.load(Path(run_dir) / "vocab.json"))
+                done[i] = _record(cfg.seed, rundir.read_metrics(run_dir), summary, time.perf_counter() - t0,
+                                  vocab_size)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if failure is not None:
+        raise failure
+    if received:
+        raise Stopped(f"stopped by {received[0]}: every training process stopped after its epoch with a checkpoint "
+                      f"({len(done)} of {len(jobs)} runs done)")
     return [done[i] for i in range(len(jobs))]
 
 
@@ -133,7 +229,11 @@ def run_vmap(cfg: Config, seeds, tokens: np.ndarray, vocab: data.Vocab, *, val: 
                 row.update(loss=loss, perplexity=math.exp(loss))
                 if val is not None and len(val[0]) and ((cfg.eval_every and epoch % cfg.eval_every == 0) or last):
                     params = jax.tree.map(lambda p, i=i: p[i], states.params)
-                    row["val_perplexity"] = evaluate_lib.evaluate(params, val[0], cfg, context=val[1])["perplexity"]
+                    try:
+                        row["val_perplexity"] = evaluate_lib.evaluate(params, val[0], cfg,
+                                                                      context=val[1])["perplexity"]
+                    except evaluate_lib.NonFinite:
+                        row["nonfinite"] = True
             rows[seed].append(row)
     wall = time.perf_counter() - t_start
     out = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import math
 import os
 import signal
@@ -23,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import rnn_jax
 from rnn_jax import baselines, checkpoint, data, distributed, generate, log, model, rundir
 from rnn_jax import config as config_lib
 from rnn_jax import evaluate as evaluate_lib
@@ -38,7 +40,7 @@ class Diverged(RuntimeError):
 
 
 class Interrupted(RuntimeError):
-    """SIGINT/SIGTERM: the checkpoint was written; the message says how to resume."""
+    """SIGINT/SIGTERM/SIGHUP: the checkpoint was written; the message says how to resume."""
 
 
 def predictions(params, vocab: data.Vocab, cfg: Config, prefixes=PREFIXES, num_preds: int = 50) -> dict:
@@ -50,13 +52,13 @@ def default_run_dir(exp: str) -> Path:
 
 
 class _StopSignals:
-    """Turns SIGINT/SIGTERM into a flag the run checks between epochs; a second signal ends the process at once.
+    """Turns SIGINT/SIGTERM/SIGHUP into a flag the run checks between epochs; a second signal ends the process at once.
 
     The C-level handler writes each signal to a pipe that a thread watches, so the second signal acts even
     while the main thread is inside XLA (compiling, or running an epoch), where Python handlers wait.
     """
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self):
         self.received = None
@@ -180,11 +182,12 @@ class Trainer:
                 "key": self.key, "data_seed": self.cfg.seed, "skips_in_a_row": self.skips_in_a_row}
 
     def _restore(self) -> None:
-        restored, _ = self.ckpts.restore(abstract(self._checkpoint_tree(0)))
+        restored, meta = self.ckpts.restore(abstract(self._checkpoint_tree(0)))
         self.state = jax.tree.map(jnp.asarray, step_lib.TrainState(
             restored["params"], restored["opt_state"], restored["step"]))
         self.start, self.skips_in_a_row = int(restored["epoch"]) + 1, int(restored["skips_in_a_row"])
         self.step = int(restored["step"])
+        self.ckpts.complete_best(self.start - 1, restored, meta)  # a kill between checkpoints/K and best/K
 
     def train_epoch(self, epoch: int) -> dict:
         """Trains one epoch (one jitted call, one host sync); returns its metrics row."""
@@ -234,7 +237,12 @@ class Trainer:
         """Adds validation loss, perplexity and bits/char to the row when this epoch evaluates."""
         val_tokens, context = self.data.val
         if len(val_tokens) and self._due(epoch, self.cfg.eval_every):
-            val = evaluate_lib.evaluate(distributed.to_host(self.state.params), val_tokens, self.cfg, context=context)
+            try:
+                val = evaluate_lib.evaluate(distributed.to_host(self.state.params), val_tokens, self.cfg,
+                                            context=context)
+            except evaluate_lib.NonFinite as e:
+                raise Diverged(f"diverged at epoch {epoch}: on the validation text {e}; try gradient clipping "
+                               "(--clip-norm 1) or a lower --lr") from None
             row.update(val_loss=val["loss"], val_perplexity=val["perplexity"], val_bits_per_char=val["bits_per_char"])
 
     def record(self, epoch: int, row: dict) -> None:
@@ -296,23 +304,64 @@ class Trainer:
         return summary
 
 
+def memory_estimate(cfg: Config, vocab_size: int) -> tuple[int, int]:
+    """(bytes, parameters) a run of cfg holds at once, roughly: its parameters, their gradients and optimizer
+    state, and the activations of one minibatch kept for the backward pass (float32)."""
+    shapes = jax.eval_shape(lambda: model.init_params(jax.random.key(0), vocab_size, cfg.hidden, encoder=cfg.encoder,
+                                                      embed_dim=cfg.embed_dim, cell=cfg.cell,
+                                                      num_layers=cfg.num_layers))
+    n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(shapes))
+    n_opt = sum(math.prod(x.shape) for x in jax.tree.leaves(jax.eval_shape(step_lib.make_optimizer(cfg).init, shapes)))
+    gates = {"rnn": 1, "gru": 3, "lstm": 4}.get(cfg.cell, 4)
+    acts = cfg.batch_size * cfg.num_steps * (cfg.num_layers * (gates + 1) * cfg.hidden + 2 * vocab_size)
+    return 4 * (2 * n_params + n_opt + acts), n_params
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the run's arrays can use: the accelerator's limit, else the machine's physical memory."""
+    stats = getattr(jax.devices()[0], "memory_stats", lambda: None)() if jax.default_backend() != "cpu" else None
+    if stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"])
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return None
+
+
+def check_memory(cfg: Config, vocab_size: int) -> None:
+    """Raises ConfigError when the run cannot fit in memory, before anything is written."""
+    need, n_params = memory_estimate(cfg, vocab_size)
+    have = available_memory()
+    if have is not None and need > have:
+        raise config_lib.ConfigError(
+            f"--hidden {cfg.hidden} (--num-layers {cfg.num_layers}, --batch-size {cfg.batch_size}, --num-steps "
+            f"{cfg.num_steps}) needs about {need / 2**30:.1f} GiB ({n_params:,} parameters, their gradients and "
+            f"optimizer state, and a minibatch's activations), more than the {have / 2**30:.1f} GiB of memory here; "
+            "choose a smaller model")
+
+
 def run(cfg: Config, run_dir: str | Path, *, corpus: str | None = None, data_dir: str | None = None,
         exp: str = "custom", resume: bool = False, quiet: bool = False, init_from: str | None = None,
-        init_from_best: bool = False, prefixes: tuple[str, ...] | None = None, tensorboard: bool = False) -> dict:
+        init_from_best: bool = False, prefixes: tuple[str, ...] | None = None, tensorboard: bool = False,
+        init_expect: dict | None = None) -> dict:
     """Trains cfg in run_dir (config, vocab, metrics, checkpoints, curve), or continues it; returns a summary.
 
     init_from: a run directory whose parameters (its latest, or best with init_from_best) this run starts from,
     with a fresh optimizer. prefixes: the prompts of the predictions (default: see `default_prefixes`).
     tensorboard: also write TensorBoard event files to run_dir/tensorboard (needs tensorboardX).
+    init_expect: what config.json recorded of init_from, for a resume before the first checkpoint (the same
+    parameters, or a ConfigError).
     """
     config_lib.validate(cfg)
+    if prefixes is not None and not all(prefixes):
+        raise config_lib.ConfigError("--predict-prefix must be non-empty text (a prompt to warm up on)")
     run_dir = Path(run_dir)
     with _StopSignals() as stop:  # before the data is read and anything compiles
         training = load_data(cfg, corpus, data_dir)
+        check_memory(cfg, len(training.vocab))
         params, extra = None, {"predict_prefixes": list(prefixes or default_prefixes(training, cfg))}
         if init_from:
             params, extra["init_from"] = rundir.params_from(init_from, best=init_from_best, cfg=cfg,
-                                                            vocab=training.vocab)
+                                                            vocab=training.vocab, expect=init_expect)
         mesh = distributed.make_mesh(distributed.choose_devices(cfg.devices, cfg.batch_size))
         stop.check("before the run started; nothing was written")
         lock = rundir.open_run(run_dir, cfg, exp, resume, training.vocab, training.info, extra)
@@ -353,6 +402,7 @@ def run_chain(exp: str, args: argparse.Namespace, run_dir: Path) -> dict:
     for stage in config_lib.CHAINS[exp]:
         stage_dir = run_dir / stage
         if (stage_dir / "summary.json").is_file():
+            _check_finished_stage(stage, stage_dir, args)
             summary = rundir.read_json(stage_dir / "summary.json", "a finished stage's summary")
         else:
             resume = (stage_dir / "config.json").is_file()
@@ -362,6 +412,20 @@ def run_chain(exp: str, args: argparse.Namespace, run_dir: Path) -> dict:
             summary = run(cfg, stage_dir, exp=stage, resume=resume, quiet=args.quiet, **kw)
         previous = str(stage_dir)
     return summary
+
+
+def _check_finished_stage(stage: str, stage_dir: Path, args: argparse.Namespace) -> None:
+    """Raises ConfigError, naming the difference, when the flags ask a finished stage of a chain for another
+    configuration (a finished stage is kept as it is, and the next stage started from it)."""
+    asked, _, _ = _config_and_source(argparse.Namespace(**{**vars(args), "exp": stage, "run_dir": str(stage_dir),
+                                                            "resume": True, "init_from": None}))
+    saved = config_lib.from_dict(rundir.saved_config(stage_dir)["config"])
+    for f in dataclasses.fields(Config):
+        a, b = getattr(saved, f.name), getattr(asked, f.name)
+        if a != b:
+            raise config_lib.ConfigError(f"stage {stage} of {stage_dir.parent} has finished with {f.name} {a!r}, "
+                                         f"asked {b!r}; a finished stage is kept as it is: run it with its own "
+                                         "flags, or choose another --run-dir")
 
 
 def _loop(trainer: Trainer, cfg: Config, run_dir: Path, stop: _StopSignals) -> None:
@@ -443,12 +507,14 @@ def _config_and_source(args) -> tuple[Config, str, dict]:
         base = config_lib.from_dict(saved["config"]) if exp == saved["experiment"] else None
         if not (args.corpus or args.data_dir):
             kw["corpus"] = saved["data"]["path"]
-        if "init_from" in saved:  # killed before its first checkpoint: it starts again from the same parameters
-            kw.update(init_from=saved["init_from"]["run"], init_from_best=saved["init_from"]["checkpoint"] == "best")
+        no_checkpoint = checkpoint.latest_saved_epoch(Path(args.run_dir) / "checkpoints") is None
+        if "init_from" in saved and no_checkpoint:  # killed before its first checkpoint: the same parameters again
+            kw.update(init_from=saved["init_from"]["run"], init_from_best=saved["init_from"]["checkpoint"] == "best",
+                      init_expect=saved["init_from"])
     except (KeyError, TypeError) as e:
         raise CheckpointError(f"{args.run_dir}/config.json is not a run's configuration (no {e}); restore it "
                               "from a copy") from None
-    kw["prefixes"] = kw["prefixes"] or saved.get("predict_prefixes")
+    kw["prefixes"] = kw["prefixes"] or [p for p in saved.get("predict_prefixes") or () if p] or None
     return config_lib.config_from_args(args, exp=exp, base=base), exp, kw
 
 
@@ -473,6 +539,7 @@ def _check_tensorboard(wanted: bool) -> None:
 
 
 def main(argv=None) -> int:
+    rnn_jax.started()
     args = build_parser().parse_args(argv)
     if hasattr(signal, "SIGXFSZ"):  # a file-size limit: a failed write to report, not a core dump
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

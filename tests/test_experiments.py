@@ -54,7 +54,7 @@ def test_run_seeds_writes_a_record_per_seed(results_dir, data_dir):
                                           "--data-dir", str(data_dir)])
     cfg = dataclasses.replace(config.EXPERIMENTS["tiny"], max_tokens=600)
     rec = common.run_seeds("tiny", "tiny", cfg, args)
-    saved = json.loads((results_dir / "results" / "tiny.json").read_text())
+    saved = json.loads((results_dir / "results" / "smoke" / "tiny.json").read_text())  # --epochs: a smoke run
     assert saved == json.loads(json.dumps(rec))
     assert [s["seed"] for s in saved["seeds"]] == [0, 1] and saved["mode"] == "vmap"
     assert saved["config"]["val_fraction"] == 0.1 and len(saved["seeds"][0]["val_curve"]) == 1

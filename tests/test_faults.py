@@ -317,3 +317,209 @@ def test_a_reader_skips_a_checkpoint_rotated_away_while_it_reads(run, monkeypatc
     monkeypatch.setattr(checkpoint, "restore_from", rotate_first)
     params, meta = checkpoint.load_params(run)
     assert rotated == [4] and json.loads(json.dumps(meta))["checksums"]
+
+
+# ----------------------------------------------------------------------------- an epoch commits as a whole
+def test_a_kill_between_the_checkpoint_and_best_is_completed_on_resume(tmp_path, data_dir):
+    run = tmp_path / "r"
+    argv = [*BEST_AT_4, "--epochs", "6", "--run-dir", str(run), "--data-dir", str(data_dir)]
+    proc = child(argv, env={"RNN_JAX_KILL_AT": "before-best:4"})  # checkpoints/4 written, best/4 not
+    proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    assert checkpoint.latest_saved_epoch(run / "checkpoints") == 4 and best_epoch(run) == 3
+    stale = run / "best" / "5.orbax-checkpoint-tmp-1234567"  # a best/ write cut short
+    stale.mkdir()
+    (stale / "part").write_text("x")
+    assert train.main(["--run-dir", str(run), "--resume", "--epochs", "6", "--quiet"]) == 0
+    rows = rundir.read_metrics(run)
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert best_epoch(run) == min(rows, key=lambda r: r["val_perplexity"])["epoch"] == 4
+    assert not stale.exists()
+    assert evaluate.main(["--run-dir", str(run), "--best"]) == 0
+
+
+def test_a_run_that_died_before_its_first_checkpoint_does_not_block_the_same_command(tmp_path, data_dir):
+    run = tmp_path / "r"
+    argv = [*TINY, "--epochs", "2", "--run-dir", str(run), "--data-dir", str(data_dir)]
+    proc = child(argv, env={"RNN_JAX_KILL_AT": "mid-epoch:1"})
+    proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGKILL and (run / "config.json").is_file()
+    assert not rundir.committed(run)
+    assert train.main(argv) == 0  # the same command, not --resume
+    assert [r["epoch"] for r in rundir.read_metrics(run)] == [1, 2]
+
+
+def test_nothing_removes_a_run_directory_another_process_holds(run):
+    holder = rundir.Lock(run).acquire()
+    try:
+        before = snapshot(run)
+        with pytest.raises(config.ConfigError, match=f"is in use by pid {os.getpid()}"):
+            rundir.remove_runs(run.parent)
+        assert snapshot(run) == before
+    finally:
+        holder.release()
+    rundir.remove_runs(run.parent)  # free: removed
+    assert not run.parent.exists()
+
+
+def test_a_lock_taken_on_a_removed_file_is_taken_again_on_the_path(run, monkeypatch):
+    real_flock, removed = rundir.fcntl.flock, []
+
+    def flock_then_replace(f, op):  # the lock file is removed and recreated while this process waits for it
+        real_flock(f, op)
+        if not removed:
+            removed.append(True)
+            (run / ".lock").unlink()
+            (run / ".lock").write_text("")
+    monkeypatch.setattr(rundir.fcntl, "flock", flock_then_replace)
+    lock = rundir.Lock(run).acquire()
+    try:
+        assert os.fstat(lock.f.fileno()).st_ino == os.stat(run / ".lock").st_ino
+    finally:
+        lock.release()
+
+
+def test_init_from_resumed_before_its_first_checkpoint_starts_from_the_recorded_parameters(tmp_path, data_dir,
+                                                                                           capsys):
+    source, target, reference = tmp_path / "src", tmp_path / "ft", tmp_path / "ref"
+    base = [*TINY, "--data-dir", str(data_dir)]
+    assert train.main([*base, "--epochs", "2", "--run-dir", str(source)]) == 0
+    shutil.copytree(source, tmp_path / "src_at_2")
+    proc = child([*base, "--epochs", "2", "--init-from", str(source), "--run-dir", str(target)],
+                 env={"RNN_JAX_KILL_AT": "mid-epoch:1"})
+    proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    record = json.loads((target / "config.json").read_text())["init_from"]
+    assert record["epoch"] == 2 and record["checksums"]
+    assert train.main(["--run-dir", str(source), "--resume", "--epochs", "3", "--quiet"]) == 0  # the source goes on
+    kept = tmp_path / "kept_2"
+    shutil.move(source / "checkpoints" / "2", kept)
+    assert train.main(["--run-dir", str(target), "--resume", "--quiet"]) == 2  # epoch 2 is gone: refused
+    assert "no longer holds" in one_clear_line(capsys.readouterr().err)
+    assert checkpoint.latest_saved_epoch(target / "checkpoints") is None
+    shutil.move(kept, source / "checkpoints" / "2")
+    assert train.main(["--run-dir", str(target), "--resume", "--quiet"]) == 0  # from epoch 2, not epoch 3
+    assert train.main([*base, "--epochs", "2", "--init-from", str(tmp_path / "src_at_2"), "--run-dir",
+                       str(reference)]) == 0
+    with np.load(target / "params.npz") as got, np.load(reference / "params.npz") as want:
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+# ----------------------------------------------------------------------------- exit 0 means the result asked for
+def test_sighup_stops_a_run_after_its_epoch_like_sigterm(tmp_path, data_dir):
+    run = tmp_path / "r"
+    proc = child([*TINY, "--epochs", "100000", "--checkpoint-every", "0", "--run-dir", str(run), "--data-dir",
+                  str(data_dir)])
+    wait_for(run / "metrics.jsonl", proc)
+    while not (run / "metrics.jsonl").read_text().strip():
+        assert proc.poll() is None
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGHUP)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    line = one_clear_line(err)
+    assert line.startswith("stopped by SIGHUP after epoch") and f"--run-dir {run} --resume" in line
+    assert checkpoint.latest_saved_epoch(run / "checkpoints") == rundir.read_metrics(run)[-1]["epoch"]
+
+
+def test_a_finished_chain_stage_refuses_other_flags_with_the_difference(tmp_path, data_dir, capsys):
+    argv = ["--exp", "book_random", "--hidden", "16", "--batch-size", "2", "--num-steps", "6", "--max-tokens", "600",
+            "--epochs", "1", "--run-dir", str(tmp_path / "chain"), "--data-dir", str(data_dir), "--quiet"]
+    assert train.main(argv) == 0
+    before = snapshot(tmp_path / "chain")
+    for flag, value, field in (("--hidden", "8", "hidden"), ("--lr", "2", "lr"), ("--epochs", "2", "epochs")):
+        assert train.main([*argv, flag, value]) == 2
+        line = one_clear_line(capsys.readouterr().err)
+        assert f"stage seq of {tmp_path / 'chain'} has finished with {field}" in line, line
+    assert snapshot(tmp_path / "chain") == before
+    assert train.main(argv) == 0  # the same flags: nothing to do
+
+
+def test_an_empty_predict_prefix_is_refused_up_front_and_an_old_one_does_not_break_a_resume(tmp_path, data_dir,
+                                                                                             capsys):
+    run = tmp_path / "r"
+    argv = [*TINY, "--epochs", "1", "--run-dir", str(run), "--data-dir", str(data_dir)]
+    assert train.main([*argv, "--predict-prefix", ""]) == 2
+    assert "--predict-prefix must be non-empty" in one_clear_line(capsys.readouterr().err)
+    assert not run.exists()
+    assert train.main(argv) == 0
+    saved = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**saved, "predict_prefixes": [""]}))  # recorded by an older run
+    assert train.main(["--run-dir", str(run), "--resume", "--epochs", "2", "--quiet"]) == 0
+    assert list(json.loads((run / "summary.json").read_text())["predictions"]) == list(train.PREFIXES)
+
+
+def test_a_model_beyond_memory_is_refused_before_the_run_directory(tmp_path, data_dir, capsys, monkeypatch):
+    assert train.main([*TINY, "--hidden", "2000000", "--run-dir", str(tmp_path / "r"), "--data-dir",
+                       str(data_dir)]) == 2
+    line = one_clear_line(capsys.readouterr().err)
+    assert line.startswith("error: --hidden 2000000") and "needs about" in line and "GiB" in line
+    assert not (tmp_path / "r").exists()
+    need, n_params = train.memory_estimate(config.EXPERIMENTS["tiny"], 28)
+    assert n_params == 16 * 16 + 2 * 16 * 28 + 16 + 28 and need > 4 * 2 * n_params  # parameters, gradients, ...
+    monkeypatch.setattr(train, "available_memory", lambda: need - 1)
+    assert train.main([*TINY, "--run-dir", str(tmp_path / "r"), "--data-dir", str(data_dir)]) == 2
+    assert "needs about" in one_clear_line(capsys.readouterr().err) and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("lr,code,message", [("1e39", 2, "float32's range"), ("3.5e38", 2, "float32's range"),
+                                             ("3e38", 3, "no finite perplexity"), ("1e30", 3, "no finite perplexity")])
+def test_dynamic_evaluation_is_checked_against_float32_and_a_nonfinite_result_is_an_error(run, capsys, lr, code,
+                                                                                          message):
+    assert evaluate.main(["--run-dir", str(run), "--dynamic", "--dynamic-lr", lr]) == code
+    out, err = capsys.readouterr()
+    assert message in one_clear_line(err) and "nan" not in out.lower()
+
+
+def test_generates_memory_guard_counts_the_prompt(run, tmp_path, capsys):
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("the time machine " * 6000)  # about 100,000 characters
+    assert generate.main(["--run-dir", str(run), "--prefix-file", str(prompt), "--num-samples", "2000",
+                          "--num-chars", "10"]) == 2
+    line = one_clear_line(capsys.readouterr().err)
+    assert "102,000-character prompt" in line and "GiB" in line
+    assert generate.memory_bytes(2000, 10, 16, 28, prompt_chars=100_000) > 12 * 2**30
+    assert generate.memory_bytes(2000, 10, 16, 28) < 2**20  # without the prompt: under a MiB
+
+
+@pytest.mark.parametrize("case", ["missing peer", "failing peer", "no corpus", "unwritable json-out"])
+def test_bench_checks_its_peer_corpus_and_output_before_measuring(tmp_path, data_dir, capsys, case):
+    from rnn_jax import bench
+
+    failing = tmp_path / "python"
+    failing.write_text("#!/bin/sh\necho 'ModuleNotFoundError: no torch here' >&2\nexit 1\n")
+    failing.chmod(0o755)
+    argv = {"missing peer": ["--peer-python", str(tmp_path / "nowhere" / "python")],
+            "failing peer": ["--peer-python", str(failing)],
+            "no corpus": ["--data-dir", str(tmp_path / "nowhere")],
+            "unwritable json-out": ["--json-out", str(tmp_path / "nowhere" / "bench.json")]}[case]
+    source = [] if case == "no corpus" else ["--data-dir", str(data_dir)]
+    t0 = time.perf_counter()
+    assert bench.main(["--quick", "--sections", "throughput", "--hidden", "8", *source, *argv]) == 2
+    out, err = capsys.readouterr()
+    line = one_clear_line(err)
+    assert line.startswith("error: ") and "[throughput" not in err and time.perf_counter() - t0 < 30
+    assert {"missing peer": "no such executable", "failing peer": "cannot import torch (ModuleNotFoundError",
+            "no corpus": str(tmp_path / "nowhere"), "unwritable json-out": "--json-out"}[case] in line
+
+
+def test_sigint_while_importing_is_one_line(tmp_path, data_dir):
+    proc = child([*TINY, "--run-dir", str(tmp_path / "r"), "--data-dir", str(data_dir)])
+    time.sleep(0.3)  # inside the imports (jax, orbax), before main()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert len(err.strip().splitlines()) <= 1 and not (tmp_path / "r").exists()
+
+
+def test_input_files_that_cannot_be_loaded_are_refused_before_reading(run, tmp_path, data_dir, capsys):
+    huge = tmp_path / "huge.txt"
+    with open(huge, "wb") as f:  # sparse: its size, not its bytes, is what is checked
+        f.truncate(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    assert train.main([*TINY, "--corpus", str(huge), "--run-dir", str(tmp_path / "r")]) == 2
+    assert "too large to load into the" in one_clear_line(capsys.readouterr().err)
+    assert not (tmp_path / "r").exists()
+    for path, message in ((huge, "a prompt that long cannot be warmed up on"), ("/dev/zero", "not a regular file")):
+        assert generate.main(["--run-dir", str(run), "--prefix-file", str(path)]) == 2
+        assert message in one_clear_line(capsys.readouterr().err)

@@ -61,10 +61,10 @@ def test_the_benchmark_script_runs_end_to_end(tmp_path, data_dir, monkeypatch, t
     import shakespeare
 
     monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
-    monkeypatch.setattr(shakespeare, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(common, "RUNS", tmp_path / "runs")
     monkeypatch.setattr(shakespeare, "SMOKE_MODELS", {"lstm-1x8": {"hidden": 8, "epochs": 1, "batch_size": 16,
                                                                  "num_steps": 32}})
-    argv = ["--smoke", "--seeds", "2", "--data-dir", str(data_dir)]
+    argv = ["--smoke", "--seeds", "2", "--data-dir", str(data_dir), "--out", str(tmp_path / "results")]
     shakespeare.main(argv)
     out = json.loads((tmp_path / "results" / "shakespeare_smoke.json").read_text())
     assert out["split"]["characters"] == 60_000 and out["split"]["test"] == 6_000
@@ -82,8 +82,8 @@ def test_the_benchmark_script_runs_end_to_end(tmp_path, data_dir, monkeypatch, t
     scored = out["test_scorings"]
     assert scored == len(testlog.read(test_log)) == 5 + 2 * 3  # counting; each final seed: static, dynamic, per char
     # the selection run trains on train only; the final runs on train + val, the whole text before the test part
-    select = json.loads((tmp_path / "runs" / "shakespeare_smoke" / "lstm-1x8" / "select" / "config.json").read_text())
-    final = json.loads((tmp_path / "runs" / "shakespeare_smoke" / "lstm-1x8" / "seed_1" / "config.json").read_text())
+    select = json.loads((tmp_path / "runs" / "smoke" / "shakespeare_smoke" / "lstm-1x8" / "select" / "config.json").read_text())
+    final = json.loads((tmp_path / "runs" / "smoke" / "shakespeare_smoke" / "lstm-1x8" / "seed_1" / "config.json").read_text())
     assert select["data"]["train_tokens"] == out["split"]["train"] and select["data"]["val_tokens"] == 3_000
     assert final["data"]["train_tokens"] == 54_000 and final["data"]["val_tokens"] == 0
     assert final["config"]["seed"] == 1 and models["lstm-1x8"]["selection"]["epochs"] == 1

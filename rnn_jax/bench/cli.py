@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
 
+import rnn_jax
 from rnn_jax import config as config_lib
 from rnn_jax import data, log, rundir
-from rnn_jax.bench.common import PEER_SCRIPT, measured, rss_mb, usable_cpus
+from rnn_jax.bench.common import PEER_SCRIPT, ChildFailed, measured, rss_mb, usable_cpus
 from rnn_jax.bench.compile_time import compile_times
 from rnn_jax.bench.contention import contention
 from rnn_jax.bench.devices import device_scaling
@@ -77,6 +80,30 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def check_paths(args) -> None:
+    """Raises ConfigError when the peer Python cannot run torch or the report cannot be written, before any
+    measurement starts."""
+    if args.peer_python:
+        exe = shutil.which(args.peer_python)
+        if exe is None:
+            raise config_lib.ConfigError(f"--peer-python {args.peer_python}: no such executable")
+        try:
+            probe = subprocess.run([exe, "-c", "import torch"], capture_output=True, text=True, timeout=120)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise config_lib.ConfigError(f"--peer-python {args.peer_python} does not run ({e})") from None
+        if probe.returncode:
+            last = (probe.stderr.strip().splitlines() or [f"exit code {probe.returncode}"])[-1]
+            raise config_lib.ConfigError(f"--peer-python {args.peer_python} cannot import torch ({last}); pass a "
+                                         "Python with torch, or leave the flag out to skip the peers")
+    if args.json_out:
+        out = Path(args.json_out)
+        if out.is_dir() or not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
+            why = "is a directory" if out.is_dir() else "lies in no writable directory"
+            raise config_lib.ConfigError(f"--json-out {out} {why}; the report could not be written")
+        if out.exists() and not os.access(out, os.W_OK):
+            raise config_lib.ConfigError(f"--json-out {out} is not writable; the report could not be written")
+
+
 def run_worker(args, tokens, vocab: data.Vocab) -> None:
     """One contention measurement, in a fresh process whose CPUs the parent chose: prints a JSON line."""
     cfg = variant_config("fused-epoch", hidden=args.hidden, cell=args.cells[0])
@@ -104,9 +131,27 @@ def run_sections(args, corpus: Path, tokens, vocab: data.Vocab) -> dict:
 
 
 def main(argv=None) -> int:
+    rnn_jax.started()
     args = parse_args(argv)
-    corpus = data.resolve_corpus(None, args.data_dir)
-    tokens, vocab = data.load_corpus(corpus, config_lib.BASE.max_tokens)
+    try:
+        if not args.worker:
+            check_paths(args)
+        corpus = data.resolve_corpus(None, args.data_dir)
+        tokens, vocab = data.load_corpus(corpus, config_lib.BASE.max_tokens)
+        return _run(args, corpus, tokens, vocab)
+    except (config_lib.ConfigError, data.DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ChildFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"error: {rundir.describe_os_error(e)}", file=sys.stderr)
+        return 1
+
+
+def _run(args, corpus: Path, tokens, vocab: data.Vocab) -> int:
+    """The worker's measurement, or the chosen sections with their report."""
     if args.worker:
         run_worker(args, tokens, vocab)
         return 0

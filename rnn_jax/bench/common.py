@@ -63,6 +63,11 @@ def vm_hwm_kb(pid: int) -> int:
         return 0
 
 
+class ChildFailed(RuntimeError):
+    """A measured child process (a worker, a training run, a PyTorch peer) ended with an error; the message names
+    the command and its last line of output."""
+
+
 def run_child(cmd: list[str]) -> tuple[str, float, float]:
     """Runs cmd to completion; returns (its stdout + stderr, wall seconds, its peak RSS in MiB)."""
     with tempfile.TemporaryFile("w+") as out:
@@ -79,7 +84,8 @@ def run_child(cmd: list[str]) -> tuple[str, float, float]:
         out.seek(0)
         text = out.read()
     if proc.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} failed with exit code {proc.returncode}:\n{text[-3000:]}")
+        last = (text.strip().splitlines() or [""])[-1][:500]
+        raise ChildFailed(f"{' '.join(cmd)} failed with exit code {proc.returncode}: {last}")
     return text, wall, peak_kb / 1024
 
 
