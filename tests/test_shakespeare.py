@@ -82,8 +82,9 @@ def test_the_benchmark_script_runs_end_to_end(tmp_path, data_dir, monkeypatch, t
     scored = out["test_scorings"]
     assert scored == len(testlog.read(test_log)) == 5 + 2 * 3  # counting; each final seed: static, dynamic, per char
     # the selection run trains on train only; the final runs on train + val, the whole text before the test part
-    select = json.loads((tmp_path / "runs" / "smoke" / "shakespeare_smoke" / "lstm-1x8" / "select" / "config.json").read_text())
-    final = json.loads((tmp_path / "runs" / "smoke" / "shakespeare_smoke" / "lstm-1x8" / "seed_1" / "config.json").read_text())
+    runs = tmp_path / "runs" / "smoke" / "shakespeare_smoke" / "lstm-1x8"
+    select = json.loads((runs / "select" / "config.json").read_text())
+    final = json.loads((runs / "seed_1" / "config.json").read_text())
     assert select["data"]["train_tokens"] == out["split"]["train"] and select["data"]["val_tokens"] == 3_000
     assert final["data"]["train_tokens"] == 54_000 and final["data"]["val_tokens"] == 0
     assert final["config"]["seed"] == 1 and models["lstm-1x8"]["selection"]["epochs"] == 1
