@@ -42,15 +42,13 @@ TOY = cells.Cell(init=_toy_init, zero_state=lambda b, h: (jnp.zeros((b, h)), jnp
 
 
 def register():
-    """Adds the toy cell to the registry (and to the config's choices) of this process."""
+    """Adds the toy cell to the registry of this process (and so to the config's choices)."""
     cells.CELLS["toy"] = TOY
-    config.CHOICES["cell"] = (*config.CHOICES["cell"], "toy")
 
 
 @pytest.fixture
 def toy(monkeypatch):
     monkeypatch.setitem(cells.CELLS, "toy", TOY)
-    monkeypatch.setitem(config.CHOICES, "cell", (*config.CHOICES["cell"], "toy"))
 
 
 def tiny_cfg(**kw):
