@@ -93,7 +93,8 @@ def test_the_benchmark_script_runs_end_to_end(tmp_path, data_dir, monkeypatch, t
     md = "\n".join(report.shakespeare_section("shakespeare_smoke"))
     assert f"Test-part scorings recorded in `results/test_log.jsonl`: {scored}." in md
     assert f"| lstm-1x8 (2 seeds) | static | {report.pm(lstm['test_loss'], 4)} |" in md
-    assert "| nanoGPT baby GPT (6 layers, 10.7M parameters, ~3 min on an A100 GPU) | reported elsewhere | 1.4697 |" in md
+    assert "| nanoGPT baby GPT (6 layers, 10.7M parameters, ~3 min on an A100 GPU) | reported elsewhere | 1.4697 |" \
+        in md
     assert "Best recurrent model by validation, dynamic evaluation: lstm-1x8 dynamic" in md
     assert "against the 1.4697 reported for the nanoGPT baby GPT)" in md and "```\nROMEO:" in md
     assert (tmp_path / "figures" / "shakespeare_smoke.png").stat().st_size > 5_000
