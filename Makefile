@@ -7,7 +7,7 @@ DATA_DIR ?= $(firstword $(wildcard ../shared/data))
 DATA_FLAG := $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
 ARGS ?=
 
-.PHONY: install test lint train bench ablations report tour clean
+.PHONY: install test test-fast lint docs train bench ablations report tour clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ install: $(VENV)/.installed
 
 test: install
 	RNN_JAX_DATA_DIR=$${RNN_JAX_DATA_DIR:-$(DATA_DIR)} $(PY) -m pytest -q $(ARGS)
+
+# The edit loop: every test not marked slow (pyproject.toml's markers), in under a minute on one core.
+test-fast: install
+	RNN_JAX_DATA_DIR=$${RNN_JAX_DATA_DIR:-$(DATA_DIR)} $(PY) -m pytest -q -m "not slow" $(ARGS)
 
 lint: install
 	$(PY) -m ruff check rnn_jax tests experiments
@@ -42,7 +46,11 @@ ablations: install
 	$(PY) experiments/shakespeare.py $(DATA_FLAG) $(ARGS)
 	$(PY) experiments/report.py
 
-# Regenerates experiments/RESULTS.md and its figures from experiments/results/*.json (seconds).
+# Regenerates docs/cli.md from the command-line parsers and the Config fields' help.
+docs: install
+	$(PY) -m rnn_jax.clidoc > docs/cli.md.tmp && mv docs/cli.md.tmp docs/cli.md
+
+# Regenerates experiments/RESULTS.md, its figures and the README's results table from experiments/results/*.json.
 report: install
 	$(PY) experiments/report.py
 

@@ -28,7 +28,7 @@ def main(argv=None) -> None:
     stages = config.CHAINS["book_random"]
     cfgs = [dataclasses.replace(config.EXPERIMENTS[stage], **over) for stage in stages]
     previous = None
-    for k, (stage, cfg) in enumerate(zip(stages, cfgs)):
+    for k, (stage, cfg) in enumerate(zip(stages, cfgs, strict=True)):
         t0 = time.perf_counter()
         jobs = [(stage, dataclasses.replace(cfg, seed=s), root / f"seed_{s}" / stage,
                  ["--init-from", str(root / f"seed_{s}" / previous)] if previous else []) for s in seeds]

@@ -4,52 +4,71 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import math
 import types
 import typing
 
 
+def _field(default, help: str):
+    """A Config field whose help text (for --help and docs/cli.md) lives with it."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
-    sampling: str = "seq"  # "seq": sequential partitioning | "random": random sampling
-    reset_state: bool | None = None  # zero state at every minibatch; None: as the sampling scheme (random: yes)
-    cell: str = "rnn"  # key of cells.CELLS: "rnn" is the book's cell (8.5), "gru" (9.1), "lstm" (9.2)
-    num_layers: int = 1  # a stack of cells (9.3): layer l's outputs are layer l+1's inputs
-    activation: str = "tanh"  # key of model.ACTIVATIONS
-    encoder: str = "onehot"  # key of model.ENCODERS
-    clip_norm: float | None = 1.0  # None: no gradient clipping
-    detach: bool = True  # False: backprop through the whole epoch's chain of minibatches
-    hidden: int = 512
-    embed_dim: int = 32  # used only when encoder == "embed"
-    batch_size: int = 32
-    num_steps: int = 35
-    max_tokens: int = 10_000  # training tokens from the start of the book; -1: all of them
-    lr: float = 1.0
-    optimizer: str = "sgd"  # "sgd" (the book) | "adam"
-    dropout: float = 0.0  # fraction of the states fed to the output layer zeroed in training (not the book)
-    layer_dropout: float = 0.0  # fraction of the states a layer feeds the layer above zeroed in training
-    dropout_mask: str = "step"  # dropout and layer_dropout: "step": a new mask every step | "sequence": one per row
-    weight_drop: float = 0.0  # DropConnect: fraction of the recurrent weights (W_h*) zeroed per minibatch
-    weight_decay: float = 0.0  # decoupled weight decay of the weight matrices (adam: AdamW), per unit of lr
-    lr_schedule: str = "constant"  # "cosine": lr x (1 + cos(pi (epoch - 1) / epochs)) / 2, lr in epoch 1 to ~0
-    epochs: int = 500
-    seed: int = 0
-    backward: str = "fused"  # "fused": hand-written VJP of the scan | "autodiff": jax.grad of it
-    matmul_dtype: str = "float32"  # operand dtype of the matrix products ("bfloat16": f32 accumulate)
-    predict_every: int = 10  # epochs between greedy 'time traveller' predictions; 0: never
-    preprocess: str = "book"  # "book": letters only, lowercase | "raw": keep case and punctuation
-    val_fraction: float = 0.0  # the end of the corpus held out for validation (by position)
-    test_fraction: float = 0.0  # held out after the validation part
-    eval_every: int = 10  # epochs between validation evaluations (when val_fraction > 0); 0: at the end
-    checkpoint_every: int = 50  # epochs between checkpoints (one is always written at the end); 0: end only
-    keep_checkpoints: int = 3  # latest checkpoints kept (the best by validation perplexity is kept apart)
-    on_nonfinite: str = "stop"  # NaN/Inf loss or gradient: "stop" the run | "skip" the update
-    max_skips: int = 20  # with "skip": consecutive skipped updates before the run stops
-    devices: int = 0  # data-parallel devices; 0: auto (all when each gets >= 32 rows, else 1)
-    init: str = "book"  # "book": every weight N(0, 0.01^2) | "scaled": N(0, 1/fan_in), recurrent ones orthogonal
-    forget_bias: float = 0.0  # initial bias of the LSTM's forget gate (1.0: remember by default)
-    split_rule: str = "round"  # the test part: "round": the last round(n * test_fraction) tokens | "floor": from
-    # token int(n * (1 - test_fraction)) on, nanoGPT's train/val cut
+    sampling: str = _field("seq", "minibatches: seq = sequential partitioning (state carried), random = random "
+                           "sampling (state reset)")
+    reset_state: bool | None = _field(None, "zero state at every minibatch (true) or carried with its gradient "
+                                      "stopped (false); none: as the sampling scheme (random resets)")
+    cell: str = _field("rnn", "recurrent cell, a key of cells.CELLS: rnn = the book's tanh cell (8.5), gru (9.1), "
+                       "lstm (9.2)")
+    num_layers: int = _field(1, "a stack of cells (9.3): layer l's outputs are layer l+1's inputs")
+    activation: str = _field("tanh", "activation of the rnn cell (the gated cells have sigmoid gates and a tanh "
+                             "candidate)")
+    encoder: str = _field("onehot", "input encoding: onehot, or embed = learned embeddings of --embed-dim")
+    clip_norm: float | None = _field(1.0, "global-norm gradient clipping threshold; none: no clipping")
+    detach: bool = _field(True, "stop the gradient between minibatches; false: backpropagate through the whole "
+                          "epoch's chain of minibatches")
+    hidden: int = _field(512, "hidden units per layer")
+    embed_dim: int = _field(32, "embedding size (with --encoder embed only)")
+    batch_size: int = _field(32, "rows per minibatch")
+    num_steps: int = _field(35, "time steps per minibatch")
+    max_tokens: int = _field(10_000, "training tokens from the start of the corpus; -1: all of them")
+    lr: float = _field(1.0, "step size")
+    optimizer: str = _field("sgd", "sgd (the book) or adam")
+    dropout: float = _field(0.0, "fraction of the states fed to the output layer zeroed in training (not in the "
+                            "book)")
+    layer_dropout: float = _field(0.0, "fraction of the states a layer feeds the layer above zeroed in training "
+                                  "(stacks only)")
+    dropout_mask: str = _field("step", "masks of --dropout and --layer-dropout: step = a new mask every step, "
+                               "sequence = one per row for the whole minibatch (variational dropout)")
+    weight_drop: float = _field(0.0, "DropConnect: fraction of the recurrent weights (W_h*) zeroed per minibatch")
+    weight_decay: float = _field(0.0, "decoupled weight decay of the weight matrices, per unit of lr (adam becomes "
+                                 "AdamW; biases are not decayed)")
+    lr_schedule: str = _field("constant", "cosine: every update of epoch e scaled by (1 + cos(pi (e - 1) / epochs)) "
+                              "/ 2, from lr in epoch 1 to about 0 in the last")
+    epochs: int = _field(500, "training epochs")
+    seed: int = _field(0, "the one seed every random stream (initialisation, data order, dropout) derives from")
+    backward: str = _field("fused", "fused = hand-written VJP of the scan; autodiff = jax.grad of the textbook "
+                           "unroll (same numbers, slower)")
+    matmul_dtype: str = _field("float32", "operand dtype of the matrix products (bfloat16: float32 accumulation)")
+    predict_every: int = _field(10, "epochs between greedy predictions printed while training; 0: never")
+    preprocess: str = _field("book", "text cleaning: book = letters only, lowercase; raw = keep case and "
+                             "punctuation, whitespace runs become one space; none = every character as it is")
+    val_fraction: float = _field(0.0, "the end of the corpus held out for validation (by position)")
+    test_fraction: float = _field(0.0, "held out after the validation part")
+    eval_every: int = _field(10, "epochs between validation evaluations (when val_fraction > 0); 0: at the end")
+    checkpoint_every: int = _field(50, "epochs between checkpoints (one is always written at the end); 0: end only")
+    keep_checkpoints: int = _field(3, "latest checkpoints kept (the best by validation perplexity is kept apart)")
+    on_nonfinite: str = _field("stop", "NaN/Inf loss or gradient: stop the run, or skip the update")
+    max_skips: int = _field(20, "with --on-nonfinite skip: consecutive skipped updates before the run stops")
+    devices: int = _field(0, "data-parallel devices; 0: auto (all when each gets >= 32 rows, else 1)")
+    init: str = _field("book", "initialisation: book = every weight N(0, 0.01^2); scaled = N(0, 1/fan_in), "
+                       "recurrent weights orthogonal")
+    forget_bias: float = _field(0.0, "initial bias of the LSTM's forget gate (1.0: remember by default)")
+    split_rule: str = _field("round", "the test part: round = the last round(n * test_fraction) tokens; floor = "
+                             "from token int(n * (1 - test_fraction)) on, nanoGPT's train/val cut")
 
 
 BASE = Config()
@@ -102,14 +121,21 @@ CORPUS_OF: dict[str, str] = {"shakespeare": "shakespeare"}
 RESUMABLE_FIELDS = frozenset({"epochs", "predict_every", "eval_every", "checkpoint_every", "keep_checkpoints",
                               "on_nonfinite", "max_skips", "backward", "devices"})
 
+# Fields whose allowed values are the keys of a registry, as (module, registry). They are imported when first
+# asked for (cells, model and data import jax, and model and step import this module), so a new entry of a registry
+# is a new allowed value of its field and flag.
+REGISTRIES = {
+    "sampling": ("rnn_jax.data", "SCHEMES"),
+    "cell": ("rnn_jax.cells", "CELLS"),
+    "activation": ("rnn_jax.cells", "ACTIVATIONS"),
+    "encoder": ("rnn_jax.model", "ENCODERS"),
+    "preprocess": ("rnn_jax.data", "PREPROCESS"),
+}
+
+# Allowed values of the other fields that have a fixed set.
 CHOICES = {
-    "sampling": ("seq", "random"),
-    "cell": ("rnn", "gru", "lstm"),
-    "activation": ("tanh", "relu"),
-    "encoder": ("onehot", "embed"),
     "backward": ("fused", "autodiff"),
     "matmul_dtype": ("float32", "bfloat16"),
-    "preprocess": ("book", "raw", "none"),
     "on_nonfinite": ("stop", "skip"),
     "optimizer": ("sgd", "adam"),
     "dropout_mask": ("step", "sequence"),
@@ -117,6 +143,19 @@ CHOICES = {
     "init": ("book", "scaled"),
     "split_rule": ("round", "floor"),
 }
+
+_CHOICE_ORDER = ("sampling", "cell", "activation", "encoder", "backward", "matmul_dtype", "preprocess", "on_nonfinite",
+                 "optimizer", "dropout_mask", "lr_schedule", "init", "split_rule")
+
+
+def choices() -> dict[str, tuple[str, ...]]:
+    """Allowed values of every field that has a set of them: registry keys where a registry defines them."""
+    def allowed(name: str) -> tuple[str, ...]:
+        if name in REGISTRIES:
+            module, registry = REGISTRIES[name]
+            return tuple(getattr(importlib.import_module(module), registry))
+        return CHOICES[name]
+    return {name: allowed(name) for name in _CHOICE_ORDER}
 
 
 class ConfigError(ValueError):
@@ -144,7 +183,7 @@ def validate(cfg: Config) -> Config:
     _check_numbers(cfg)
     if cfg.seed < 0:
         raise ConfigError(f"seed must be >= 0, got {cfg.seed}")
-    for name, allowed in CHOICES.items():
+    for name, allowed in choices().items():
         if getattr(cfg, name) not in allowed:
             raise ConfigError(f"{name}={getattr(cfg, name)!r} is not one of {', '.join(allowed)}")
     for name in ("hidden", "num_layers", "embed_dim", "batch_size", "num_steps", "epochs", "keep_checkpoints",
@@ -235,14 +274,14 @@ def _parser_for(tp):
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One typed flag per Config field (num_steps -> --num-steps); absent flags leave no attribute."""
-    hints = typing.get_type_hints(Config)
+    hints, allowed = typing.get_type_hints(Config), choices()
     group = parser.add_argument_group("config overrides (default: the experiment's value)")
     for f in dataclasses.fields(Config):
         parse = _parser_for(hints[f.name])
         group.add_argument(
             "--" + f.name.replace("_", "-"), dest=f.name, type=parse, default=argparse.SUPPRESS,
-            choices=CHOICES.get(f.name), metavar=None if f.name in CHOICES else f.name.upper(),
-            help=f"(default in base: {f.default})",
+            choices=allowed.get(f.name), metavar=None if f.name in allowed else f.name.upper(),
+            help=f"{f.metadata['help']} (default in base: {f.default})",
         )
 
 

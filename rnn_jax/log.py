@@ -94,7 +94,7 @@ def plot_curve(rows: list[dict], path: Path, title: str = "") -> None:
     for key, label in (("perplexity", "train"), ("val_perplexity", "validation")):
         pts = [(r["epoch"], r[key]) for r in rows if key in r and r[key] is not None and math.isfinite(r[key])]
         if pts:
-            ax.plot(*zip(*pts), label=label)
+            ax.plot(*zip(*pts, strict=True), label=label)
     ax.set(xlabel="epoch", ylabel="perplexity", yscale="log", title=title)
     ax.grid(True, which="both", alpha=0.3)
     if ax.lines:

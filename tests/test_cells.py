@@ -42,15 +42,13 @@ TOY = cells.Cell(init=_toy_init, zero_state=lambda b, h: (jnp.zeros((b, h)), jnp
 
 
 def register():
-    """Adds the toy cell to the registry (and to the config's choices) of this process."""
+    """Adds the toy cell to the registry of this process (and so to the config's choices)."""
     cells.CELLS["toy"] = TOY
-    config.CHOICES["cell"] = (*config.CHOICES["cell"], "toy")
 
 
 @pytest.fixture
 def toy(monkeypatch):
     monkeypatch.setitem(cells.CELLS, "toy", TOY)
-    monkeypatch.setitem(config.CHOICES, "cell", (*config.CHOICES["cell"], "toy"))
 
 
 def tiny_cfg(**kw):
@@ -75,7 +73,7 @@ def test_toy_unroll_equals_a_python_loop_and_both_forwards_agree(toy, key):
         np.testing.assert_allclose(logits_TBV[t], model.output_layer(params, h), rtol=1e-5, atol=1e-5)
     fused, last_fused = model.forward_fused(params, state, tokens_BT, cell="toy")
     np.testing.assert_allclose(fused, logits_TBV, rtol=1e-5, atol=1e-5)
-    for a, b, c in zip(last, s, last_fused):
+    for a, b, c in zip(last, s, last_fused, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(c, b, rtol=1e-5, atol=1e-6)
 
@@ -99,7 +97,7 @@ def test_epoch_scan_carries_or_resets_the_pytree_state_like_a_loop_of_steps(toy,
         start = step_lib.zero_state(cfg, B) if sampling == "random" else ref_carried
         ref, ref_carried, m = step(ref, start, X[i], Y[i])
         np.testing.assert_allclose(metrics["loss"][i], m["loss"], rtol=1e-5)
-    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(ref.params)):
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(ref.params), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 

@@ -93,8 +93,9 @@ def test_unrolls_equal_a_python_loop_over_the_books_equations(key, cell):
 def test_lstm_equals_flax_lstmcell(key):
     params, tokens_BT, (h_BH, c_BH) = setup(key, "lstm")
     flax_params = {"params": {
-        **{f"i{g}": {"kernel": params[f"W_x{c}"]} for g, c in zip("ifgo", "ifco")},
-        **{f"h{g}": {"kernel": params[f"W_h{c}"], "bias": params[f"b_{c}"]} for g, c in zip("ifgo", "ifco")}}}
+        **{f"i{g}": {"kernel": params[f"W_x{c}"]} for g, c in zip("ifgo", "ifco", strict=True)},
+        **{f"h{g}": {"kernel": params[f"W_h{c}"], "bias": params[f"b_{c}"]}
+           for g, c in zip("ifgo", "ifco", strict=True)}}}
     x_TBV = jax.nn.one_hot(tokens_BT.T, V)
     flax_step = lambda carry, x: nn.LSTMCell(features=H).apply(flax_params, carry, x)
     (c_flax, h_flax), hs_flax_TBH = jax.lax.scan(flax_step, (c_BH, h_BH), x_TBV)  # flax's carry is (c, h)

@@ -92,8 +92,8 @@ def test_fused_forward_and_gradients_equal_autodiff(key, activation, encoder):
     ref = jax.value_and_grad(functools.partial(objective, model.forward), argnums=(0, 1))(params, h_BH)
     got = jax.value_and_grad(functools.partial(objective, model.forward_fused), argnums=(0, 1))(params, h_BH)
     np.testing.assert_allclose(got[0], ref[0], rtol=1e-5)
-    for name, a, b in zip(["params", "h0"], got[1], ref[1]):
-        for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b)):
+    for name, a, b in zip(["params", "h0"], got[1], ref[1], strict=True):
+        for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b), strict=True):
             np.testing.assert_allclose(x, y, rtol=2e-4, atol=2e-5 * float(jnp.abs(y).max()),
                                        err_msg=f"{name}{jax.tree_util.keystr(path)}")
 

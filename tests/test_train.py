@@ -35,11 +35,11 @@ def test_clipping_matches_the_global_norm_formula(key):
     norm = math.sqrt(sum(float(jnp.sum(g ** 2)) for g in jax.tree.leaves(grads)))
     assert norm > 1
     updates, _ = tx.update(grads, tx.init(grads))
-    for u, g in zip(jax.tree.leaves(updates), jax.tree.leaves(grads)):
+    for u, g in zip(jax.tree.leaves(updates), jax.tree.leaves(grads), strict=True):
         np.testing.assert_allclose(u, -g / norm, rtol=1e-6)  # g * theta / ||g||, then -lr
     small = jax.tree.map(lambda g: g / (10 * norm), grads)
     updates, _ = tx.update(small, tx.init(small))
-    for u, g in zip(jax.tree.leaves(updates), jax.tree.leaves(small)):
+    for u, g in zip(jax.tree.leaves(updates), jax.tree.leaves(small), strict=True):
         np.testing.assert_array_equal(u, -g)  # under the threshold: untouched
 
 
@@ -51,7 +51,7 @@ def test_huge_clip_norm_steps_exactly_like_no_clipping():
         tx = step_lib.make_optimizer(cfg)
         state, _, _ = step_lib.make_train_epoch(cfg, tx)(step_lib.init_state(cfg, 28, tx), X, Y)
         results.append(state.params)
-    for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1])):
+    for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1]), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -66,7 +66,7 @@ def test_epoch_scan_equals_a_loop_of_train_steps(sampling):
     ref = step_lib.init_state(cfg, 28, tx)
     h = model.init_hidden(cfg.batch_size, cfg.hidden)
     losses = []
-    for x, y in zip(X, Y):
+    for x, y in zip(X, Y, strict=True):
         if sampling == "random":
             h = model.init_hidden(cfg.batch_size, cfg.hidden)
         ref, h, m = step(ref, h, x, y)
@@ -74,7 +74,7 @@ def test_epoch_scan_equals_a_loop_of_train_steps(sampling):
     np.testing.assert_allclose(metrics["loss"], losses, rtol=1e-5)
     np.testing.assert_allclose(h_last, h, rtol=1e-5, atol=1e-6)
     assert int(state.step) == int(ref.step) == len(X)
-    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(ref.params)):
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(ref.params), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
@@ -100,7 +100,7 @@ def test_fused_and_autodiff_training_agree():
         out[backward] = step_lib.make_train_epoch(cfg, tx)(step_lib.init_state(cfg, 28, tx), X, Y)
     np.testing.assert_allclose(out["fused"][2]["loss"], out["autodiff"][2]["loss"], rtol=1e-5)
     np.testing.assert_allclose(out["fused"][2]["grad_norm"], out["autodiff"][2]["grad_norm"], rtol=1e-4)
-    for a, b in zip(jax.tree.leaves(out["fused"][0].params), jax.tree.leaves(out["autodiff"][0].params)):
+    for a, b in zip(jax.tree.leaves(out["fused"][0].params), jax.tree.leaves(out["autodiff"][0].params), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
@@ -311,5 +311,5 @@ def test_cpu_compiler_options_change_no_number(cell, monkeypatch):
         tx = step_lib.make_optimizer(cfg)
         state, carried, metrics = step_lib.make_train_epoch(cfg, tx)(step_lib.init_state(cfg, 28, tx), X, Y)
         out.append(jax.device_get((state.params, carried, metrics["loss"], metrics["grad_norm"])))
-    for a, b in zip(jax.tree.leaves(out[0]), jax.tree.leaves(out[1])):
+    for a, b in zip(jax.tree.leaves(out[0]), jax.tree.leaves(out[1]), strict=True):
         np.testing.assert_array_equal(a, b)

@@ -12,10 +12,11 @@ def print_table(title: str, rows: list[dict], columns: list[tuple[str, str, str]
             row = row.get(key) if isinstance(row, dict) else None
         return "-" if row is None else format(row, spec)
     table = [[h for h, _, _ in columns]] + [[cell(r, k, s) for _, k, s in columns] for r in rows]
-    widths = [max(len(c) for c in col) for col in zip(*table)]
+    widths = [max(len(c) for c in col) for col in zip(*table, strict=True)]
     print(f"\n{title}")
     for line in table:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))))
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                        for i, (c, w) in enumerate(zip(line, widths, strict=True))))
 
 
 def print_throughput(report: dict) -> None:

@@ -72,7 +72,7 @@ def build(cfg: config_lib.Config, vocab_size: int, batches, per_step: bool):
 
     def epoch_loop(state, X_NBT, Y_NBT):
         h_BH = h0_BH
-        for X_BT, Y_BT in zip(X_NBT, Y_NBT):
+        for X_BT, Y_BT in zip(X_NBT, Y_NBT, strict=True):
             state, h_BH, metrics = jitted(state, h0_BH if cfg.sampling == "random" else h_BH, X_BT, Y_BT)
         return state, metrics
 
