@@ -38,7 +38,7 @@ from rnn_jax import baselines, config, data, generate, model, rundir, testlog  #
 from rnn_jax import evaluate as evaluate_lib  # noqa: E402
 
 CORPUS = "shakespeare"
-BASE = dataclasses.replace(config.EXPERIMENTS["shakespeare"], predict_every=0)
+BASE = config.EXPERIMENTS["shakespeare"]
 # name -> overrides of BASE (the LSTM of --exp shakespeare)
 MODELS = {
     "lstm-1x512": {},

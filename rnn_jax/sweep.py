@@ -83,7 +83,8 @@ def job_state(exp: str, cfg: Config, run_dir: Path) -> str:
     if saved_all.get("experiment", exp) != exp:
         return "new"
     defaults = config_lib.to_dict(Config())  # a field added since the run was made: its default, unchanged
-    if {k for k, v in want.items() if saved.get(k, defaults[k]) != v} - {"epochs"}:
+    # fields a resume may change (how often it predicts, validates, checkpoints...) do not make another run
+    if {k for k, v in want.items() if saved.get(k, defaults[k]) != v} - {"epochs"} - config_lib.RESUMABLE_FIELDS:
         return "new"
     rows = rundir.read_metrics(run_dir)
     last = max((r["epoch"] for r in rows), default=0)
@@ -112,6 +113,8 @@ def _plan(jobs, keep: bool) -> tuple[list, dict]:
             done[i] = _saved_record(cfg.seed, Path(run_dir))
             continue
         if state == "new":
+            if (Path(run_dir) / "summary.json").is_file():
+                print(f"{run_dir} holds a finished run of another configuration: it is trained afresh", flush=True)
             rundir.remove_runs(Path(run_dir))
         todo.append((i, exp, cfg, Path(run_dir), ["--resume"] if state == "shorter" else (extra[0] if extra else [])))
     return todo, done

@@ -174,6 +174,8 @@ def test_heldout_sweep_keeps_finished_runs_and_resumes_short_ones(tmp_path):
     assert heldout._state(dataclasses.replace(cfg, epochs=9), run) == "shorter"  # lengthened: resumed
     assert heldout._state(dataclasses.replace(cfg, epochs=2), run) == "new"
     assert heldout._state(dataclasses.replace(cfg, dropout=0.1), run) == "new"
+    for field, value in (("predict_every", 3), ("eval_every", 7), ("checkpoint_every", 2), ("keep_checkpoints", 9)):
+        assert heldout._state(dataclasses.replace(cfg, **{field: value}), run) == "done", field  # the same run
     assert heldout._state(dataclasses.replace(cfg, weight_decay=0.1), run) == "new"
     cosine = dataclasses.replace(cfg, lr_schedule="cosine")
     (run / "config.json").write_text(json.dumps({"config": config.to_dict(cosine)}))
