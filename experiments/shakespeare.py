@@ -219,6 +219,7 @@ def main(argv=None) -> None:
     p.add_argument("--smoke", action="store_true", help="two tiny models, 1 epoch, 2 seeds, on a 60k-character "
                    "slice (writes results/shakespeare_smoke.json)")
     p.add_argument("--no-baselines", action="store_true", help="keep the counting models of the last results file")
+    p.add_argument("--score-only", action="store_true", help="train nothing: score the runs that have finished")
     args = p.parse_args(argv)
     models_cfg, out, grid = {m: MODELS[m] for m in args.models}, "shakespeare", DYNAMIC_GRID
     kn_orders, every = KN_ORDERS, ADAPTIVE_EVERY
@@ -244,7 +245,8 @@ def main(argv=None) -> None:
     # every selection run first, then the final seeds in turn: a stopped sweep has something whole to show
     jobs = [("shakespeare", c, select[m]) for m, c in named.items()]
     jobs += [("shakespeare", final_cfg(c, s), finals[m][s]) for s in range(args.seeds) for m, c in named.items()]
-    train(jobs, argparse.Namespace(**{**vars(args), "corpus": str(text["corpus"]) if args.smoke else None}))
+    if not args.score_only:
+        train(jobs, argparse.Namespace(**{**vars(args), "corpus": str(text["corpus"]) if args.smoke else None}))
     models = dict(counting)
     static_kn = min((v for v in counting.values() if v["kind"] == "ngram" and v["evaluation"] == "static"),
                     key=lambda v: v["val_loss"]["mean"], default=None)

@@ -9,7 +9,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def _data_dir() -> Path:
     env = os.environ.get("RNN_JAX_DATA_DIR")
-    return Path(env) if env else REPO.parent / "shared" / "data"
+    return (Path(env) if env else REPO.parent / "shared" / "data").resolve()  # tests may run from other folders
 
 
 DATA_DIR = _data_dir()

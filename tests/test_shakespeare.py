@@ -105,3 +105,9 @@ def test_the_benchmark_script_runs_end_to_end(tmp_path, data_dir, monkeypatch, t
     assert "Best recurrent model by validation, dynamic evaluation: lstm-1x8 dynamic" in md
     assert "against the 1.4697 reported for the nanoGPT baby GPT)" in md and "```\nROMEO:" in md
     assert (tmp_path / "figures" / "shakespeare_smoke.png").stat().st_size > 5_000
+    # --score-only trains nothing: a final seed that is not there is left out, not trained
+    (runs / "seed_1").rename(tmp_path / "seed_1")
+    shakespeare.main([*argv, "--no-baselines", "--score-only"])
+    assert not (runs / "seed_1").exists()
+    scored_only = json.loads((tmp_path / "results" / "shakespeare_smoke.json").read_text())["models"]["lstm-1x8"]
+    assert scored_only["seeds"] == [0] and scored_only["test_loss"]["seeds"] == lstm["test_loss"]["seeds"][:1]
