@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -208,6 +209,7 @@ def samples(run_dir: Path) -> dict:
                                     num_chars=SAMPLES["num_chars"], num_samples=1,
                                     temperature=SAMPLES["temperature"], top_k=0, **model.options(cfg))
         out.append(SAMPLES["prompt"] + vocab.decode(np.asarray(ids)[0]))
+    run_dir = Path(os.path.relpath(run_dir, Path(__file__).resolve().parent.parent))  # from the repository
     command = (f"python -m rnn_jax.generate --run-dir {run_dir} --prefix '{SAMPLES['prompt']}' "
                f"--num-chars {SAMPLES['num_chars']} --temperature {SAMPLES['temperature']} --seed S")
     return {"run": str(run_dir), "command": command, **SAMPLES, "texts": out}
@@ -263,7 +265,7 @@ def main(argv=None) -> None:
                                              "5% of the corpus before it, chosen on by models that did not train on "
                                              "it; final models train on train + val (nanoGPT's 90%)"},
               "models": models, "counting_grids": grids,
-              "samples": samples(finals[best][0]) if best else None,
+              "samples": samples(next(d for d in finals[best] if finished(d))) if best else None,
               "test_scorings": testlog.counts(testlog.read())[(CORPUS, "test")],
               "wall_seconds": time.perf_counter() - t0}
     write(out, result, results_dir(out, args))
