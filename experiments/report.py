@@ -604,7 +604,8 @@ def shakespeare_section(name: str = "shakespeare") -> list[str]:
     if rec.get("samples"):
         smp = rec["samples"]
         out += ["", f"Three samples from the best model by validation (`{Path(smp['run']).parent.name}`, final run "
-                f"`{Path(smp['run']).name}`), prompt `{smp['prompt']}`, temperature {smp['temperature']}, sampling seeds "
+                f"`{Path(smp['run']).name}`), prompt `{smp['prompt']}`, temperature {smp['temperature']}, "
+                "sampling seeds "
                 f"{', '.join(map(str, smp['seeds']))}; `{smp['command']}` prints each again:", ""]
         for text in smp["texts"]:
             out += ["```", text, "```"]
