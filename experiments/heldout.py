@@ -108,7 +108,7 @@ def screen(families: dict, args, root: Path) -> dict:
 def train(jobs: list, args) -> None:
     """Runs the jobs (pinned, one per core), skipping runs already finished with that config and resuming those
     finished with fewer epochs, so a sweep that was stopped, or lengthened, trains only what is missing."""
-    done = sum(_state(cfg, run_dir) == "done" for _, cfg, run_dir in jobs)
+    done = sum(sweep.job_state(exp, cfg, run_dir) == "done" for exp, cfg, run_dir in jobs)
     print(f"training {len(jobs) - done} runs ({done} already done)", flush=True)
     sweep.run_jobs(jobs, corpus=getattr(args, "corpus", None), data_dir=args.data_dir)
 
