@@ -211,7 +211,7 @@ def samples(run_dir: Path) -> dict:
     for seed in SAMPLES["seeds"]:
         ids = generate.generate_ids(params, jax.numpy.asarray(vocab.encode(SAMPLES["prompt"])), jax.random.key(seed),
                                     num_chars=SAMPLES["num_chars"], num_samples=1,
-                                    temperature=SAMPLES["temperature"], top_k=0, **model.options(cfg))
+                                    temperature=SAMPLES["temperature"], top_k=0, spec=model.ModelSpec.from_config(cfg))
         out.append(SAMPLES["prompt"] + vocab.decode(np.asarray(ids)[0]))
     run_dir = Path(os.path.relpath(run_dir, Path(__file__).resolve().parent.parent))  # from the repository
     command = (f"python -m rnn_jax.generate --run-dir {run_dir} --prefix '{SAMPLES['prompt']}' "

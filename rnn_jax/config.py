@@ -24,8 +24,8 @@ class Config:
     cell: str = _field("rnn", "recurrent cell, a key of cells.CELLS: rnn = the book's tanh cell (8.5), gru (9.1), "
                        "lstm (9.2)")
     num_layers: int = _field(1, "a stack of cells (9.3): layer l's outputs are layer l+1's inputs")
-    activation: str = _field("tanh", "activation of the rnn cell (the gated cells have sigmoid gates and a tanh "
-                             "candidate)")
+    activation: str = _field("tanh", "activation of the cell, one it declares (cells.CELLS[cell].activations): "
+                             "tanh or relu for rnn; the gated cells have sigmoid gates and a tanh candidate")
     encoder: str = _field("onehot", "input encoding: onehot, or embed = learned embeddings of --embed-dim")
     clip_norm: float | None = _field(1.0, "global-norm gradient clipping threshold; none: no clipping")
     detach: bool = _field(True, "stop the gradient between minibatches; false: backpropagate through the whole "
@@ -43,7 +43,8 @@ class Config:
                                   "(stacks only)")
     dropout_mask: str = _field("step", "masks of --dropout and --layer-dropout: step = a new mask every step, "
                                "sequence = one per row for the whole minibatch (variational dropout)")
-    weight_drop: float = _field(0.0, "DropConnect: fraction of the recurrent weights (W_h*) zeroed per minibatch")
+    weight_drop: float = _field(0.0, "DropConnect: fraction of the recurrent weights (those the cell declares, "
+                                "cells.CELLS[cell].recurrent) zeroed per minibatch")
     weight_decay: float = _field(0.0, "decoupled weight decay of the weight matrices, per unit of lr (adam becomes "
                                  "AdamW; biases are not decayed)")
     lr_schedule: str = _field("constant", "cosine: every update of epoch e scaled by (1 + cos(pi (e - 1) / epochs)) "
@@ -204,9 +205,10 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"{name} must be in [0, 1), got {getattr(cfg, name)}")
     if not cfg.weight_decay >= 0:
         raise ConfigError(f"weight_decay must be >= 0, got {cfg.weight_decay}")
-    if cfg.cell != "rnn" and cfg.activation != "tanh":
-        raise ConfigError(f"activation={cfg.activation!r} applies to the rnn cell; the book's {cfg.cell} has "
-                          "sigmoid gates and a tanh candidate")
+    accepted = importlib.import_module("rnn_jax.cells").CELLS[cfg.cell].activations  # what the cell declares
+    if cfg.activation not in accepted:
+        raise ConfigError(f"activation={cfg.activation!r} is not one the {cfg.cell} cell accepts: "
+                          f"{', '.join(accepted)}")
     if cfg.forget_bias and cfg.cell != "lstm":
         raise ConfigError(f"forget_bias applies to the lstm cell, not {cfg.cell!r}")
     if cfg.val_fraction + cfg.test_fraction >= 0.9:

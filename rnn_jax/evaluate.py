@@ -39,17 +39,15 @@ def figures(loss: float, tokens: int, what: str = "the model") -> dict:
     return {"loss": loss, "perplexity": math.exp(loss), "bits_per_char": loss / math.log(2), "tokens": tokens}
 
 
-@functools.partial(jax.jit, static_argnames=("opts", "hidden"))
-def _sum_nll(params, inputs_CL, targets_CL, mask_CL, *, opts: tuple, hidden: int):
-    opts = dict(opts)
-
+@functools.partial(jax.jit, static_argnames=("spec", "hidden"))
+def _sum_nll(params, inputs_CL, targets_CL, mask_CL, *, spec: model.ModelSpec, hidden: int):
     def chunk(state, batch):
         inputs_L, targets_L, mask_L = batch
-        logits_L1V, state = model.forward_fused(params, state, inputs_L[None], **opts)
+        logits_L1V, state = model.forward_fused(params, state, inputs_L[None], spec)
         nll_L = optax.softmax_cross_entropy_with_integer_labels(logits_L1V[:, 0], targets_L)
         return state, jnp.sum(nll_L * mask_L)
 
-    state = model.zero_state(1, hidden, opts["cell"], opts["num_layers"])
+    state = model.zero_state(1, hidden, spec)
     return jnp.sum(jax.lax.scan(chunk, state, (inputs_CL, targets_CL, mask_CL))[1])
 
 
@@ -64,20 +62,18 @@ def evaluate(params, tokens: np.ndarray, cfg: config_lib.Config, *, context: np.
     pad = n_chunks * CHUNK - len(targets)
     shape = lambda a: np.pad(a, (0, pad)).reshape(n_chunks, CHUNK)
     total = _sum_nll(params, shape(inputs), shape(targets), shape(np.ones(len(targets), np.float32)),
-                     opts=tuple(sorted(model.options(cfg).items())), hidden=cfg.hidden)
+                     spec=model.ModelSpec.from_config(cfg), hidden=cfg.hidden)
     return figures(float(total) / len(targets), len(targets))
 
 
-@functools.partial(jax.jit, static_argnames=("opts", "hidden"))
-def _token_nll(params, inputs_CL, targets_CL, *, opts: tuple, hidden: int):
-    opts = dict(opts)
-
+@functools.partial(jax.jit, static_argnames=("spec", "hidden"))
+def _token_nll(params, inputs_CL, targets_CL, *, spec: model.ModelSpec, hidden: int):
     def chunk(state, batch):
         inputs_L, targets_L = batch
-        logits_L1V, state = model.forward_fused(params, state, inputs_L[None], **opts)
+        logits_L1V, state = model.forward_fused(params, state, inputs_L[None], spec)
         return state, optax.softmax_cross_entropy_with_integer_labels(logits_L1V[:, 0], targets_L)
 
-    state = model.zero_state(1, hidden, opts["cell"], opts["num_layers"])
+    state = model.zero_state(1, hidden, spec)
     return jax.lax.scan(chunk, state, (inputs_CL, targets_CL))[1]
 
 
@@ -88,7 +84,7 @@ def token_losses(params, tokens: np.ndarray, cfg: config_lib.Config, *, context:
     n_chunks = -(-len(targets) // CHUNK)
     pad = n_chunks * CHUNK - len(targets)
     shape = lambda a: np.pad(a, (0, pad)).reshape(n_chunks, CHUNK)
-    nll = _token_nll(params, shape(inputs), shape(targets), opts=tuple(sorted(model.options(cfg).items())),
+    nll = _token_nll(params, shape(inputs), shape(targets), spec=model.ModelSpec.from_config(cfg),
                      hidden=cfg.hidden)
     return np.asarray(nll, np.float64).reshape(-1)[:len(targets)]
 
@@ -121,7 +117,7 @@ def _dynamic_update(rule: str, lr, decay, params, p, grads, ms, k):
 def _dynamic_nll(params, inputs_SL, targets_SL, mask_SL, lr, decay, *, cfg: config_lib.Config, rule: str):
     """Summed loss of each segment under the parameters updated on the segments before it only: (S,)."""
     def seg_loss(p, state, inputs_L, targets_L, mask_L):
-        logits_L1V, state = model.forward_fused(p, state, inputs_L[None], **model.options(cfg))
+        logits_L1V, state = model.forward_fused(p, state, inputs_L[None], model.ModelSpec.from_config(cfg))
         nll = jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits_L1V[:, 0], targets_L) * mask_L)
         return nll / jnp.maximum(jnp.sum(mask_L), 1.0), (nll, state)
 

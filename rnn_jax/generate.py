@@ -27,29 +27,26 @@ def _choose(logits_SV: jax.Array, key: jax.Array, temperature: float, top_k: int
     return jax.random.categorical(key, logits_SV).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("num_chars", "num_samples", "cell", "num_layers", "activation",
-                                             "encoder", "dtype", "temperature", "top_k"))
+@functools.partial(jax.jit, static_argnames=("num_chars", "num_samples", "spec", "temperature", "top_k"))
 def generate_ids(params: model.Params, prefix_P: jax.Array, key: jax.Array, *, num_chars: int,
-                 num_samples: int = 1, cell: str = "rnn", num_layers: int = 1, activation: str = "tanh",
-                 encoder: str = "onehot", dtype: str = "float32", temperature: float = 0.0,
+                 num_samples: int = 1, spec: model.ModelSpec = model.BOOK, temperature: float = 0.0,
                  top_k: int = 0) -> jax.Array:
     """Warm up on prefix[:-1] from a zero state, then feed prefix[-1] and emit num_chars ids: (S, N)."""
-    project = functools.partial(model.input_projection, params, encoder=encoder, dtype=dtype, cell=cell)  # a gather
+    project = functools.partial(model.input_projection, params, spec=spec)  # a gather
     # the cell (every layer), the first layer's gate inputs computed before
-    stack = functools.partial(model.advance, params, cell=cell, num_layers=num_layers, activation=activation,
-                              dtype=dtype)
+    stack = functools.partial(model.advance, params, spec=spec)
 
     def advance(state, xw_SG):
         return stack(state, xw_SG)[0], None
 
-    state = model.zero_state(num_samples, params["W_hq"].shape[0], cell, num_layers)
+    state = model.zero_state(num_samples, params["W_hq"].shape[0], spec)
     warm_SP = jnp.broadcast_to(prefix_P[None, :-1], (num_samples, prefix_P.shape[0] - 1))
     state, _ = jax.lax.scan(advance, state, project(warm_SP))
 
     def step(carry, key_t):
         state, tok_S = carry
         state, h_SH = stack(state, project(tok_S[:, None])[0])
-        tok_S = _choose(model.output_layer(params, h_SH, dtype), key_t, temperature, top_k)
+        tok_S = _choose(model.output_layer(params, h_SH, spec.dtype), key_t, temperature, top_k)
         return (state, tok_S), tok_S
 
     first_S = jnp.broadcast_to(prefix_P[-1], (num_samples,)).astype(jnp.int32)
@@ -57,24 +54,22 @@ def generate_ids(params: model.Params, prefix_P: jax.Array, key: jax.Array, *, n
     return toks_NS.T
 
 
-def predict(params: model.Params, vocab, prefix: str, num_preds: int, *, cell: str = "rnn", num_layers: int = 1,
-            activation: str = "tanh", encoder: str = "onehot", dtype: str = "float32") -> str:
+def predict(params: model.Params, vocab, prefix: str, num_preds: int, spec: model.ModelSpec = model.BOOK) -> str:
     """The book's predict: the prefix as given + num_preds greedy characters; unknown characters warm up as <unk>."""
     if not prefix:
         raise ValueError("predict needs a non-empty prefix to warm up on")
     ids = generate_ids(params, jnp.asarray(vocab.encode(prefix)), jax.random.key(0), num_chars=num_preds,
-                       cell=cell, num_layers=num_layers, activation=activation, encoder=encoder, dtype=dtype)
+                       spec=spec)
     return prefix + vocab.decode(jax.device_get(ids[0]))
 
 
-def predict_loop(params: model.Params, vocab, prefix: str, num_preds: int, *, cell: str = "rnn",
-                 num_layers: int = 1, activation: str = "tanh", encoder: str = "onehot",
-                 dtype: str = "float32") -> str:
+def predict_loop(params: model.Params, vocab, prefix: str, num_preds: int,
+                 spec: model.ModelSpec = model.BOOK) -> str:
     """The book's predict as written there (a jitted step and a host argmax per char); returns what predict does."""
     if not prefix:
         raise ValueError("predict needs a non-empty prefix to warm up on")
-    step = _jitted_step(cell, num_layers, activation, encoder, dtype)
-    h_1H = model.zero_state(1, params["W_hq"].shape[0], cell, num_layers)
+    step = _jitted_step(spec)
+    h_1H = model.zero_state(1, params["W_hq"].shape[0], spec)
     prefix_ids = [int(i) for i in vocab.encode(prefix)]  # characters outside the vocabulary are <unk> (id 0)
     outputs = prefix_ids[:1]
     for y in prefix_ids[1:]:  # warm-up: feed the prefix, emit nothing
@@ -87,12 +82,11 @@ def predict_loop(params: model.Params, vocab, prefix: str, num_preds: int, *, ce
 
 
 @functools.cache
-def _jitted_step(cell: str, num_layers: int, activation: str, encoder: str, dtype: str):
+def _jitted_step(spec: model.ModelSpec):
     def step(params, state, tok_B):  # the cell's textbook step on the encoded character
-        x_BI = model.ENCODERS[encoder](params, tok_B[None])[0]
-        state, h_BH = model.step(params, state, x_BI, cell=cell, num_layers=num_layers, activation=activation,
-                                 dtype=dtype)
-        return state, model.output_layer(params, h_BH, dtype)
+        x_BI = model.ENCODERS[spec.encoder](params, tok_B[None])[0]
+        state, h_BH = model.step(params, state, x_BI, spec)
+        return state, model.output_layer(params, h_BH, spec.dtype)
     return jax.jit(step)
 
 
@@ -127,14 +121,11 @@ def read_prompt(path: str) -> str:
     return text
 
 
-GATE_WIDTH = {"rnn": 1, "gru": 3, "lstm": 4}  # columns of the input projection per hidden unit
-
-
 def memory_bytes(num_samples: int, num_chars: int, hidden: int = 0, vocab_size: int = 0, prompt_chars: int = 0,
                  cell: str = "rnn") -> int:
     """Rough device memory of one generate_ids call: ids (scan output and its transpose), keys, state, logits,
     and the warm-up: the prompt's ids and their input projections, one copy per sample."""
-    warm = 4 * num_samples * prompt_chars * (GATE_WIDTH.get(cell, 4) * hidden + 1)
+    warm = 4 * num_samples * prompt_chars * (model.CELLS[cell].gates * hidden + 1)  # G = gates * H columns
     return 8 * num_samples * num_chars + 8 * num_chars + 8 * num_samples * (hidden + vocab_size) + warm
 
 
@@ -257,7 +248,7 @@ def main(argv=None) -> int:
     warm = prefix or (" " if " " in vocab.token_to_idx else vocab.idx_to_token[1])
     ids = generate_ids(params, jnp.asarray(vocab.encode(warm)), jax.random.key(args.seed),
                        num_chars=args.num_chars, num_samples=args.num_samples, temperature=_temperature(args),
-                       top_k=args.top_k, **model.options(cfg))
+                       top_k=args.top_k, spec=model.ModelSpec.from_config(cfg))
     for row in jax.device_get(ids):
         print(prefix + vocab.decode(row))
     return 0

@@ -4,7 +4,9 @@
 `forward_fused` computes the same function with what is not recurrent hoisted out of the scan (every
 gate's input part as one gather or product, the output layer as one product) and the cell's fused
 recurrence when it has one (the book's cell: a hand-written backward), which training uses by default.
-Both work for every entry of `cells.CELLS`; the state is the cell's pytree.
+Both work for every entry of `cells.CELLS`; the state is the cell's pytree. What a parameter tree computes
+besides its arrays (cell, depth, activation, encoder, product dtype) is one `ModelSpec`, built from a Config by
+`ModelSpec.from_config`, and every function here that needs it takes it whole.
 
 A stack of `num_layers` cells (d2l 9.3): layer l's output sequence is layer l+1's input (a dense input,
 so its input part is one product), and the output layer reads the last layer. The first layer's
@@ -17,6 +19,7 @@ state.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 
@@ -24,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnn_jax.cells import ACTIVATIONS, CELLS, Params, State, mm, normal, recurrence, rnn_cell, unroll  # noqa: F401
+from rnn_jax.cells import ACTIVATIONS, CELLS, Cell, Params, State, mm, normal, recurrence, rnn_cell, unroll  # noqa: F401
 
 ENCODERS = {
     "onehot": lambda p, tok_TB: jax.nn.one_hot(tok_TB, p["W_hq"].shape[1], dtype=p["W_hq"].dtype),
@@ -32,10 +35,39 @@ ENCODERS = {
 }
 
 
-def options(cfg) -> dict:
-    """The keyword arguments of forward, forward_fused and generation that a Config decides."""
-    return {"cell": cfg.cell, "num_layers": cfg.num_layers, "activation": cfg.activation, "encoder": cfg.encoder,
-            "dtype": cfg.matmul_dtype}
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """The model a parameter tree belongs to: the fields of a Config that decide what forward, generation and
+    evaluation compute. Frozen, so hashable: jitted functions take it as one static argument. A spec that exists
+    can run: its cell, activation (one the cell declares) and encoder are checked when it is made."""
+
+    cell: str = "rnn"  # a key of cells.CELLS
+    num_layers: int = 1
+    activation: str = "tanh"  # a key of cells.ACTIVATIONS that the cell declares
+    encoder: str = "onehot"  # a key of ENCODERS
+    dtype: str = "float32"  # the operand dtype of the matrix products (Config.matmul_dtype)
+
+    def __post_init__(self):
+        if self.cell not in CELLS:
+            raise ValueError(f"cell {self.cell!r} is not one of {', '.join(CELLS)}")
+        if self.activation not in self.core.activations:
+            raise ValueError(f"the {self.cell} cell accepts activation {' or '.join(self.core.activations)}, not "
+                             f"{self.activation!r}")
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"encoder {self.encoder!r} is not one of {', '.join(ENCODERS)}")
+
+    @classmethod
+    def from_config(cls, cfg) -> ModelSpec:
+        return cls(cell=cfg.cell, num_layers=cfg.num_layers, activation=cfg.activation, encoder=cfg.encoder,
+                   dtype=cfg.matmul_dtype)
+
+    @property
+    def core(self) -> Cell:
+        """The cell's record in the registry."""
+        return CELLS[self.cell]
+
+
+BOOK = ModelSpec()  # the book's model: one tanh cell, one-hot inputs, float32 products
 
 
 UPPER = "_upper"  # the suffix of layers 2..L's stacked parameters
@@ -79,52 +111,56 @@ def from_per_layer(params: Params) -> Params:
     return out
 
 
-def init_params(key: jax.Array, vocab_size: int, hidden: int, *, encoder: str = "onehot",
-                embed_dim: int = 32, cell: str = "rnn", num_layers: int = 1) -> Params:
+def init_params(key: jax.Array, vocab_size: int, hidden: int, spec: ModelSpec = BOOK, *,
+                embed_dim: int = 32) -> Params:
     """The cell's weights and W_hq ~ N(0, 0.01^2), zero biases; `embed` (V, E) ~ N(0, 1) when encoder == 'embed'."""
     key_x, key_h, key_hq, key_embed = jax.random.split(key, 4)
-    num_inputs = vocab_size if encoder == "onehot" else embed_dim
-    params = {**CELLS[cell].init(key_x, key_h, num_inputs, hidden),
+    num_inputs = vocab_size if spec.encoder == "onehot" else embed_dim
+    params = {**spec.core.init(key_x, key_h, num_inputs, hidden),
               "W_hq": normal(key_hq, (hidden, vocab_size)), "b_q": jnp.zeros((vocab_size,), jnp.float32)}
-    if encoder == "embed":
+    if spec.encoder == "embed":
         params["embed"] = jax.random.normal(key_embed, (vocab_size, embed_dim), jnp.float32)
     uppers = []  # layers above the first read the (B, H) outputs of the one below
-    for layer in range(1, num_layers):
+    for layer in range(1, spec.num_layers):
         key_x, key_h = jax.random.split(jax.random.fold_in(key, layer))
-        uppers.append(CELLS[cell].init(key_x, key_h, hidden, hidden))
+        uppers.append(spec.core.init(key_x, key_h, hidden, hidden))
     return params | {k + UPPER: jnp.stack([u[k] for u in uppers]) for k in (uppers[0] if uppers else ())}
 
 
-def rescale_init(params: Params, key: jax.Array, *, forget_bias: float = 0.0) -> Params:
+def recurrent_weights(params: Params, spec: ModelSpec = BOOK) -> list[str]:
+    """The names in params of the cell's recurrent matrices (`Cell.recurrent`), every layer's, sorted."""
+    return sorted(k for k in params if k.removesuffix(UPPER) in spec.core.recurrent)
+
+
+def rescale_init(params: Params, key: jax.Array, spec: ModelSpec = BOOK, *, forget_bias: float = 0.0) -> Params:
     """The "scaled" initialisation of a fresh parameter tree: every weight matrix W (I, O) drawn again from
-    N(0, 1/I) (LeCun), each recurrent one (W_h*, H x H) orthogonal instead (Saxe et al. 2014), the LSTM's
-    forget-gate bias set to `forget_bias` (Gers et al. 2000; Jozefowicz et al. 2015), other biases and the
+    N(0, 1/I) (LeCun), each recurrent one (`recurrent_weights`, H x H) orthogonal instead (Saxe et al. 2014), the
+    LSTM's forget-gate bias set to `forget_bias` (Gers et al. 2000; Jozefowicz et al. 2015), other biases and the
     embedding as they are. The book's N(0, 0.01^2) makes a gated cell start nearly closed and learn slowly."""
-    out = {}
+    out, recurrent = {}, set(recurrent_weights(params, spec))
     for i, (name, p) in enumerate(sorted(params.items())):
         k = jax.random.fold_in(key, i)
-        if name.startswith("W_") and layer_ndim(name, p) == 2:
-            if name.startswith("W_h") and not name.startswith("W_hq"):
-                orth = jax.nn.initializers.orthogonal()
-                p = (orth(k, p.shape, jnp.float32) if p.ndim == 2 else  # a stack: each layer's (H, H) on its own
-                     jnp.stack([orth(jax.random.fold_in(k, j), p.shape[1:], jnp.float32) for j in range(len(p))]))
-            else:
-                p = jax.random.normal(k, p.shape, jnp.float32) / np.sqrt(p.shape[-2])
+        if name in recurrent:
+            orth = jax.nn.initializers.orthogonal()
+            p = (orth(k, p.shape, jnp.float32) if p.ndim == 2 else  # a stack: each layer's (H, H) on its own
+                 jnp.stack([orth(jax.random.fold_in(k, j), p.shape[1:], jnp.float32) for j in range(len(p))]))
+        elif name.startswith("W_") and layer_ndim(name, p) == 2:
+            p = jax.random.normal(k, p.shape, jnp.float32) / np.sqrt(p.shape[-2])
         elif name.split(UPPER)[0] == "b_f":
             p = jnp.full_like(p, forget_bias)
         out[name] = p
     return out
 
 
-def zero_state(batch_size: int, hidden: int, cell: str = "rnn", num_layers: int = 1) -> State:
+def zero_state(batch_size: int, hidden: int, spec: ModelSpec = BOOK) -> State:
     """The state before the first character (zeros), a pytree of the cell's shape (a tuple of them per layer)."""
-    state = CELLS[cell].zero_state(batch_size, hidden)
-    return state if num_layers == 1 else tuple(state for _ in range(num_layers))
+    state = spec.core.zero_state(batch_size, hidden)
+    return state if spec.num_layers == 1 else tuple(state for _ in range(spec.num_layers))
 
 
 def init_hidden(batch_size: int, hidden: int) -> jax.Array:
     """The book's cell's zero state, (B, H)."""
-    return zero_state(batch_size, hidden, "rnn")
+    return zero_state(batch_size, hidden)
 
 
 def output_layer(params: Params, hs_TBH: jax.Array, dtype: str = "float32") -> jax.Array:
@@ -145,68 +181,63 @@ def _stacked(states: tuple, num_layers: int) -> State:
     return states[0] if num_layers == 1 else tuple(states)
 
 
-def step(params: Params, state: State, x_BI: jax.Array, *, cell: str = "rnn", num_layers: int = 1,
-         activation: str = "tanh", dtype: str = "float32", keep_LBH: jax.Array | None = None):
+def step(params: Params, state: State, x_BI: jax.Array, spec: ModelSpec = BOOK, *,
+         keep_LBH: jax.Array | None = None):
     """One character through every layer with the cell's textbook step: (state, x_BI) -> (state, top h_BH).
 
     keep_LBH: optional dropout masks on the inputs of layers 2.. (row l - 1 for layer l)."""
     states = []
-    for layer, s in enumerate(_layers(state, num_layers)):
+    for layer, s in enumerate(_layers(state, spec.num_layers)):
         if layer:
             x_BI = x_BI if keep_LBH is None else x_BI * keep_LBH[layer - 1]
-        s, x_BI = CELLS[cell].step(layer_params(params, layer), s, x_BI, activation=activation, dtype=dtype)
+        s, x_BI = spec.core.step(layer_params(params, layer), s, x_BI, activation=spec.activation, dtype=spec.dtype)
         states.append(s)
-    return _stacked(states, num_layers), x_BI
+    return _stacked(states, spec.num_layers), x_BI
 
 
-def forward(params: Params, state: State, tokens_BT: jax.Array, *, cell: str = "rnn", num_layers: int = 1,
-            activation: str = "tanh", encoder: str = "onehot", dtype: str = "float32",
+def forward(params: Params, state: State, tokens_BT: jax.Array, spec: ModelSpec = BOOK, *,
             keep_TBH: jax.Array | None = None, keep_LTBH: jax.Array | None = None):
     """The textbook unroll: encode, scan the cell (or stack) over time, project. Returns (logits_TBV, last state).
 
     keep_TBH: an optional dropout mask (already scaled by 1/keep) on the states fed to the output layer;
     keep_LTBH: the same on the outputs of layers 1..L-1 fed to the layer above (L - 1 masks).
     """
-    x_TBI = ENCODERS[encoder](params, tokens_BT.T)
-    if num_layers == 1:
-        one = functools.partial(CELLS[cell].step, params, activation=activation, dtype=dtype)
+    x_TBI = ENCODERS[spec.encoder](params, tokens_BT.T)
+    if spec.num_layers == 1:
+        one = functools.partial(spec.core.step, params, activation=spec.activation, dtype=spec.dtype)
         state, hs_TBH = jax.lax.scan(one, state, x_TBI)
     else:
         def each(state, xs):
             x_BI, keep_LBH = xs
-            return step(params, state, x_BI, cell=cell, num_layers=num_layers, activation=activation, dtype=dtype,
-                        keep_LBH=keep_LBH)
+            return step(params, state, x_BI, spec, keep_LBH=keep_LBH)
         keep_TLBH = None if keep_LTBH is None else jnp.swapaxes(keep_LTBH, 0, 1)
         state, hs_TBH = jax.lax.scan(each, state, (x_TBI, keep_TLBH))
-    return output_layer(params, _dropout(hs_TBH, keep_TBH), dtype), state
+    return output_layer(params, _dropout(hs_TBH, keep_TBH), spec.dtype), state
 
 
-def input_projection(params: Params, tokens_BT: jax.Array, encoder: str = "onehot", dtype: str = "float32",
-                     cell: str = "rnn") -> jax.Array:
+def input_projection(params: Params, tokens_BT: jax.Array, spec: ModelSpec = BOOK) -> jax.Array:
     """Every gate's x W + b for all steps before the scan: (B, T) -> (T, B, G). One-hot rows are a gather."""
-    W_IG, b_G = CELLS[cell].input_weights(params)
-    if encoder == "onehot":  # one_hot(t) @ W == W[t]
+    W_IG, b_G = spec.core.input_weights(params)
+    if spec.encoder == "onehot":  # one_hot(t) @ W == W[t]
         return W_IG[tokens_BT.T] + b_G
-    return mm(ENCODERS[encoder](params, tokens_BT.T), W_IG, dtype) + b_G
+    return mm(ENCODERS[spec.encoder](params, tokens_BT.T), W_IG, spec.dtype) + b_G
 
 
-def advance(params: Params, state: State, xw_BG: jax.Array, *, cell: str = "rnn", num_layers: int = 1,
-            activation: str = "tanh", dtype: str = "float32"):
+def advance(params: Params, state: State, xw_BG: jax.Array, spec: ModelSpec = BOOK):
     """One character through every layer, the first layer's gate inputs given (input_projection):
     (state, xw_BG) -> (state, top h_BH)."""
     states, h_BH = [], None
-    for layer, s in enumerate(_layers(state, num_layers)):
+    for layer, s in enumerate(_layers(state, spec.num_layers)):
         p = layer_params(params, layer)
         if layer:
-            W_HG, b_G = CELLS[cell].input_weights(p)
-            xw_BG = mm(h_BH, W_HG, dtype) + b_G
-        s, h_BH = CELLS[cell].recurrent_step(p, s, xw_BG, activation=activation, dtype=dtype)
+            W_HG, b_G = spec.core.input_weights(p)
+            xw_BG = mm(h_BH, W_HG, spec.dtype) + b_G
+        s, h_BH = spec.core.recurrent_step(p, s, xw_BG, activation=spec.activation, dtype=spec.dtype)
         states.append(s)
-    return _stacked(states, num_layers), h_BH
+    return _stacked(states, spec.num_layers), h_BH
 
 
-def _upper_layers(params: Params, states: tuple, hs_TBH: jax.Array, keep_LTBH, *, cell: str, activation: str,
-                  dtype: str):
+def _upper_layers(params: Params, states: tuple, hs_TBH: jax.Array, keep_LTBH, spec: ModelSpec):
     """Layers 2.. as one lax.scan over layers and their stacked parameters (compilation stays flat in depth):
     -> (top hs_TBH, their states)."""
     stacked = upper_params(params)
@@ -214,27 +245,25 @@ def _upper_layers(params: Params, states: tuple, hs_TBH: jax.Array, keep_LTBH, *
 
     def layer(hs_TBH, xs):
         p, state, keep_TBH = xs
-        W_HG, b_G = CELLS[cell].input_weights(p)
-        xw_TBG = mm(_dropout(hs_TBH, keep_TBH), W_HG, dtype) + b_G  # every step's gate inputs: one product
-        hs_TBH, state = unroll(CELLS[cell], p, state, xw_TBG, activation=activation, dtype=dtype)
+        W_HG, b_G = spec.core.input_weights(p)
+        xw_TBG = mm(_dropout(hs_TBH, keep_TBH), W_HG, spec.dtype) + b_G  # every step's gate inputs: one product
+        hs_TBH, state = unroll(spec.core, p, state, xw_TBG, activation=spec.activation, dtype=spec.dtype)
         return hs_TBH, state
 
     hs_TBH, states_L = jax.lax.scan(layer, hs_TBH, (stacked, states_L, keep_LTBH))
     return hs_TBH, tuple(jax.tree.map(lambda s, i=i: s[i], states_L) for i in range(len(states)))
 
 
-def forward_fused(params: Params, state: State, tokens_BT: jax.Array, *, cell: str = "rnn", num_layers: int = 1,
-                  activation: str = "tanh", encoder: str = "onehot", dtype: str = "float32",
+def forward_fused(params: Params, state: State, tokens_BT: jax.Array, spec: ModelSpec = BOOK, *,
                   keep_TBH: jax.Array | None = None, keep_LTBH: jax.Array | None = None):
     """Same function as `forward`, shaped for speed. Returns (logits_TBV, last state)."""
-    states = _layers(state, num_layers)
-    xw_TBG = input_projection(params, tokens_BT, encoder, dtype, cell)
-    hs_TBH, first = unroll(CELLS[cell], params, states[0], xw_TBG, activation=activation, dtype=dtype)
-    if num_layers == 1:
-        return output_layer(params, _dropout(hs_TBH, keep_TBH), dtype), first
-    hs_TBH, upper = _upper_layers(params, states[1:], hs_TBH, keep_LTBH, cell=cell, activation=activation,
-                                  dtype=dtype)
-    return output_layer(params, _dropout(hs_TBH, keep_TBH), dtype), (first, *upper)
+    states = _layers(state, spec.num_layers)
+    xw_TBG = input_projection(params, tokens_BT, spec)
+    hs_TBH, first = unroll(spec.core, params, states[0], xw_TBG, activation=spec.activation, dtype=spec.dtype)
+    if spec.num_layers == 1:
+        return output_layer(params, _dropout(hs_TBH, keep_TBH), spec.dtype), first
+    hs_TBH, upper = _upper_layers(params, states[1:], hs_TBH, keep_LTBH, spec)
+    return output_layer(params, _dropout(hs_TBH, keep_TBH), spec.dtype), (first, *upper)
 
 
 FORWARDS = {"autodiff": forward, "fused": forward_fused}

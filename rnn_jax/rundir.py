@@ -462,8 +462,7 @@ def check_params(where, params: dict, cfg: Config, vocab_size: int) -> None:
     from rnn_jax import model
 
     abstract = jax.eval_shape(lambda: model.init_params(jax.random.key(0), vocab_size, cfg.hidden,
-                                                        encoder=cfg.encoder, embed_dim=cfg.embed_dim, cell=cfg.cell,
-                                                        num_layers=cfg.num_layers))
+                                                        model.ModelSpec.from_config(cfg), embed_dim=cfg.embed_dim))
     want = {k: tuple(v.shape) for k, v in abstract.items()}
     got = {k: tuple(np.shape(v)) for k, v in params.items()}
     if want != got:

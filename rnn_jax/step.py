@@ -27,7 +27,7 @@ class TrainState(NamedTuple):
 
 
 def zero_state(cfg: Config, batch_size: int) -> model.State:
-    return model.zero_state(batch_size, cfg.hidden, cfg.cell, cfg.num_layers)
+    return model.zero_state(batch_size, cfg.hidden, model.ModelSpec.from_config(cfg))
 
 
 def stop_gradient(state: model.State) -> model.State:
@@ -55,18 +55,14 @@ def keep_mask(cfg: Config, key, keep: float, shape_TBH: tuple) -> jax.Array:
     return jnp.broadcast_to(jax.random.bernoulli(key, keep, one).astype(jnp.float32) / keep, shape_TBH)
 
 
-def is_recurrent_weight(name: str) -> bool:
-    """W_hh and every gate's W_h* (any layer): the hidden-to-hidden matrices, not the output layer's W_hq."""
-    return name.startswith("W_h") and not name.startswith("W_hq")
-
-
 def drop_weights(cfg: Config, params, key_dropout):
-    """DropConnect (Wan et al. 2013; AWD-LSTM): each recurrent matrix with cfg.weight_drop of its entries zeroed,
-    the rest scaled by 1/keep, one mask per minibatch shared by every row and step."""
+    """DropConnect (Wan et al. 2013; AWD-LSTM): each recurrent matrix (the cell's `Cell.recurrent`, every layer's)
+    with cfg.weight_drop of its entries zeroed, the rest scaled by 1/keep, one mask per minibatch shared by every
+    row and step."""
     if not cfg.weight_drop or key_dropout is None:
         return params
     keep, key_weights = 1.0 - cfg.weight_drop, jax.random.fold_in(key_dropout, 2)
-    names = sorted(k for k in params if is_recurrent_weight(k))
+    names = model.recurrent_weights(params, model.ModelSpec.from_config(cfg))
     dropped = {k: params[k] * jax.random.bernoulli(jax.random.fold_in(key_weights, i), keep, params[k].shape) / keep
                for i, k in enumerate(names)}
     return {**params, **dropped}
@@ -91,8 +87,9 @@ def loss_fn(params, state, tokens_BT, targets_BT, cfg: Config, mask_BT=None, key
     """
     fwd = model.FORWARDS[cfg.backward]
     params = drop_weights(cfg, params, key_dropout)
-    logits_TBV, state = fwd(params, state, tokens_BT, keep_TBH=dropout_mask(cfg, tokens_BT, key_dropout),
-                            keep_LTBH=layer_dropout_masks(cfg, tokens_BT, key_dropout), **model.options(cfg))
+    logits_TBV, state = fwd(params, state, tokens_BT, model.ModelSpec.from_config(cfg),
+                            keep_TBH=dropout_mask(cfg, tokens_BT, key_dropout),
+                            keep_LTBH=layer_dropout_masks(cfg, tokens_BT, key_dropout))
     xent_TB = optax.softmax_cross_entropy_with_integer_labels(logits_TBV, targets_BT.T)
     if mask_BT is None:
         return xent_TB.mean(), state
@@ -121,11 +118,11 @@ def init_state(cfg: Config, vocab_size: int, tx: optax.GradientTransformation, s
     `params`, with a fresh optimizer state."""
     if params is None:
         key_init = jax.random.fold_in(jax.random.key(cfg.seed if seed is None else seed), 0)  # purpose 0: params
-        params = model.init_params(key_init, vocab_size, cfg.hidden, encoder=cfg.encoder, embed_dim=cfg.embed_dim,
-                                   cell=cfg.cell, num_layers=cfg.num_layers)
+        spec = model.ModelSpec.from_config(cfg)
+        params = model.init_params(key_init, vocab_size, cfg.hidden, spec, embed_dim=cfg.embed_dim)
         if cfg.init == "scaled":  # purpose 3 of the seed (1: dropout, 2: unused)
             key_scaled = jax.random.fold_in(jax.random.key(cfg.seed if seed is None else seed), 3)
-            params = model.rescale_init(params, key_scaled, forget_bias=cfg.forget_bias)
+            params = model.rescale_init(params, key_scaled, spec, forget_bias=cfg.forget_bias)
         elif cfg.forget_bias:
             params = {**params, **{k: jnp.full_like(v, cfg.forget_bias) for k, v in params.items()
                                    if k.split(model.UPPER)[0] == "b_f"}}

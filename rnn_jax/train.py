@@ -44,7 +44,7 @@ class Interrupted(RuntimeError):
 
 
 def predictions(params, vocab: data.Vocab, cfg: Config, prefixes=PREFIXES, num_preds: int = 50) -> dict:
-    return {p: generate.predict(params, vocab, p, num_preds, **model.options(cfg)) for p in prefixes}
+    return {p: generate.predict(params, vocab, p, num_preds, model.ModelSpec.from_config(cfg)) for p in prefixes}
 
 
 def default_run_dir(exp: str) -> Path:
@@ -307,12 +307,11 @@ class Trainer:
 def memory_estimate(cfg: Config, vocab_size: int) -> tuple[int, int]:
     """(bytes, parameters) a run of cfg holds at once, roughly: its parameters, their gradients and optimizer
     state, and the activations of one minibatch kept for the backward pass (float32)."""
-    shapes = jax.eval_shape(lambda: model.init_params(jax.random.key(0), vocab_size, cfg.hidden, encoder=cfg.encoder,
-                                                      embed_dim=cfg.embed_dim, cell=cfg.cell,
-                                                      num_layers=cfg.num_layers))
+    shapes = jax.eval_shape(lambda: model.init_params(jax.random.key(0), vocab_size, cfg.hidden,
+                                                      model.ModelSpec.from_config(cfg), embed_dim=cfg.embed_dim))
     n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(shapes))
     n_opt = sum(math.prod(x.shape) for x in jax.tree.leaves(jax.eval_shape(step_lib.make_optimizer(cfg).init, shapes)))
-    gates = {"rnn": 1, "gru": 3, "lstm": 4}.get(cfg.cell, 4)
+    gates = model.CELLS[cfg.cell].gates
     acts = cfg.batch_size * cfg.num_steps * (cfg.num_layers * (gates + 1) * cfg.hidden + 2 * vocab_size)
     return 4 * (2 * n_params + n_opt + acts), n_params
 

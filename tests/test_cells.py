@@ -1,6 +1,7 @@
 """The cell registry is the only place that knows a cell: a toy cell with a two-array state, defined here,
 trains (carried and reset state), checkpoints, resumes exactly, generates, evaluates and shards
-without any other module knowing it."""
+without any other module knowing it; weight drop, the scaled initialisation, the config's activations and the
+benchmark's counts read what the cell declares."""
 
 import dataclasses
 import json
@@ -22,13 +23,15 @@ V, H, B, T = 28, 8, 4, 6
 
 
 def _toy_init(key_x, key_h, num_inputs, hidden):
-    return {**cells.rnn_init(key_x, key_h, num_inputs, hidden), "w_c": jnp.full((hidden,), 0.5, jnp.float32)}
+    """The book's RNN's weights, its recurrent matrix named `U` (no name rule finds it), and a leak w_c."""
+    book = cells.rnn_init(key_x, key_h, num_inputs, hidden)
+    return {"W_xh": book["W_xh"], "U": book["W_hh"], "b_h": book["b_h"], "w_c": jnp.full((hidden,), 0.5, jnp.float32)}
 
 
 def _toy_recurrent_step(params, state, xw_BH, *, activation="tanh", dtype="float32"):
-    """h' = act(xw + h W_hh + c), c' = w_c * c + h': a leaky memory beside the book's state."""
+    """h' = act(xw + h U + c), c' = w_c * c + h': a leaky memory beside the book's state."""
     h_BH, c_BH = state
-    h_BH = cells.ACTIVATIONS[activation].fn(xw_BH + cells.mm(h_BH, params["W_hh"], dtype) + c_BH)
+    h_BH = cells.ACTIVATIONS[activation].fn(xw_BH + cells.mm(h_BH, params["U"], dtype) + c_BH)
     return (h_BH, params["w_c"] * c_BH + h_BH), h_BH
 
 
@@ -38,7 +41,8 @@ def _toy_step(params, state, x_BI, *, activation="tanh", dtype="float32"):
 
 
 TOY = cells.Cell(init=_toy_init, zero_state=lambda b, h: (jnp.zeros((b, h)), jnp.zeros((b, h))), step=_toy_step,
-                 input_weights=lambda p: (p["W_xh"], p["b_h"]), recurrent_step=_toy_recurrent_step)
+                 input_weights=lambda p: (p["W_xh"], p["b_h"]), recurrent_step=_toy_recurrent_step,
+                 recurrent=("U",), gates=1, products=(1,), activations=("tanh", "relu"))
 
 
 def register():
@@ -52,12 +56,13 @@ def toy(monkeypatch):
 
 
 def tiny_cfg(**kw):
-    return config.validate(config.Config(cell="toy", hidden=H, batch_size=B, num_steps=T, max_tokens=1_500,
-                                         epochs=3, predict_every=0, checkpoint_every=1, **kw))
+    return config.validate(config.Config(**{"cell": "toy", "hidden": H, "batch_size": B, "num_steps": T,
+                                            "max_tokens": 1_500, "epochs": 3, "predict_every": 0,
+                                            "checkpoint_every": 1} | kw))
 
 
 def setup(key):
-    params = model.init_params(key, V, H, cell="toy")
+    params = model.init_params(key, V, H, model.ModelSpec("toy"))
     params = jax.tree.map(lambda p: p * 30 if p.ndim == 2 else p + 0.1, params)
     tokens_BT = jax.random.randint(jax.random.fold_in(key, 1), (B, T), 0, V)
     state = (0.5 * jax.random.normal(jax.random.fold_in(key, 2), (B, H)), jnp.ones((B, H)))
@@ -66,12 +71,12 @@ def setup(key):
 
 def test_toy_unroll_equals_a_python_loop_and_both_forwards_agree(toy, key):
     params, tokens_BT, state = setup(key)
-    logits_TBV, last = model.forward(params, state, tokens_BT, cell="toy")
+    logits_TBV, last = model.forward(params, state, tokens_BT, model.ModelSpec("toy"))
     s = state
     for t in range(T):
         s, h = _toy_step(params, s, jax.nn.one_hot(tokens_BT[:, t], V))
         np.testing.assert_allclose(logits_TBV[t], model.output_layer(params, h), rtol=1e-5, atol=1e-5)
-    fused, last_fused = model.forward_fused(params, state, tokens_BT, cell="toy")
+    fused, last_fused = model.forward_fused(params, state, tokens_BT, model.ModelSpec("toy"))
     np.testing.assert_allclose(fused, logits_TBV, rtol=1e-5, atol=1e-5)
     for a, b, c in zip(last, s, last_fused, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -80,7 +85,7 @@ def test_toy_unroll_equals_a_python_loop_and_both_forwards_agree(toy, key):
 
 def test_toy_gradients_reach_both_state_arrays(toy, key):
     params, tokens_BT, state = setup(key)
-    grad = jax.grad(lambda s: jnp.sum(model.forward_fused(params, s, tokens_BT, cell="toy")[0]))(state)
+    grad = jax.grad(lambda s: jnp.sum(model.forward_fused(params, s, tokens_BT, model.ModelSpec("toy"))[0]))(state)
     assert all(float(jnp.abs(g).max()) > 0 for g in grad)
 
 
@@ -109,18 +114,63 @@ def test_toy_run_checkpoints_resumes_exactly_generates_and_evaluates(toy, data_d
     resumed = train.run(cfg, tmp_path / "cut", data_dir=str(data_dir), resume=True, quiet=True)
     assert resumed["perplexity"] == whole["perplexity"] and resumed["val_perplexity"] == whole["val_perplexity"]
     got_cfg, vocab, params, _ = rundir.load_run(tmp_path / "cut")
-    assert got_cfg.cell == "toy" and set(params) == {"W_xh", "W_hh", "b_h", "w_c", "W_hq", "b_q"}
+    assert got_cfg.cell == "toy" and set(params) == {"W_xh", "U", "b_h", "w_c", "W_hq", "b_q"}
     with np.load(tmp_path / "whole" / "params.npz") as ref:
         for name in ref:
             np.testing.assert_array_equal(np.asarray(params[name]), ref[name], err_msg=name)
-    text = generate.predict(params, vocab, "time traveller", 20, **model.options(got_cfg))
+    text = generate.predict(params, vocab, "time traveller", 20, model.ModelSpec.from_config(got_cfg))
     assert text == train.predictions(params, vocab, got_cfg, ("time traveller",), 20)["time traveller"]
-    loop = generate.predict_loop(params, vocab, "time traveller", 20, **model.options(got_cfg))
+    loop = generate.predict_loop(params, vocab, "time traveller", 20, model.ModelSpec.from_config(got_cfg))
     assert loop == text  # the scan (fused input projection) and the per-character textbook step agree
     tokens, vocab = data.load_corpus(data_dir / "timemachine.txt")
     val, context = data.splits(tokens, got_cfg)["val"]
     assert evaluate.evaluate(params, val, got_cfg, context=context)["perplexity"] == pytest.approx(
         whole["val_perplexity"], rel=1e-6)
+
+
+@pytest.mark.parametrize("cell,num_layers", [("toy", 2), ("rnn", 2), ("gru", 2), ("lstm", 3)])
+def test_weight_drop_and_the_scaled_init_take_exactly_the_declared_recurrent_weights(toy, key, cell, num_layers):
+    """Every layer's matrices named in Cell.recurrent, whatever their names (the toy's is `U`), and nothing else."""
+    cfg = tiny_cfg(cell=cell, num_layers=num_layers, weight_drop=0.5, init="scaled")
+    spec = model.ModelSpec.from_config(cfg)
+    params = model.init_params(key, V, H, spec)
+    declared = sorted(n + suffix for n in cells.CELLS[cell].recurrent for suffix in ("", model.UPPER))
+    dropped = step_lib.drop_weights(cfg, params, key)
+    assert sorted(k for k in params if not jnp.array_equal(params[k], dropped[k])) == declared
+    for k in declared:
+        assert 0.3 < float(jnp.mean(dropped[k] == 0)) < 0.7, k
+    scaled = model.rescale_init(params, key, spec)
+    for k in declared:  # orthogonal, each layer of a stack on its own
+        for W_HH in scaled[k].reshape(-1, H, H):
+            np.testing.assert_allclose(W_HH @ W_HH.T, np.eye(H), atol=1e-5, err_msg=k)
+    W_x = scaled[next(k for k in scaled if k.startswith("W_x") and k.endswith(model.UPPER))][0]
+    assert not np.allclose(W_x @ W_x.T, np.eye(H), atol=0.1)  # an input matrix is drawn N(0, 1/I) instead
+
+
+def test_the_benchmarks_counts_are_the_products_a_cell_declares(toy, monkeypatch):
+    from rnn_jax.bench import throughput, variants
+
+    monkeypatch.setitem(cells.CELLS, "wide", TOY._replace(gates=3, products=(2, 1)))
+    assert variants.flop_per_token(H, V, "toy") == 6 * H * (H + V)
+    # 2 layers: recurrent products 3 H wide in both, the upper layer's input product 3 H wide; backward twice
+    assert variants.flop_per_token(H, V, "wide", num_layers=2) == 3 * (2 * H * H * (3 + 3 + 3) + 2 * H * V)
+    for cell, width in (("toy", 1), ("wide", 3)):
+        clock = iter([1.0, 1.5]).__next__
+        run = throughput.matmul_limit(4, batch_size=2, steps=5, clock=clock, cell=cell)
+        assert run() == pytest.approx(2 * 2 * 4 * 4 * width * 5 / 0.5 / 1e9)
+    assert (generate.memory_bytes(1, 1, H, V, prompt_chars=10, cell="wide")
+            - generate.memory_bytes(1, 1, H, V, prompt_chars=10, cell="toy")) == 4 * 10 * 2 * H  # G = gates * H
+
+
+def test_the_config_accepts_the_activations_a_cell_declares_and_refuses_others(toy, monkeypatch):
+    assert tiny_cfg(activation="relu").activation == "relu"  # the toy declares relu
+    monkeypatch.setitem(cells.CELLS, "toy_tanh", TOY._replace(activations=("tanh",)))
+    with pytest.raises(config.ConfigError, match=r"activation='relu' is not one the toy_tanh cell accepts: tanh$"):
+        tiny_cfg(cell="toy_tanh", activation="relu")
+    with pytest.raises(config.ConfigError, match=r"activation='relu' is not one the lstm cell accepts: tanh$"):
+        config.validate(config.Config(cell="lstm", activation="relu"))
+    with pytest.raises(ValueError, match="the toy_tanh cell accepts activation tanh, not 'relu'"):
+        model.ModelSpec("toy_tanh", activation="relu")  # what the model is given directly is checked too
 
 
 def test_toy_state_under_data_parallelism(data_dir, tmp_path):

@@ -23,10 +23,10 @@ sigmoid = jax.nn.sigmoid
 
 
 def setup(key, cell, num_layers=1):
-    params = model.init_params(key, V, H, cell=cell, num_layers=num_layers)
+    params = model.init_params(key, V, H, model.ModelSpec(cell, num_layers))
     params = {k: p * 30 if model.layer_ndim(k, p) == 2 else p + 0.1 for k, p in params.items()}  # non-linear
     tokens_BT = jax.random.randint(jax.random.fold_in(key, 1), (B, T), 0, V)
-    zeros = model.zero_state(B, H, cell, num_layers)
+    zeros = model.zero_state(B, H, model.ModelSpec(cell, num_layers))
     leaves, treedef = jax.tree.flatten(zeros)
     keys = jax.random.split(jax.random.fold_in(key, 2), len(leaves))
     state = jax.tree.unflatten(treedef, [0.5 * jax.random.normal(k, (B, H)) for k in keys])
@@ -65,7 +65,7 @@ def close(a, b, **kw):
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 def test_init_follows_the_book(key, cell):
-    params = model.init_params(key, V, 256, cell=cell, num_layers=2)
+    params = model.init_params(key, V, 256, model.ModelSpec(cell, num_layers=2))
     first = {k: v for k, v in params.items() if not k.endswith(model.UPPER)}
     assert list(first) == NAMES[cell] + ["W_hq", "b_q"]
     assert set(model.upper_params(params)) == set(NAMES[cell])
@@ -85,7 +85,7 @@ def test_unrolls_equal_a_python_loop_over_the_books_equations(key, cell):
         s, h = BOOK[cell](params, s, jax.nn.one_hot(tokens_BT[:, t], V))
         want_TBV.append(h @ params["W_hq"] + params["b_q"])
     for fwd in (model.forward, model.forward_fused):
-        logits_TBV, last = fwd(params, state, tokens_BT, cell=cell)
+        logits_TBV, last = fwd(params, state, tokens_BT, model.ModelSpec(cell))
         close(logits_TBV, jnp.stack(want_TBV), rtol=1e-4, atol=1e-4)
         close(last, s)
 
@@ -99,7 +99,7 @@ def test_lstm_equals_flax_lstmcell(key):
     x_TBV = jax.nn.one_hot(tokens_BT.T, V)
     flax_step = lambda carry, x: nn.LSTMCell(features=H).apply(flax_params, carry, x)
     (c_flax, h_flax), hs_flax_TBH = jax.lax.scan(flax_step, (c_BH, h_BH), x_TBV)  # flax's carry is (c, h)
-    logits_TBV, (h_last, c_last) = model.forward_fused(params, (h_BH, c_BH), tokens_BT, cell="lstm")
+    logits_TBV, (h_last, c_last) = model.forward_fused(params, (h_BH, c_BH), tokens_BT, model.ModelSpec("lstm"))
     close(logits_TBV, model.output_layer(params, hs_flax_TBH), rtol=1e-4, atol=1e-4)
     close((h_last, c_last), (h_flax, c_flax))
 
@@ -113,7 +113,7 @@ def test_a_two_layer_stack_equals_two_one_layer_unrolls_chained(key, cell):
     s2, hs2_TBH = jax.lax.scan(lambda s, x: core.step(model.layer_params(params, 1), s, x), state[1], hs1_TBH)
     assert set(model.layer_params(params, 1)) == set(core.init(key, key, H, H))
     for fwd in (model.forward, model.forward_fused):
-        logits_TBV, last = fwd(params, state, tokens_BT, cell=cell, num_layers=2)
+        logits_TBV, last = fwd(params, state, tokens_BT, model.ModelSpec(cell, num_layers=2))
         close(logits_TBV, model.output_layer(params, hs2_TBH), rtol=1e-4, atol=1e-4)
         close(last, (s1, s2))
 
@@ -131,7 +131,7 @@ def test_hand_written_backward_equals_autodiff(key, cell, num_layers, dtype):
                  if num_layers > 1 else None)
 
     def loss(fwd, params, state):
-        logits_TBV, last = fwd(params, state, tokens_BT, cell=cell, num_layers=num_layers, dtype=dtype,
+        logits_TBV, last = fwd(params, state, tokens_BT, model.ModelSpec(cell, num_layers, dtype=dtype),
                                keep_LTBH=keep_LTBH)
         return jnp.sum(logits_TBV * weights_TBV) + sum(jnp.sum(jnp.sin(s)) for s in jax.tree.leaves(last))
 
@@ -188,8 +188,8 @@ def test_killed_stacked_lstm_run_resumes_bit_identically_generates_and_evaluates
         for name in want:
             np.testing.assert_array_equal(np.asarray(params[name]), want[name], err_msg=name)
     assert (cfg.cell, cfg.num_layers) == ("lstm", 2)
-    text = generate.predict(params, vocab, "time traveller", 20, **model.options(cfg))
-    assert text == generate.predict_loop(params, vocab, "time traveller", 20, **model.options(cfg))
+    text = generate.predict(params, vocab, "time traveller", 20, model.ModelSpec.from_config(cfg))
+    assert text == generate.predict_loop(params, vocab, "time traveller", 20, model.ModelSpec.from_config(cfg))
     tokens, _ = data.load_corpus(data_dir / "timemachine.txt")
     val, context = data.splits(tokens, cfg)["val"]
     summary = json.loads((ref / "summary.json").read_text())

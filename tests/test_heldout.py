@@ -98,7 +98,9 @@ def test_weight_drop_zeroes_recurrent_weights_only_and_their_gradient(key):
                                                         key_dropout=key)[0]))(params)
     assert bool(jnp.all(grads["W_hh"][zero] == 0)) and bool(jnp.any(grads["W_hh"][~zero] != 0))
     assert step_lib.drop_weights(dataclasses.replace(cfg, weight_drop=0.0), params, key) is params
-    assert step_lib.is_recurrent_weight("W_hz_upper") and not step_lib.is_recurrent_weight("W_hq")
+    gru = model.init_params(key, V, 8, model.ModelSpec("gru", num_layers=2))
+    assert model.recurrent_weights(gru, model.ModelSpec("gru")) == ["W_hh", "W_hh_upper", "W_hr", "W_hr_upper", "W_hz",
+                                                              "W_hz_upper"]
 
 
 @pytest.mark.parametrize("optimizer,cell,num_layers", [("adam", "rnn", 1), ("sgd", "rnn", 1), ("adam", "gru", 3)])
@@ -106,7 +108,7 @@ def test_weight_decay_is_decoupled_and_spares_biases(key, optimizer, cell, num_l
     lr, wd = 0.01, 0.5
     cfg = dataclasses.replace(config.BASE, hidden=8, optimizer=optimizer, lr=lr, clip_norm=None, cell=cell,
                               num_layers=num_layers)
-    params = model.init_params(key, V, 8, cell=cell, num_layers=num_layers)
+    params = model.init_params(key, V, 8, model.ModelSpec(cell, num_layers))
     grads = jax.tree.map(lambda p: jnp.ones_like(p), params)
     plain, decayed = step_lib.make_optimizer(cfg), step_lib.make_optimizer(dataclasses.replace(cfg, weight_decay=wd))
     u_plain, _ = plain.update(grads, plain.init(params), params)

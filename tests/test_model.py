@@ -15,7 +15,7 @@ PAIRS = list(itertools.product(model.ACTIVATIONS, model.ENCODERS))
 
 def setup(key, encoder="onehot"):
     key_p, key_t, key_h = jax.random.split(key, 3)
-    params = model.init_params(key_p, V, H, encoder=encoder, embed_dim=5)
+    params = model.init_params(key_p, V, H, model.ModelSpec(encoder=encoder), embed_dim=5)
     params = jax.tree.map(lambda p: p * 30 if p.ndim == 2 else p + 0.1, params)  # away from ~0, non-linear
     tokens_BT = jax.random.randint(key_t, (B, T), 0, V)
     h_BH = 0.5 * jax.random.normal(key_h, (B, H))
@@ -35,7 +35,8 @@ def test_init_follows_the_book(key):
 @pytest.mark.parametrize("fwd", ["autodiff", "fused"])
 def test_shapes_and_finiteness(key, activation, encoder, fwd):
     params, tokens_BT, h_BH = setup(key, encoder)
-    logits_TBV, h_last = model.FORWARDS[fwd](params, h_BH, tokens_BT, activation=activation, encoder=encoder)
+    spec = model.ModelSpec(activation=activation, encoder=encoder)
+    logits_TBV, h_last = model.FORWARDS[fwd](params, h_BH, tokens_BT, spec)
     assert logits_TBV.shape == (T, B, V) and h_last.shape == (B, H)
     assert np.all(np.isfinite(logits_TBV))
 
@@ -43,7 +44,7 @@ def test_shapes_and_finiteness(key, activation, encoder, fwd):
 @pytest.mark.parametrize("activation,encoder", PAIRS)
 def test_scan_equals_a_python_loop_over_the_cell(key, activation, encoder):
     params, tokens_BT, h_BH = setup(key, encoder)
-    logits_TBV, h_last = model.forward(params, h_BH, tokens_BT, activation=activation, encoder=encoder)
+    logits_TBV, h_last = model.forward(params, h_BH, tokens_BT, model.ModelSpec(activation=activation, encoder=encoder))
     act = model.ACTIVATIONS[activation].fn
     h = np.asarray(h_BH)
     for t in range(T):
@@ -65,7 +66,7 @@ def test_one_hot_equals_an_embedding_whose_table_is_W_xh(key):
     params, tokens_BT, h_BH = setup(key)
     as_embed = {**params, "embed": params["W_xh"], "W_xh": jnp.eye(H)}
     a = model.forward(params, h_BH, tokens_BT)[0]
-    b = model.forward(as_embed, h_BH, tokens_BT, encoder="embed")[0]
+    b = model.forward(as_embed, h_BH, tokens_BT, model.ModelSpec(encoder="embed"))[0]
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
 
@@ -86,7 +87,7 @@ def test_fused_forward_and_gradients_equal_autodiff(key, activation, encoder):
     params, tokens_BT, h_BH = setup(key, encoder)
 
     def objective(fwd, p, h):  # touches every output, including the final state
-        logits_TBV, h_last = fwd(p, h, tokens_BT, activation=activation, encoder=encoder)
+        logits_TBV, h_last = fwd(p, h, tokens_BT, model.ModelSpec(activation=activation, encoder=encoder))
         return jnp.sum(jnp.sin(logits_TBV)) + jnp.sum(h_last ** 3)
 
     ref = jax.value_and_grad(functools.partial(objective, model.forward), argnums=(0, 1))(params, h_BH)
@@ -102,7 +103,7 @@ def test_bfloat16_matmuls_stay_close_to_float32(key):
     params, tokens_BT, h_BH = setup(key)
     params = jax.tree.map(lambda p: p / 30 if p.ndim == 2 else p, params)
     a = model.forward_fused(params, h_BH, tokens_BT)[0]
-    b = model.forward_fused(params, h_BH, tokens_BT, dtype="bfloat16")[0]
+    b = model.forward_fused(params, h_BH, tokens_BT, model.ModelSpec(dtype="bfloat16"))[0]
     assert b.dtype == jnp.float32
     np.testing.assert_allclose(a, b, atol=2e-2)
     assert not np.array_equal(a, b)
@@ -133,7 +134,7 @@ def test_outputs_are_causal(key, fwd, encoder):
     table = INPUT_TABLE[encoder]
 
     def logits_from_table(rows):
-        return model.FORWARDS[fwd]({**params, table: rows}, h_BH, tokens_BT, encoder=encoder)[0]
+        return model.FORWARDS[fwd]({**params, table: rows}, h_BH, tokens_BT, model.ModelSpec(encoder=encoder))[0]
 
     jac = jax.jacrev(logits_from_table)(params[table])  # (T, B, V, V, I)
     for t, b in itertools.product(range(T), range(B)):
@@ -146,7 +147,7 @@ def test_outputs_are_causal(key, fwd, encoder):
 @pytest.mark.parametrize("fwd", ["autodiff", "fused"])
 def test_changing_later_tokens_leaves_earlier_logits_bit_exact(key, fwd, encoder):
     params, tokens_BT, h_BH = setup(key, encoder)
-    f = jax.vmap(functools.partial(model.FORWARDS[fwd], params, h_BH, encoder=encoder))
+    f = jax.vmap(functools.partial(model.FORWARDS[fwd], params, h_BH, spec=model.ModelSpec(encoder=encoder)))
     shifts_K11 = jnp.arange(V)[:, None, None]  # shift 0 is the original; the rest give later tokens every value
     tokens_1BT = tokens_BT[None]
     for t in range(T - 1):

@@ -38,7 +38,7 @@ def test_the_trained_tree_has_one_structure_at_every_depth_from_two(cell, opt):
 
 @pytest.mark.parametrize("cell", list(model.CELLS))
 def test_each_upper_layer_is_one_row_of_the_stacked_arrays(key, cell):
-    params = model.init_params(key, V, H, cell=cell, num_layers=4)
+    params = model.init_params(key, V, H, model.ModelSpec(cell, num_layers=4))
     upper = model.upper_params(params)
     assert set(upper) == set(model.CELLS[cell].init(key, key, H, H))
     for layer in (1, 2, 3):
@@ -49,7 +49,7 @@ def test_each_upper_layer_is_one_row_of_the_stacked_arrays(key, cell):
 
 
 def test_per_layer_names_convert_to_the_stacked_layout(key):
-    params = model.init_params(key, V, H, cell="lstm", num_layers=3)
+    params = model.init_params(key, V, H, model.ModelSpec("lstm", num_layers=3))
     old = per_layer(params)
     assert model.is_per_layer(old) and not model.is_per_layer(params)
     new = model.from_per_layer(old)
@@ -77,8 +77,8 @@ def test_runs_saved_one_array_per_layer_are_read_converted_and_not_resumed(stack
     cfg, vocab, params, _ = rundir.load_run(old)
     _, _, want, _ = rundir.load_run(stacked_run)
     assert set(params) == set(want) and all(np.array_equal(params[k], want[k]) for k in want)
-    assert generate.predict(params, vocab, "time", 10, **model.options(cfg)) == generate.predict(
-        want, vocab, "time", 10, **model.options(cfg))
+    assert generate.predict(params, vocab, "time", 10, model.ModelSpec.from_config(cfg)) == generate.predict(
+        want, vocab, "time", 10, model.ModelSpec.from_config(cfg))
     before = {f: (old / f).read_bytes() for f in ("config.json", "metrics.jsonl")}
     assert train.main(["--run-dir", str(old), "--resume", "--epochs", "2", "--quiet"]) == 2
     assert f"--init-from {old}" in capsys.readouterr().err

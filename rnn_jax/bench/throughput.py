@@ -13,11 +13,9 @@ import numpy as np
 from rnn_jax import data
 from rnn_jax.bench.common import measured, median_or_none, peer_tokens_per_s, rss_mb, spread
 from rnn_jax.bench.variants import VARIANTS, build, flop_per_token, variant_config, xla_mb
+from rnn_jax.cells import CELLS
 
 PEERS = {"torch-scratch": [], "torch-nn.RNN": ["--concise"]}  # the book's §8.5 pipeline, §8.6 nn.RNN
-# each cell's recurrent products per step, as widths in units of H: the book's RNN h W_hh; the GRU
-# h [W_hz|W_hr] then (r*h) W_hh, one after the other; the LSTM h [W_hi|W_hf|W_ho|W_hc]
-PRODUCTS = {"rnn": (1,), "gru": (2, 1), "lstm": (4,)}
 
 
 def peers(cell: str) -> dict:
@@ -32,9 +30,11 @@ def row_name(cell: str, name: str) -> str:
 
 
 def matmul_limit(hidden: int, batch_size: int = 32, steps: int = 2000, clock=time.perf_counter, cell: str = "rnn"):
-    """run() -> GFLOP/s of the hot products: a lax.scan chain of the cell's (B, H) @ (H, kH) f32 matmuls."""
+    """run() -> GFLOP/s of the hot products: a lax.scan chain of the cell's (B, H) @ (H, kH) f32 matmuls, one per
+    entry k of its `Cell.products` (the GRU: h [W_hz|W_hr] then (r*h) W_hh, one after the other)."""
+    products = CELLS[cell].products
     Q_HH = jnp.linalg.qr(jax.random.normal(jax.random.key(0), (hidden, hidden)))[0]  # orthogonal: |h| stays put
-    Ws = [jnp.tile(Q_HH, (1, k)) / k for k in PRODUCTS[cell]]  # the k blocks of h W sum back to h Q
+    Ws = [jnp.tile(Q_HH, (1, k)) / k for k in products]  # the k blocks of h W sum back to h Q
     h_BH = jax.random.normal(jax.random.key(1), (batch_size, hidden))
 
     def link(h_BH, _):
@@ -47,7 +47,7 @@ def matmul_limit(hidden: int, batch_size: int = 32, steps: int = 2000, clock=tim
     def run() -> float:
         t0 = clock()
         jax.block_until_ready(chain(h_BH))
-        return 2 * batch_size * hidden * hidden * sum(PRODUCTS[cell]) * steps / (clock() - t0) / 1e9
+        return 2 * batch_size * hidden * hidden * sum(products) * steps / (clock() - t0) / 1e9
     return run
 
 

@@ -9,6 +9,7 @@ import jax
 import numpy as np
 
 from rnn_jax import config as config_lib
+from rnn_jax.cells import CELLS
 from rnn_jax.step import init_state, make_optimizer, make_train_epoch, make_train_step, zero_state
 
 VARIANTS = {  # name -> (Config overrides, one jitted step per minibatch from Python (True) or one jit per epoch)
@@ -20,14 +21,11 @@ VARIANTS = {  # name -> (Config overrides, one jitted step per minibatch from Py
 }
 
 
-GATES = {"rnn": 1, "gru": 3, "lstm": 4}  # (H, H) recurrent products per step: h W_hh | z, r, h~ | i, f, o, c~
-
-
 def flop_per_token(hidden: int, vocab: int, cell: str = "rnn", num_layers: int = 1) -> int:
-    """6 H (k (2L - 1) H + V) for a cell of k gates, L layers: forward 2 k H^2 per layer's recurrent product,
-    2 k H^2 per upper layer's input product (the first layer's is a row gather), 2 H V for h W_hq; backward
-    twice the forward. The book's RNN: 6 H (H + V); GRU 6 H (3 H + V); LSTM 6 H (4 H + V)."""
-    return 6 * hidden * (GATES[cell] * (2 * num_layers - 1) * hidden + vocab)
+    """The cell's products as it declares them (`Cell.flop_per_token`) and 6 H V for h W_hq (forward 2 H V,
+    backward twice that). For a cell of k gates whose recurrent products are k H wide in all, L layers:
+    6 H (k (2L - 1) H + V); the book's RNN 6 H (H + V), GRU 6 H (3 H + V), LSTM 6 H (4 H + V)."""
+    return CELLS[cell].flop_per_token(hidden, num_layers) + 6 * hidden * vocab
 
 
 def xla_mb(xla: dict) -> float:

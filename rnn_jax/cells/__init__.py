@@ -1,0 +1,27 @@
+"""The cell registry: a recurrent cell is its parameters, its zero state and its step on a state pytree.
+
+dm-haiku's recurrent cores, with explicit parameter dicts: `model` unrolls every cell the same way
+(`lax.scan` of `step`), so nothing downstream (training, generation, evaluation, checkpoints,
+sharding) knows which cell it carries; the state is any pytree of (B, H) arrays. A cell may also
+give a fused unroll (`recurrence`), with every gate's input part computed before the scan and a
+hand-written backward pass: every cell here does, and it is what training uses by default.
+
+A cell also declares what the code around it needs (`Cell`'s fields): its recurrent weights (weight drop,
+the scaled initialisation), the widths of its input part and recurrent products (FLOPs per token, the
+benchmark's limit, memory estimates) and the activations it accepts (the config's validation). So a cell is
+one module here and one line of `CELLS`.
+
+The cells, one module each: "rnn", the book's tanh cell (d2l 8.5); "gru" (d2l 9.1) and "lstm" (d2l 9.2),
+with the book's equations, initialisation and parameter names. `common` holds what every cell
+shares, `gated` what the gated ones do.
+"""
+
+from __future__ import annotations
+
+from rnn_jax.cells.common import ACTIVATIONS, Cell, Params, State, mm, normal, sigmoid_grad, tanh_grad, unroll  # noqa: F401
+from rnn_jax.cells.gated import concat, gate_constants, gates, gates_grad, gates_init, outer_sum, prev_steps  # noqa: F401
+from rnn_jax.cells.gru import GRU, GRU_GATES, gru_cell, gru_init, gru_recurrence  # noqa: F401
+from rnn_jax.cells.lstm import LSTM, LSTM_GATES, lstm_cell, lstm_init, lstm_recurrence, lstm_zero_state  # noqa: F401
+from rnn_jax.cells.rnn import RNN, recurrence, rnn_cell, rnn_init, rnn_zero_state  # noqa: F401
+
+CELLS: dict[str, Cell] = {"rnn": RNN, "gru": GRU, "lstm": LSTM}
