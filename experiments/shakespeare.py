@@ -44,12 +44,9 @@ BASE = config.EXPERIMENTS["shakespeare"]
 MODELS = {
     "lstm-1x512": {},
     # the book's cell and initialisation (with the scaled one the validation loss rose in epoch 2 at this step
-    # size), regularised like the LSTM
+    # size), regularised like the LSTM: lighter (dropout 0.1, no DropConnect) it learned slower (validation 1.844
+    # against 1.660 at epoch 22 of the selection run, its gradients twice as large)
     "rnn-tanh-1x1024": {"cell": "rnn", "hidden": 1024, "init": "book", "forget_bias": 0.0, "epochs": 30},
-    # the same cell lightly regularised: with the LSTM's dropout and DropConnect the tanh RNN underfits (its
-    # training loss stays at its validation loss)
-    "rnn-tanh-1x1024-light": {"cell": "rnn", "hidden": 1024, "init": "book", "forget_bias": 0.0, "epochs": 30,
-                              "dropout": 0.1, "weight_drop": 0.0},
 }
 SMOKE_MODELS = {"lstm-1x32": {"hidden": 32, "epochs": 1, "batch_size": 16, "num_steps": 32},
                 "rnn-tanh-1x32": {"cell": "rnn", "hidden": 32, "forget_bias": 0.0, "epochs": 1, "batch_size": 16,
