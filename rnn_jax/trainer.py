@@ -108,7 +108,7 @@ class Trainer:
         X_NBT, Y_NBT = data.epoch_batches(self.data.tokens, self.cfg, epoch)
         shard = lambda a: distributed.shard_rows(a, self.mesh)
         self.state, _, metrics = self.train_epoch_fn(self.state, shard(X_NBT), shard(Y_NBT),
-                                                                config_lib.lr_scale(self.cfg, epoch))
+                                                     config_lib.lr_scale(self.cfg, epoch))
         rundir.fault_injection("mid-epoch", epoch)
         metrics = distributed.to_host(metrics)
         seconds = time.perf_counter() - t0
