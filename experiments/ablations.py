@@ -8,12 +8,7 @@ over several seeds; records land in experiments/results/.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import entry, run_named  # noqa: E402
+from experiments.common import entry, run_named
 
 NAMES = ("seq", "random", "relu", "relu_noclip", "embed", "noclip", "nodetach", "bf16")
 

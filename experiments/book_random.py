@@ -9,15 +9,10 @@ describes. Records land in experiments/results/book_random*.json.
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import HELD_OUT, entry, parser, record, results_dir, runs_root, write  # noqa: E402
-
-from rnn_jax import config, sweep  # noqa: E402
+from experiments.common import HELD_OUT, entry, parser, record, results_dir, runs_root, write
+from rnn_jax import config, sweep
 
 
 def main(argv=None) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from rnn_jax import checkpoint, config, data, rundir, sweep
 from rnn_jax import evaluate as evaluate_lib
+from rnn_jax.exitcodes import Exit
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -172,19 +173,19 @@ def entry(main) -> None:
         main()
     except sweep.Stopped as e:
         print(f"{e}. Continue with: {command()}", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(Exit.INTERRUPTED)
     except sweep.JobFailed as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(Exit.FAILED)
     except (config.ConfigError, data.DataError, checkpoint.CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(Exit.USAGE)
     except evaluate_lib.NonFinite as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(3)
+        sys.exit(Exit.DIVERGED)
     except OSError as e:
         print(f"error: {rundir.describe_os_error(e)}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(Exit.FAILED)
     except KeyboardInterrupt:
         print(f"stopped by SIGINT. Continue with: {command()}", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(Exit.INTERRUPTED)

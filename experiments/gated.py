@@ -7,12 +7,7 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import entry, run_named  # noqa: E402
+from experiments.common import entry, run_named
 
 NAMES = ("gru", "lstm", "deep")
 

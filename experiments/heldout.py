@@ -15,18 +15,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np
 
-import numpy as np  # noqa: E402
-from common import entry, fresh, load, parser, results_dir, runs_root, write  # noqa: E402
-from counting import counting_models  # noqa: E402
-
-from rnn_jax import config, data, rundir, sweep  # noqa: E402
-from rnn_jax import evaluate as evaluate_lib  # noqa: E402
+from experiments.common import entry, fresh, load, parser, results_dir, runs_root, write
+from experiments.counting import counting_models
+from rnn_jax import config, data, rundir, sweep
+from rnn_jax import evaluate as evaluate_lib
 
 BASE = dataclasses.replace(config.EXPERIMENTS["heldout"], predict_every=0)
 NGRAM_ORDERS = range(2, 11)

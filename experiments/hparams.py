@@ -8,14 +8,9 @@ Epochs come from the validation curve of each run (scored every 25 epochs).
 from __future__ import annotations
 
 import dataclasses
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import HELD_OUT, entry, parser, run_seeds  # noqa: E402
-
-from rnn_jax import config  # noqa: E402
+from experiments.common import HELD_OUT, entry, parser, run_seeds
+from rnn_jax import config
 
 GRID = {"hidden": (64, 128, 256), "num_steps": (16, 70), "lr": (0.5, 2.0)}
 

@@ -6,17 +6,14 @@ The War of the Worlds directly (its Project Gutenberg header and licence strippe
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np
 
-import numpy as np  # noqa: E402
-from common import RUNS, entry, load, parser, results_dir, run_seeds, runs_root, write  # noqa: E402
-
-from rnn_jax import baselines, config, data  # noqa: E402
-from rnn_jax import evaluate as evaluate_lib  # noqa: E402
-from rnn_jax.rundir import load_run  # noqa: E402
+from experiments.common import RUNS, entry, load, parser, results_dir, run_seeds, runs_root, write
+from rnn_jax import baselines, config, data
+from rnn_jax import evaluate as evaluate_lib
+from rnn_jax.rundir import load_run
 
 
 def held_out(path: Path, vocab: data.Vocab, cfg) -> tuple:

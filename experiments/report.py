@@ -6,19 +6,16 @@
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import matplotlib  # noqa: E402
+import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from common import HERE, RESULTS, load  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from rnn_jax.rundir import write_atomic  # noqa: E402
+from experiments.common import HERE, RESULTS, load
+from rnn_jax.rundir import write_atomic
 
 FIGURES = RESULTS / "figures"
 README = HERE.parent / "README.md"

@@ -9,18 +9,14 @@ samples from the same prefix, and properties of the text they make.
 from __future__ import annotations
 
 import re
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from common import RUNS, entry, parser, results_dir, write  # noqa: E402
-
-from rnn_jax import data, generate  # noqa: E402
-from rnn_jax.rundir import load_run  # noqa: E402
+from experiments.common import RUNS, entry, parser, results_dir, write
+from rnn_jax import data, generate
+from rnn_jax.rundir import load_run
 
 ALPHAS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, "greedy")
 PREFIX = "time traveller "

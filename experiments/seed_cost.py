@@ -7,16 +7,12 @@ processes (one per core), and as one vmapped program; same configuration, wall t
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import jax
 
-import jax  # noqa: E402
-from common import entry, parser, results_dir, runs_root, write  # noqa: E402
-
-from rnn_jax import config, data, sweep  # noqa: E402
+from experiments.common import entry, parser, results_dir, runs_root, write
+from rnn_jax import config, data, sweep
 
 
 def main(argv=None) -> None:

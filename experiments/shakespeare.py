@@ -23,20 +23,17 @@ import argparse
 import dataclasses
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import jax
+import numpy as np
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from common import entry, parser, results_dir, runs_root, write  # noqa: E402
-from counting import counting_models, stat  # noqa: E402
-from heldout import train  # noqa: E402
-
-from rnn_jax import baselines, config, data, generate, model, rundir, testlog  # noqa: E402
-from rnn_jax import evaluate as evaluate_lib  # noqa: E402
+from experiments.common import entry, parser, results_dir, runs_root, write
+from experiments.counting import counting_models, stat
+from experiments.heldout import train
+from rnn_jax import baselines, config, data, generate, model, rundir, testlog
+from rnn_jax import evaluate as evaluate_lib
 
 CORPUS = "shakespeare"
 BASE = config.EXPERIMENTS["shakespeare"]

@@ -4,12 +4,14 @@ import os
 import signal
 import sys
 
+from rnn_jax.exitcodes import Exit
+
 __version__ = "0.1.0"
 
 
 def _stopped_while_starting(signum, frame):
     os.write(2, b"stopped by SIGINT while starting; nothing was written\n")
-    os._exit(130)
+    os._exit(Exit.INTERRUPTED)
 
 
 def started() -> None:

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from rnn_jax.exitcodes import Exit
+
 
 @dataclass(frozen=True)
 class CountLM:
@@ -257,10 +259,10 @@ def main(argv=None) -> int:
         cut = _cut(ids, args.split, args.max_n, len(vocab))
     except (data.DataError, UsageError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     for name, m in evaluate_baselines(ids[:cut], ids[cut:], len(vocab), args.max_n, context=ids[:cut]).items():
         print(f"{name:>8}  loss {m['loss']:.4f}  perplexity {m['perplexity']:7.3f}  bits/char {m['bits_per_char']:.3f}")
-    return 0
+    return Exit.OK
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
 """Thin Orbax wrapper: the latest k checkpoints and the best by validation perplexity, in the run dir.
 
-A checkpoint holds the whole training state (params, optimizer state, step, epoch, carried hidden
-state, PRNG key, data-order seed, skip counter) plus the config and vocabulary as JSON, so it is
-enough on its own to continue a run exactly or to generate text. Orbax writes each step into a
+A checkpoint holds the training state (params, optimizer state, step, epoch, skip counter) plus the
+config and vocabulary as JSON, so it is enough on its own to continue a run exactly or to generate
+text. Exact continuation rests on the rest being derived, not stored: every epoch starts from the
+zero hidden state, epoch e's data order comes from (seed, e) and each update's dropout key from
+(seed, step). (Checkpoints of earlier versions also hold the last carried state, a PRNG key and the
+seed; they are verified with the rest and not used.) Orbax writes each step into a
 temporary directory and renames it when complete, so a write cut short is never listed. Each
 checkpoint's meta records a SHA-256 of every saved array (its dtype, shape and bytes); every restore
 checks it, so a damaged checkpoint is refused with its path instead of being used.
@@ -101,6 +104,18 @@ def verify(tree, recorded: dict | None, where) -> None:
         if path not in leaves or want is None or _leaf_digest(leaves[path], want["dtype"]) != want["sha256"]:
             raise CheckpointError(f"{where} is damaged: array {path} does not match the checksum saved with it. "
                                   "Nothing was used; move it away (an earlier checkpoint may still be intact)")
+
+
+def conform(tree, like):
+    """`tree`, restored without a target (dicts for NamedTuples), in the structure of `like`, leaf by leaf path;
+    leaves `like` lacks (fields an older version saved) are left out. Raises CheckpointError when one is missing."""
+    leaves = {_canonical(jax.tree_util.keystr(p)): x for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    paths, treedef = jax.tree_util.tree_flatten_with_path(like)
+    try:
+        return jax.tree_util.tree_unflatten(treedef, [leaves[_canonical(jax.tree_util.keystr(p))] for p, _ in paths])
+    except KeyError as e:
+        raise CheckpointError(f"the checkpoint has no array {e.args[0]}; it is not a training checkpoint of this "
+                              "version's model") from None
 
 
 def abstract(tree):

@@ -289,10 +289,14 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace, exp: str | None = None, base: Config | None = None) -> Config:
     """`base` (default: the named experiment) with every given override applied, validated."""
-    exp = exp or args.exp
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)}
+    return with_overrides(exp or args.exp, overrides, base)
+
+
+def with_overrides(exp: str, overrides: dict, base: Config | None = None) -> Config:
+    """`base` (default: the named experiment) with the given fields replaced, validated."""
     if base is None:
         if exp not in EXPERIMENTS:
             raise ConfigError(f"unknown experiment {exp!r}; known: {', '.join([*EXPERIMENTS, *CHAINS])}")
         base = EXPERIMENTS[exp]
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)}
     return validate(dataclasses.replace(base, **overrides))

@@ -17,6 +17,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from rnn_jax.config import ConfigError
+from rnn_jax.exitcodes import Exit
 
 MIN_ROWS_PER_DEVICE = 32  # below this a device's share is too small to pay for the per-step all-reduce
 INIT_TIMEOUT = 300.0  # seconds every process has to join a multi-process run
@@ -54,7 +55,7 @@ def _join(coordinator: str, num_processes: int, process_id: int, timeout: float)
         os.write(2, f"error: the {num_processes} processes did not all join at {coordinator} within {timeout:g} s; "
                     "start every process with the same --coordinator and --num-processes, or raise "
                     "--init-timeout\n".encode())
-        os._exit(2)
+        os._exit(Exit.USAGE)
 
     watchdog = threading.Timer(timeout, give_up)
     watchdog.daemon = True

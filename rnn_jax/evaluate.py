@@ -23,6 +23,7 @@ import rnn_jax
 from rnn_jax import checkpoint, data, model, rundir, testlog
 from rnn_jax import config as config_lib
 from rnn_jax import step as step_lib
+from rnn_jax.exitcodes import Exit
 
 CHUNK = 1024  # tokens per scan chunk; the state flows from chunk to chunk
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # the largest step size the float32 computation can hold
@@ -257,18 +258,18 @@ def main(argv=None) -> int:
                                                       "config": config_lib.to_dict(cfg)}, r)
     except (data.DataError, checkpoint.CheckpointError, config_lib.ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     except OSError as e:
         print(f"error: {rundir.describe_os_error(e)}", file=sys.stderr)
-        return 1
+        return Exit.FAILED
     except NonFinite as e:
         hint = "; try a smaller --dynamic-lr" if args.dynamic else ""
         print(f"error: {e}{hint}", file=sys.stderr)
-        return 3
+        return Exit.DIVERGED
     print(f"{'model':<11} {'perplexity':>10} {'bits/char':>10} {'tokens':>9}")
     for name, r in result.items():
         print(f"{name:<11} {r['perplexity']:>10.3f} {r['bits_per_char']:>10.3f} {r.get('tokens', len(tokens)):>9}")
-    return 0
+    return Exit.OK
 
 
 if __name__ == "__main__":

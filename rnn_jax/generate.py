@@ -210,6 +210,7 @@ def main(argv=None) -> int:
 
     import rnn_jax
     from rnn_jax import checkpoint, config
+    from rnn_jax.exitcodes import Exit
     from rnn_jax.rundir import load_run
 
     rnn_jax.started()
@@ -218,7 +219,7 @@ def main(argv=None) -> int:
 
     def fail(message: str) -> int:
         print(f"error: {message}", file=sys.stderr)
-        return 2
+        return Exit.USAGE
 
     error = _option_error(args)
     if error:
@@ -251,7 +252,7 @@ def main(argv=None) -> int:
                        top_k=args.top_k, spec=model.ModelSpec.from_config(cfg))
     for row in jax.device_get(ids):
         print(prefix + vocab.decode(row))
-    return 0
+    return Exit.OK
 
 
 if __name__ == "__main__":

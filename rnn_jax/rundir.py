@@ -237,12 +237,13 @@ def _refuse_existing(run_dir: Path) -> None:
                           "Move it away or choose another --run-dir")
 
 
-def check_progress(run_dir: Path, cfg: Config) -> None:
+def check_progress(run_dir: Path, cfg: Config) -> tuple[dict, dict] | None:
     """Raises ConfigError (CheckpointError) when a resume to cfg.epochs would rewrite a run already past it, lose
-    its record, or start from a damaged checkpoint."""
+    its record, or start from a damaged checkpoint; returns the newest checkpoint's (state, meta), read and
+    verified here once for the run to continue from (None without one)."""
     latest = checkpoint.latest_saved_epoch(run_dir / "checkpoints")
     if latest is None:
-        return
+        return None
     newest = checkpoint.restore_newest(run_dir / "checkpoints", None)  # a damaged one is refused before any write
     if newest is not None:
         refuse_per_layer(run_dir, newest[0]["params"])
@@ -254,9 +255,12 @@ def check_progress(run_dir: Path, cfg: Config) -> None:
     if latest > cfg.epochs or (finished and latest == cfg.epochs):
         raise ConfigError(f"{run_dir} has already trained to epoch {latest}, so --epochs {cfg.epochs} has nothing "
                           f"to do; nothing was changed. Give --epochs above {latest} to train further")
+    return newest
 
 
-def _resumed_config(run_dir: Path, cfg: Config, exp: str, vocab: data.Vocab, data_info: dict) -> dict:
+def _resumed_config(run_dir: Path, cfg: Config, exp: str, vocab: data.Vocab,
+                    data_info: dict) -> tuple[dict, tuple[dict, dict] | None]:
+    """(config.json to write back, the verified checkpoint to continue from) of a resume."""
     saved = read_json(run_dir / "config.json", "the run's configuration")
     try:
         check_resumable(run_dir, saved, cfg, data_info["sha1"], exp)
@@ -266,21 +270,22 @@ def _resumed_config(run_dir: Path, cfg: Config, exp: str, vocab: data.Vocab, dat
                                          "from a copy") from None
     if saved_vocab != vocab:
         raise ConfigError(f"cannot resume {run_dir}: its vocabulary differs from this corpus's")
-    check_progress(run_dir, cfg)
+    newest = check_progress(run_dir, cfg)
     saved["config"] = config_lib.to_dict(cfg)
     saved.setdefault("resumed", []).append({"time": time.strftime("%Y-%m-%d %H:%M:%S"), **log.environment()})
-    return saved
+    return saved, newest
 
 
 def open_run(run_dir: Path, cfg: Config, exp: str, resume: bool, vocab: data.Vocab, data_info: dict,
-             extra: dict | None = None) -> Lock | None:
+             extra: dict | None = None) -> tuple[Lock | None, tuple[dict, dict] | None]:
     """Checks (every process) that run_dir can take this run, locks it and writes config.json and vocab.json
-    (process 0); returns the lock, held until released."""
+    (process 0); returns the lock, held until released, and for a resume the (state, meta) of the checkpoint to
+    continue from, restored and verified once, before anything was written (None without one)."""
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--run-dir {run_dir} is a file, not a directory")
     if resume and not (run_dir / "config.json").is_file():
         raise ConfigError(f"--resume: {run_dir} holds no run to resume (no config.json)")
-    lock = None
+    lock, newest = None, None
     if distributed.is_primary():
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -289,7 +294,7 @@ def open_run(run_dir: Path, cfg: Config, exp: str, resume: bool, vocab: data.Voc
         lock = Lock(run_dir).acquire()
     try:
         if resume:
-            saved = _resumed_config(run_dir, cfg, exp, vocab, data_info)
+            saved, newest = _resumed_config(run_dir, cfg, exp, vocab, data_info)
         else:
             _refuse_existing(run_dir)
             saved = {"experiment": exp, "config": config_lib.to_dict(cfg), "environment": log.environment(),
@@ -305,7 +310,7 @@ def open_run(run_dir: Path, cfg: Config, exp: str, resume: bool, vocab: data.Voc
         if lock is not None:
             lock.release()
         raise
-    return lock
+    return lock, newest
 
 
 def saved_config(run_dir: Path) -> dict:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import math
 import os
 import signal
 import subprocess
@@ -24,10 +23,11 @@ import jax
 import numpy as np
 
 from rnn_jax import config as config_lib
-from rnn_jax import data, rundir, train
+from rnn_jax import data, epochs, rundir, trainer
 from rnn_jax import evaluate as evaluate_lib
 from rnn_jax import step as step_lib
 from rnn_jax.config import Config
+from rnn_jax.exitcodes import Exit
 
 MODES = ("processes", "vmap")
 
@@ -172,16 +172,17 @@ def run_jobs(jobs, *, corpus: str | None = None, data_dir: str | None = None, wo
                 err = proc.stderr.read()
                 del running[i]
                 _, cfg, run_dir, *_ = jobs[i]
-                if received and proc.returncode in (130, *(-s for s in FORWARDED)):
+                if received and proc.returncode in (Exit.INTERRUPTED, *(-s for s in FORWARDED)):
                     continue  # stopped by the forwarded signal (after its epoch, or while it was starting)
-                if proc.returncode not in (0, 3):  # 3: diverged, which is a result
+                if proc.returncode not in (Exit.OK, Exit.DIVERGED):  # a divergence is a result
                     last = (err.strip().splitlines() or [""])[-1].removeprefix("error: ")
                     failure = failure or JobFailed(f"{run_dir} failed (exit {proc.returncode}): {last}")
                     for other, _, _ in running.values():  # the sweep ends: the others stop after their epoch
                         with contextlib.suppress(ProcessLookupError):
                             other.send_signal(signal.SIGTERM)
                     continue
-                summary = json.loads((Path(run_dir) / "summary.json").read_text()) if proc.returncode == 0 else None
+                finished = proc.returncode == Exit.OK
+                summary = json.loads((Path(run_dir) / "summary.json").read_text()) if finished else None
                 vocab_size = len(data.Vocab.load(Path(run_dir) / "vocab.json"))
                 done[i] = _record(cfg.seed, rundir.read_metrics(run_dir), summary, time.perf_counter() - t0,
                                   vocab_size)
@@ -197,7 +198,10 @@ def run_jobs(jobs, *, corpus: str | None = None, data_dir: str | None = None, wo
 
 
 def run_vmap(cfg: Config, seeds, tokens: np.ndarray, vocab: data.Vocab, *, val: tuple | None = None) -> list[dict]:
-    """All seeds in one jitted, vmapped epoch; the seed axis is sharded over the devices when it divides."""
+    """All seeds in one jitted, vmapped epoch; the seed axis is sharded over the devices when it divides.
+
+    Each seed's rows follow the single run's rule (`rnn_jax.epochs`), --on-nonfinite and --max-skips included: a
+    seed stops where its own run would, and its record says at which epoch it diverged."""
     seeds = list(seeds)
     tx = step_lib.make_optimizer(cfg)
     states = jax.vmap(lambda s: step_lib.init_state(cfg, len(vocab), tx, seed=s))(np.asarray(seeds))
@@ -209,6 +213,7 @@ def run_vmap(cfg: Config, seeds, tokens: np.ndarray, vocab: data.Vocab, *, val: 
         sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("models"))
         states = jax.device_put(states, sharding)
     rows, seeds_S = {s: [] for s in seeds}, np.asarray(seeds, np.int32)  # each model's own dropout masks
+    rules = {s: epochs.EpochRule(cfg) for s in seeds}  # the single run's record and stop rule, per seed
     t_start = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
@@ -220,31 +225,33 @@ def run_vmap(cfg: Config, seeds, tokens: np.ndarray, vocab: data.Vocab, *, val: 
         states, _, metrics = epoch_fn(states, X_SNBT, Y_SNBT, config_lib.lr_scale(cfg, epoch), seeds_S)
         metrics = jax.device_get(metrics)
         seconds = time.perf_counter() - t0
-        last = epoch == cfg.epochs
         for i, seed in enumerate(seeds):
             if rows[seed] and rows[seed][-1].get("nonfinite"):
-                continue  # diverged earlier: its (frozen) state no longer counts
-            ok, loss = metrics["finite"][i], float(np.mean(metrics["loss"][i]))
-            row = {"epoch": epoch, "tokens_per_sec": X_SNBT[i].size / seconds}
-            if not ok.all():
-                row["nonfinite"] = True
-            else:
-                row.update(loss=loss, perplexity=math.exp(loss))
-                if val is not None and len(val[0]) and ((cfg.eval_every and epoch % cfg.eval_every == 0) or last):
-                    params = jax.tree.map(lambda p, i=i: p[i], states.params)
-                    try:
-                        row["val_perplexity"] = evaluate_lib.evaluate(params, val[0], cfg,
-                                                                      context=val[1])["perplexity"]
-                    except evaluate_lib.NonFinite:
-                        row["nonfinite"] = True
-            rows[seed].append(row)
+                continue  # stopped earlier: its state no longer counts
+            rows[seed].append(_vmap_row(rules[seed], epoch, {k: v[i] for k, v in metrics.items()},
+                                        X_SNBT[i].size / seconds, seconds, states.params, i, cfg, val))
     wall = time.perf_counter() - t_start
     out = []
     for i, seed in enumerate(seeds):
         params = jax.tree.map(lambda p, i=i: p[i], states.params)
-        out.append(_record(seed, rows[seed], {"predictions": train.predictions(params, vocab, cfg)}, wall,
+        out.append(_record(seed, rows[seed], {"predictions": trainer.predictions(params, vocab, cfg)}, wall,
                            len(vocab)))
     return out
+
+
+def _vmap_row(rule: epochs.EpochRule, epoch: int, metrics: dict, tokens_per_sec: float, seconds: float,
+              params_S, i: int, cfg: Config, val: tuple | None) -> dict:
+    """Seed i's row of this epoch by the single run's rule; where that run would stop (Diverged), the row that
+    records it, marked nonfinite, after which the seed is left out."""
+    try:
+        row = rule.row(epoch, metrics, tokens_per_sec, seconds)
+        if val is not None and len(val[0]):
+            params = lambda: jax.tree.map(lambda p: p[i], params_S)  # sliced only when this epoch validates
+            rule.validate(epoch, row, lambda: evaluate_lib.evaluate(params(), val[0], cfg, context=val[1]))
+        return row
+    except epochs.Diverged as e:
+        return e.row or {"epoch": epoch, "step": rule.step, "nonfinite": True, "tokens_per_sec": tokens_per_sec,
+                         "seconds": seconds}
 
 
 def summarize(records: list[dict]) -> dict:

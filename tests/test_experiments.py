@@ -2,19 +2,15 @@
 
 import dataclasses
 import json
-import sys
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
+from experiments import common, report
 from rnn_jax import config
 from rnn_jax import step as step_lib
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
-import common  # noqa: E402
-import report  # noqa: E402
 
 
 @pytest.mark.parametrize("name", sorted(config.EXPERIMENTS))
@@ -123,7 +119,7 @@ def test_the_readme_results_are_those_of_the_records():
 
 
 def test_report_beating_counting_section(results_dir):
-    import heldout
+    from experiments import heldout
 
     stat = heldout.stat
     ngram = lambda n, val, test: {"kind": "ngram", "evaluation": "static", "test_perplexity": stat([test]),
@@ -157,7 +153,7 @@ def test_report_beating_counting_section(results_dir):
 
 
 def test_heldout_sweep_keeps_finished_runs_and_resumes_short_ones(tmp_path):
-    import heldout
+    from experiments import heldout
 
     cfg = dataclasses.replace(heldout.BASE, epochs=4)
     run = tmp_path / "run"

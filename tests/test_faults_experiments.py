@@ -16,20 +16,17 @@ from pathlib import Path
 
 import pytest
 
+from experiments import ablations, common
 from rnn_jax import config, rundir, sweep
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
-sys.path.insert(0, str(EXPERIMENTS))
-import ablations  # noqa: E402
-import common  # noqa: E402
 
 REPO = EXPERIMENTS.parent
 TINY = dataclasses.replace(config.EXPERIMENTS["tiny"], max_tokens=600)
 # A script over the tiny configuration, its runs and records under ROOT (argv: ROOT, then the script's flags).
-DRIVER = f"""import dataclasses, sys
+DRIVER = """import dataclasses, sys
 from pathlib import Path
-sys.path.insert(0, {str(EXPERIMENTS)!r})
-import common
+from experiments import common
 from rnn_jax import config
 root = Path(sys.argv[1])
 common.RUNS, common.RESULTS = root / "runs", root / "results"
@@ -84,7 +81,7 @@ def test_a_smoke_run_never_replaces_the_committed_record(dirs, data_dir, capsys)
 def test_a_record_is_replaced_whole_or_not_at_all(dirs):
     record = committed_record(dirs)
     before = record.read_bytes()
-    code = (f"import sys; sys.path.insert(0, {str(EXPERIMENTS)!r}); import common; from pathlib import Path; "
+    code = ("from experiments import common; from pathlib import Path; "
             f"common.RESULTS = Path({str(dirs / 'results')!r}); common.write('tiny', {{'name': 'tiny', 'x': [0] * 9}})")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "RNN_JAX_KILL_AT": "mid-rewrite:tiny.json"})

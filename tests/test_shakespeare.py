@@ -1,7 +1,6 @@
 """Tiny Shakespeare by name, nanoGPT's split, the test log, and the benchmark script end to end (smoke sizes)."""
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -56,9 +55,7 @@ def test_a_torn_last_line_of_the_log_is_skipped(test_log):
 
 
 def test_the_benchmark_script_runs_end_to_end(tmp_path, data_dir, monkeypatch, test_log):
-    sys.path.insert(0, str(REPO / "experiments"))
-    import common
-    import shakespeare
+    from experiments import common, shakespeare
 
     monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(common, "RUNS", tmp_path / "runs")

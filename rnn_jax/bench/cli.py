@@ -25,6 +25,7 @@ from rnn_jax.bench.scaling import scaling
 from rnn_jax.bench.throughput import throughput
 from rnn_jax.bench.variants import VARIANTS, build, fresh_state, variant_config
 from rnn_jax.cells import CELLS
+from rnn_jax.exitcodes import Exit
 
 SECTIONS = ("throughput", "compile", "generation", "scaling", "devices", "contention", "e2e")
 
@@ -141,20 +142,20 @@ def main(argv=None) -> int:
         return _run(args, corpus, tokens, vocab)
     except (config_lib.ConfigError, data.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     except ChildFailed as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return Exit.FAILED
     except OSError as e:
         print(f"error: {rundir.describe_os_error(e)}", file=sys.stderr)
-        return 1
+        return Exit.FAILED
 
 
 def _run(args, corpus: Path, tokens, vocab: data.Vocab) -> int:
     """The worker's measurement, or the chosen sections with their report."""
     if args.worker:
         run_worker(args, tokens, vocab)
-        return 0
+        return Exit.OK
     if not args.peer_python:
         print(f"note: peers skipped; pass --peer-python PATH (a Python with torch) to run the book's PyTorch "
               f"pipeline {args.peer_script} alongside ('vs torch' stays empty)", flush=True)
@@ -162,4 +163,4 @@ def _run(args, corpus: Path, tokens, vocab: data.Vocab) -> int:
     print_report(report)
     if args.json_out:
         rundir.write_json(Path(args.json_out), report)
-    return 0
+    return Exit.OK
