@@ -120,7 +120,7 @@ SLOW = {
         "test_scan_equals_a_python_loop_over_the_cell", "test_shapes_and_finiteness",
     ),
     "test_reproduction.py": (
-        "test_full_book_reproduction",
+        "test_full_book_reproduction", "test_the_first_epochs_give_the_recorded_perplexities",
     ),
     "test_shakespeare.py": (
         "test_the_benchmark_script_runs_end_to_end",
@@ -157,8 +157,16 @@ SLOW_FIXTURES = {
 }
 
 
+def pytest_addoption(parser):
+    parser.addoption("--full", action="store_true", help="also run the tests marked full: the book's whole runs, "
+                     "minutes each (make reproduce)")
+
+
 def pytest_collection_modifyitems(config, items):
+    skip_full = pytest.mark.skip(reason="the book's whole run, minutes: run it with --full (make reproduce)")
     for item in items:
+        if item.get_closest_marker("full") and not config.getoption("full"):
+            item.add_marker(skip_full)
         module = item.path.name
         if (getattr(item, "originalname", item.name) in SLOW.get(module, ())
                 or SLOW_FIXTURES.get(module, set()) & set(getattr(item, "fixturenames", ()))):
