@@ -117,22 +117,6 @@ def test_weight_decay_is_decoupled_and_spares_biases(key, optimizer, cell, num_l
         np.testing.assert_allclose(u_decayed[name] - u_plain[name], want, atol=1e-7, err_msg=name)
 
 
-def test_regularisation_is_off_by_default_and_checked():
-    assert (config.BASE.dropout_mask, config.BASE.weight_drop, config.BASE.weight_decay) == ("step", 0.0, 0.0)
-    for bad in ({"weight_drop": 1.0}, {"weight_decay": -1.0}, {"dropout_mask": "time"}):
-        with pytest.raises(config.ConfigError, match=next(iter(bad))):
-            config.validate(dataclasses.replace(config.BASE, **bad))
-
-
-def test_cosine_schedule_falls_over_the_run_and_constant_has_none():
-    cfg = dataclasses.replace(config.BASE, epochs=4, lr_schedule="cosine")
-    np.testing.assert_allclose([config.lr_scale(cfg, e) for e in (1, 2, 3, 4)],
-                               [1.0, (1 + np.cos(np.pi / 4)) / 2, 0.5, (1 + np.cos(3 * np.pi / 4)) / 2])
-    assert config.lr_scale(config.BASE, 7) is None
-    with pytest.raises(config.ConfigError, match="lr_schedule"):
-        config.validate(dataclasses.replace(config.BASE, lr_schedule="linear"))
-
-
 def test_the_schedule_scales_the_whole_update(key):
     # AdamW: the schedule's factor scales Adam's step and the decoupled decay alike
     cfg = dataclasses.replace(config.BASE, hidden=H, optimizer="adam", lr=0.01, weight_decay=0.1,
