@@ -68,6 +68,7 @@ SLOW = {
         "test_two_processes_of_two_devices_match_one_process_of_four", "test_vmapped_seeds_shard_over_devices",
     ),
     "test_evaluate.py": (
+        "test_without_a_validation_part_the_text_after_the_trained_prefix_is_scored",
         "test_best_needs_a_validation_run", "test_cli_on_another_book_reports_unknown_characters",
         "test_cli_reports_dynamic_beside_static", "test_evaluation_is_one_stream_with_the_state_carried",
         "test_validation_is_logged_and_beats_the_unigram",
@@ -76,6 +77,13 @@ SLOW = {
         "test_every_experiment_trains_a_few_steps", "test_run_seeds_writes_a_record_per_seed",
     ),
     "test_faults.py": (
+        "test_a_kill_between_the_checkpoint_and_best_is_completed_on_resume",
+        "test_a_run_that_died_before_its_first_checkpoint_does_not_block_the_same_command",
+        "test_init_from_resumed_before_its_first_checkpoint_starts_from_the_recorded_parameters",
+        "test_sighup_stops_a_run_after_its_epoch_like_sigterm",
+        "test_a_finished_chain_stage_refuses_other_flags_with_the_difference",
+        "test_an_empty_predict_prefix_is_refused_up_front_and_an_old_one_does_not_break_a_resume",
+        "test_sigint_while_importing_is_one_line",
         "test_a_checkpoint_that_cannot_be_written_is_one_line",
         "test_a_file_size_limit_fails_cleanly_and_keeps_earlier_checkpoints", "test_a_huge_finite_loss_is_divergence",
         "test_a_kill_in_the_middle_of_a_rewrite_loses_nothing", "test_a_peer_that_never_joins_is_one_line",
@@ -117,6 +125,12 @@ SLOW = {
         "test_init_follows_the_book", "test_one_hot_times_W_xh_is_the_row_gather", "test_outputs_are_causal",
         "test_scan_equals_a_python_loop_over_the_cell", "test_shapes_and_finiteness",
     ),
+    "test_faults_experiments.py": (
+        "test_a_failing_training_process_is_one_error_line",
+        "test_a_run_directory_another_process_holds_is_never_removed",
+        "test_a_signal_reaches_the_training_processes_and_running_again_continues",
+        "test_a_smoke_run_never_replaces_the_committed_record",
+    ),
     "test_reproduction.py": (
         "test_full_book_reproduction", "test_the_first_epochs_give_the_recorded_perplexities",
     ),
@@ -156,7 +170,7 @@ SLOW_FIXTURES = {
     "test_checkpoint.py": {"finished"}, "test_distributed.py": {"one_device", "four_devices"},
     "test_evaluate.py": {"run"}, "test_faults.py": {"finished"}, "test_generate.py": {"run_dir"},
     "test_init_from.py": {"source"}, "test_shakespeare.py": {"run"}, "test_stack_layout.py": {"stacked_run"},
-    "test_sweep.py": {"separate"},
+    "test_sweep.py": {"separate"}, "test_tensorboard.py": {"plain", "resumed"},
 }
 
 
