@@ -68,6 +68,7 @@ SLOW = {
         "test_two_processes_of_two_devices_match_one_process_of_four", "test_vmapped_seeds_shard_over_devices",
     ),
     "test_evaluate.py": (
+        "test_without_a_validation_part_the_text_after_the_trained_prefix_is_scored",
         "test_best_needs_a_validation_run", "test_cli_on_another_book_reports_unknown_characters",
         "test_cli_reports_dynamic_beside_static", "test_evaluation_is_one_stream_with_the_state_carried",
         "test_validation_is_logged_and_beats_the_unigram",
@@ -76,6 +77,13 @@ SLOW = {
         "test_every_experiment_trains_a_few_steps", "test_run_seeds_writes_a_record_per_seed",
     ),
     "test_faults.py": (
+        "test_a_kill_between_the_checkpoint_and_best_is_completed_on_resume",
+        "test_a_run_that_died_before_its_first_checkpoint_does_not_block_the_same_command",
+        "test_init_from_resumed_before_its_first_checkpoint_starts_from_the_recorded_parameters",
+        "test_sighup_stops_a_run_after_its_epoch_like_sigterm",
+        "test_a_finished_chain_stage_refuses_other_flags_with_the_difference",
+        "test_an_empty_predict_prefix_is_refused_up_front_and_an_old_one_does_not_break_a_resume",
+        "test_sigint_while_importing_is_one_line",
         "test_a_checkpoint_that_cannot_be_written_is_one_line",
         "test_a_file_size_limit_fails_cleanly_and_keeps_earlier_checkpoints", "test_a_huge_finite_loss_is_divergence",
         "test_a_kill_in_the_middle_of_a_rewrite_loses_nothing", "test_a_peer_that_never_joins_is_one_line",
@@ -98,10 +106,8 @@ SLOW = {
         "test_warm_up_uses_the_prefix_state",
     ),
     "test_heldout.py": (
-        "test_changing_later_text_never_changes_earlier_scores", "test_dropout_masks_per_step_or_per_sequence",
+        "test_changing_later_text_never_changes_earlier_scores",
         "test_dynamic_scores_each_segment_before_training_on_it", "test_dynamic_with_no_step_is_static_evaluation",
-        "test_the_schedule_scales_the_whole_update", "test_weight_decay_is_decoupled_and_spares_biases",
-        "test_weight_drop_zeroes_recurrent_weights_only_and_their_gradient",
     ),
     "test_init_from.py": (
         "test_a_skipped_update_restarts_the_carried_state_in_step_and_epoch_alike",
@@ -119,8 +125,14 @@ SLOW = {
         "test_init_follows_the_book", "test_one_hot_times_W_xh_is_the_row_gather", "test_outputs_are_causal",
         "test_scan_equals_a_python_loop_over_the_cell", "test_shapes_and_finiteness",
     ),
+    "test_faults_experiments.py": (
+        "test_a_failing_training_process_is_one_error_line",
+        "test_a_run_directory_another_process_holds_is_never_removed",
+        "test_a_signal_reaches_the_training_processes_and_running_again_continues",
+        "test_a_smoke_run_never_replaces_the_committed_record",
+    ),
     "test_reproduction.py": (
-        "test_full_book_reproduction",
+        "test_full_book_reproduction", "test_the_first_epochs_give_the_recorded_perplexities",
     ),
     "test_shakespeare.py": (
         "test_the_benchmark_script_runs_end_to_end",
@@ -134,16 +146,21 @@ SLOW = {
         "test_processes_mode_equals_separate_runs", "test_vmap_mode_equals_separate_runs",
         "test_vmap_mode_follows_the_schedule_like_a_single_run",
     ),
-    "test_train.py": (
-        "test_cli_writes_the_run_directory", "test_clipping_matches_the_global_norm_formula",
-        "test_cpu_compiler_options_change_no_number", "test_divergence_stops_with_the_epoch_and_step",
+    "test_step.py": (
+        "test_clipping_matches_the_global_norm_formula", "test_cpu_compiler_options_change_no_number",
         "test_dropout_changes_training_only_and_is_reproducible",
         "test_dropout_mask_keeps_the_expected_fraction_scaled", "test_epoch_scan_equals_a_loop_of_train_steps",
         "test_fused_and_autodiff_training_agree", "test_huge_clip_norm_steps_exactly_like_no_clipping",
-        "test_loss_at_initialisation_is_close_to_ln_vocab", "test_nonfinite_update_is_not_applied",
-        "test_same_seed_same_numbers_other_seed_other_numbers", "test_sequential_carries_state_and_random_resets_it",
-        "test_short_real_run_beats_the_unigram_level", "test_tiny_model_overfits_a_tiny_corpus",
-        "test_undetached_gradient_reaches_earlier_minibatches",
+        "test_nonfinite_update_is_not_applied", "test_sequential_carries_state_and_random_resets_it",
+        "test_tiny_model_overfits_a_tiny_corpus", "test_undetached_gradient_reaches_earlier_minibatches",
+        "test_dropout_masks_per_step_or_per_sequence", "test_the_schedule_scales_the_whole_update",
+        "test_weight_decay_is_decoupled_and_spares_biases",
+        "test_weight_drop_zeroes_recurrent_weights_only_and_their_gradient",
+    ),
+    "test_train.py": (
+        "test_cli_writes_the_run_directory", "test_divergence_stops_with_the_epoch_and_step",
+        "test_loss_at_initialisation_is_close_to_ln_vocab", "test_same_seed_same_numbers_other_seed_other_numbers",
+        "test_short_real_run_beats_the_unigram_level",
     ),
 }
 
@@ -153,12 +170,20 @@ SLOW_FIXTURES = {
     "test_checkpoint.py": {"finished"}, "test_distributed.py": {"one_device", "four_devices"},
     "test_evaluate.py": {"run"}, "test_faults.py": {"finished"}, "test_generate.py": {"run_dir"},
     "test_init_from.py": {"source"}, "test_shakespeare.py": {"run"}, "test_stack_layout.py": {"stacked_run"},
-    "test_sweep.py": {"separate"},
+    "test_sweep.py": {"separate"}, "test_tensorboard.py": {"plain", "resumed"},
 }
 
 
+def pytest_addoption(parser):
+    parser.addoption("--full", action="store_true", help="also run the tests marked full: the book's whole runs, "
+                     "minutes each (make reproduce)")
+
+
 def pytest_collection_modifyitems(config, items):
+    skip_full = pytest.mark.skip(reason="the book's whole run, minutes: run it with --full (make reproduce)")
     for item in items:
+        if item.get_closest_marker("full") and not config.getoption("full"):
+            item.add_marker(skip_full)
         module = item.path.name
         if (getattr(item, "originalname", item.name) in SLOW.get(module, ())
                 or SLOW_FIXTURES.get(module, set()) & set(getattr(item, "fixturenames", ()))):

@@ -7,7 +7,6 @@ import optax
 import pytest
 
 from rnn_jax import config, evaluate, model
-from rnn_jax import step as step_lib
 
 V, H, SEG = 28, 16, 40
 
@@ -72,83 +71,3 @@ def test_dynamic_with_no_step_is_static_evaluation(small):
     dynamic = evaluate.dynamic_evaluate(params, tokens, cfg, lr=0.0, segment=SEG, context=np.asarray([5], np.int32))
     assert dynamic["tokens"] == static["tokens"] == len(tokens)
     np.testing.assert_allclose(dynamic["loss"], static["loss"], rtol=1e-5)
-
-
-@pytest.mark.parametrize("how", ["step", "sequence"])
-def test_dropout_masks_per_step_or_per_sequence(key, how):
-    cfg = dataclasses.replace(config.BASE, hidden=64, dropout=0.5, dropout_mask=how)
-    mask_TBH = step_lib.dropout_mask(cfg, jnp.zeros((8, 20), jnp.int32), key)
-    assert mask_TBH.shape == (20, 8, 64) and set(np.unique(mask_TBH)) == {0.0, 2.0}
-    assert 0.4 < float((mask_TBH == 0).mean()) < 0.6
-    same_over_time = bool(jnp.all(mask_TBH == mask_TBH[:1]))
-    assert same_over_time == (how == "sequence")
-    assert not jnp.all(mask_TBH[:, :1] == mask_TBH[:, 1:2])  # rows differ either way
-
-
-def test_weight_drop_zeroes_recurrent_weights_only_and_their_gradient(key):
-    cfg = dataclasses.replace(config.BASE, hidden=32, weight_drop=0.5)
-    params = model.init_params(key, V, 32)
-    dropped = step_lib.drop_weights(cfg, params, key)
-    assert [k for k in params if not jnp.array_equal(params[k], dropped[k])] == ["W_hh"]
-    zero = dropped["W_hh"] == 0
-    assert 0.4 < float(zero.mean()) < 0.6
-    np.testing.assert_allclose(dropped["W_hh"][~zero], 2 * params["W_hh"][~zero], rtol=1e-6)
-    tokens = jax.random.randint(key, (4, 10), 0, V)
-    grads = jax.jit(jax.grad(lambda p: step_lib.loss_fn(p, model.init_hidden(4, 32), tokens, tokens, cfg,
-                                                        key_dropout=key)[0]))(params)
-    assert bool(jnp.all(grads["W_hh"][zero] == 0)) and bool(jnp.any(grads["W_hh"][~zero] != 0))
-    assert step_lib.drop_weights(dataclasses.replace(cfg, weight_drop=0.0), params, key) is params
-    gru = model.init_params(key, V, 8, model.ModelSpec("gru", num_layers=2))
-    assert model.recurrent_weights(gru, model.ModelSpec("gru")) == ["W_hh", "W_hh_upper", "W_hr", "W_hr_upper", "W_hz",
-                                                              "W_hz_upper"]
-
-
-@pytest.mark.parametrize("optimizer,cell,num_layers", [("adam", "rnn", 1), ("sgd", "rnn", 1), ("adam", "gru", 3)])
-def test_weight_decay_is_decoupled_and_spares_biases(key, optimizer, cell, num_layers):
-    lr, wd = 0.01, 0.5
-    cfg = dataclasses.replace(config.BASE, hidden=8, optimizer=optimizer, lr=lr, clip_norm=None, cell=cell,
-                              num_layers=num_layers)
-    params = model.init_params(key, V, 8, model.ModelSpec(cell, num_layers))
-    grads = jax.tree.map(lambda p: jnp.ones_like(p), params)
-    plain, decayed = step_lib.make_optimizer(cfg), step_lib.make_optimizer(dataclasses.replace(cfg, weight_decay=wd))
-    u_plain, _ = plain.update(grads, plain.init(params), params)
-    u_decayed, _ = decayed.update(grads, decayed.init(params), params)
-    for name, p in params.items():
-        want = -lr * wd * p if model.layer_ndim(name, p) == 2 else jnp.zeros_like(p)  # outside Adam's scaling,
-        # weight matrices only (layers 2..'s biases are (L - 1, H), stacked)
-        np.testing.assert_allclose(u_decayed[name] - u_plain[name], want, atol=1e-7, err_msg=name)
-
-
-def test_regularisation_is_off_by_default_and_checked():
-    assert (config.BASE.dropout_mask, config.BASE.weight_drop, config.BASE.weight_decay) == ("step", 0.0, 0.0)
-    for bad in ({"weight_drop": 1.0}, {"weight_decay": -1.0}, {"dropout_mask": "time"}):
-        with pytest.raises(config.ConfigError, match=next(iter(bad))):
-            config.validate(dataclasses.replace(config.BASE, **bad))
-
-
-def test_cosine_schedule_falls_over_the_run_and_constant_has_none():
-    cfg = dataclasses.replace(config.BASE, epochs=4, lr_schedule="cosine")
-    np.testing.assert_allclose([config.lr_scale(cfg, e) for e in (1, 2, 3, 4)],
-                               [1.0, (1 + np.cos(np.pi / 4)) / 2, 0.5, (1 + np.cos(3 * np.pi / 4)) / 2])
-    assert config.lr_scale(config.BASE, 7) is None
-    with pytest.raises(config.ConfigError, match="lr_schedule"):
-        config.validate(dataclasses.replace(config.BASE, lr_schedule="linear"))
-
-
-def test_the_schedule_scales_the_whole_update(key):
-    # AdamW: the schedule's factor scales Adam's step and the decoupled decay alike
-    cfg = dataclasses.replace(config.BASE, hidden=H, optimizer="adam", lr=0.01, weight_decay=0.1,
-                              lr_schedule="cosine")
-    tokens = jax.random.randint(key, (2, 6), 0, V)
-    tx = step_lib.make_optimizer(cfg)
-    state = step_lib.init_state(cfg, V, tx)
-    after = {}
-    for scale in (None, 1.0, 0.25):
-        new, _, _ = step_lib.make_train_step(cfg, tx)(jax.tree.map(jnp.copy, state), step_lib.zero_state(cfg, 2),
-                                                      tokens, tokens, None if scale is None else np.float32(scale))
-        after[scale] = jax.tree.map(lambda n, o: n - o, new.params, state.params)
-    for name in state.params:
-        np.testing.assert_array_equal(after[1.0][name], after[None][name])  # a factor of one changes no bit
-        # atol: the rounding of w + u, with |w| ~ 1e-2 and |u| ~ 1e-6
-        np.testing.assert_allclose(after[0.25][name], 0.25 * after[None][name], rtol=1e-5, atol=5e-9, err_msg=name)
-        assert bool(jnp.any(after[None][name] != 0)), name
