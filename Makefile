@@ -34,8 +34,11 @@ lint: install
 train: install
 	$(PY) -m rnn_jax.train --exp $(EXP) $(DATA_FLAG) $(ARGS)
 
+# Writes experiments/results/bench/<UTC time>.txt (the printed report) and .json (every figure, with the host's CPU,
+# XLA flags and measured limit); `python -m rnn_jax.bench.compare A.json B.json` sets hosts side by side.
 bench: install
-	$(PY) -m rnn_jax.bench $(DATA_FLAG) $(ARGS)
+	mkdir -p experiments/results/bench
+	$(PY) -m rnn_jax.bench $(DATA_FLAG) --out experiments/results/bench/$$(date -u +%Y%m%dT%H%M%SZ) $(ARGS)
 
 # The book's exercises over several seeds (about an hour on 2 cores), the held-out sweep (about an hour), tiny
 # Shakespeare (about 35 minutes per LSTM run, 6 runs, one per core; resumable), then the report.

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from rnn_jax import bench, data
-from rnn_jax.bench import common, contention, devices, generation, report, throughput, variants
+from rnn_jax import bench, data, log
+from rnn_jax.bench import common, compare, contention, devices, generation, report, throughput, variants
 
 # Checks the book's flags, then reports 1000 tokens/s, x2 for nn.RNN, /2 for random sampling, x threads.
 FAKE_PEER = """import json, sys
@@ -233,7 +233,7 @@ def test_quick_and_full_defaults():
 def test_cli_smoke_run_of_the_cheap_sections(data_dir, tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert bench.main(["--data-dir", str(data_dir), "--quick", "--reps", "1", "--epochs", "1", "--hidden", "32",
-                       "--limit-steps", "20", "--json-out", str(out), "--sections",
+                       "--limit-steps", "20", "--out", str(tmp_path / "bench"), "--sections",
                        "throughput,compile,generation,scaling,devices", "--variants", "fused-epoch", "--gen-chars",
                        "20", "--scale-hidden", "16", "--scale-steps", "35,350"]) == 0
     printed, got = capsys.readouterr().out, json.loads(out.read_text())
@@ -250,6 +250,20 @@ def test_cli_smoke_run_of_the_cheap_sections(data_dir, tmp_path, capsys):
     assert [(r["hidden"], r["num_steps"]) for r in got["scaling"]] == [(16, 35), (16, 350)]
     assert [(r["devices"], r["batch_size"], r["speedup"]) for r in got["devices"]["rows"]] == [(1, 32, 1.0)]
     assert list(got["load"]) == ["throughput", "compile", "generation", "scaling", "devices"]
+    # the text beside the JSON is what was printed, and both say which host the figures come from
+    first = printed.splitlines()[1]  # after the note on the peers
+    assert (tmp_path / "bench.txt").read_text() in printed and first.startswith(f"host: {log.cpu_info()['cpu_model']}")
+    assert f"fp32 limit {lim['gflop_per_s']['median']:.0f} GFLOP/s" in first
+    assert got["environment"]["cpu_model"] == log.cpu_info()["cpu_model"] and "xla_flags" in got
+    # two reports side by side: one row per variant and figure, a column per report
+    assert compare.main([str(out), str(out)]) == 0
+    table = capsys.readouterr().out
+    assert table.count(first.split(";")[0]) == 2 and "throughput by host" in table
+    ratio = f"{row['fraction_of_fp32_limit']:.2f}"
+    assert any(ln.split()[:3] == ["fused-epoch", "seq", "of"] and ln.split()[-2:] == [ratio, ratio]
+               for ln in table.splitlines())
+    assert compare.main([str(tmp_path / "bench.txt")]) == 2  # not a report: said, not a traceback
+    assert "not a readable benchmark report" in capsys.readouterr().err
 
 
 def test_device_scaling_over_four_host_devices(data_dir, tmp_path):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -57,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the script's, 2)")
     p.add_argument("--e2e", action="store_true", help="also time whole training runs (section e2e)")
     p.add_argument("--e2e-epochs", type=int, default=500)
-    p.add_argument("--json-out", type=Path, default=None)
+    p.add_argument("--json-out", type=Path, default=None, help="write the report as JSON to this file")
+    p.add_argument("--out", type=Path, default=None, help="write the printed report to OUT.txt and the JSON to "
+                   "OUT.json (make bench: experiments/results/bench/<UTC time>)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     return p
 
@@ -96,6 +100,11 @@ def check_paths(args) -> None:
             last = (probe.stderr.strip().splitlines() or [f"exit code {probe.returncode}"])[-1]
             raise config_lib.ConfigError(f"--peer-python {args.peer_python} cannot import torch ({last}); pass a "
                                          "Python with torch, or leave the flag out to skip the peers")
+    if args.out:
+        args.json_out = args.json_out or args.out.with_name(args.out.name + ".json")
+        if not args.out.parent.is_dir() or not os.access(args.out.parent, os.W_OK):
+            raise config_lib.ConfigError(f"--out {args.out}: {args.out.parent} is not a writable directory; the "
+                                         "report could not be written")
     if args.json_out:
         out = Path(args.json_out)
         if out.is_dir() or not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
@@ -116,7 +125,8 @@ def run_worker(args, tokens, vocab: data.Vocab) -> None:
 def run_sections(args, corpus: Path, tokens, vocab: data.Vocab) -> dict:
     """The report: the chosen sections in SECTIONS order, each with its seconds and the other processes' load."""
     report = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-              "environment": log.environment(), "cpus": usable_cpus(), "load": {}}
+              "environment": log.environment(), "cpus": usable_cpus(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+              "load": {}}
     sections = {"throughput": lambda: throughput(args, corpus, tokens, vocab),
                 "compile": lambda: compile_times(args, len(vocab)), "generation": lambda: generation(args, vocab),
                 "scaling": lambda: scaling(args, corpus, len(vocab)), "contention": lambda: contention(args, corpus),
@@ -160,7 +170,12 @@ def _run(args, corpus: Path, tokens, vocab: data.Vocab) -> int:
         print(f"note: peers skipped; pass --peer-python PATH (a Python with torch) to run the book's PyTorch "
               f"pipeline {args.peer_script} alongside ('vs torch' stays empty)", flush=True)
     report = run_sections(args, corpus, tokens, vocab)
-    print_report(report)
+    text = io.StringIO()
+    with contextlib.redirect_stdout(text):
+        print_report(report)
+    print(text.getvalue(), end="", flush=True)
     if args.json_out:
         rundir.write_json(Path(args.json_out), report)
+    if args.out:
+        rundir.write_atomic(args.out.with_name(args.out.name + ".txt"), text.getvalue())
     return Exit.OK

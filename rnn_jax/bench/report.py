@@ -82,8 +82,23 @@ PRINTERS = {"throughput": print_throughput, "compile": print_compile, "generatio
             "scaling": print_scaling, "devices": print_devices, "contention": print_contention, "e2e": print_e2e}
 
 
+def host_line(report: dict) -> str:
+    """Where the figures come from: the CPU model, its logical CPUs (those this run could use), its largest cache,
+    the XLA flags and the fp32 limit measured in the same run (ratios travel between hosts, tokens/s do not)."""
+    env = report.get("environment", {})
+    cache = env.get("cache") or {}
+    largest = cache[max(cache)] if cache else "?"
+    lim = report.get("throughput", {}).get("limit")
+    limit = f"; fp32 limit {lim['gflop_per_s']['median']:.0f} GFLOP/s" if lim else ""
+    flags = f"; XLA_FLAGS={report['xla_flags']}" if report.get("xla_flags") else ""
+    return (f"host: {env.get('cpu_model') or '?'}, {env.get('cpu_count') or '?'} logical CPUs "
+            f"({len(report.get('cpus') or []) or '?'} usable), largest cache {largest}; jax {env.get('jax', '?')}"
+            f"{flags}{limit}")
+
+
 def print_report(report: dict) -> None:
-    """The table of every section in the report, in the sections' order, and the run's load."""
+    """The host, the table of every section in the report, in the sections' order, and the run's load."""
+    print(host_line(report))
     for name, printer in PRINTERS.items():
         if name in report:
             printer(report)
