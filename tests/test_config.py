@@ -90,7 +90,7 @@ def test_an_impossible_hyperparameter_is_refused_naming_its_field(field, value, 
 
 
 @pytest.mark.parametrize("changes,message", [
-    ({"cell": "lstm", "activation": "relu"}, "applies to the rnn cell"),
+    ({"cell": "lstm", "activation": "relu"}, "is not one the lstm cell accepts: tanh"),
     ({"cell": "gru", "forget_bias": 1.0}, "forget_bias applies to the lstm cell"),
     ({"val_fraction": 0.5, "test_fraction": 0.4}, "under 10% of the corpus"),
 ])

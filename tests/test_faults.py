@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnn_jax import checkpoint, config, evaluate, generate, rundir, train
+from rnn_jax import checkpoint, config, evaluate, generate, rundir, runner, train
 from rnn_jax import step as step_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -458,7 +458,7 @@ def test_a_model_beyond_memory_is_refused_before_the_run_directory(tmp_path, dat
     assert not (tmp_path / "r").exists()
     need, n_params = train.memory_estimate(config.EXPERIMENTS["tiny"], 28)
     assert n_params == 16 * 16 + 2 * 16 * 28 + 16 + 28 and need > 4 * 2 * n_params  # parameters, gradients, ...
-    monkeypatch.setattr(train, "available_memory", lambda: need - 1)
+    monkeypatch.setattr(runner, "available_memory", lambda: need - 1)
     assert train.main([*TINY, "--run-dir", str(tmp_path / "r"), "--data-dir", str(data_dir)]) == 2
     assert "needs about" in one_clear_line(capsys.readouterr().err) and not (tmp_path / "r").exists()
 
