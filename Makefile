@@ -28,8 +28,11 @@ test-fast: install
 reproduce: install
 	RNN_JAX_DATA_DIR=$${RNN_JAX_DATA_DIR:-$(DATA_DIR)} $(PY) -m pytest -q --full -m full $(ARGS)
 
+# ruff's rules and its formatting, then mypy's type check (pyproject.toml's [tool.mypy]).
 lint: install
-	$(PY) -m ruff check rnn_jax tests experiments
+	$(PY) -m ruff check rnn_jax tests experiments docs
+	$(PY) -m ruff format --check rnn_jax tests experiments docs
+	$(PY) -m mypy
 
 train: install
 	$(PY) -m rnn_jax.train --exp $(EXP) $(DATA_FLAG) $(ARGS)

@@ -25,7 +25,7 @@ def main(argv=None) -> None:
     previous = None
     for k, (stage, cfg) in enumerate(zip(stages, cfgs, strict=True)):
         t0 = time.perf_counter()
-        jobs = [(stage, dataclasses.replace(cfg, seed=s), root / f"seed_{s}" / stage,
+        jobs: list[tuple] = [(stage, dataclasses.replace(cfg, seed=s), root / f"seed_{s}" / stage,
                  ["--init-from", str(root / f"seed_{s}" / previous)] if previous else []) for s in seeds]
         records = sweep.run_jobs(jobs, data_dir=args.data_dir)  # finished stages read back, stopped ones continued
         name = "book_random" if k == len(stages) - 1 else f"book_random_{stage}"

@@ -16,6 +16,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from rnn_jax import checkpoint, config, data, rundir, sweep
 from rnn_jax import evaluate as evaluate_lib
@@ -26,7 +27,7 @@ RESULTS = HERE / "results"
 RUNS = HERE / "runs"  # run directories (ignored by git); results/ keeps the small JSON records
 # Every ablation also scores the last 10% of the book; training data and trajectory are unchanged by it
 # (the first 10,000 tokens lie in the first 90%).
-HELD_OUT = {"val_fraction": 0.1, "eval_every": 50, "predict_every": 0, "checkpoint_every": 0}
+HELD_OUT: dict[str, Any] = {"val_fraction": 0.1, "eval_every": 50, "predict_every": 0, "checkpoint_every": 0}
 
 
 DEFAULT_SEEDS = 3
@@ -59,9 +60,9 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 def recorded(record: dict) -> tuple[int | None, int | None]:
     """(epochs, seeds) a committed record was made with, where it says."""
-    cfg = record.get("config") if isinstance(record.get("config"), dict) else {}
+    cfg = c if isinstance(c := record.get("config"), dict) else {}
     epochs = cfg.get("epochs", record.get("epochs"))
-    summary = record.get("summary") if isinstance(record.get("summary"), dict) else {}
+    summary = s if isinstance(s := record.get("summary"), dict) else {}
     seeds = summary.get("seeds", record.get("seeds"))
     if isinstance(seeds, list):
         seeds = len(seeds)
@@ -121,7 +122,7 @@ def run_seeds(name: str, exp: str, cfg: config.Config, args, *, corpus: str | No
         tokens, vocab = data.load_corpus(path, -1, cfg.preprocess)
         parts = data.splits(tokens, cfg)
         records = sweep.run_vmap(cfg, seeds, parts["train"][0], vocab, val=parts["val"])
-    result = {"name": name, "experiment": exp, "config": config.to_dict(cfg), "mode": mode,
+    result: dict[str, Any] = {"name": name, "experiment": exp, "config": config.to_dict(cfg), "mode": mode,
               "wall_seconds": time.perf_counter() - t0, "corpus": Path(corpus).name if corpus else "timemachine.txt",
               "summary": sweep.summarize(records), "seeds": records}
     write(name, result, out)

@@ -37,7 +37,7 @@ DYNAMIC_SEGMENTS = (10, 20, 50)
 SEQ = {"dropout_mask": "sequence"}
 COS = {"lr_schedule": "cosine"}
 TANH_REG = {"dropout": 0.25, **SEQ, "weight_drop": 0.25}  # the tanh RNN's winner of the first screening
-FAMILIES = {
+FAMILIES: dict[str, tuple[dict, dict]] = {
     "rnn-tanh-1x512": ({"epochs": 100}, {
         "none": {"epochs": 50},
         "out0.25-seq+wdrop0.25": TANH_REG,
@@ -60,7 +60,8 @@ FAMILIES = {
                                                   **COS, "epochs": 80},
     }),
 }
-SMOKE_FAMILIES = {"rnn-tanh-1x32": ({"hidden": 32}, {"none": {}, "out0.3-seq": {"dropout": 0.3, **SEQ}})}
+SMOKE_FAMILIES: dict[str, tuple[dict, dict]] = {
+    "rnn-tanh-1x32": ({"hidden": 32}, {"none": {}, "out0.3-seq": {"dropout": 0.3, **SEQ}})}
 
 
 def stat(values: list[float]) -> dict:
@@ -155,7 +156,7 @@ def rnn_models(fam: str, name: str, cfg, dirs: list[Path], text: dict, args) -> 
     runs = [rundir.load_run(d, best=True)[::2] for d in dirs]  # (cfg, params) of each seed's best checkpoint
     static = {split: [evaluate_lib.evaluate(p, text[split][0], c, context=text[split][1]) for c, p in runs]
               for split in ("val", "test")}
-    dyn, grid = dynamic_choice(*runs[0], text, args.dynamic_steps, args.dynamic_segments)
+    dyn, grid = dynamic_choice(*runs[0], text, args.dynamic_steps, args.dynamic_segments)  # type: ignore[call-arg]  # runs[0] is (cfg, params)
     kw = {k: dyn[k] for k in ("rule", "lr", "segment")}
     dynamic = {split: [evaluate_lib.dynamic_evaluate(p, text[split][0], c, **kw, context=text[split][1])
                        for c, p in runs] for split in ("val", "test")}

@@ -8,11 +8,12 @@ Epochs come from the validation curve of each run (scored every 25 epochs).
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from experiments.common import HELD_OUT, entry, parser, run_seeds
 from rnn_jax import config
 
-GRID = {"hidden": (64, 128, 256), "num_steps": (16, 70), "lr": (0.5, 2.0)}
+GRID: dict[str, tuple[Any, ...]] = {"hidden": (64, 128, 256), "num_steps": (16, 70), "lr": (0.5, 2.0)}
 
 
 def main(argv=None) -> None:

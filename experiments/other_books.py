@@ -7,6 +7,7 @@ The War of the Worlds directly (its Project Gutenberg header and licence strippe
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +38,8 @@ def main(argv=None) -> None:
         if not runs:
             raise SystemExit(f"no models trained on {train_book}; run experiments/ablations.py seq first")
         for test_book, path in books.items():
-            ppl, unknown = {"final": [], "early_stopped": []}, 0
+            ppl: dict[str, list[float]] = {"final": [], "early_stopped": []}
+            unknown = 0
             for run in runs[:args.seeds]:
                 for which, best in (("final", False), ("early_stopped", True)):
                     cfg, vocab, params, _ = load_run(run, best=best)
@@ -47,7 +49,7 @@ def main(argv=None) -> None:
             train_tokens = data.load_corpus(books[train_book], 10_000)[0]
             val, _, _ = held_out(path, data.load_corpus(books[train_book])[1], cfg)
             ngram = baselines.evaluate_baselines(train_tokens, val, len(vocab), context_from_train=False)["5-gram"]
-            row = {"trained_on": train_book, "tested_on": test_book, "unknown_chars": unknown,
+            row: dict[str, Any] = {"trained_on": train_book, "tested_on": test_book, "unknown_chars": unknown,
                    "ngram5_same_training": ngram["perplexity"],
                    **{k: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
                           "n": len(v)} for k, v in ppl.items()}}

@@ -27,6 +27,13 @@ BOOK_RUNS = {"seq": "8.5, sequential partitioning", "random": "8.5, a fresh mode
              "lstm": "9.2, LSTM, 256 units", "deep": "9.3, two LSTM layers, lr 2"}
 
 
+def loaded(name: str) -> dict:
+    """load() of a record the caller has seen exists."""
+    rec = load(name)
+    assert rec is not None, name
+    return rec
+
+
 def pm(stat: dict | None, digits: int = 3) -> str:
     if not stat:
         return "-"
@@ -111,7 +118,7 @@ def val_curves(names: list[str], path: Path, title: str) -> str:
     """Mean held-out perplexity against epoch for each configuration (seeds that did not diverge)."""
     fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=110)
     for name in names:
-        runs = [r["val_curve"] for r in load(name)["seeds"] if r["diverged_epoch"] is None and r["val_curve"]]
+        runs = [r["val_curve"] for r in loaded(name)["seeds"] if r["diverged_epoch"] is None and r["val_curve"]]
         if runs:
             n = min(len(c) for c in runs)
             arr = np.array([[v for _, v in c[:n]] for c in runs])
@@ -204,7 +211,7 @@ def main() -> None:
     nd = load("nodetach")
     if nd:
         epochs = nd["config"]["epochs"]
-        seq_at = at_epoch(load("seq"), epochs) if load("seq") else None
+        seq_at = at_epoch(loaded("seq"), epochs) if load("seq") else None
         ratio = mean_of("seq", "tokens_per_sec") / mean_of("nodetach", "tokens_per_sec")
         better = seq_at and mean_of("nodetach") < seq_at["mean"] - seq_at["std"]
         md += section("Not detaching the state between minibatches (exercise 5)", ["seq", "nodetach"], "nodetach",
@@ -217,8 +224,9 @@ def main() -> None:
                          "through tanh and W_hh, so it buys nothing measurable for its cost."))
     if load("bf16"):
         md += section("bfloat16 matrix products (a speed lever, not an exercise)", ["seq", "bf16"], "bf16",
-                      f"bf16 operands with float32 accumulation end at {pm(load('bf16')['summary'].get('perplexity'))}"
-                      f", {versus('bf16', 'seq')} float32's {pm(load('seq')['summary'].get('perplexity'))}; see the "
+                      "bf16 operands with float32 accumulation end at "
+                      f"{pm(loaded('bf16')['summary'].get('perplexity'))}"
+                      f", {versus('bf16', 'seq')} float32's {pm(loaded('seq')['summary'].get('perplexity'))}; see the "
                       "README's Performance section for what they buy in speed.")
     if load("gru") or load("lstm"):
         names = ["seq"] + [n for n in ("gru", "lstm", "deep") if load(n)]
@@ -255,13 +263,14 @@ def summary_table() -> list[str]:
                         f"{rec['config']['epochs']} epochs ({_seeds(rec)}){held} |")
     hp = sorted(p.stem for p in RESULTS.glob("hp_*.json"))
     if hp:
-        top = min(hp, key=lambda n: (best_val(load(n)) or {"mean": math.inf})["mean"])
-        b = best_val(load(top))
-        rows.append(f"| `hp_*` ({len(hp)} configurations) | lowest held-out perplexity: `{top}`, {pm(b)} at about "
-                    f"epoch {b['epoch']:.0f} |")
+        top = min(hp, key=lambda n: (best_val(loaded(n)) or {"mean": math.inf})["mean"])
+        top_best = best_val(loaded(top))
+        assert top_best is not None  # some configuration has a held-out curve
+        rows.append(f"| `hp_*` ({len(hp)} configurations) | lowest held-out perplexity: `{top}`, {pm(top_best)} "
+                    f"at about epoch {top_best['epoch']:.0f} |")
     rec = load("sampling")
     if rec:
-        r = {str(x["alpha"]): x for x in rec["rows"]}
+        r: dict = {str(x["alpha"]): x for x in rec["rows"]}
         rows.append(f"| `sampling` | words that occur in the book: {r['1.0']['words_in_book']['mean']:.0%} sampling "
                     f"from p, {r['greedy']['words_in_book']['mean']:.0%} greedy |")
     rec = load("other_books")
@@ -292,13 +301,14 @@ def summary_table() -> list[str]:
 def readme_results() -> list[str]:
     """The README's headline tables: the book's runs against its printed figures, and the held-out races."""
     out = []
+    rec: dict | None
     book = [n for n in BOOK if load(n)]
     if book:
         out += ["The book's settings, 500 epochs, mean ± std over seeds (`make ablations`):", "",
                 "| run | section | training perplexity | the book | best held-out perplexity (epoch) |",
                 "|---|---|---|---|---|"]
         for n in book:
-            rec, best = load(n), best_val(load(n))
+            rec, best = loaded(n), best_val(loaded(n))
             held = f"{pm(best, 2)} ({best['epoch']:.0f})" if best else "-"
             out.append(f"| `{n}` | {BOOK_RUNS[n]} | {pm(rec['summary'].get('perplexity'))} | {BOOK[n]} | {held} |")
         out.append("")
@@ -311,11 +321,11 @@ def readme_results() -> list[str]:
         if not rec:
             continue
         models = rec["models"]
-        picks = [("recurrent, static", best_by_val(models, ("rnn",), "static")),
+        candidates = [("recurrent, static", best_by_val(models, ("rnn",), "static")),
                  ("recurrent, dynamic evaluation", best_by_val(models, ("rnn",), "dynamic")),
                  ("counting, static", best_by_val(models, COUNTING, "static")),
                  ("counting, adaptive", best_by_val(models, COUNTING, "adaptive"))]
-        picks = [(label, p) for label, p in picks if p]
+        picks = [(label, p) for label, p in candidates if p]
         ref = dict(picks).get("counting, static")
         out += [f"{title}; each the best of its class by validation:", "",
                 f"| class | model | {unit} | vs the best static counting model |", "|---|---|---|---|"]
@@ -344,8 +354,8 @@ def book_random_section() -> list[str]:
     """The book's code path for its random-sampling figure beside the prose's fresh model on random windows."""
     if not load("book_random"):
         return []
-    book, fresh = (pm(load(n)["summary"].get("perplexity")) for n in ("book_random", "random"))
-    first = at_epoch(load("book_random"), 1)
+    book, fresh = (pm(loaded(n)["summary"].get("perplexity")) for n in ("book_random", "random"))
+    first = at_epoch(loaded("book_random"), 1)
     return section("The book's random-sampling result, as its code runs it", ["seq", "random", "book_random"],
                    "book_random",
                    "The book prints 1.3-1.4 for random sampling, but its code gets that figure by calling "
@@ -407,8 +417,9 @@ def hparams_section() -> list[str]:
     names = sorted(p.stem for p in RESULTS.glob("hp_*.json"))
     if not names:
         return []
-    ranked = sorted(names, key=lambda n: (best_val(load(n)) or {"mean": math.inf})["mean"])
-    best, base = best_val(load(ranked[0])), best_val(load("hp_base"))
+    ranked = sorted(names, key=lambda n: (best_val(loaded(n)) or {"mean": math.inf})["mean"])
+    best, base = best_val(loaded(ranked[0])), best_val(loaded("hp_base"))
+    assert best is not None and base is not None  # held-out curves of the sweep
     out = ["## How low can you go? (exercise 7)", "",
            "One factor at a time around the book's settings (hidden 512, 35 steps, lr 1, 500 epochs), judged on "
            "held-out perplexity scored every 25 epochs; 'best held-out' is the lowest point of each seed's curve "
@@ -668,6 +679,7 @@ def heldout_targets(rec: dict) -> list[str]:
     """The best recurrent models against the counting model of their class that validation chose."""
     models = rec["models"]
     static, adaptive = best_by_val(models, COUNTING, "static"), best_by_val(models, COUNTING, "adaptive")
+    assert static is not None  # the counting models are always fitted
     ref = static[1]["test_perplexity"]["mean"]
     lines = [f"The static counting model chosen on validation is the {static[0]} ({_chosen(static[1])}): test "
              f"perplexity {ref:.3f}."]

@@ -9,6 +9,7 @@ samples from the same prefix, and properties of the text they make.
 from __future__ import annotations
 
 import re
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -49,12 +50,13 @@ def main(argv=None) -> None:
     runs = sorted((RUNS / "seq").glob("seed_*"))[:args.seeds]
     if not runs:
         raise SystemExit(f"no trained seq models in {RUNS / 'seq'}; run experiments/ablations.py seq first")
-    rows, examples = [], {}
+    rows: list[dict] = []
+    examples: dict[str, str] = {}
     for alpha in ALPHAS:
         per_seed = []
         for i, run in enumerate(runs):
             cfg, vocab, params, _ = load_run(run)
-            temperature = 0.0 if alpha == "greedy" else 1.0 / alpha
+            temperature = 0.0 if alpha == "greedy" else 1.0 / cast(float, alpha)
             ids = generate.generate_ids(params, jnp.asarray(vocab.encode(PREFIX)), jax.random.key(i),
                                         num_chars=args.num_chars, num_samples=args.num_samples,
                                         temperature=temperature)
@@ -62,7 +64,7 @@ def main(argv=None) -> None:
             per_seed.append(text_properties(samples, book_words))
             if i == 0:
                 examples[str(alpha)] = samples[0]
-        row = {"alpha": alpha}
+        row: dict[str, Any] = {"alpha": alpha}
         for key in per_seed[0]:
             vals = [s[key] for s in per_seed]
             row[key] = {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Any
 
 import jax
 
@@ -22,7 +23,7 @@ def main(argv=None) -> None:
                               checkpoint_every=0)
     seeds = list(range(args.seeds))
     root, out = runs_root("seed_cost", args) / "seed_cost", results_dir("seed_cost", args)
-    rows = {}
+    rows: dict[str, float] = {}
     t0 = time.perf_counter()
     for s in seeds:  # one after another, each process free to use every core
         sweep.run_processes("seq", cfg, [s], root / f"sequential_{s}", data_dir=args.data_dir, pin=False, keep=False)
@@ -35,8 +36,9 @@ def main(argv=None) -> None:
     sweep.run_vmap(cfg, seeds, tokens, vocab)
     rows["one vmapped program"] = time.perf_counter() - t0
     base = rows["sequential processes, all cores each"]
-    result = {"name": "seed_cost", "seeds": len(seeds), "epochs": cfg.epochs, "backend": jax.default_backend(),
-              "rows": [{"mode": k, "wall_seconds": v, "speedup": base / v} for k, v in rows.items()]}
+    result: dict[str, Any] = {"name": "seed_cost", "seeds": len(seeds), "epochs": cfg.epochs,
+                              "backend": jax.default_backend(),
+                              "rows": [{"mode": k, "wall_seconds": v, "speedup": base / v} for k, v in rows.items()]}
     write("seed_cost", result, out)
     for r in result["rows"]:
         print(f"{r['mode']:<42} {r['wall_seconds']:7.1f} s  {r['speedup']:.2f}x")

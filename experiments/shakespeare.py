@@ -25,6 +25,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
@@ -38,20 +39,21 @@ from rnn_jax import evaluate as evaluate_lib
 CORPUS = "shakespeare"
 BASE = config.EXPERIMENTS["shakespeare"]
 # name -> overrides of BASE (the LSTM of --exp shakespeare)
-MODELS = {
+MODELS: dict[str, dict[str, Any]] = {
     "lstm-1x512": {},
     # the book's cell and initialisation (with the scaled one the validation loss rose in epoch 2 at this step
     # size), regularised like the LSTM: lighter (dropout 0.1, no DropConnect) it learned slower (validation 1.844
     # against 1.660 at epoch 22 of the selection run, its gradients twice as large)
     "rnn-tanh-1x1024": {"cell": "rnn", "hidden": 1024, "init": "book", "forget_bias": 0.0, "epochs": 30},
 }
-SMOKE_MODELS = {"lstm-1x32": {"hidden": 32, "epochs": 1, "batch_size": 16, "num_steps": 32},
+SMOKE_MODELS: dict[str, dict[str, Any]] = {"lstm-1x32": {"hidden": 32, "epochs": 1, "batch_size": 16, "num_steps": 32},
                 "rnn-tanh-1x32": {"cell": "rnn", "hidden": 32, "forget_bias": 0.0, "epochs": 1, "batch_size": 16,
                                   "num_steps": 32}}
 KN_ORDERS = range(3, 10)
 ADAPTIVE_EVERY = 5000  # characters between refits of the adaptive n-gram
-DYNAMIC_GRID = (("rms", 1e-4, 50), ("rms", 2e-4, 50), ("rms", 4e-4, 50), ("rms", 2e-4, 100), ("sgd", 0.02, 50))
-SAMPLES = {"prompt": "ROMEO:", "num_chars": 300, "temperature": 0.8, "seeds": (0, 1, 2)}
+DYNAMIC_GRID: tuple[tuple[str, float, int], ...] = (
+    ("rms", 1e-4, 50), ("rms", 2e-4, 50), ("rms", 4e-4, 50), ("rms", 2e-4, 100), ("sgd", 0.02, 50))
+SAMPLES: dict[str, Any] = {"prompt": "ROMEO:", "num_chars": 300, "temperature": 0.8, "seeds": (0, 1, 2)}
 
 
 def split(data_dir: str | None, smoke: bool, root: Path) -> dict:
@@ -158,8 +160,9 @@ def rnn_models(name: str, cfg: config.Config, select: Path, finals: list[Path], 
     setting, dyn_grid = dynamic_choice(select, text, grid)
     summaries = [rundir.read_json(d / "summary.json", "a finished run's summary") for d in finals]
     rows = rundir.read_metrics(select)
-    common = {"kind": "rnn", "config": config.to_dict(cfg), "seeds": [rundir.saved_config(d)["config"]["seed"]
-                                                                      for d in finals],
+    common: dict[str, Any] = {
+        "kind": "rnn", "config": config.to_dict(cfg), "seeds": [rundir.saved_config(d)["config"]["seed"]
+                                                                  for d in finals],
               "params": sum(int(np.prod(p.shape)) for p in jax.tree.leaves(rundir.load_run(finals[0])[2])),
               "wall_seconds": float(np.mean([s["wall_seconds"] for s in summaries])),
               "tokens_per_sec": float(np.mean([s["tokens_per_sec"] for s in summaries])),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -95,14 +96,16 @@ def fit_ngram(train_ids, vocab_size: int, n: int, discount_d: float | str | None
     (`modified_discounts`), the mass they free going to the lower order as in the interpolated model."""
     if discount_d == "modified":
         pass
-    elif discount_d is not None and not 0 < discount_d <= 1:
+    elif discount_d is not None and not 0 < cast(float, discount_d) <= 1:  # another string fails the comparison
         raise ValueError(f"a discount must lie in (0, 1], got {discount_d}")
     ids = _check_ids(train_ids, vocab_size)
     if n < 1 or len(ids) < n:
         raise ValueError(f"need n >= 1 and at least n training tokens; got n={n}, {len(ids)} tokens")
     if vocab_size ** n >= 2**63:
         raise ValueError(f"vocab_size**n = {vocab_size}**{n} overflows the int64 n-gram codes")
-    V, keys, probs = vocab_size, [], []
+    V = vocab_size
+    keys: list[np.ndarray] = []
+    probs: list[np.ndarray] = []
     for k in range(1, n + 1):  # order k: contexts of j = k - 1 tokens, backing off to order k - 1
         codes, counts = _kn_counts(ids, k, V, top=k == n)
         if discount_d == "modified":

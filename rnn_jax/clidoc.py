@@ -27,13 +27,13 @@ def _parser_of_main(main: Callable) -> argparse.ArgumentParser:
     def capture(self, *args, **kwargs):
         raise _Captured(self)
     original = argparse.ArgumentParser.parse_args
-    argparse.ArgumentParser.parse_args = capture
+    argparse.ArgumentParser.parse_args = capture  # type: ignore[method-assign]  # patched for the capture only
     try:
         main([])
     except _Captured as c:
         return c.parser
     finally:
-        argparse.ArgumentParser.parse_args = original
+        argparse.ArgumentParser.parse_args = original  # type: ignore[method-assign]  # restored
     raise RuntimeError(f"{main.__module__}.main did not parse arguments")
 
 
@@ -70,7 +70,8 @@ def _value(action: argparse.Action) -> str:
     if isinstance(action.metavar, str) and action.metavar != action.dest.upper():
         return action.metavar
     name = getattr(action.type, "__name__", None) if action.type is not None else "text"
-    return {"<lambda>": "comma-separated list", "str": "text", "Path": "path"}.get(name, name or "text")
+    names: dict[str | None, str] = {"<lambda>": "comma-separated list", "str": "text", "Path": "path"}
+    return names.get(name, name or "text")
 
 
 def _row(parser: argparse.ArgumentParser, action: argparse.Action, fields: dict) -> str:

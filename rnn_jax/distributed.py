@@ -45,6 +45,7 @@ def initialize(coordinator: str | None, num_processes: int | None, process_id: i
     """Joins a multi-process run (every process runs the same program); no-op for a single process."""
     if coordinator or num_processes is not None or process_id is not None:
         check_flags(coordinator, num_processes, process_id, timeout)
+        assert coordinator and num_processes is not None and process_id is not None  # check_flags raised otherwise
         _join(coordinator, num_processes, process_id, timeout)
 
 

@@ -64,7 +64,7 @@ class EpochRule:
         loss = float(np.mean(metrics["loss"][ok])) if ok.any() else None
         if loss is not None and loss > math.log(sys.float_info.max):  # finite, but exp overflows
             self._diverged(epoch, self.step, metrics, int(np.argmax(metrics["loss"])), int((~ok).sum()))
-        row = {"epoch": epoch, "step": self.step, "loss": loss, "perplexity": math.exp(loss) if ok.any() else None,
+        row = {"epoch": epoch, "step": self.step, "loss": loss, "perplexity": None if loss is None else math.exp(loss),
                "grad_norm": float(np.mean(metrics["grad_norm"][ok])) if ok.any() else None,
                "tokens_per_sec": tokens_per_sec, "seconds": seconds}
         if not ok.all():

@@ -61,6 +61,7 @@ def resolve(req: Request) -> tuple[Config, str, dict]:
 def _from_saved(req: Request, kw: dict) -> tuple[str, Config | None]:
     """(experiment, base config) of the run a resume continues, from its config.json; fills in kw what the run
     recorded (its corpus, its predictions' prompts, and the run it started from if no checkpoint was written)."""
+    assert req.run_dir is not None  # a resume names its run directory
     saved = rundir.saved_config(Path(req.run_dir))
     try:
         exp = req.exp or saved["experiment"]

@@ -38,12 +38,12 @@ def environment() -> dict:
 def cpu_info() -> dict:
     """The host's CPU model, its logical CPUs and its largest cache, so figures from several hosts can be told
     apart (Linux; missing fields are None elsewhere)."""
-    info = {"cpu_model": platform.processor() or None, "cpu_count": os.cpu_count(), "cache": None}
+    info: dict[str, object] = {"cpu_model": platform.processor() or None, "cpu_count": os.cpu_count(), "cache": None}
     try:
         text = Path("/proc/cpuinfo").read_text()
         info["cpu_model"] = next((ln.split(":", 1)[1].strip() for ln in text.splitlines()
                                   if ln.startswith("model name")), info["cpu_model"])
-        cache = {}
+        cache: dict[str, str] = {}
         for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):  # L1d, L1i, L2, L3
             cache[f"L{(index / 'level').read_text().strip()}"] = (index / "size").read_text().strip()
         info["cache"] = cache or None

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -102,7 +103,7 @@ def from_per_layer(params: Params) -> Params:
     per_layer = {k: m.groups() for k in params if (m := _PER_LAYER.fullmatch(k))}
     if not per_layer:
         return params
-    out = {k: v for k, v in params.items() if k not in per_layer}
+    out: dict = {k: v for k, v in params.items() if k not in per_layer}  # numpy arrays for the stacked layers
     for name in sorted({name for name, _ in per_layer.values()}):
         layers = sorted(int(layer) for n, layer in per_layer.values() if n == name)
         if layers != list(range(2, len(layers) + 2)):
@@ -177,7 +178,7 @@ def _layers(state: State, num_layers: int) -> tuple:
     return (state,) if num_layers == 1 else tuple(state)
 
 
-def _stacked(states: tuple, num_layers: int) -> State:
+def _stacked(states: Sequence, num_layers: int) -> State:
     return states[0] if num_layers == 1 else tuple(states)
 
 
@@ -226,11 +227,13 @@ def input_projection(params: Params, tokens_BT: jax.Array, spec: ModelSpec = BOO
 def advance(params: Params, state: State, xw_BG: jax.Array, spec: ModelSpec = BOOK):
     """One character through every layer, the first layer's gate inputs given (input_projection):
     (state, xw_BG) -> (state, top h_BH)."""
-    states, h_BH = [], None
+    states: list = []
+    h_BH: jax.Array | None = None
     for layer, s in enumerate(_layers(state, spec.num_layers)):
         p = layer_params(params, layer)
         if layer:
             W_HG, b_G = spec.core.input_weights(p)
+            assert h_BH is not None  # the layer below ran
             xw_BG = mm(h_BH, W_HG, spec.dtype) + b_G
         s, h_BH = spec.core.recurrent_step(p, s, xw_BG, activation=spec.activation, dtype=spec.dtype)
         states.append(s)

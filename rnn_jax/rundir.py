@@ -18,6 +18,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 import jax
 import jax.numpy as jnp
@@ -141,7 +142,7 @@ class Lock:
 
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / ".lock"
-        self.f = None
+        self.f: IO[str] | None = None
 
     def acquire(self) -> Lock:
         while True:

@@ -9,6 +9,7 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 
@@ -78,7 +79,8 @@ def run(cfg: Config, run_dir: str | Path, *, corpus: str | None = None, data_dir
     with StopSignals() as stop:  # before the data is read and anything compiles
         training = load_data(cfg, corpus, data_dir)
         check_memory(cfg, len(training.vocab))
-        params, extra = None, {"predict_prefixes": list(prefixes or default_prefixes(training, cfg))}
+        params = None
+        extra: dict[str, Any] = {"predict_prefixes": list(prefixes or default_prefixes(training, cfg))}
         if init_from:
             params, extra["init_from"] = rundir.params_from(init_from, best=init_from_best, cfg=cfg,
                                                             vocab=training.vocab, expect=init_expect)

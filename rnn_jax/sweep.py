@@ -142,7 +142,9 @@ def run_jobs(jobs, *, corpus: str | None = None, data_dir: str | None = None, wo
     cores = sorted(os.sched_getaffinity(0))
     workers = min(workers or len(cores), len(cores))
     pending, done = _plan(jobs, keep)
-    running, received, failure = {}, [], None
+    running: dict[int, tuple[subprocess.Popen[str], int, float]] = {}
+    received: list[str] = []
+    failure = None
     source = ["--corpus", str(corpus)] if corpus else ["--data-dir", str(data_dir)] if data_dir else []
 
     def forward(signum, frame):
@@ -169,6 +171,7 @@ def run_jobs(jobs, *, corpus: str | None = None, data_dir: str | None = None, wo
             for i, (proc, _, t0) in list(running.items()):
                 if proc.poll() is None:
                     continue
+                assert proc.stderr is not None  # stderr=PIPE
                 err = proc.stderr.read()
                 del running[i]
                 _, cfg, run_dir, *_ = jobs[i]
@@ -212,7 +215,7 @@ def run_vmap(cfg: Config, seeds, tokens: np.ndarray, vocab: data.Vocab, *, val: 
         mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("models",))
         sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("models"))
         states = jax.device_put(states, sharding)
-    rows, seeds_S = {s: [] for s in seeds}, np.asarray(seeds, np.int32)  # each model's own dropout masks
+    rows, seeds_S = {s: list[dict]() for s in seeds}, np.asarray(seeds, np.int32)  # each model's own dropout masks
     rules = {s: epochs.EpochRule(cfg) for s in seeds}  # the single run's record and stop rule, per seed
     t_start = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -44,7 +45,7 @@ def load_data(cfg: Config, corpus: str | None, data_dir: str | None) -> Training
     data.check_length(len(tokens), cfg.batch_size, cfg.num_steps, cfg.sampling)
     info = {"path": str(path.resolve()), "sha1": data.sha1_of(path), "train_tokens": int(len(tokens)),
             "val_tokens": int(len(val[0])), "test_tokens": int(len(parts["test"][0]))}
-    return TrainingData(path, vocab, tokens, val, info)
+    return TrainingData(path, vocab, tokens, val, info)  # type: ignore[arg-type]  # val's text before is never None
 
 
 def default_prefixes(training: TrainingData, cfg: Config) -> tuple[str, ...]:
@@ -60,8 +61,10 @@ def default_prefixes(training: TrainingData, cfg: Config) -> tuple[str, ...]:
 class Trainer:
     """One run's training state and the run directory's writers; each method is one step of an epoch."""
 
+    last_row: dict[str, Any]  # the metrics row of the latest epoch
+
     def __init__(self, cfg: Config, run_dir: Path, training: TrainingData, mesh, *, exp: str, resume: bool,
-                 quiet: bool, params: dict | None = None, prefixes: tuple[str, ...] = PREFIXES,
+                 quiet: bool, params: dict | None = None, prefixes: Sequence[str] = PREFIXES,
                  tensorboard: bool = False, restored: tuple[dict, dict] | None = None):
         """restored: the (state, meta) of the checkpoint a resume continues from, as `rundir.open_run` read and
         verified it (None: from epoch 1)."""
@@ -121,6 +124,7 @@ class Trainer:
             return self.rule.row(epoch, metrics, tokens_per_sec, seconds)
         except epochs.Diverged as e:
             if self.writer:
+                assert e.row is not None  # the rule's error carries the bad step's row
                 self.writer.write(e.row)  # the bad step's row, then the error
             raise
 

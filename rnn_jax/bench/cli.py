@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import rnn_jax
 from rnn_jax import config as config_lib
@@ -33,7 +34,7 @@ SECTIONS = ("throughput", "compile", "generation", "scaling", "devices", "conten
 
 
 def build_parser() -> argparse.ArgumentParser:
-    description = sys.modules[__package__].__doc__.splitlines()[0]
+    description = (sys.modules[__package__].__doc__ or "").splitlines()[0]
     p = argparse.ArgumentParser(prog="python -m rnn_jax.bench", description=description)
     ints = lambda s: [int(x) for x in s.split(",")]
     strs = lambda s: [x for x in s.split(",") if x]
@@ -124,7 +125,7 @@ def run_worker(args, tokens, vocab: data.Vocab) -> None:
 
 def run_sections(args, corpus: Path, tokens, vocab: data.Vocab) -> dict:
     """The report: the chosen sections in SECTIONS order, each with its seconds and the other processes' load."""
-    report = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+    report: dict[str, Any] = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "environment": log.environment(), "cpus": usable_cpus(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
               "load": {}}
     sections = {"throughput": lambda: throughput(args, corpus, tokens, vocab),

@@ -78,7 +78,7 @@ def contention(args, corpus: Path) -> dict:
         with busy_core(busy):
             return fns[name]()
 
-    runs = {(name, busy): ([], []) for name in fns for busy in (None, cpus[-1])}
+    runs: dict[tuple, tuple[list, list]] = {(name, busy): ([], []) for name in fns for busy in (None, cpus[-1])}
     for _ in range(args.contention_reps):
         for (name, busy), (reps, others) in runs.items():
             tokens_per_s, other = measured(functools.partial(under_load, name, busy))  # the busy loop is ours

@@ -31,7 +31,7 @@ def methods(params, vocab: data.Vocab, num_chars: int) -> dict:
 
 def timed(fns: dict, reps: int) -> tuple[dict, dict]:
     """({name: (first call's result, its seconds)}, {name: chars/s of each repetition}) of methods()' fns."""
-    first, rates = {}, {name: [] for name in fns}
+    first, rates = {}, {name: list[float]() for name in fns}
     for name, (fn, _, _) in fns.items():
         t0 = time.perf_counter()
         first[name] = (fn(), time.perf_counter() - t0)

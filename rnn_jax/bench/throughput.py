@@ -75,7 +75,7 @@ def peer_rows(args, corpus: Path, sampling: str, cell: str = "rnn") -> dict:
 def measure_alternating(rows: dict, reps: int, limits: dict) -> dict[str, list[float]]:
     """Every row once per repetition, then each limit; appends to each row's reps, rss, other; returns
     GFLOP/s per limit."""
-    gflops = {name: [] for name in limits}
+    gflops: dict[str, list[float]] = {name: [] for name in limits}
     for _ in range(reps):
         for row in rows.values():
             (tokens_per_s, rss), other = measured(row["measure"])
@@ -107,7 +107,7 @@ def summarise(rows: dict, gflops: list[float], flop: int, cell: str = "rnn") -> 
 
 def throughput(args, corpus: Path, tokens: np.ndarray, vocab: data.Vocab) -> dict:
     """Every cell's variants and peers once per repetition, alternating; medians, ratios, limit fractions."""
-    rows = {cell: {} for cell in args.cells}
+    rows: dict[str, dict] = {cell: {} for cell in args.cells}
     for cell in args.cells:
         for sampling in args.samplings:
             rows[cell] |= variant_rows(args, tokens, len(vocab), sampling, cell) | peer_rows(args, corpus, sampling,

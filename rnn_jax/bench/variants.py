@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Any
 
 import jax
 import numpy as np
@@ -12,7 +13,8 @@ from rnn_jax import config as config_lib
 from rnn_jax.cells import CELLS
 from rnn_jax.step import init_state, make_optimizer, make_train_epoch, make_train_step, zero_state
 
-VARIANTS = {  # name -> (Config overrides, one jitted step per minibatch from Python (True) or one jit per epoch)
+# name -> (Config overrides, one jitted step per minibatch from Python (True) or one jit per epoch)
+VARIANTS: dict[str, tuple[dict[str, Any], bool]] = {
     "autodiff-step": ({"backward": "autodiff"}, True),
     "fused-step": ({"backward": "fused"}, True),
     "fused-epoch": ({"backward": "fused"}, False),

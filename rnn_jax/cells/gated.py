@@ -12,7 +12,7 @@ from rnn_jax.cells.common import Params, mm, normal
 def gates_init(names: tuple[str, ...], key_x: jax.Array, key_h: jax.Array, num_inputs: int, hidden: int):
     """The book's three(): W_x<g> (I, H), W_h<g> (H, H) ~ N(0, 0.01^2), b_<g> zeros, for each gate g."""
     keys_x, keys_h = jax.random.split(key_x, len(names)), jax.random.split(key_h, len(names))
-    params = {}
+    params: dict[str, jax.Array] = {}
     for g, kx, kh in zip(names, keys_x, keys_h, strict=True):
         params |= {f"W_x{g}": normal(kx, (num_inputs, hidden)), f"W_h{g}": normal(kh, (hidden, hidden)),
                    f"b_{g}": jnp.zeros((hidden,), jnp.float32)}
