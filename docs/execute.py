@@ -15,8 +15,9 @@ def execute(path: str, cwd: str, timeout: int = 600) -> nbformat.NotebookNode:
     nb = nbformat.read(path, as_version=4)
     for cell in nb.cells:  # no timestamps: a re-run changes the file only where outputs change
         cell.metadata.pop("execution", None)
-    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": cwd}},
-                   record_timing=False).execute()
+    NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": cwd}}, record_timing=False
+    ).execute()
     return nb
 
 

@@ -25,15 +25,25 @@ def main(argv=None) -> None:
     previous = None
     for k, (stage, cfg) in enumerate(zip(stages, cfgs, strict=True)):
         t0 = time.perf_counter()
-        jobs: list[tuple] = [(stage, dataclasses.replace(cfg, seed=s), root / f"seed_{s}" / stage,
-                 ["--init-from", str(root / f"seed_{s}" / previous)] if previous else []) for s in seeds]
+        jobs: list[tuple] = [
+            (
+                stage,
+                dataclasses.replace(cfg, seed=s),
+                root / f"seed_{s}" / stage,
+                ["--init-from", str(root / f"seed_{s}" / previous)] if previous else [],
+            )
+            for s in seeds
+        ]
         records = sweep.run_jobs(jobs, data_dir=args.data_dir)  # finished stages read back, stopped ones continued
         name = "book_random" if k == len(stages) - 1 else f"book_random_{stage}"
         result = record(name, stage, cfg, records, "processes", time.perf_counter() - t0)
         write(name, result, out)
         ppl = result["summary"].get("perplexity", {})
-        print(f"{name:<20} ppl {ppl.get('mean', float('nan')):.3f} ± {ppl.get('std', float('nan')):.3f}  "
-              f"({result['wall_seconds']:.0f} s)", flush=True)
+        print(
+            f"{name:<20} ppl {ppl.get('mean', float('nan')):.3f} ± {ppl.get('std', float('nan')):.3f}  "
+            f"({result['wall_seconds']:.0f} s)",
+            flush=True,
+        )
         previous = stage
 
 

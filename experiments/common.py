@@ -47,14 +47,26 @@ def positive(text: str) -> int:
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--seeds", type=positive, default=DEFAULT_SEEDS, help="seeds per configuration (0, 1, ...)")
-    p.add_argument("--mode", choices=("auto", *sweep.MODES), default="auto",
-                   help="several seeds as pinned processes or one vmapped program (auto: by backend)")
+    p.add_argument(
+        "--mode",
+        choices=("auto", *sweep.MODES),
+        default="auto",
+        help="several seeds as pinned processes or one vmapped program (auto: by backend)",
+    )
     p.add_argument("--data-dir", default=os.environ.get("RNN_JAX_DATA_DIR"), help="folder of timemachine.txt")
     p.add_argument("--epochs", type=positive, default=None, help="override every configuration's epochs (smoke runs)")
-    p.add_argument("--out", type=Path, default=None, help="write the records to this folder instead (default: "
-                   "results/, or results/smoke/ for a smoke run)")
-    p.add_argument("--force", action="store_true", help="let a smoke run (--epochs, or --seeds other than the "
-                   "recorded ones) replace the committed record in results/ and train in runs/")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="write the records to this folder instead (default: results/, or results/smoke/ for a smoke run)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="let a smoke run (--epochs, or --seeds other than the "
+        "recorded ones) replace the committed record in results/ and train in runs/",
+    )
     return p
 
 
@@ -122,14 +134,24 @@ def run_seeds(name: str, exp: str, cfg: config.Config, args, *, corpus: str | No
         tokens, vocab = data.load_corpus(path, -1, cfg.preprocess)
         parts = data.splits(tokens, cfg)
         records = sweep.run_vmap(cfg, seeds, parts["train"][0], vocab, val=parts["val"])
-    result: dict[str, Any] = {"name": name, "experiment": exp, "config": config.to_dict(cfg), "mode": mode,
-              "wall_seconds": time.perf_counter() - t0, "corpus": Path(corpus).name if corpus else "timemachine.txt",
-              "summary": sweep.summarize(records), "seeds": records}
+    result: dict[str, Any] = {
+        "name": name,
+        "experiment": exp,
+        "config": config.to_dict(cfg),
+        "mode": mode,
+        "wall_seconds": time.perf_counter() - t0,
+        "corpus": Path(corpus).name if corpus else "timemachine.txt",
+        "summary": sweep.summarize(records),
+        "seeds": records,
+    }
     write(name, result, out)
     s = result["summary"]
     ppl = s.get("perplexity", {})
-    print(f"{name:<14} ppl {ppl.get('mean', float('nan')):.3f} ± {ppl.get('std', float('nan')):.3f}  "
-          f"diverged {s['diverged']}  ({result['wall_seconds']:.0f} s, {mode})", flush=True)
+    print(
+        f"{name:<14} ppl {ppl.get('mean', float('nan')):.3f} ± {ppl.get('std', float('nan')):.3f}  "
+        f"diverged {s['diverged']}  ({result['wall_seconds']:.0f} s, {mode})",
+        flush=True,
+    )
     return result
 
 
@@ -142,8 +164,16 @@ def fresh(root: Path) -> Path:
 
 def record(name: str, exp: str, cfg: config.Config, records: list[dict], mode: str, seconds: float) -> dict:
     """The JSON record of one configuration over seeds, as report.py reads it."""
-    return {"name": name, "experiment": exp, "config": config.to_dict(cfg), "mode": mode, "wall_seconds": seconds,
-            "corpus": "timemachine.txt", "summary": sweep.summarize(records), "seeds": records}
+    return {
+        "name": name,
+        "experiment": exp,
+        "config": config.to_dict(cfg),
+        "mode": mode,
+        "wall_seconds": seconds,
+        "corpus": "timemachine.txt",
+        "summary": sweep.summarize(records),
+        "seeds": records,
+    }
 
 
 def write(name: str, result: dict, directory: Path | None = None) -> Path:

@@ -24,17 +24,38 @@ PPM_VARIANTS = ("H", "I")
 
 def stat(values: list[float]) -> dict:
     """mean, sample std and the values themselves (over seeds; one value for a deterministic model)."""
-    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-            "seeds": [float(v) for v in values]}
+    return {
+        "mean": float(np.mean(values)),
+        "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+        "seeds": [float(v) for v in values],
+    }
 
 
-def entry(kind: str, evaluation: str, val: float, test: float, config: dict, *, params: int | None,
-          seconds: float, tokens: int) -> dict:
+def entry(
+    kind: str,
+    evaluation: str,
+    val: float,
+    test: float,
+    config: dict,
+    *,
+    params: int | None,
+    seconds: float,
+    tokens: int,
+) -> dict:
     """One model's record (losses in nats per character)."""
-    return {"kind": kind, "evaluation": evaluation, "test_loss": stat([test]), "val_loss": stat([val]),
-            "test_perplexity": stat([float(np.exp(test))]), "test_bits_per_char": stat([test / np.log(2)]),
-            "val_perplexity": stat([float(np.exp(val))]), "params": params, "wall_seconds": seconds,
-            "tokens_per_sec": tokens / seconds if seconds else None, "config": config}
+    return {
+        "kind": kind,
+        "evaluation": evaluation,
+        "test_loss": stat([test]),
+        "val_loss": stat([val]),
+        "test_perplexity": stat([float(np.exp(test))]),
+        "test_bits_per_char": stat([test / np.log(2)]),
+        "val_perplexity": stat([float(np.exp(val))]),
+        "params": params,
+        "wall_seconds": seconds,
+        "tokens_per_sec": tokens / seconds if seconds else None,
+        "config": config,
+    }
 
 
 def table_size(m: baselines.CountLM) -> int:
@@ -42,8 +63,9 @@ def table_size(m: baselines.CountLM) -> int:
     return int(sum(p.size for p in m.probs))
 
 
-def counting_models(text: dict, corpus: str, orders, *, every: int, refit: bool = False,
-                    log=print) -> tuple[dict, dict]:
+def counting_models(
+    text: dict, corpus: str, orders, *, every: int, refit: bool = False, log=print
+) -> tuple[dict, dict]:
     """The static and adaptive counting models of one split. `text`: train ids, (val, context), (test, context),
     vocab_size and `decode` (ids -> str). refit: the static models scored on test are fit, with the order and
     discount chosen on validation, on all the text before the test part (validation included); else on train.
@@ -61,12 +83,22 @@ def counting_models(text: dict, corpus: str, orders, *, every: int, refit: bool 
         best, rows = baselines.select_ngram(train, val, V, orders, discounts, context=val_ctx)
         grids[label] = rows
         m = baselines.fit_ngram(test_ctx if refit else train, V, best["n"], best["discount"])
-        cfg = {"n": best["n"], "discount": "Ney estimate" if best["discount"] is None else best["discount"],
-               "fit_on": "train + val" if refit else "train"}
+        cfg = {
+            "n": best["n"],
+            "discount": "Ney estimate" if best["discount"] is None else best["discount"],
+            "fit_on": "train + val" if refit else "train",
+        }
         test_loss = score_test(f"{best['n']}-gram {label}", cfg, lambda m=m: baselines.cross_entropy(m, test, test_ctx))
-        models[f"{best['n']}-gram {label}"] = entry("ngram", "static", best["loss"], test_loss, cfg,
-                                                    params=table_size(m), seconds=time.perf_counter() - t0,
-                                                    tokens=len(val) * len(discounts) * len(orders) + len(test))
+        models[f"{best['n']}-gram {label}"] = entry(
+            "ngram",
+            "static",
+            best["loss"],
+            test_loss,
+            cfg,
+            params=table_size(m),
+            seconds=time.perf_counter() - t0,
+            tokens=len(val) * len(discounts) * len(orders) + len(test),
+        )
         log(f"{label}: order {best['n']} chosen on validation, test {test_loss:.4f} nats")
     # the adaptive KN: the static KN (of either kind) that validation preferred, refitted as it reads
     static = min((m for m in models.values()), key=lambda m: m["val_loss"]["mean"])
@@ -77,10 +109,19 @@ def counting_models(text: dict, corpus: str, orders, *, every: int, refit: bool 
     val_whole = np.concatenate([val_ctx, val])
     cfg = {"n": n, "discount": static["config"]["discount"], "refit_every": every}
     val_loss = baselines.adaptive_cross_entropy(val_whole, len(val_ctx), V, n, d, every)
-    test_loss = score_test(f"{n}-gram KN adaptive", cfg,
-                           lambda: baselines.adaptive_cross_entropy(whole, len(test_ctx), V, n, d, every))
-    models[f"{n}-gram KN adaptive"] = entry("ngram", "adaptive", val_loss, test_loss, cfg, params=None,
-                                           seconds=time.perf_counter() - t0, tokens=len(val) + len(test))
+    test_loss = score_test(
+        f"{n}-gram KN adaptive", cfg, lambda: baselines.adaptive_cross_entropy(whole, len(test_ctx), V, n, d, every)
+    )
+    models[f"{n}-gram KN adaptive"] = entry(
+        "ngram",
+        "adaptive",
+        val_loss,
+        test_loss,
+        cfg,
+        params=None,
+        seconds=time.perf_counter() - t0,
+        tokens=len(val) + len(test),
+    )
     log(f"adaptive {n}-gram KN (refit every {every}): test {test_loss:.4f} nats")
     # PPMd: the code length of the text given everything before it
     decode = text["decode"]
@@ -88,17 +129,31 @@ def counting_models(text: dict, corpus: str, orders, *, every: int, refit: bool 
     rows = []
     for variant in PPM_VARIANTS:
         for order in PPM_ORDERS:
-            rows.append({"variant": variant, "order": order,
-                         "loss": baselines.ppm_cross_entropy(val_before, val_text, order, variant)})
+            rows.append(
+                {
+                    "variant": variant,
+                    "order": order,
+                    "loss": baselines.ppm_cross_entropy(val_before, val_text, order, variant),
+                }
+            )
     grids["PPMd"] = rows
     for variant in PPM_VARIANTS:
         t0 = time.perf_counter()
         best = min((r for r in rows if r["variant"] == variant), key=lambda r: r["loss"])
         cfg = {"variant": variant, "order": best["order"], "context": "all the text before the scored part"}
         name = f"PPMd {variant} order {best['order']}"
-        test_loss = score_test(name, cfg, lambda b=best, v=variant: baselines.ppm_cross_entropy(
-            test_before, test_text, b["order"], v))
-        models[name] = entry("ppm", "adaptive", best["loss"], test_loss, cfg, params=None,
-                             seconds=time.perf_counter() - t0, tokens=len(test))
+        test_loss = score_test(
+            name, cfg, lambda b=best, v=variant: baselines.ppm_cross_entropy(test_before, test_text, b["order"], v)
+        )
+        models[name] = entry(
+            "ppm",
+            "adaptive",
+            best["loss"],
+            test_loss,
+            cfg,
+            params=None,
+            seconds=time.perf_counter() - t0,
+            tokens=len(test),
+        )
         log(f"PPMd {variant}: order {best['order']} chosen on validation, test {test_loss:.4f} nats")
     return models, grids

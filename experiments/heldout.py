@@ -28,8 +28,16 @@ from rnn_jax import evaluate as evaluate_lib
 BASE = dataclasses.replace(config.EXPERIMENTS["heldout"], predict_every=0)
 NGRAM_ORDERS = range(2, 11)
 # Dynamic evaluation: (update rule, step size) x segment length, chosen on the validation text of seed 0.
-DYNAMIC_STEPS = (("sgd", 0.01), ("sgd", 0.02), ("sgd", 0.04), ("rms", 1e-4), ("rms", 2e-4), ("rms", 4e-4),
-                 ("rms", 8e-4), ("rms", 1.6e-3))
+DYNAMIC_STEPS = (
+    ("sgd", 0.01),
+    ("sgd", 0.02),
+    ("sgd", 0.04),
+    ("rms", 1e-4),
+    ("rms", 2e-4),
+    ("rms", 4e-4),
+    ("rms", 8e-4),
+    ("rms", 1.6e-3),
+)
 DYNAMIC_SEGMENTS = (10, 20, 50)
 
 # Each family (cell and depth, with its step size) and the regularisation settings its screening compares;
@@ -38,66 +46,106 @@ SEQ = {"dropout_mask": "sequence"}
 COS = {"lr_schedule": "cosine"}
 TANH_REG = {"dropout": 0.25, **SEQ, "weight_drop": 0.25}  # the tanh RNN's winner of the first screening
 FAMILIES: dict[str, tuple[dict, dict]] = {
-    "rnn-tanh-1x512": ({"epochs": 100}, {
-        "none": {"epochs": 50},
-        "out0.25-seq+wdrop0.25": TANH_REG,
-        "out0.25-seq+wdrop0.25+cosine150": {**TANH_REG, **COS, "epochs": 150},
-        "out0.25-seq+wdrop0.25+cosine300": {**TANH_REG, **COS, "epochs": 300},
-    }),
+    "rnn-tanh-1x512": (
+        {"epochs": 100},
+        {
+            "none": {"epochs": 50},
+            "out0.25-seq+wdrop0.25": TANH_REG,
+            "out0.25-seq+wdrop0.25+cosine150": {**TANH_REG, **COS, "epochs": 150},
+            "out0.25-seq+wdrop0.25+cosine300": {**TANH_REG, **COS, "epochs": 300},
+        },
+    ),
     # the gated cells learn faster at a larger step
-    "gru-1x256": ({"cell": "gru", "hidden": 256, "lr": 0.005, "epochs": 40}, {
-        "out0.25-seq+wdrop0.25": TANH_REG,
-        "out0.25-seq+wdrop0.25+cosine60": {**TANH_REG, **COS, "epochs": 60},
-    }),
-    "lstm-1x256": ({"cell": "lstm", "hidden": 256, "lr": 0.005, "epochs": 40}, {
-        "out0.25-seq+wdrop0.25": TANH_REG,
-        "out0.25-seq+wdrop0.25+cosine60": {**TANH_REG, **COS, "epochs": 60},
-    }),
-    "lstm-2x256": ({"cell": "lstm", "num_layers": 2, "hidden": 256, "lr": 0.005, "epochs": 40}, {
-        "out0.25-seq+layer0.25+wdrop0.25": {**TANH_REG, "layer_dropout": 0.25},
-        "out0.25-seq+layer0.25+wdrop0.25+cosine60": {**TANH_REG, "layer_dropout": 0.25, **COS, "epochs": 60},
-        "out0.4-seq+layer0.3+wdrop0.5+cosine80": {"dropout": 0.4, **SEQ, "layer_dropout": 0.3, "weight_drop": 0.5,
-                                                  **COS, "epochs": 80},
-    }),
+    "gru-1x256": (
+        {"cell": "gru", "hidden": 256, "lr": 0.005, "epochs": 40},
+        {
+            "out0.25-seq+wdrop0.25": TANH_REG,
+            "out0.25-seq+wdrop0.25+cosine60": {**TANH_REG, **COS, "epochs": 60},
+        },
+    ),
+    "lstm-1x256": (
+        {"cell": "lstm", "hidden": 256, "lr": 0.005, "epochs": 40},
+        {
+            "out0.25-seq+wdrop0.25": TANH_REG,
+            "out0.25-seq+wdrop0.25+cosine60": {**TANH_REG, **COS, "epochs": 60},
+        },
+    ),
+    "lstm-2x256": (
+        {"cell": "lstm", "num_layers": 2, "hidden": 256, "lr": 0.005, "epochs": 40},
+        {
+            "out0.25-seq+layer0.25+wdrop0.25": {**TANH_REG, "layer_dropout": 0.25},
+            "out0.25-seq+layer0.25+wdrop0.25+cosine60": {**TANH_REG, "layer_dropout": 0.25, **COS, "epochs": 60},
+            "out0.4-seq+layer0.3+wdrop0.5+cosine80": {
+                "dropout": 0.4,
+                **SEQ,
+                "layer_dropout": 0.3,
+                "weight_drop": 0.5,
+                **COS,
+                "epochs": 80,
+            },
+        },
+    ),
 }
 SMOKE_FAMILIES: dict[str, tuple[dict, dict]] = {
-    "rnn-tanh-1x32": ({"hidden": 32}, {"none": {}, "out0.3-seq": {"dropout": 0.3, **SEQ}})}
+    "rnn-tanh-1x32": ({"hidden": 32}, {"none": {}, "out0.3-seq": {"dropout": 0.3, **SEQ}})
+}
 
 
 def stat(values: list[float]) -> dict:
-    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-            "seeds": [float(v) for v in values]}
+    return {
+        "mean": float(np.mean(values)),
+        "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+        "seeds": [float(v) for v in values],
+    }
 
 
 def corpus(data_dir: str | None) -> dict:
     """Token ids of the three parts, each with the text before it, and the vocabulary size."""
     tokens, vocab = data.load_corpus(data.resolve_corpus(None, data_dir))
     parts = data.splits(tokens, BASE)
-    return {"train": parts["train"][0], "val": parts["val"], "test": parts["test"], "vocab_size": len(vocab),
-            "decode": vocab.decode}
+    return {
+        "train": parts["train"][0],
+        "val": parts["val"],
+        "test": parts["test"],
+        "vocab_size": len(vocab),
+        "decode": vocab.decode,
+    }
 
 
 def ngram_models(text: dict, orders=None) -> dict:
     """The counting models of both classes (experiments/counting.py), each chosen on validation, scored once on
     test; fit on train only (the adaptive ones also read the text before what they score)."""
-    models, grids = counting_models(text, "timemachine", orders or NGRAM_ORDERS, every=200,
-                                    log=lambda s: print(s, flush=True))
+    models, grids = counting_models(
+        text, "timemachine", orders or NGRAM_ORDERS, every=200, log=lambda s: print(s, flush=True)
+    )
     return {"models": models, "grid": grids}
 
 
 def with_losses(models: dict) -> dict:
     """Each model's test and validation loss in nats per character (ln of its perplexities, seed by seed)."""
-    ln = lambda st: {"mean": float(np.mean(np.log(st["seeds"]))), "std": float(np.std(np.log(st["seeds"]), ddof=1))
-                     if len(st["seeds"]) > 1 else 0.0, "seeds": [float(np.log(v)) for v in st["seeds"]]}
-    return {n: {**m, "test_loss": m.get("test_loss") or ln(m["test_perplexity"]),
-                "val_loss": m.get("val_loss") or ln(m["val_perplexity"])} for n, m in models.items()}
+    ln = lambda st: {
+        "mean": float(np.mean(np.log(st["seeds"]))),
+        "std": float(np.std(np.log(st["seeds"]), ddof=1)) if len(st["seeds"]) > 1 else 0.0,
+        "seeds": [float(np.log(v)) for v in st["seeds"]],
+    }
+    return {
+        n: {
+            **m,
+            "test_loss": m.get("test_loss") or ln(m["test_perplexity"]),
+            "val_loss": m.get("val_loss") or ln(m["val_perplexity"]),
+        }
+        for n, m in models.items()
+    }
 
 
 def screen(families: dict, args, root: Path) -> dict:
     """One seed of every (family, regulariser); returns name -> (cfg, seed-0 run dir, best validation perplexity)."""
     epochs = {"epochs": args.epochs} if args.epochs else {}
-    named = {f"{fam} {reg}": dataclasses.replace(BASE, **{**fk, **rk, **epochs})
-             for fam, (fk, regs) in families.items() for reg, rk in regs.items()}
+    named = {
+        f"{fam} {reg}": dataclasses.replace(BASE, **{**fk, **rk, **epochs})
+        for fam, (fk, regs) in families.items()
+        for reg, rk in regs.items()
+    }
     dirs = {name: root / name.replace(" ", "_") / "seed_0" for name in named}
     train([("heldout", cfg, dirs[name]) for name, cfg in named.items()], args)
     return {name: (cfg, dirs[name], best_val(dirs[name])) for name, cfg in named.items()}
@@ -122,8 +170,10 @@ def best_val(run_dir: Path) -> float:
 
 def choose(screened: dict, families: dict) -> dict:
     """Per family, the regulariser with the lowest best validation perplexity of the screening seed."""
-    return {fam: min(((n, v) for n, v in screened.items() if n.startswith(fam + " ")), key=lambda kv: kv[1][2])
-            for fam in families}
+    return {
+        fam: min(((n, v) for n, v in screened.items() if n.startswith(fam + " ")), key=lambda kv: kv[1][2])
+        for fam in families
+    }
 
 
 def final_runs(chosen: dict, args, root: Path) -> dict:
@@ -139,36 +189,55 @@ def final_runs(chosen: dict, args, root: Path) -> dict:
 
 def dynamic_choice(cfg, params, text: dict, steps, segments) -> tuple[dict, list[dict]]:
     """The (rule, lr, segment) with the lowest validation perplexity for one model (seed 0's best checkpoint)."""
+
     def score(rule, lr, seg) -> float:
         try:
-            return evaluate_lib.dynamic_evaluate(params, text["val"][0], cfg, lr=lr, segment=seg, rule=rule,
-                                                 context=text["val"][1])["perplexity"]
+            return evaluate_lib.dynamic_evaluate(
+                params, text["val"][0], cfg, lr=lr, segment=seg, rule=rule, context=text["val"][1]
+            )["perplexity"]
         except evaluate_lib.NonFinite:  # a step size too large for this model: never chosen
             return float("inf")
 
-    grid = [{"rule": rule, "lr": lr, "segment": seg, "val_perplexity": score(rule, lr, seg)}
-            for rule, lr in steps for seg in segments]
+    grid = [
+        {"rule": rule, "lr": lr, "segment": seg, "val_perplexity": score(rule, lr, seg)}
+        for rule, lr in steps
+        for seg in segments
+    ]
     return min(grid, key=lambda r: r["val_perplexity"]), grid
 
 
 def rnn_models(fam: str, name: str, cfg, dirs: list[Path], text: dict, args) -> dict:
     """Static and dynamic entries of one family: its runs' best checkpoints scored on val, then once on test."""
     runs = [rundir.load_run(d, best=True)[::2] for d in dirs]  # (cfg, params) of each seed's best checkpoint
-    static = {split: [evaluate_lib.evaluate(p, text[split][0], c, context=text[split][1]) for c, p in runs]
-              for split in ("val", "test")}
+    static = {
+        split: [evaluate_lib.evaluate(p, text[split][0], c, context=text[split][1]) for c, p in runs]
+        for split in ("val", "test")
+    }
     dyn, grid = dynamic_choice(*runs[0], text, args.dynamic_steps, args.dynamic_segments)  # type: ignore[call-arg]  # runs[0] is (cfg, params)
     kw = {k: dyn[k] for k in ("rule", "lr", "segment")}
-    dynamic = {split: [evaluate_lib.dynamic_evaluate(p, text[split][0], c, **kw, context=text[split][1])
-                       for c, p in runs] for split in ("val", "test")}
+    dynamic = {
+        split: [evaluate_lib.dynamic_evaluate(p, text[split][0], c, **kw, context=text[split][1]) for c, p in runs]
+        for split in ("val", "test")
+    }
     curves = [[v for _, v in r] for r in (val_curve(d) for d in dirs)]
-    common = {"kind": "rnn", "config": config.to_dict(cfg), "regulariser": name.split(" ", 1)[1],
-              "best_epoch": stat([int(np.argmin(c)) + 1 for c in curves]), "val_curves": curves}
+    common = {
+        "kind": "rnn",
+        "config": config.to_dict(cfg),
+        "regulariser": name.split(" ", 1)[1],
+        "best_epoch": stat([int(np.argmin(c)) + 1 for c in curves]),
+        "val_curves": curves,
+    }
     entry = lambda figures, extra: {
-        **common, **extra, "test_perplexity": stat([r["perplexity"] for r in figures["test"]]),
+        **common,
+        **extra,
+        "test_perplexity": stat([r["perplexity"] for r in figures["test"]]),
         "test_bits_per_char": stat([r["bits_per_char"] for r in figures["test"]]),
-        "val_perplexity": stat([r["perplexity"] for r in figures["val"]])}
-    return {fam: entry(static, {"evaluation": "static"}),
-            f"{fam} dynamic": entry(dynamic, {"evaluation": "dynamic", "dynamic": {**dyn, "grid": grid}})}
+        "val_perplexity": stat([r["perplexity"] for r in figures["val"]]),
+    }
+    return {
+        fam: entry(static, {"evaluation": "static"}),
+        f"{fam} dynamic": entry(dynamic, {"evaluation": "dynamic", "dynamic": {**dyn, "grid": grid}}),
+    }
 
 
 def val_curve(run_dir: Path) -> list:
@@ -189,8 +258,12 @@ def refresh_counting(out: str, text: dict, t0: float) -> None:
         raise SystemExit(f"error: no results/{out}.json to refresh; run the whole sweep first")
     ngrams = ngram_models(text)
     rnn = {n: m for n, m in rec["models"].items() if m["kind"] == "rnn"}
-    rec.update(models=with_losses({**ngrams["models"], **rnn}), ngram_grid=ngrams["grid"],
-               prior_test_scorings=PRIOR_SCORINGS, counting_seconds=time.perf_counter() - t0)
+    rec.update(
+        models=with_losses({**ngrams["models"], **rnn}),
+        ngram_grid=ngrams["grid"],
+        prior_test_scorings=PRIOR_SCORINGS,
+        counting_seconds=time.perf_counter() - t0,
+    )
     write(out, rec)
     for name, m in sorted(rec["models"].items(), key=lambda kv: kv[1]["test_loss"]["mean"]):
         print(f"{name:<32} {m['evaluation']:<9} test {m['test_perplexity']['mean']:.3f}", flush=True)
@@ -198,14 +271,30 @@ def refresh_counting(out: str, text: dict, t0: float) -> None:
 
 def main(argv=None) -> None:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--smoke", action="store_true", help="a reduced sweep: two tiny configurations, 2 epochs, "
-                   "2 seeds, a 2x2 dynamic grid, n-grams up to 4 (writes results/smoke/heldout_smoke.json)")
-    p.add_argument("--fresh", action="store_true", help="retrain everything (default: keep the finished runs of "
-                   "unchanged configurations in runs/heldout/)")
-    p.add_argument("--counting-only", action="store_true", help="refit and score only the counting models, keeping "
-                   "the recorded recurrent ones (whose run directories need not exist here)")
-    p.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES),
-                   help="the model families to run (default: all)")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a reduced sweep: two tiny configurations, 2 epochs, "
+        "2 seeds, a 2x2 dynamic grid, n-grams up to 4 (writes results/smoke/heldout_smoke.json)",
+    )
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="retrain everything (default: keep the finished runs of unchanged configurations in runs/heldout/)",
+    )
+    p.add_argument(
+        "--counting-only",
+        action="store_true",
+        help="refit and score only the counting models, keeping "
+        "the recorded recurrent ones (whose run directories need not exist here)",
+    )
+    p.add_argument(
+        "--families",
+        nargs="+",
+        choices=list(FAMILIES),
+        default=list(FAMILIES),
+        help="the model families to run (default: all)",
+    )
     args = p.parse_args(argv)
     families, out = {f: FAMILIES[f] for f in args.families}, "heldout"
     args.dynamic_steps, args.dynamic_segments = DYNAMIC_STEPS, DYNAMIC_SEGMENTS
@@ -229,16 +318,26 @@ def main(argv=None) -> None:
     models = dict(ngrams["models"])
     for fam, (name, cfg, dirs) in finals.items():
         models.update(rnn_models(fam, name, cfg, dirs, text, args))
-    result = {"name": out, "protocol": "80/10/10 by position; choices on validation; test scored once",
-              "split_tokens": {k: int(len(text[k][0] if k != "train" else text[k])) for k in ("train", "val", "test")},
-              "screening": {n: {"config": config.to_dict(c), "best_val_perplexity": v,
-                                "val_curve": [p for _, p in val_curve(d)]} for n, (c, d, v) in screened.items()},
-              "ngram_grid": ngrams["grid"], "models": with_losses(models), "prior_test_scorings": PRIOR_SCORINGS,
-              "wall_seconds": time.perf_counter() - t0}
+    result = {
+        "name": out,
+        "protocol": "80/10/10 by position; choices on validation; test scored once",
+        "split_tokens": {k: int(len(text[k][0] if k != "train" else text[k])) for k in ("train", "val", "test")},
+        "screening": {
+            n: {"config": config.to_dict(c), "best_val_perplexity": v, "val_curve": [p for _, p in val_curve(d)]}
+            for n, (c, d, v) in screened.items()
+        },
+        "ngram_grid": ngrams["grid"],
+        "models": with_losses(models),
+        "prior_test_scorings": PRIOR_SCORINGS,
+        "wall_seconds": time.perf_counter() - t0,
+    }
     write(out, result, results_dir(out, args))
     for name, m in sorted(models.items(), key=lambda kv: kv[1]["test_perplexity"]["mean"]):
-        print(f"{name:<32} test {m['test_perplexity']['mean']:.3f} ± {m['test_perplexity']['std']:.3f}  "
-              f"val {m['val_perplexity']['mean']:.3f}", flush=True)
+        print(
+            f"{name:<32} test {m['test_perplexity']['mean']:.3f} ± {m['test_perplexity']['std']:.3f}  "
+            f"val {m['val_perplexity']['mean']:.3f}",
+            flush=True,
+        )
     print(json.dumps({"wall_seconds": result["wall_seconds"]}))
 
 

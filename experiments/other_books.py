@@ -31,8 +31,10 @@ def main(argv=None) -> None:
     books = {"timemachine": data_dir / "timemachine.txt", "war_of_the_worlds": data_dir / "war_of_the_worlds.txt"}
     if load("wotw") is None or args.epochs:
         run_seeds("wotw", "seq", config.EXPERIMENTS["seq"], args, corpus=str(books["war_of_the_worlds"]))
-    trained = {"timemachine": sorted((RUNS / "seq").glob("seed_*")),
-               "war_of_the_worlds": sorted((runs_root("wotw", args) / "wotw").glob("seed_*"))}
+    trained = {
+        "timemachine": sorted((RUNS / "seq").glob("seed_*")),
+        "war_of_the_worlds": sorted((runs_root("wotw", args) / "wotw").glob("seed_*")),
+    }
     table = []
     for train_book, runs in trained.items():
         if not runs:
@@ -40,7 +42,7 @@ def main(argv=None) -> None:
         for test_book, path in books.items():
             ppl: dict[str, list[float]] = {"final": [], "early_stopped": []}
             unknown = 0
-            for run in runs[:args.seeds]:
+            for run in runs[: args.seeds]:
                 for which, best in (("final", False), ("early_stopped", True)):
                     cfg, vocab, params, _ = load_run(run, best=best)
                     val, context, unknown = held_out(path, vocab, cfg)
@@ -49,16 +51,32 @@ def main(argv=None) -> None:
             train_tokens = data.load_corpus(books[train_book], 10_000)[0]
             val, _, _ = held_out(path, data.load_corpus(books[train_book])[1], cfg)
             ngram = baselines.evaluate_baselines(train_tokens, val, len(vocab), context_from_train=False)["5-gram"]
-            row: dict[str, Any] = {"trained_on": train_book, "tested_on": test_book, "unknown_chars": unknown,
-                   "ngram5_same_training": ngram["perplexity"],
-                   **{k: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
-                          "n": len(v)} for k, v in ppl.items()}}
+            row: dict[str, Any] = {
+                "trained_on": train_book,
+                "tested_on": test_book,
+                "unknown_chars": unknown,
+                "ngram5_same_training": ngram["perplexity"],
+                **{
+                    k: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, "n": len(v)}
+                    for k, v in ppl.items()
+                },
+            }
             table.append(row)
-            print(f"trained on {train_book:<18} tested on {test_book:<18} final {row['final']['mean']:.2f}  "
-                  f"early-stopped {row['early_stopped']['mean']:.2f}  (5-gram {ngram['perplexity']:.3f})")
-    write("other_books", {"name": "other_books", "held_out": "last 10% of each book", "rows": table,
-                          "early_stopping": "each run's checkpoint with the lowest perplexity on its own book's "
-                                            "held-out text (scored every 50 epochs)"}, results_dir("other_books", args))
+            print(
+                f"trained on {train_book:<18} tested on {test_book:<18} final {row['final']['mean']:.2f}  "
+                f"early-stopped {row['early_stopped']['mean']:.2f}  (5-gram {ngram['perplexity']:.3f})"
+            )
+    write(
+        "other_books",
+        {
+            "name": "other_books",
+            "held_out": "last 10% of each book",
+            "rows": table,
+            "early_stopping": "each run's checkpoint with the lowest perplexity on its own book's "
+            "held-out text (scored every 50 epochs)",
+        },
+        results_dir("other_books", args),
+    )
 
 
 if __name__ == "__main__":

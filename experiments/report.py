@@ -1,6 +1,6 @@
 """Regenerates experiments/RESULTS.md, its figures and the README's results table from experiments/results/*.json.
 
-    python experiments/report.py        # seconds; no training
+python experiments/report.py        # seconds; no training
 """
 
 from __future__ import annotations
@@ -22,9 +22,14 @@ README = HERE.parent / "README.md"
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 # The perplexities the book prints after 500 epochs (8.5: sequential and random sampling; 9.1-9.3), for comparison.
 BOOK = {"seq": "1.0", "random": "1.3-1.5", "book_random": "1.3-1.4", "gru": "1.1", "lstm": "1.1", "deep": "1.0"}
-BOOK_RUNS = {"seq": "8.5, sequential partitioning", "random": "8.5, a fresh model on random windows",
-             "book_random": "8.5, `seq` then the state reset (the book's code)", "gru": "9.1, GRU, 256 units",
-             "lstm": "9.2, LSTM, 256 units", "deep": "9.3, two LSTM layers, lr 2"}
+BOOK_RUNS = {
+    "seq": "8.5, sequential partitioning",
+    "random": "8.5, a fresh model on random windows",
+    "book_random": "8.5, `seq` then the state reset (the book's code)",
+    "gru": "9.1, GRU, 256 units",
+    "lstm": "9.2, LSTM, 256 units",
+    "deep": "9.3, two LSTM layers, lr 2",
+}
 
 
 def loaded(name: str) -> dict:
@@ -42,13 +47,19 @@ def pm(stat: dict | None, digits: int = 3) -> str:
 
 def best_val(record: dict) -> dict | None:
     """Mean ± std over seeds of the lowest held-out perplexity on each seed's curve, and the mean epoch."""
-    best = [min(r["val_curve"], key=lambda ev: ev[1]) for r in record["seeds"]
-            if r["diverged_epoch"] is None and r["val_curve"]]
+    best = [
+        min(r["val_curve"], key=lambda ev: ev[1])
+        for r in record["seeds"]
+        if r["diverged_epoch"] is None and r["val_curve"]
+    ]
     if not best:
         return None
     vals = [b[1] for b in best]
-    return {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
-            "epoch": float(np.mean([b[0] for b in best]))}
+    return {
+        "mean": float(np.mean(vals)),
+        "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
+        "epoch": float(np.mean([b[0] for b in best])),
+    }
 
 
 def at_epoch(record: dict, epoch: int) -> dict | None:
@@ -59,8 +70,11 @@ def at_epoch(record: dict, epoch: int) -> dict | None:
 
 
 def table(names: list[str]) -> list[str]:
-    lines = ["| configuration | epochs | train perplexity | held-out perplexity (final) | best held-out (epoch) "
-             "| tokens/s | diverged (seed, epoch) |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| configuration | epochs | train perplexity | held-out perplexity (final) | best held-out (epoch) "
+        "| tokens/s | diverged (seed, epoch) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name in names:
         rec = load(name)
         if rec is None:
@@ -69,8 +83,10 @@ def table(names: list[str]) -> list[str]:
         best_text = f"{best['mean']:.3f} ± {best['std']:.3f} ({best['epoch']:.0f})" if best else "-"
         tps = f"{s['tokens_per_sec']['mean']:,.0f}" if "tokens_per_sec" in s else "-"
         diverged = ", ".join(f"({a}, {b})" for a, b in s["diverged"]) or "none"
-        lines.append(f"| `{name}` | {rec['config']['epochs']} | {pm(s.get('perplexity'))} | "
-                     f"{pm(s.get('val_perplexity'))} | {best_text} | {tps} | {diverged} |")
+        lines.append(
+            f"| `{name}` | {rec['config']['epochs']} | {pm(s.get('perplexity'))} | "
+            f"{pm(s.get('val_perplexity'))} | {best_text} | {tps} | {diverged} |"
+        )
     return lines
 
 
@@ -93,8 +109,14 @@ def curves(names: list[str], path: Path, title: str) -> str | None:
         for r in rec["seeds"]:  # a diverged seed: its curve up to the divergence, marked with an x
             if r["diverged_epoch"] is not None and r["curve"]:
                 e = min(r["diverged_epoch"], len(r["curve"]))
-                (line,) = ax.plot(np.arange(1, e + 1), r["curve"][:e], "--", lw=0.8, color=color,
-                                  label=f"{name} seed {r['seed']} (diverged)")
+                (line,) = ax.plot(
+                    np.arange(1, e + 1),
+                    r["curve"][:e],
+                    "--",
+                    lw=0.8,
+                    color=color,
+                    label=f"{name} seed {r['seed']} (diverged)",
+                )
                 ax.plot([e], [r["curve"][e - 1]], "x", color=line.get_color())
     if not ax.lines:
         plt.close(fig)
@@ -155,7 +177,8 @@ def diverged_text(name: str) -> str:
         return "not run"
     d = rec["summary"]["diverged"]
     return f"{len(d)} of {rec['summary']['seeds']} seeds diverged" + (
-        f" (at epochs {', '.join(str(e) for _, e in d)})" if d else "")
+        f" (at epochs {', '.join(str(e) for _, e in d)})" if d else ""
+    )
 
 
 def section(title: str, names: list[str], fig: str, answer: str) -> list[str]:
@@ -170,72 +193,116 @@ def section(title: str, names: list[str], fig: str, answer: str) -> list[str]:
 
 
 def main() -> None:
-    md = ["# Results of the experiments", "", *summary_table(), "",
-          "Generated by `python experiments/report.py` from `experiments/results/*.json` (written by the scripts "
-          "that `make ablations` runs). Every figure is mean ± sample standard deviation over the seeds that did "
-          "not diverge; diverged seeds are listed, never averaged. 'Held-out' is the last 10% of the book "
-          "(17,058 characters, never trained on), scored as one stream with the state carried; training uses the "
-          "first 10,000 characters as in the book. Tokens/s are per run (runs share the 2 cores, pinned one per "
-          "core), so compare them within a table.", ""]
+    md = [
+        "# Results of the experiments",
+        "",
+        *summary_table(),
+        "",
+        "Generated by `python experiments/report.py` from `experiments/results/*.json` (written by the scripts "
+        "that `make ablations` runs). Every figure is mean ± sample standard deviation over the seeds that did "
+        "not diverge; diverged seeds are listed, never averaged. 'Held-out' is the last 10% of the book "
+        "(17,058 characters, never trained on), scored as one stream with the state carried; training uses the "
+        "first 10,000 characters as in the book. Tokens/s are per run (runs share the 2 cores, pinned one per "
+        "core), so compare them within a table.",
+        "",
+    ]
     seq, rnd = mean_of("seq"), mean_of("random")
-    md += section("Sequential partitioning vs random sampling (exercise 2)", ["seq", "random"], "seq_random",
-                  f"Sequential partitioning ends {versus('seq', 'random')} random sampling (final training "
-                  f"perplexity {seq:.3f} vs {rnd:.3f}): its state carries context across minibatch boundaries, "
-                  f"while random sampling starts every 35-character window from a zero state, so each prediction "
-                  f"sees less history. After 500 epochs their held-out perplexities are "
-                  f"{mean_of('seq', 'val_perplexity'):.1f} and {mean_of('random', 'val_perplexity'):.1f} (a uniform "
-                  "guess scores 28): the 10,000 training characters are memorised, not generalised, and the best "
-                  "held-out point comes early (see exercise 7).")
+    md += section(
+        "Sequential partitioning vs random sampling (exercise 2)",
+        ["seq", "random"],
+        "seq_random",
+        f"Sequential partitioning ends {versus('seq', 'random')} random sampling (final training "
+        f"perplexity {seq:.3f} vs {rnd:.3f}): its state carries context across minibatch boundaries, "
+        f"while random sampling starts every 35-character window from a zero state, so each prediction "
+        f"sees less history. After 500 epochs their held-out perplexities are "
+        f"{mean_of('seq', 'val_perplexity'):.1f} and {mean_of('random', 'val_perplexity'):.1f} (a uniform "
+        "guess scores 28): the 10,000 training characters are memorised, not generalised, and the best "
+        "held-out point comes early (see exercise 7).",
+    )
     md += book_random_section()
-    md += section("ReLU instead of tanh: is clipping still needed? (exercise 6)", ["seq", "relu", "relu_noclip"],
-                  "relu", f"With clipping, ReLU ends {versus('relu', 'seq')} tanh ({mean_of('relu'):.3f} vs "
-                  f"{seq:.3f}). Without clipping: {diverged_text('relu_noclip')}, final perplexity "
-                  f"{mean_of('relu_noclip'):.3f}, {versus('relu_noclip', 'relu')} ReLU with clipping. "
-                  + ("So clipping is still needed: an unbounded activation lets the state and the gradient grow "
-                     "through W_hh." if diverged("relu_noclip") else
-                     "At the book's learning rate and N(0, 0.01²) initialisation ReLU trains without clipping in "
-                     "every seed here: at these settings clipping is a safeguard, not a requirement."))
-    md += section("Learned embeddings instead of one-hot inputs (exercises 1 and 2)", ["seq", "embed"], "embed",
-                  f"A 32-dimensional learned embedding ends {versus('embed', 'seq')} one-hot inputs "
-                  f"({mean_of('embed'):.3f} vs {seq:.3f}; held-out {mean_of('embed', 'val_perplexity'):.1f} vs "
-                  f"{mean_of('seq', 'val_perplexity'):.1f}). One-hot inputs are themselves an embedding: "
-                  "`one_hot(t) @ W_xh == W_xh[t]` (tested in "
-                  "tests/test_model.py), an embedding table W_xh of dimension = hidden size.")
-    md += section("No gradient clipping (exercise 4)", ["seq", "noclip"], "noclip",
-                  f"Without clipping, tanh: {diverged_text('noclip')}; final perplexity {mean_of('noclip'):.3f}, "
-                  f"{versus('noclip', 'seq')} the clipped model ({seq:.3f}). tanh bounds the state but not the "
-                  "gradient through 35 steps of W_hh: "
-                  + ("an unclipped step that is too large throws the model far from where it was (training "
-                     "perplexity jumps above a uniform guess), so clipping is needed." if diverged("noclip") else
-                     "here no seed blew up, and the curves show what clipping at theta = 1 changes."))
+    md += section(
+        "ReLU instead of tanh: is clipping still needed? (exercise 6)",
+        ["seq", "relu", "relu_noclip"],
+        "relu",
+        f"With clipping, ReLU ends {versus('relu', 'seq')} tanh ({mean_of('relu'):.3f} vs "
+        f"{seq:.3f}). Without clipping: {diverged_text('relu_noclip')}, final perplexity "
+        f"{mean_of('relu_noclip'):.3f}, {versus('relu_noclip', 'relu')} ReLU with clipping. "
+        + (
+            "So clipping is still needed: an unbounded activation lets the state and the gradient grow through W_hh."
+            if diverged("relu_noclip")
+            else "At the book's learning rate and N(0, 0.01²) initialisation ReLU trains without clipping in "
+            "every seed here: at these settings clipping is a safeguard, not a requirement."
+        ),
+    )
+    md += section(
+        "Learned embeddings instead of one-hot inputs (exercises 1 and 2)",
+        ["seq", "embed"],
+        "embed",
+        f"A 32-dimensional learned embedding ends {versus('embed', 'seq')} one-hot inputs "
+        f"({mean_of('embed'):.3f} vs {seq:.3f}; held-out {mean_of('embed', 'val_perplexity'):.1f} vs "
+        f"{mean_of('seq', 'val_perplexity'):.1f}). One-hot inputs are themselves an embedding: "
+        "`one_hot(t) @ W_xh == W_xh[t]` (tested in "
+        "tests/test_model.py), an embedding table W_xh of dimension = hidden size.",
+    )
+    md += section(
+        "No gradient clipping (exercise 4)",
+        ["seq", "noclip"],
+        "noclip",
+        f"Without clipping, tanh: {diverged_text('noclip')}; final perplexity {mean_of('noclip'):.3f}, "
+        f"{versus('noclip', 'seq')} the clipped model ({seq:.3f}). tanh bounds the state but not the "
+        "gradient through 35 steps of W_hh: "
+        + (
+            "an unclipped step that is too large throws the model far from where it was (training "
+            "perplexity jumps above a uniform guess), so clipping is needed."
+            if diverged("noclip")
+            else "here no seed blew up, and the curves show what clipping at theta = 1 changes."
+        ),
+    )
     nd = load("nodetach")
     if nd:
         epochs = nd["config"]["epochs"]
         seq_at = at_epoch(loaded("seq"), epochs) if load("seq") else None
         ratio = mean_of("seq", "tokens_per_sec") / mean_of("nodetach", "tokens_per_sec")
         better = seq_at and mean_of("nodetach") < seq_at["mean"] - seq_at["std"]
-        md += section("Not detaching the state between minibatches (exercise 5)", ["seq", "nodetach"], "nodetach",
-                      f"Backpropagating through the whole epoch's chain (each minibatch recomputes the epoch so far "
-                      f"from its zero state and sends its gradient through all of it) costs {ratio:.1f}x the time per "
-                      f"epoch. After {epochs} epochs it reaches {pm(nd['summary'].get('perplexity'))} against "
-                      f"{pm(seq_at)} for the detached model at the same epoch: "
-                      + ("the longer gradient path helps per epoch, but not per second." if better else
-                         "the gradient from one 35-character minibatch through hundreds of earlier steps fades "
-                         "through tanh and W_hh, so it buys nothing measurable for its cost."))
+        md += section(
+            "Not detaching the state between minibatches (exercise 5)",
+            ["seq", "nodetach"],
+            "nodetach",
+            f"Backpropagating through the whole epoch's chain (each minibatch recomputes the epoch so far "
+            f"from its zero state and sends its gradient through all of it) costs {ratio:.1f}x the time per "
+            f"epoch. After {epochs} epochs it reaches {pm(nd['summary'].get('perplexity'))} against "
+            f"{pm(seq_at)} for the detached model at the same epoch: "
+            + (
+                "the longer gradient path helps per epoch, but not per second."
+                if better
+                else "the gradient from one 35-character minibatch through hundreds of earlier steps fades "
+                "through tanh and W_hh, so it buys nothing measurable for its cost."
+            ),
+        )
     if load("bf16"):
-        md += section("bfloat16 matrix products (a speed lever, not an exercise)", ["seq", "bf16"], "bf16",
-                      "bf16 operands with float32 accumulation end at "
-                      f"{pm(loaded('bf16')['summary'].get('perplexity'))}"
-                      f", {versus('bf16', 'seq')} float32's {pm(loaded('seq')['summary'].get('perplexity'))}; see the "
-                      "README's Performance section for what they buy in speed.")
+        md += section(
+            "bfloat16 matrix products (a speed lever, not an exercise)",
+            ["seq", "bf16"],
+            "bf16",
+            "bf16 operands with float32 accumulation end at "
+            f"{pm(loaded('bf16')['summary'].get('perplexity'))}"
+            f", {versus('bf16', 'seq')} float32's {pm(loaded('seq')['summary'].get('perplexity'))}; see the "
+            "README's Performance section for what they buy in speed.",
+        )
     if load("gru") or load("lstm"):
         names = ["seq"] + [n for n in ("gru", "lstm", "deep") if load(n)]
-        md += section("GRU, LSTM and a two-layer LSTM (the book's 9.1-9.3)", names, "gated",
-                      "The book's next sections at their settings (256 hidden units; `deep`: two LSTM layers, "
-                      "lr 2), beside the 8.5 model (`seq`, 512 hidden units). The book prints perplexity 1.1 for its "
-                      "scratch GRU and LSTM after 500 epochs (1.0 for the concise ones and the two-layer LSTM). "
-                      + "; ".join(f"`{n}` ends at {mean_of(n):.3f}, held-out {mean_of(n, 'val_perplexity'):.1f}"
-                                  for n in names[1:]) + ".")
+        md += section(
+            "GRU, LSTM and a two-layer LSTM (the book's 9.1-9.3)",
+            names,
+            "gated",
+            "The book's next sections at their settings (256 hidden units; `deep`: two LSTM layers, "
+            "lr 2), beside the 8.5 model (`seq`, 512 hidden units). The book prints perplexity 1.1 for its "
+            "scratch GRU and LSTM after 500 epochs (1.0 for the concise ones and the two-layer LSTM). "
+            + "; ".join(
+                f"`{n}` ends at {mean_of(n):.3f}, held-out {mean_of(n, 'val_perplexity'):.1f}" for n in names[1:]
+            )
+            + ".",
+        )
     md += seed_cost_section() + sampling_section() + hparams_section() + other_books_section() + heldout_section()
     md += shakespeare_section()
     write_atomic(HERE / "RESULTS.md", "\n".join(md) + "\n")
@@ -253,49 +320,81 @@ def _seeds(rec: dict) -> str:
 def summary_table() -> list[str]:
     """One line per experiment record: what it ran and its headline number."""
     rows = []
-    for name in ("seq", "random", "book_random", "relu", "relu_noclip", "embed", "noclip", "nodetach", "bf16", "gru",
-                 "lstm", "deep", "wotw"):
+    for name in (
+        "seq",
+        "random",
+        "book_random",
+        "relu",
+        "relu_noclip",
+        "embed",
+        "noclip",
+        "nodetach",
+        "bf16",
+        "gru",
+        "lstm",
+        "deep",
+        "wotw",
+    ):
         rec = load(name)
         if rec:
             best = best_val(rec)
             held = f"; best held-out {best['mean']:.2f} (epoch {best['epoch']:.0f})" if best else ""
-            rows.append(f"| `{name}` | training perplexity {pm(rec['summary'].get('perplexity'))} after "
-                        f"{rec['config']['epochs']} epochs ({_seeds(rec)}){held} |")
+            rows.append(
+                f"| `{name}` | training perplexity {pm(rec['summary'].get('perplexity'))} after "
+                f"{rec['config']['epochs']} epochs ({_seeds(rec)}){held} |"
+            )
     hp = sorted(p.stem for p in RESULTS.glob("hp_*.json"))
     if hp:
         top = min(hp, key=lambda n: (best_val(loaded(n)) or {"mean": math.inf})["mean"])
         top_best = best_val(loaded(top))
         assert top_best is not None  # some configuration has a held-out curve
-        rows.append(f"| `hp_*` ({len(hp)} configurations) | lowest held-out perplexity: `{top}`, {pm(top_best)} "
-                    f"at about epoch {top_best['epoch']:.0f} |")
+        rows.append(
+            f"| `hp_*` ({len(hp)} configurations) | lowest held-out perplexity: `{top}`, {pm(top_best)} "
+            f"at about epoch {top_best['epoch']:.0f} |"
+        )
     rec = load("sampling")
     if rec:
         r: dict = {str(x["alpha"]): x for x in rec["rows"]}
-        rows.append(f"| `sampling` | words that occur in the book: {r['1.0']['words_in_book']['mean']:.0%} sampling "
-                    f"from p, {r['greedy']['words_in_book']['mean']:.0%} greedy |")
+        rows.append(
+            f"| `sampling` | words that occur in the book: {r['1.0']['words_in_book']['mean']:.0%} sampling "
+            f"from p, {r['greedy']['words_in_book']['mean']:.0%} greedy |"
+        )
     rec = load("other_books")
     if rec:
         r = {(x["trained_on"], x["tested_on"]): x for x in rec["rows"]}
         own, other = r[("timemachine", "timemachine")], r[("timemachine", "war_of_the_worlds")]
-        rows.append(f"| `other_books` | the Time Machine model, early-stopped: {pm(own['early_stopped'], 2)} on its "
-                    f"own book's end, {pm(other['early_stopped'], 2)} on The War of the Worlds' |")
+        rows.append(
+            f"| `other_books` | the Time Machine model, early-stopped: {pm(own['early_stopped'], 2)} on its "
+            f"own book's end, {pm(other['early_stopped'], 2)} on The War of the Worlds' |"
+        )
     rec = load("seed_cost")
     if rec:
         best = max(rec["rows"], key=lambda x: x["speedup"])
-        rows.append(f"| `seed_cost` | {rec['seeds']} seeds: fastest as {best['mode']}, {best['speedup']:.2f}x the "
-                    "speed of one after another |")
+        rows.append(
+            f"| `seed_cost` | {rec['seeds']} seeds: fastest as {best['mode']}, {best['speedup']:.2f}x the "
+            "speed of one after another |"
+        )
     for name, corpus in (("heldout", "the book, 80/10/10"), ("shakespeare", "tiny Shakespeare")):
         rec = load(name)
-        b, c = rec and best_by_val(rec["models"], ("rnn",), "static"), rec and best_by_val(rec["models"], COUNTING,
-                                                                                          "static")
+        b, c = (
+            rec and best_by_val(rec["models"], ("rnn",), "static"),
+            rec and best_by_val(rec["models"], COUNTING, "static"),
+        )
         if b and c:
             key, unit = ("test_perplexity", "perplexity") if name == "heldout" else ("test_loss", "nats/char")
-            rows.append(f"| `{name}` | {corpus}: best recurrent model by validation {b[0]}, test {unit} "
-                        f"{pm(b[1][key])}; best static counting model {c[0]}, {c[1][key]['mean']:.3f} |")
+            rows.append(
+                f"| `{name}` | {corpus}: best recurrent model by validation {b[0]}, test {unit} "
+                f"{pm(b[1][key])}; best static counting model {c[0]}, {c[1][key]['mean']:.3f} |"
+            )
     if not rows:
         return []
-    return ["Each experiment in one line (details in the sections below):", "", "| experiment | result |",
-            "|---|---|", *rows]
+    return [
+        "Each experiment in one line (details in the sections below):",
+        "",
+        "| experiment | result |",
+        "|---|---|",
+        *rows,
+    ]
 
 
 def readme_results() -> list[str]:
@@ -304,31 +403,49 @@ def readme_results() -> list[str]:
     rec: dict | None
     book = [n for n in BOOK if load(n)]
     if book:
-        out += ["The book's settings, 500 epochs, mean ± std over seeds (`make ablations`):", "",
-                "| run | section | training perplexity | the book | best held-out perplexity (epoch) |",
-                "|---|---|---|---|---|"]
+        out += [
+            "The book's settings, 500 epochs, mean ± std over seeds (`make ablations`):",
+            "",
+            "| run | section | training perplexity | the book | best held-out perplexity (epoch) |",
+            "|---|---|---|---|---|",
+        ]
         for n in book:
             rec, best = loaded(n), best_val(loaded(n))
             held = f"{pm(best, 2)} ({best['epoch']:.0f})" if best else "-"
             out.append(f"| `{n}` | {BOOK_RUNS[n]} | {pm(rec['summary'].get('perplexity'))} | {BOOK[n]} | {held} |")
         out.append("")
     for name, title, key, unit in (
-            ("heldout", "The whole book, 80/10/10 by position (`python experiments/heldout.py`)", "test_perplexity",
-             "test perplexity"),
-            ("shakespeare", "Tiny Shakespeare, nanoGPT's split (`python experiments/shakespeare.py`)", "test_loss",
-             "test nats/char")):
+        (
+            "heldout",
+            "The whole book, 80/10/10 by position (`python experiments/heldout.py`)",
+            "test_perplexity",
+            "test perplexity",
+        ),
+        (
+            "shakespeare",
+            "Tiny Shakespeare, nanoGPT's split (`python experiments/shakespeare.py`)",
+            "test_loss",
+            "test nats/char",
+        ),
+    ):
         rec = load(name)
         if not rec:
             continue
         models = rec["models"]
-        candidates = [("recurrent, static", best_by_val(models, ("rnn",), "static")),
-                 ("recurrent, dynamic evaluation", best_by_val(models, ("rnn",), "dynamic")),
-                 ("counting, static", best_by_val(models, COUNTING, "static")),
-                 ("counting, adaptive", best_by_val(models, COUNTING, "adaptive"))]
+        candidates = [
+            ("recurrent, static", best_by_val(models, ("rnn",), "static")),
+            ("recurrent, dynamic evaluation", best_by_val(models, ("rnn",), "dynamic")),
+            ("counting, static", best_by_val(models, COUNTING, "static")),
+            ("counting, adaptive", best_by_val(models, COUNTING, "adaptive")),
+        ]
         picks = [(label, p) for label, p in candidates if p]
         ref = dict(picks).get("counting, static")
-        out += [f"{title}; each the best of its class by validation:", "",
-                f"| class | model | {unit} | vs the best static counting model |", "|---|---|---|---|"]
+        out += [
+            f"{title}; each the best of its class by validation:",
+            "",
+            f"| class | model | {unit} | vs the best static counting model |",
+            "|---|---|---|---|",
+        ]
         for label, (n, m) in picks:
             fig = f"{m[key]['mean']:.3f}" if m["kind"] in COUNTING or m[key].get("std", 0) == 0 else pm(m[key])
             ratio = f"{m[key]['mean'] / ref[1][key]['mean']:.3f}x" if ref else "-"
@@ -356,60 +473,92 @@ def book_random_section() -> list[str]:
         return []
     book, fresh = (pm(loaded(n)["summary"].get("perplexity")) for n in ("book_random", "random"))
     first = at_epoch(loaded("book_random"), 1)
-    return section("The book's random-sampling result, as its code runs it", ["seq", "random", "book_random"],
-                   "book_random",
-                   "The book prints 1.3-1.4 for random sampling, but its code gets that figure by calling "
-                   "`train_ch8(..., use_random_iter=True)` on the model the sequential run has just trained, with the "
-                   "sequential iterator, so that only the state is reset at every minibatch. `book_random` is that "
-                   f"path: the `seq` run, then 500 more epochs with `reset_state` (its first epoch: {pm(first)}). It "
-                   f"ends at {book}, against {fresh} for a fresh model on random windows (`random`, what the prose "
-                   "describes).")
+    return section(
+        "The book's random-sampling result, as its code runs it",
+        ["seq", "random", "book_random"],
+        "book_random",
+        "The book prints 1.3-1.4 for random sampling, but its code gets that figure by calling "
+        "`train_ch8(..., use_random_iter=True)` on the model the sequential run has just trained, with the "
+        "sequential iterator, so that only the state is reset at every minibatch. `book_random` is that "
+        f"path: the `seq` run, then 500 more epochs with `reset_state` (its first epoch: {pm(first)}). It "
+        f"ends at {book}, against {fresh} for a fresh model on random windows (`random`, what the prose "
+        "describes).",
+    )
 
 
 def seed_cost_section() -> list[str]:
     rec = load("seed_cost")
     if rec is None:
         return []
-    out = ["## What several seeds cost", "",
-           f"{rec['seeds']} seeds of `seq` for {rec['epochs']} epochs on the {rec['backend']} "
-           "(`python experiments/seed_cost.py`), wall time from first start to last exit:", "",
-           "| how | wall s | vs one after another |", "|---|---|---|"]
+    out = [
+        "## What several seeds cost",
+        "",
+        f"{rec['seeds']} seeds of `seq` for {rec['epochs']} epochs on the {rec['backend']} "
+        "(`python experiments/seed_cost.py`), wall time from first start to last exit:",
+        "",
+        "| how | wall s | vs one after another |",
+        "|---|---|---|",
+    ]
     out += [f"| {r['mode']} | {r['wall_seconds']:.1f} | {r['speedup']:.2f}x |" for r in rec["rows"]]
     best = max(rec["rows"], key=lambda r: r["speedup"])
-    return out + ["", f"The fastest here: {best['mode']} ({best['speedup']:.2f}x). `--mode auto` (the default of "
-                  "every experiment script) takes pinned processes on a CPU and one vmapped program on an "
-                  "accelerator.", ""]
+    return out + [
+        "",
+        f"The fastest here: {best['mode']} ({best['speedup']:.2f}x). `--mode auto` (the default of "
+        "every experiment script) takes pinned processes on a CPU and one vmapped program on an "
+        "accelerator.",
+        "",
+    ]
 
 
 def sampling_section() -> list[str]:
     rec = load("sampling")
     if rec is None:
         return []
-    out = ["## Sampling instead of argmax, from p^alpha (exercise 3)", "",
-           f"{rec['num_samples']} samples of {rec['num_chars']} characters after `{rec['prefix']}` per alpha from "
-           f"each `seq` model ({len(rec['models'])} seeds); alpha = 1 is plain sampling, 'greedy' the book's argmax. "
-           "Distinct words and repeated word 4-grams are measured within each sample; 'distinct samples' is the "
-           "share of the samples that differ from every other.", "",
-           "| alpha | distinct-word ratio | words that occur in the book | repeated word 4-grams | distinct samples |",
-           "|---|---|---|---|---|"]
+    out = [
+        "## Sampling instead of argmax, from p^alpha (exercise 3)",
+        "",
+        f"{rec['num_samples']} samples of {rec['num_chars']} characters after `{rec['prefix']}` per alpha from "
+        f"each `seq` model ({len(rec['models'])} seeds); alpha = 1 is plain sampling, 'greedy' the book's argmax. "
+        "Distinct words and repeated word 4-grams are measured within each sample; 'distinct samples' is the "
+        "share of the samples that differ from every other.",
+        "",
+        "| alpha | distinct-word ratio | words that occur in the book | repeated word 4-grams | distinct samples |",
+        "|---|---|---|---|---|",
+    ]
     for r in rec["rows"]:
-        out.append(f"| {r['alpha']} | {pm(r['distinct_word_ratio'], 2)} | {pm(r['words_in_book'], 2)} | "
-                   f"{pm(r['repeated_4grams'], 2)} | {pm(r['distinct_samples'], 2)} |")
+        out.append(
+            f"| {r['alpha']} | {pm(r['distinct_word_ratio'], 2)} | {pm(r['words_in_book'], 2)} | "
+            f"{pm(r['repeated_4grams'], 2)} | {pm(r['distinct_samples'], 2)} |"
+        )
     rows = {str(r["alpha"]): {k: v["mean"] for k, v in r.items() if isinstance(v, dict)} for r in rec["rows"]}
-    low, one, high, greedy = rows[str(rec["rows"][0]["alpha"])], rows["1.0"], rows[str(rec["rows"][-2]["alpha"])], \
-        rows["greedy"]
-    out += ["", "Examples (seed 0, first sample):", "", "```"] + [
-        f"alpha {a:>6}: {t}" for a, t in rec["examples"].items()] + ["```", "",
-        f"Flattening (alpha {rec['rows'][0]['alpha']}) makes up words: {low['words_in_book']:.0%} of them occur in "
-        f"the book, against {one['words_in_book']:.0%} for plain sampling. Sharpening (alpha "
-        f"{rec['rows'][-2]['alpha']}) raises that to {high['words_in_book']:.0%} but the samples collapse onto the "
-        f"same memorised passages: {high['distinct_samples']:.0%} of them differ from the others"
-        + (f", and {high['repeated_4grams']:.0%} of word 4-grams repeat within a sample"
-           if high["repeated_4grams"] >= 0.05 else " (within a sample it does not loop: it recites the book)")
-        + ". Greedy decoding is the limit: "
-        f"one text for every call ({greedy['distinct_samples']:.0%} distinct), {greedy['words_in_book']:.0%} real "
-        "words, a passage of the book the model memorised. Sampling trades fidelity for variety, and alpha sets the "
-        "exchange rate.", ""]
+    low, one, high, greedy = (
+        rows[str(rec["rows"][0]["alpha"])],
+        rows["1.0"],
+        rows[str(rec["rows"][-2]["alpha"])],
+        rows["greedy"],
+    )
+    out += (
+        ["", "Examples (seed 0, first sample):", "", "```"]
+        + [f"alpha {a:>6}: {t}" for a, t in rec["examples"].items()]
+        + [
+            "```",
+            "",
+            f"Flattening (alpha {rec['rows'][0]['alpha']}) makes up words: {low['words_in_book']:.0%} of them occur in "
+            f"the book, against {one['words_in_book']:.0%} for plain sampling. Sharpening (alpha "
+            f"{rec['rows'][-2]['alpha']}) raises that to {high['words_in_book']:.0%} but the samples collapse onto the "
+            f"same memorised passages: {high['distinct_samples']:.0%} of them differ from the others"
+            + (
+                f", and {high['repeated_4grams']:.0%} of word 4-grams repeat within a sample"
+                if high["repeated_4grams"] >= 0.05
+                else " (within a sample it does not loop: it recites the book)"
+            )
+            + ". Greedy decoding is the limit: "
+            f"one text for every call ({greedy['distinct_samples']:.0%} distinct), {greedy['words_in_book']:.0%} real "
+            "words, a passage of the book the model memorised. Sampling trades fidelity for variety, and alpha sets "
+            "the exchange rate.",
+            "",
+        ]
+    )
     return out
 
 
@@ -420,18 +569,28 @@ def hparams_section() -> list[str]:
     ranked = sorted(names, key=lambda n: (best_val(loaded(n)) or {"mean": math.inf})["mean"])
     best, base = best_val(loaded(ranked[0])), best_val(loaded("hp_base"))
     assert best is not None and base is not None  # held-out curves of the sweep
-    out = ["## How low can you go? (exercise 7)", "",
-           "One factor at a time around the book's settings (hidden 512, 35 steps, lr 1, 500 epochs), judged on "
-           "held-out perplexity scored every 25 epochs; 'best held-out' is the lowest point of each seed's curve "
-           "and its epoch (the epochs axis of the sweep). Sorted by it.", ""] + table(ranked) + [""]
+    out = (
+        [
+            "## How low can you go? (exercise 7)",
+            "",
+            "One factor at a time around the book's settings (hidden 512, 35 steps, lr 1, 500 epochs), judged on "
+            "held-out perplexity scored every 25 epochs; 'best held-out' is the lowest point of each seed's curve "
+            "and its epoch (the epochs axis of the sweep). Sorted by it.",
+            "",
+        ]
+        + table(ranked)
+        + [""]
+    )
     out += [val_curves(ranked, FIGURES / "hparams.png", "Held-out perplexity while training"), ""]
     blown = [n for n in ranked if diverged(n)]
-    out.append(f"Held-out perplexity bottoms out early and then rises while training perplexity keeps falling: "
-               f"10,000 characters are memorised, not generalised. The best configuration, `{ranked[0]}`, reaches "
-               f"{best['mean']:.3f} ± {best['std']:.3f} at about epoch {best['epoch']:.0f}; the book's settings "
-               f"reach {base['mean']:.3f} ± {base['std']:.3f} at about epoch {base['epoch']:.0f}. The lowest "
-               "training perplexity and the lowest held-out perplexity come from different settings."
-               + (f" Diverged: {'; '.join(f'`{n}` ({diverged_text(n)})' for n in blown)}." if blown else ""))
+    out.append(
+        f"Held-out perplexity bottoms out early and then rises while training perplexity keeps falling: "
+        f"10,000 characters are memorised, not generalised. The best configuration, `{ranked[0]}`, reaches "
+        f"{best['mean']:.3f} ± {best['std']:.3f} at about epoch {best['epoch']:.0f}; the book's settings "
+        f"reach {base['mean']:.3f} ± {base['std']:.3f} at about epoch {base['epoch']:.0f}. The lowest "
+        "training perplexity and the lowest held-out perplexity come from different settings."
+        + (f" Diverged: {'; '.join(f'`{n}` ({diverged_text(n)})' for n in blown)}." if blown else "")
+    )
     return out + [""]
 
 
@@ -439,32 +598,45 @@ def other_books_section() -> list[str]:
     rec = load("other_books")
     if rec is None:
         return []
-    out = ["## Other books (exercise 2)", "",
-           "Models trained on the first 10,000 characters of one book (500 epochs, the seeds above), scored on the "
-           "last 10% of each book, both after the last epoch and at the checkpoint that scored best on their own "
-           "book's held-out text (early stopping); a 5-gram (interpolated Kneser-Ney) fit on the same 10,000 "
-           "characters for comparison.", "",
-           "| trained on | tested on | RNN, final | RNN, early-stopped | 5-gram | <unk> characters |",
-           "|---|---|---|---|---|---|"]
+    out = [
+        "## Other books (exercise 2)",
+        "",
+        "Models trained on the first 10,000 characters of one book (500 epochs, the seeds above), scored on the "
+        "last 10% of each book, both after the last epoch and at the checkpoint that scored best on their own "
+        "book's held-out text (early stopping); a 5-gram (interpolated Kneser-Ney) fit on the same 10,000 "
+        "characters for comparison.",
+        "",
+        "| trained on | tested on | RNN, final | RNN, early-stopped | 5-gram | <unk> characters |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rec["rows"]:
-        out.append(f"| {r['trained_on']} | {r['tested_on']} | {pm(r['final'], 1)} | {pm(r['early_stopped'])} | "
-                   f"{r['ngram5_same_training']:.3f} | {r['unknown_chars']} |")
+        out.append(
+            f"| {r['trained_on']} | {r['tested_on']} | {pm(r['final'], 1)} | {pm(r['early_stopped'])} | "
+            f"{r['ngram5_same_training']:.3f} | {r['unknown_chars']} |"
+        )
     if load("wotw"):
-        out += ["", "Training on The War of the Worlds directly, against The Time Machine:", ""] + \
-            table(["seq", "wotw"])
+        out += ["", "Training on The War of the Worlds directly, against The Time Machine:", ""] + table(
+            ["seq", "wotw"]
+        )
     rows = {(r["trained_on"], r["tested_on"]): r for r in rec["rows"]}
     own = rows[("timemachine", "timemachine")]["early_stopped"]["mean"]
     other = rows[("timemachine", "war_of_the_worlds")]["early_stopped"]["mean"]
     gram = min(r["ngram5_same_training"] for r in rec["rows"])
     best_rnn = min(r["early_stopped"]["mean"] for r in rec["rows"])
-    out += ["", f"Early-stopped, the Time Machine model scores {own:.2f} on its own book's unseen end and "
-            f"{other:.2f} on The War of the Worlds: what transfers is the letter and short-word statistics of "
-            "English, which both books share. After 500 epochs both models have memorised their 10,000 characters "
-            "and score far worse on any unseen text. "
-            + (f"The 5-gram fit on the same characters stays ahead of every RNN ({gram:.2f} at best against "
-               f"{best_rnn:.2f}): from 10,000 characters, smoothed counting generalises better than this RNN."
-               if gram < best_rnn else f"The best RNN ({best_rnn:.2f}) beats the 5-gram fit on the same "
-                                       f"characters ({gram:.2f})."), ""]
+    out += [
+        "",
+        f"Early-stopped, the Time Machine model scores {own:.2f} on its own book's unseen end and "
+        f"{other:.2f} on The War of the Worlds: what transfers is the letter and short-word statistics of "
+        "English, which both books share. After 500 epochs both models have memorised their 10,000 characters "
+        "and score far worse on any unseen text. "
+        + (
+            f"The 5-gram fit on the same characters stays ahead of every RNN ({gram:.2f} at best against "
+            f"{best_rnn:.2f}): from 10,000 characters, smoothed counting generalises better than this RNN."
+            if gram < best_rnn
+            else f"The best RNN ({best_rnn:.2f}) beats the 5-gram fit on the same characters ({gram:.2f})."
+        ),
+        "",
+    ]
     return out
 
 
@@ -478,24 +650,36 @@ def heldout_section(name: str = "heldout") -> list[str]:
         return []
     models = sorted(rec["models"].items(), key=lambda kv: kv[1]["test_perplexity"]["mean"])
     sizes = rec["split_tokens"]
-    out = ["## Beating counting", "",
-           f"The whole book split by position: train {sizes['train']:,}, validation {sizes['val']:,}, test "
-           f"{sizes['test']:,} characters. Every choice is made on validation (each run's epoch by its best "
-           "checkpoint, each family's regularisation by a one-seed screening, dynamic evaluation's rule, step and "
-           "segment on seed 0, each counting model's order and discount); the test part is scored as one stream "
-           "continuing the text before it. Two classes race: *static* models are fixed after training (the RNN "
-           "evaluated as it is; Kneser-Ney n-grams, interpolated and modified), *adaptive* ones learn from the text "
-           "they score (the RNN with dynamic evaluation; PPMd, the compressor's text model, and the chosen n-gram "
-           "refitted as it reads). RNNs: mean ± std over "
-           f"{max(len(m['test_perplexity']['seeds']) for _, m in models)} seeds; counting models are deterministic.",
-           "", *test_scorings("timemachine", rec), "",
-           "| model | class | test perplexity | test nats/char | test bits/char | validation perplexity | "
-           "chosen on validation |", "|---|---|---|---|---|---|---|"]
+    out = [
+        "## Beating counting",
+        "",
+        f"The whole book split by position: train {sizes['train']:,}, validation {sizes['val']:,}, test "
+        f"{sizes['test']:,} characters. Every choice is made on validation (each run's epoch by its best "
+        "checkpoint, each family's regularisation by a one-seed screening, dynamic evaluation's rule, step and "
+        "segment on seed 0, each counting model's order and discount); the test part is scored as one stream "
+        "continuing the text before it. Two classes race: *static* models are fixed after training (the RNN "
+        "evaluated as it is; Kneser-Ney n-grams, interpolated and modified), *adaptive* ones learn from the text "
+        "they score (the RNN with dynamic evaluation; PPMd, the compressor's text model, and the chosen n-gram "
+        "refitted as it reads). RNNs: mean ± std over "
+        f"{max(len(m['test_perplexity']['seeds']) for _, m in models)} seeds; counting models are deterministic.",
+        "",
+        *test_scorings("timemachine", rec),
+        "",
+        "| model | class | test perplexity | test nats/char | test bits/char | validation perplexity | "
+        "chosen on validation |",
+        "|---|---|---|---|---|---|---|",
+    ]
     fig = lambda m, k: f"{m[k]['mean']:.3f}" if m["kind"] in COUNTING else pm(m[k])
-    loss = lambda m: (f"{m['test_loss']['mean']:.4f}" if m["kind"] in COUNTING else pm(m["test_loss"], 4)) \
-        if "test_loss" in m else "-"
-    out += [f"| {n} | {m['evaluation']} | {fig(m, 'test_perplexity')} | {loss(m)} | {fig(m, 'test_bits_per_char')} | "
-            f"{fig(m, 'val_perplexity')} | {_chosen(m)} |" for n, m in models]
+    loss = lambda m: (
+        (f"{m['test_loss']['mean']:.4f}" if m["kind"] in COUNTING else pm(m["test_loss"], 4))
+        if "test_loss" in m
+        else "-"
+    )
+    out += [
+        f"| {n} | {m['evaluation']} | {fig(m, 'test_perplexity')} | {loss(m)} | {fig(m, 'test_bits_per_char')} | "
+        f"{fig(m, 'val_perplexity')} | {_chosen(m)} |"
+        for n, m in models
+    ]
     out += ["", val_curves_heldout(rec), "", *heldout_screening(rec), *heldout_targets(rec), ""]
     return out
 
@@ -508,10 +692,12 @@ def test_scorings(corpus: str, rec: dict) -> list[str]:
     prior = rec.get("prior_test_scorings")
     text = f"Test-part scorings recorded in `results/test_log.jsonl`: {logged}."
     if prior:
-        text += (f" Before the log existed, {prior['sweeps']} sweeps (results committed in "
-                 f"{', '.join(prior['commits'])}) scored this test part {prior['model_seed_scorings']} times in all "
-                 "(each model of their tables, once per seed), while the screening grew between them; the "
-                 "recurrent figures below come from the last of them.")
+        text += (
+            f" Before the log existed, {prior['sweeps']} sweeps (results committed in "
+            f"{', '.join(prior['commits'])}) scored this test part {prior['model_seed_scorings']} times in all "
+            "(each model of their tables, once per seed), while the screening grew between them; the "
+            "recurrent figures below come from the last of them."
+        )
     return [text]
 
 
@@ -523,9 +709,15 @@ def _chosen(m: dict) -> str:
         text = f"order {m['config']['n']}, discount {m['config']['discount']}"
         text += f", fit on {m['config']['fit_on']}" if "fit_on" in m["config"] else ""
         return text + (f", refit every {m['config']['refit_every']}" if "refit_every" in m["config"] else "")
-    text = f"{m['regulariser']}, epoch {m['best_epoch']['mean']:.0f}" if "regulariser" in m else \
-        (f"{m['selection']['epochs']} epochs (the selection run's best: {m['selection']['best_epoch']})"
-         if "selection" in m else "")
+    text = (
+        f"{m['regulariser']}, epoch {m['best_epoch']['mean']:.0f}"
+        if "regulariser" in m
+        else (
+            f"{m['selection']['epochs']} epochs (the selection run's best: {m['selection']['best_epoch']})"
+            if "selection" in m
+            else ""
+        )
+    )
     if m["evaluation"] == "dynamic":
         d = m["dynamic"]
         text += f"; {d['rule']} step {d['lr']:g}, segments of {d['segment']}"
@@ -543,8 +735,12 @@ def val_curves_heldout(rec: dict) -> str:
     for n, m in rec["models"].items():
         if m["kind"] == "rnn" and m["evaluation"] == "static":
             k = min(len(c) for c in m["val_curves"])
-            ax.plot(np.arange(1, k + 1), np.mean([c[:k] for c in m["val_curves"]], 0), lw=2.5,
-                    label=f"{n} {m['regulariser']} ({len(m['val_curves'])} seeds)")
+            ax.plot(
+                np.arange(1, k + 1),
+                np.mean([c[:k] for c in m["val_curves"]], 0),
+                lw=2.5,
+                label=f"{n} {m['regulariser']} ({len(m['val_curves'])} seeds)",
+            )
     chosen = {f"{n} {m['regulariser']}" for n, m in rec["models"].items() if m["kind"] == "rnn"}
     for n, s in rec["screening"].items():
         if s.get("val_curve") and n not in chosen:  # a chosen configuration's seed 0 is in its mean already
@@ -552,28 +748,41 @@ def val_curves_heldout(rec: dict) -> str:
     static = [(n, m) for n, m in rec["models"].items() if m["kind"] in COUNTING and m["evaluation"] == "static"]
     name, best = min(static, key=lambda nm: nm[1]["val_perplexity"]["mean"])
     ax.axhline(best["val_perplexity"]["mean"], color="k", ls="--", lw=1, label=f"{name} (best static counting)")
-    return save_figure(fig, ax, FIGURES / f"{rec['name']}.png", "Validation perplexity (the book, 80/10/10)",
-                       "validation perplexity", legend_size=7)
+    return save_figure(
+        fig,
+        ax,
+        FIGURES / f"{rec['name']}.png",
+        "Validation perplexity (the book, 80/10/10)",
+        "validation perplexity",
+        legend_size=7,
+    )
 
 
 def heldout_screening(rec: dict) -> list[str]:
     """The one-seed screening each family's regularisation was chosen from."""
-    out = ["Screening (seed 0, lowest validation perplexity over the epochs; `cosine`: the step size falls to about "
-           "zero over the run's epochs):", "",
-           "| family and regularisation | epochs | step size | best validation perplexity | at epoch |",
-           "|---|---|---|---|---|"]
+    out = [
+        "Screening (seed 0, lowest validation perplexity over the epochs; `cosine`: the step size falls to about "
+        "zero over the run's epochs):",
+        "",
+        "| family and regularisation | epochs | step size | best validation perplexity | at epoch |",
+        "|---|---|---|---|---|",
+    ]
     for n, s in rec["screening"].items():
         c, curve = s["config"], s.get("val_curve") or []
         at = int(np.argmin(curve)) + 1 if curve else "—"
-        out.append(f"| {n} | {c['epochs']} | {c['optimizer']} {c['lr']:g}, {c.get('lr_schedule', 'constant')} | "
-                   f"{s['best_val_perplexity']:.3f} | {at} |")
+        out.append(
+            f"| {n} | {c['epochs']} | {c['optimizer']} {c['lr']:g}, {c.get('lr_schedule', 'constant')} | "
+            f"{s['best_val_perplexity']:.3f} | {at} |"
+        )
     return out + [""]
 
 
 # Figures reported by nanoGPT's README for its shakespeare_char configurations, on the same 10% (its "val" part,
 # scored in blocks of up to 256 characters of context): quoted for comparison, not measured here.
-NANOGPT = {"nanoGPT baby GPT (6 layers, 10.7M parameters, ~3 min on an A100 GPU)": 1.4697,
-           "nanoGPT CPU configuration (~3 min on a laptop CPU)": 1.88}
+NANOGPT = {
+    "nanoGPT baby GPT (6 layers, 10.7M parameters, ~3 min on an A100 GPU)": 1.4697,
+    "nanoGPT CPU configuration (~3 min on a laptop CPU)": 1.88,
+}
 
 
 def shakespeare_section(name: str = "shakespeare") -> list[str]:
@@ -583,38 +792,55 @@ def shakespeare_section(name: str = "shakespeare") -> list[str]:
         return []
     sp, models = rec["split"], rec["models"]
     rows = sorted(models.items(), key=lambda kv: kv[1]["test_loss"]["mean"])
-    out = ["## Tiny Shakespeare (nanoGPT's split)", "",
-           f"char-rnn's tiny Shakespeare ({sp['characters']:,} characters, every character kept: "
-           f"{sp['vocab_size'] - 1} symbols and `<unk>`). Test: the last {sp['test']:,} characters, nanoGPT's "
-           "validation part (`data[int(0.9 n):]`), each character scored given all the true text before it. "
-           f"Validation: the {sp['val']:,} characters before it, cut from nanoGPT's training 90%. Every choice is "
-           "made there by models that did not train on it (a selection run per recurrent model, counting models fit "
-           f"on the other {sp['train']:,}); the final models then train with those settings on all of nanoGPT's 90%, "
-           "validation included, as nanoGPT's do, so their 'validation' column is the selection run's. Losses in "
-           "nats per character (nanoGPT's unit); recurrent models: mean ± std over the final seeds, one training "
-           "run each on one core of this 2-core CPU. *static*: fixed after training; *adaptive*/*dynamic*: learn "
-           "from the text they score.", "",
-           *test_scorings("shakespeare", rec), "",
-           "| model | class | test nats/char | test bits/char | test perplexity | validation nats/char | parameters | "
-           "training wall s | tokens/s | chosen on validation |", "|---|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        "## Tiny Shakespeare (nanoGPT's split)",
+        "",
+        f"char-rnn's tiny Shakespeare ({sp['characters']:,} characters, every character kept: "
+        f"{sp['vocab_size'] - 1} symbols and `<unk>`). Test: the last {sp['test']:,} characters, nanoGPT's "
+        "validation part (`data[int(0.9 n):]`), each character scored given all the true text before it. "
+        f"Validation: the {sp['val']:,} characters before it, cut from nanoGPT's training 90%. Every choice is "
+        "made there by models that did not train on it (a selection run per recurrent model, counting models fit "
+        f"on the other {sp['train']:,}); the final models then train with those settings on all of nanoGPT's 90%, "
+        "validation included, as nanoGPT's do, so their 'validation' column is the selection run's. Losses in "
+        "nats per character (nanoGPT's unit); recurrent models: mean ± std over the final seeds, one training "
+        "run each on one core of this 2-core CPU. *static*: fixed after training; *adaptive*/*dynamic*: learn "
+        "from the text they score.",
+        "",
+        *test_scorings("shakespeare", rec),
+        "",
+        "| model | class | test nats/char | test bits/char | test perplexity | validation nats/char | parameters | "
+        "training wall s | tokens/s | chosen on validation |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for n, m in rows:
         det = m["kind"] in COUNTING or len(m["test_loss"]["seeds"]) == 1
         f = (lambda st, d=4: f"{st['mean']:.{d}f}") if det else (lambda st, d=4: pm(st, d))
-        seeds = "" if m["kind"] in COUNTING else f" ({len(m['test_loss']['seeds'])} seed" \
-            f"{'s' if len(m['test_loss']['seeds']) > 1 else ''})"
+        seeds = (
+            ""
+            if m["kind"] in COUNTING
+            else f" ({len(m['test_loss']['seeds'])} seed{'s' if len(m['test_loss']['seeds']) > 1 else ''})"
+        )
         num = lambda v, fmt: "-" if v is None else format(v, fmt)
-        out.append(f"| {n}{seeds} | {m['evaluation']} | {f(m['test_loss'])} | {f(m['test_bits_per_char'], 3)} | "
-                   f"{f(m['test_perplexity'], 3)} | {f(m['val_loss'])} | {num(m.get('params'), ',')} | "
-                   f"{num(m.get('wall_seconds'), '.0f')} | {num(m.get('tokens_per_sec'), ',.0f')} | {_chosen(m)} |")
-    out += [f"| {n} | reported elsewhere | {v:.4f} | {v / math.log(2):.3f} | {math.exp(v):.3f} | | | | | |"
-            for n, v in NANOGPT.items()]
+        out.append(
+            f"| {n}{seeds} | {m['evaluation']} | {f(m['test_loss'])} | {f(m['test_bits_per_char'], 3)} | "
+            f"{f(m['test_perplexity'], 3)} | {f(m['val_loss'])} | {num(m.get('params'), ',')} | "
+            f"{num(m.get('wall_seconds'), '.0f')} | {num(m.get('tokens_per_sec'), ',.0f')} | {_chosen(m)} |"
+        )
+    out += [
+        f"| {n} | reported elsewhere | {v:.4f} | {v / math.log(2):.3f} | {math.exp(v):.3f} | | | | | |"
+        for n, v in NANOGPT.items()
+    ]
     out += ["", shakespeare_curves(rec), "", *shakespeare_targets(rec)]
     if rec.get("samples"):
         smp = rec["samples"]
-        out += ["", f"Three samples from the best model by validation (`{Path(smp['run']).parent.name}`, final run "
-                f"`{Path(smp['run']).name}`), prompt `{smp['prompt']}`, temperature {smp['temperature']}, "
-                "sampling seeds "
-                f"{', '.join(map(str, smp['seeds']))}; `{smp['command']}` prints each again:", ""]
+        out += [
+            "",
+            f"Three samples from the best model by validation (`{Path(smp['run']).parent.name}`, final run "
+            f"`{Path(smp['run']).name}`), prompt `{smp['prompt']}`, temperature {smp['temperature']}, "
+            "sampling seeds "
+            f"{', '.join(map(str, smp['seeds']))}; `{smp['command']}` prints each again:",
+            "",
+        ]
         for text in smp["texts"]:
             out += ["```", text, "```"]
     return out + [""]
@@ -632,8 +858,11 @@ def shakespeare_curves(rec: dict) -> str:
         b = best_by_val(rec["models"], COUNTING, ev)
         if b:
             ax.axhline(b[1]["val_loss"]["mean"], color="k", ls=style, lw=1, label=f"{b[0]} ({ev})")
-    ax.set(xlabel="training seconds (one core)", ylabel="validation loss (nats/char)",
-           title="Tiny Shakespeare: validation loss against time")
+    ax.set(
+        xlabel="training seconds (one core)",
+        ylabel="validation loss (nats/char)",
+        title="Tiny Shakespeare: validation loss against time",
+    )
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -656,16 +885,22 @@ def shakespeare_targets(rec: dict) -> list[str]:
         b = best(ev)
         if b:
             t = b[1]["test_loss"]["mean"]
-            lines.append(f"Best recurrent model by validation, {ev} evaluation: {b[0]}, test {t:.4f} nats "
-                         f"({t - gpt:+.4f} against the {gpt:.4f} reported for the {gpt_name.split(' (')[0]}).")
+            lines.append(
+                f"Best recurrent model by validation, {ev} evaluation: {b[0]}, test {t:.4f} nats "
+                f"({t - gpt:+.4f} against the {gpt:.4f} reported for the {gpt_name.split(' (')[0]})."
+            )
     if adaptive:
-        lines.append(f"The best adaptive counting model by validation, {adaptive[0]}, scores "
-                     f"{adaptive[1]['test_loss']['mean']:.4f}.")
+        lines.append(
+            f"The best adaptive counting model by validation, {adaptive[0]}, scores "
+            f"{adaptive[1]['test_loss']['mean']:.4f}."
+        )
     b = best("static", lambda n: n.startswith("rnn-tanh") and " + " not in n and "ensemble" not in n)
     if b and static_count:
         t, ref = b[1]["test_loss"]["mean"], static_count[1]["test_loss"]["mean"]
-        lines.append(f"The book's tanh RNN, regularised ({b[0]}): {t:.4f} against the {static_count[0]}'s {ref:.4f} "
-                     f"({'below' if t < ref else 'not below'} the best static n-gram).")
+        lines.append(
+            f"The book's tanh RNN, regularised ({b[0]}): {t:.4f} against the {static_count[0]}'s {ref:.4f} "
+            f"({'below' if t < ref else 'not below'} the best static n-gram)."
+        )
     return [" ".join(lines)] if lines else []
 
 
@@ -681,24 +916,30 @@ def heldout_targets(rec: dict) -> list[str]:
     static, adaptive = best_by_val(models, COUNTING, "static"), best_by_val(models, COUNTING, "adaptive")
     assert static is not None  # the counting models are always fitted
     ref = static[1]["test_perplexity"]["mean"]
-    lines = [f"The static counting model chosen on validation is the {static[0]} ({_chosen(static[1])}): test "
-             f"perplexity {ref:.3f}."]
+    lines = [
+        f"The static counting model chosen on validation is the {static[0]} ({_chosen(static[1])}): test "
+        f"perplexity {ref:.3f}."
+    ]
     if adaptive:
-        lines.append(f"The adaptive one is {adaptive[0]} ({_chosen(adaptive[1])}): "
-                     f"{adaptive[1]['test_perplexity']['mean']:.3f}.")
+        lines.append(
+            f"The adaptive one is {adaptive[0]} ({_chosen(adaptive[1])}): {adaptive[1]['test_perplexity']['mean']:.3f}."
+        )
     for label, ev, against in (("static", "static", static), ("dynamic", "dynamic", adaptive or static)):
-        b = best_by_val({n: m for n, m in models.items() if "ensemble" not in m and "mixture" not in m},
-                        ("rnn",), ev)
+        b = best_by_val({n: m for n, m in models.items() if "ensemble" not in m and "mixture" not in m}, ("rnn",), ev)
         if b:
             ratio = b[1]["test_perplexity"]["mean"] / against[1]["test_perplexity"]["mean"]
-            lines.append(f"Best recurrent model by validation, {label} evaluation: {b[0]}, test "
-                         f"{pm(b[1]['test_perplexity'])}, {ratio:.3f}x the {against[0]}.")
+            lines.append(
+                f"Best recurrent model by validation, {label} evaluation: {b[0]}, test "
+                f"{pm(b[1]['test_perplexity'])}, {ratio:.3f}x the {against[0]}."
+            )
     for ev in ("static", "dynamic"):
         b = best_by_val({n: m for n, m in models.items() if n.startswith("rnn-tanh")}, ("rnn",), ev)
         if b:
             t = b[1]["test_perplexity"]["mean"]
-            lines.append(f"The book's tanh RNN, regularised, {ev}: {t:.3f} against the static {ref:.3f} "
-                         f"({'at or below' if t <= ref else 'above'} the best static counting model).")
+            lines.append(
+                f"The book's tanh RNN, regularised, {ev}: {t:.3f} against the static {ref:.3f} "
+                f"({'at or below' if t <= ref else 'above'} the best static counting model)."
+            )
     return [" ".join(lines)]
 
 

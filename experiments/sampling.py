@@ -26,18 +26,21 @@ PREFIX = "time traveller "
 def text_properties(samples: list[str], book_words: set[str]) -> dict:
     """Per sample: distinct-word ratio and repeated word 4-grams; overall: words found in the book and how
     many of the samples (all drawn from the same prefix) differ from each other."""
+
     def words(s):  # the generated words; the last one may be cut off
-        return s[len(PREFIX):].split()[:-1]
+        return s[len(PREFIX) :].split()[:-1]
 
     def repeated(ws):
-        grams = [tuple(ws[i:i + 4]) for i in range(len(ws) - 3)]
+        grams = [tuple(ws[i : i + 4]) for i in range(len(ws) - 3)]
         return 1 - len(set(grams)) / len(grams) if grams else 0.0
 
     all_words = [w for s in samples for w in words(s)]
-    return {"distinct_word_ratio": float(np.mean([len(set(words(s))) / max(len(words(s)), 1) for s in samples])),
-            "words_in_book": float(np.mean([w in book_words for w in all_words])) if all_words else 0.0,
-            "repeated_4grams": float(np.mean([repeated(words(s)) for s in samples])),
-            "distinct_samples": len(set(samples)) / len(samples)}
+    return {
+        "distinct_word_ratio": float(np.mean([len(set(words(s))) / max(len(words(s)), 1) for s in samples])),
+        "words_in_book": float(np.mean([w in book_words for w in all_words])) if all_words else 0.0,
+        "repeated_4grams": float(np.mean([repeated(words(s)) for s in samples])),
+        "distinct_samples": len(set(samples)) / len(samples),
+    }
 
 
 def main(argv=None) -> None:
@@ -47,7 +50,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     raw = data.read_text(data.resolve_corpus(None, args.data_dir))
     book_words = set(re.findall(r"[a-z]+", raw.lower()))
-    runs = sorted((RUNS / "seq").glob("seed_*"))[:args.seeds]
+    runs = sorted((RUNS / "seq").glob("seed_*"))[: args.seeds]
     if not runs:
         raise SystemExit(f"no trained seq models in {RUNS / 'seq'}; run experiments/ablations.py seq first")
     rows: list[dict] = []
@@ -57,9 +60,14 @@ def main(argv=None) -> None:
         for i, run in enumerate(runs):
             cfg, vocab, params, _ = load_run(run)
             temperature = 0.0 if alpha == "greedy" else 1.0 / cast(float, alpha)
-            ids = generate.generate_ids(params, jnp.asarray(vocab.encode(PREFIX)), jax.random.key(i),
-                                        num_chars=args.num_chars, num_samples=args.num_samples,
-                                        temperature=temperature)
+            ids = generate.generate_ids(
+                params,
+                jnp.asarray(vocab.encode(PREFIX)),
+                jax.random.key(i),
+                num_chars=args.num_chars,
+                num_samples=args.num_samples,
+                temperature=temperature,
+            )
             samples = [PREFIX + vocab.decode(r) for r in jax.device_get(ids)]
             per_seed.append(text_properties(samples, book_words))
             if i == 0:
@@ -69,12 +77,24 @@ def main(argv=None) -> None:
             vals = [s[key] for s in per_seed]
             row[key] = {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0}
         rows.append(row)
-        print(f"alpha {alpha!s:>6}: distinct words {row['distinct_word_ratio']['mean']:.2f}  in book "
-              f"{row['words_in_book']['mean']:.2f}  repeated 4-grams {row['repeated_4grams']['mean']:.2f}  "
-              f"distinct samples {row['distinct_samples']['mean']:.2f}")
-    write("sampling", {"name": "sampling", "prefix": PREFIX, "num_chars": args.num_chars,
-                       "num_samples": args.num_samples, "models": [r.name for r in runs], "rows": rows,
-                       "examples": examples}, results_dir("sampling", args))
+        print(
+            f"alpha {alpha!s:>6}: distinct words {row['distinct_word_ratio']['mean']:.2f}  in book "
+            f"{row['words_in_book']['mean']:.2f}  repeated 4-grams {row['repeated_4grams']['mean']:.2f}  "
+            f"distinct samples {row['distinct_samples']['mean']:.2f}"
+        )
+    write(
+        "sampling",
+        {
+            "name": "sampling",
+            "prefix": PREFIX,
+            "num_chars": args.num_chars,
+            "num_samples": args.num_samples,
+            "models": [r.name for r in runs],
+            "rows": rows,
+            "examples": examples,
+        },
+        results_dir("sampling", args),
+    )
 
 
 if __name__ == "__main__":

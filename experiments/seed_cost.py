@@ -19,8 +19,7 @@ from rnn_jax import config, data, sweep
 def main(argv=None) -> None:
     p = parser(__doc__.splitlines()[0])
     args = p.parse_args(argv)
-    cfg = dataclasses.replace(config.EXPERIMENTS["seq"], epochs=args.epochs or 100, predict_every=0,
-                              checkpoint_every=0)
+    cfg = dataclasses.replace(config.EXPERIMENTS["seq"], epochs=args.epochs or 100, predict_every=0, checkpoint_every=0)
     seeds = list(range(args.seeds))
     root, out = runs_root("seed_cost", args) / "seed_cost", results_dir("seed_cost", args)
     rows: dict[str, float] = {}
@@ -36,9 +35,13 @@ def main(argv=None) -> None:
     sweep.run_vmap(cfg, seeds, tokens, vocab)
     rows["one vmapped program"] = time.perf_counter() - t0
     base = rows["sequential processes, all cores each"]
-    result: dict[str, Any] = {"name": "seed_cost", "seeds": len(seeds), "epochs": cfg.epochs,
-                              "backend": jax.default_backend(),
-                              "rows": [{"mode": k, "wall_seconds": v, "speedup": base / v} for k, v in rows.items()]}
+    result: dict[str, Any] = {
+        "name": "seed_cost",
+        "seeds": len(seeds),
+        "epochs": cfg.epochs,
+        "backend": jax.default_backend(),
+        "rows": [{"mode": k, "wall_seconds": v, "speedup": base / v} for k, v in rows.items()],
+    }
     write("seed_cost", result, out)
     for r in result["rows"]:
         print(f"{r['mode']:<42} {r['wall_seconds']:7.1f} s  {r['speedup']:.2f}x")

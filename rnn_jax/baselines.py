@@ -101,7 +101,7 @@ def fit_ngram(train_ids, vocab_size: int, n: int, discount_d: float | str | None
     ids = _check_ids(train_ids, vocab_size)
     if n < 1 or len(ids) < n:
         raise ValueError(f"need n >= 1 and at least n training tokens; got n={n}, {len(ids)} tokens")
-    if vocab_size ** n >= 2**63:
+    if vocab_size**n >= 2**63:
         raise ValueError(f"vocab_size**n = {vocab_size}**{n} overflows the int64 n-gram codes")
     V = vocab_size
     keys: list[np.ndarray] = []
@@ -146,7 +146,7 @@ def log_probs(model: CountLM, ids, start: int = 0) -> np.ndarray:
 def next_probs(model: CountLM, context) -> np.ndarray:
     """The (V,) distribution of the token following `context` (only its last n-1 tokens matter)."""
     context = _check_ids(context, model.vocab_size)
-    tail = context[len(context) - min(len(context), model.n - 1):]
+    tail = context[len(context) - min(len(context), model.n - 1) :]
     stream = np.concatenate([np.repeat(tail[None], model.vocab_size, 0), np.arange(model.vocab_size)[:, None]], 1)
     return np.exp([log_probs(model, s, start=len(tail))[0] for s in stream])
 
@@ -154,7 +154,7 @@ def next_probs(model: CountLM, context) -> np.ndarray:
 def cross_entropy(model: CountLM, ids, context=()) -> float:
     """Mean nats per token of ids, scored as one stream that continues the last n-1 tokens of `context`."""
     context = _check_ids(context, model.vocab_size)
-    tail = context[len(context) - min(len(context), model.n - 1):]
+    tail = context[len(context) - min(len(context), model.n - 1) :]
     return float(-log_probs(model, np.concatenate([tail, _check_ids(ids, model.vocab_size)]), len(tail)).mean())
 
 
@@ -162,8 +162,9 @@ def metrics(loss: float) -> dict[str, float]:
     return {"loss": loss, "perplexity": math.exp(loss), "bits_per_char": loss / math.log(2)}
 
 
-def evaluate_baselines(train_ids, eval_ids, vocab_size: int, max_n: int = 5, context_from_train: bool = True,
-                       context=None) -> dict[str, dict[str, float]]:
+def evaluate_baselines(
+    train_ids, eval_ids, vocab_size: int, max_n: int = 5, context_from_train: bool = True, context=None
+) -> dict[str, dict[str, float]]:
     """Held-out loss, perplexity and bits/char of uniform, unigram and 2..max_n-gram models fitted on train_ids.
 
     eval_ids is scored as one stream continuing `context`, the tokens just before it in the text (the RNN's
@@ -183,13 +184,15 @@ def select_ngram(train_ids, val_ids, vocab_size: int, orders, discounts, context
     for n in orders:
         for d in discounts:
             m = fit_ngram(train_ids, vocab_size, n, d)
-            rows.append({"n": n, "discount": d, **metrics(cross_entropy(m, val_ids, train_ids if context is None
-                                                                        else context))})
+            rows.append(
+                {"n": n, "discount": d, **metrics(cross_entropy(m, val_ids, train_ids if context is None else context))}
+            )
     return min(rows, key=lambda r: r["loss"]), rows
 
 
-def adaptive_cross_entropy(ids, start: int, vocab_size: int, n: int, discount_d: float | str | None = None,
-                           every: int = 200) -> float:
+def adaptive_cross_entropy(
+    ids, start: int, vocab_size: int, n: int, discount_d: float | str | None = None, every: int = 200
+) -> float:
     """Mean nats per token of ids[start:] under an adaptive KN model: each block of `every` tokens is scored by the
     model fitted on everything before the block (ids[:block start]), so the counts grow with the text they score,
     as dynamic evaluation's parameters do (refitting after every token would be `every` = 1)."""
@@ -199,7 +202,7 @@ def adaptive_cross_entropy(ids, start: int, vocab_size: int, n: int, discount_d:
     total = 0.0
     for b in range(start, len(ids), every):
         m = fit_ngram(ids[:b], vocab_size, n, discount_d)
-        total -= log_probs(m, ids[max(0, b - n + 1):b + every], min(b, n - 1)).sum()
+        total -= log_probs(m, ids[max(0, b - n + 1) : b + every], min(b, n - 1)).sum()
     return total / (len(ids) - start)
 
 
@@ -233,12 +236,14 @@ def _check_args(split: float, max_n: int) -> None:
 
 def _cut(ids: np.ndarray, split: float, max_n: int, vocab_size: int) -> int:
     """Where the training part ends, after checking that both parts and every model can exist."""
-    if max_n >= 63 or vocab_size ** max_n >= 2**63:  # V >= 2, so n >= 63 overflows (and skips a huge power)
+    if max_n >= 63 or vocab_size**max_n >= 2**63:  # V >= 2, so n >= 63 overflows (and skips a huge power)
         raise UsageError(f"--max-n {max_n} is too large: {vocab_size}**{max_n} overflows the int64 n-gram codes")
     cut = int(len(ids) * split)
     if cut < max_n or cut >= len(ids):
-        raise UsageError(f"--split {split} of {len(ids)} tokens leaves {cut} for training and {len(ids) - cut} "
-                         f"held out; need at least {max_n} and 1")
+        raise UsageError(
+            f"--split {split} of {len(ids)} tokens leaves {cut} for training and {len(ids) - cut} "
+            f"held out; need at least {max_n} and 1"
+        )
     return cut
 
 
@@ -251,8 +256,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rnn_jax.baselines", description=main.__doc__)
     parser.add_argument("--corpus", help="a corpus name (timemachine, shakespeare) or a text file's path")
     parser.add_argument("--data-dir", help="directory holding the named corpora's files")
-    parser.add_argument("--preprocess", choices=("book", "raw", "none"), default="book",
-                        help="the text's cleaning, as in training (default: book)")
+    parser.add_argument(
+        "--preprocess",
+        choices=("book", "raw", "none"),
+        default="book",
+        help="the text's cleaning, as in training (default: book)",
+    )
     parser.add_argument("--split", type=float, default=0.9, help="fraction of the text to fit on, in (0, 1)")
     parser.add_argument("--max-n", type=int, default=5, help="largest n-gram order (1: uniform and unigram only)")
     args = parser.parse_args(argv)

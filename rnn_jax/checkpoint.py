@@ -82,8 +82,7 @@ def _leaf_digest(x, dtype=None) -> str:
 def checksums(tree) -> dict:
     """{leaf path: {dtype, sha256}} of a tree of host arrays (the digest covers dtype, shape and bytes)."""
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {jax.tree_util.keystr(p): {"dtype": np.asarray(x).dtype.str, "sha256": _leaf_digest(x)}
-            for p, x in leaves}
+    return {jax.tree_util.keystr(p): {"dtype": np.asarray(x).dtype.str, "sha256": _leaf_digest(x)} for p, x in leaves}
 
 
 def _canonical(path: str) -> str:
@@ -95,15 +94,19 @@ def _canonical(path: str) -> str:
 def verify(tree, recorded: dict | None, where) -> None:
     """Raises CheckpointError naming `where` when tree's arrays are not the ones whose checksums were recorded."""
     if recorded is None:
-        raise CheckpointError(f"{where} records no checksum of its arrays, so it cannot be verified; it was not "
-                              "written by this version of rnn_jax")
+        raise CheckpointError(
+            f"{where} records no checksum of its arrays, so it cannot be verified; it was not "
+            "written by this version of rnn_jax"
+        )
     leaves = {_canonical(jax.tree_util.keystr(p)): x for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
     recorded = {_canonical(k): v for k, v in recorded.items()}
     for path in sorted(set(leaves) | set(recorded)):
         want = recorded.get(path)
         if path not in leaves or want is None or _leaf_digest(leaves[path], want["dtype"]) != want["sha256"]:
-            raise CheckpointError(f"{where} is damaged: array {path} does not match the checksum saved with it. "
-                                  "Nothing was used; move it away (an earlier checkpoint may still be intact)")
+            raise CheckpointError(
+                f"{where} is damaged: array {path} does not match the checksum saved with it. "
+                "Nothing was used; move it away (an earlier checkpoint may still be intact)"
+            )
 
 
 def conform(tree, like):
@@ -114,15 +117,18 @@ def conform(tree, like):
     try:
         return jax.tree_util.tree_unflatten(treedef, [leaves[_canonical(jax.tree_util.keystr(p))] for p, _ in paths])
     except KeyError as e:
-        raise CheckpointError(f"the checkpoint has no array {e.args[0]}; it is not a training checkpoint of this "
-                              "version's model") from None
+        raise CheckpointError(
+            f"the checkpoint has no array {e.args[0]}; it is not a training checkpoint of this version's model"
+        ) from None
 
 
 def abstract(tree):
     """Shapes and dtypes of a tree's leaves, placed on the current device: restores land here whatever saved them."""
+
     def one(x):
         x = np.asarray(x)
         return jax.ShapeDtypeStruct(x.shape, x.dtype)
+
     return jax.tree.map(one, tree)
 
 
@@ -152,8 +158,10 @@ class Checkpoints:
             meta = self.best.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
             return float(meta["val_perplexity"])
         except Exception as e:  # noqa: BLE001 - orbax raises many kinds; all mean the value is unknown
-            raise CheckpointError(f"best checkpoint {self.best.directory}/{epoch} has no readable validation "
-                                  f"perplexity ({type(e).__name__}: {e}); move it away to resume") from None
+            raise CheckpointError(
+                f"best checkpoint {self.best.directory}/{epoch} has no readable validation "
+                f"perplexity ({type(e).__name__}: {e}); move it away to resume"
+            ) from None
 
     def save(self, epoch: int, state: dict, meta: dict, *, val_perplexity: float | None = None) -> None:
         """Saves host copies (training may donate the device buffers right after), with their checksums."""
@@ -217,8 +225,10 @@ def _save(manager: ocp.CheckpointManager, epoch: int, args, *, force: bool) -> N
             manager.save(epoch, args=args, force=force)
     except Exception as e:  # orbax/tensorstore wrap the OSError; the earlier checkpoints are untouched
         _failed_writes.append(str(Path(manager.directory) / str(epoch)))
-        raise CheckpointError(f"cannot write checkpoint {Path(manager.directory) / str(epoch)} ({_reason(e)}); "
-                              "the earlier checkpoints are intact") from None
+        raise CheckpointError(
+            f"cannot write checkpoint {Path(manager.directory) / str(epoch)} ({_reason(e)}); "
+            "the earlier checkpoints are intact"
+        ) from None
 
 
 def write_failed() -> bool:
@@ -235,8 +245,10 @@ def restore_from(manager: ocp.CheckpointManager, epoch: int, abstract_state: dic
         with _quiet_orbax():
             restored = manager.restore(epoch, args=ocp.args.Composite(state=state_args, meta=ocp.args.JsonRestore()))
     except Exception as e:  # orbax/tensorstore raise many kinds; all mean this checkpoint is unusable
-        raise CheckpointError(f"checkpoint {path} cannot be restored ({_reason(e)}). Nothing was re-initialised: "
-                              "move that directory away to resume from the one before it") from None
+        raise CheckpointError(
+            f"checkpoint {path} cannot be restored ({_reason(e)}). Nothing was re-initialised: "
+            "move that directory away to resume from the one before it"
+        ) from None
     verify(jax.device_get(restored["state"]), restored["meta"].get("checksums"), f"checkpoint {path}")
     return restored["state"], restored["meta"]
 
@@ -257,8 +269,10 @@ def restore_newest(directory: Path, abstract_state: dict | None, attempts: int =
                     raise  # still there: really damaged
         except FileNotFoundError:  # the listing raced a rotation
             if attempt == attempts - 1:
-                raise CheckpointError(f"the checkpoints in {directory} kept changing while being read; try "
-                                      "again when training has written its next one") from None
+                raise CheckpointError(
+                    f"the checkpoints in {directory} kept changing while being read; try "
+                    "again when training has written its next one"
+                ) from None
         finally:
             manager.close()
         time.sleep(0.05 * (attempt + 1))

@@ -1,6 +1,6 @@
 """docs/cli.md: every flag of the command-line tools, written from their argparse parsers and the Config fields.
 
-    python -m rnn_jax.clidoc > docs/cli.md      # make docs
+python -m rnn_jax.clidoc > docs/cli.md      # make docs
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ class _Captured(Exception):
 
 def _parser_of_main(main: Callable) -> argparse.ArgumentParser:
     """The parser a CLI's main builds, taken at its parse_args call (for CLIs without a parser function)."""
+
     def capture(self, *args, **kwargs):
         raise _Captured(self)
+
     original = argparse.ArgumentParser.parse_args
     argparse.ArgumentParser.parse_args = capture  # type: ignore[method-assign]  # patched for the capture only
     try:
@@ -43,8 +45,12 @@ def parsers() -> list[argparse.ArgumentParser]:
 
     evaluate_parser = getattr(evaluate, "build_parser", None)
     generate_parser = getattr(generate, "build_parser", None) or generate._parser
-    return [train.build_parser(), generate_parser(),
-            evaluate_parser() if evaluate_parser else _parser_of_main(evaluate.main), bench_cli.build_parser()]
+    return [
+        train.build_parser(),
+        generate_parser(),
+        evaluate_parser() if evaluate_parser else _parser_of_main(evaluate.main),
+        bench_cli.build_parser(),
+    ]
 
 
 def _text(v) -> str:
@@ -85,8 +91,10 @@ def _row(parser: argparse.ArgumentParser, action: argparse.Action, fields: dict)
         text = text % {**vars(action), "prog": parser.prog}
     choices = ", ".join(f"`{c}`" for c in action.choices) if action.choices is not None else ""
     flags = ", ".join(f"`{s}`" for s in action.option_strings)
-    return f"| {flags} | {_cell(_value(action))} | {_cell(f'`{default}`' if default else '')} | {choices} | " \
-           f"{_cell(text)} |"
+    return (
+        f"| {flags} | {_cell(_value(action))} | {_cell(f'`{default}`' if default else '')} | {choices} | "
+        f"{_cell(text)} |"
+    )
 
 
 def parser_markdown(parser: argparse.ArgumentParser) -> list[str]:
@@ -104,13 +112,22 @@ def parser_markdown(parser: argparse.ArgumentParser) -> list[str]:
 def experiments_markdown() -> list[str]:
     """Each named experiment as its differences from the base config."""
     base = config_lib.EXPERIMENTS["seq"]
-    out = ["## Named experiments (`--exp`)", "",
-           "Each is the base config (the `seq` row, every default above) with these fields changed; flags given on "
-           "the command line override them. A chained experiment runs its stages in turn, each from the parameters "
-           "the one before ended with.", "", "| experiment | fields changed from the base |", "|---|---|"]
+    out = [
+        "## Named experiments (`--exp`)",
+        "",
+        "Each is the base config (the `seq` row, every default above) with these fields changed; flags given on "
+        "the command line override them. A chained experiment runs its stages in turn, each from the parameters "
+        "the one before ended with.",
+        "",
+        "| experiment | fields changed from the base |",
+        "|---|---|",
+    ]
     for name, cfg in config_lib.EXPERIMENTS.items():
-        diff = [f"{f.name}={_text(getattr(cfg, f.name))}" for f in dataclasses.fields(cfg)
-                if getattr(cfg, f.name) != getattr(base, f.name)]
+        diff = [
+            f"{f.name}={_text(getattr(cfg, f.name))}"
+            for f in dataclasses.fields(cfg)
+            if getattr(cfg, f.name) != getattr(base, f.name)
+        ]
         corpus = config_lib.CORPUS_OF.get(name)
         diff += [f"corpus {corpus}"] if corpus else []
         out.append(f"| `{name}` | {_cell(', '.join(diff)) or '(the base: the book 8.5)'} |")
@@ -120,12 +137,16 @@ def experiments_markdown() -> list[str]:
 
 
 def markdown() -> str:
-    out = ["# Command-line reference", "",
-           "Written by `python -m rnn_jax.clidoc > docs/cli.md` (`make docs`) from the tools' parsers and the help "
-           "text of each `Config` field (`rnn_jax/config.py`); `tests/test_clidoc.py` fails when this file differs "
-           "from what that writes. Every `Config` field is a flag of `python -m rnn_jax.train` (`num_steps` -> "
-           "`--num-steps`); its default there is the named experiment's value, shown here for the base config. "
-           "Optional numbers take `none`, switches `true`/`false`.", ""]
+    out = [
+        "# Command-line reference",
+        "",
+        "Written by `python -m rnn_jax.clidoc > docs/cli.md` (`make docs`) from the tools' parsers and the help "
+        "text of each `Config` field (`rnn_jax/config.py`); `tests/test_clidoc.py` fails when this file differs "
+        "from what that writes. Every `Config` field is a flag of `python -m rnn_jax.train` (`num_steps` -> "
+        "`--num-steps`); its default there is the named experiment's value, shown here for the base config. "
+        "Optional numbers take `none`, switches `true`/`false`.",
+        "",
+    ]
     for parser in parsers():
         out += parser_markdown(parser)
         if parser.prog == "python -m rnn_jax.train":

@@ -17,19 +17,29 @@ def _field(default, help: str):
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    sampling: str = _field("seq", "minibatches: seq = sequential partitioning (state carried), random = random "
-                           "sampling (state reset)")
-    reset_state: bool | None = _field(None, "zero state at every minibatch (true) or carried with its gradient "
-                                      "stopped (false); none: as the sampling scheme (random resets)")
-    cell: str = _field("rnn", "recurrent cell, a key of cells.CELLS: rnn = the book's tanh cell (8.5), gru (9.1), "
-                       "lstm (9.2)")
+    sampling: str = _field(
+        "seq", "minibatches: seq = sequential partitioning (state carried), random = random sampling (state reset)"
+    )
+    reset_state: bool | None = _field(
+        None,
+        "zero state at every minibatch (true) or carried with its gradient "
+        "stopped (false); none: as the sampling scheme (random resets)",
+    )
+    cell: str = _field(
+        "rnn", "recurrent cell, a key of cells.CELLS: rnn = the book's tanh cell (8.5), gru (9.1), lstm (9.2)"
+    )
     num_layers: int = _field(1, "a stack of cells (9.3): layer l's outputs are layer l+1's inputs")
-    activation: str = _field("tanh", "activation of the cell, one it declares (cells.CELLS[cell].activations): "
-                             "tanh or relu for rnn; the gated cells have sigmoid gates and a tanh candidate")
+    activation: str = _field(
+        "tanh",
+        "activation of the cell, one it declares (cells.CELLS[cell].activations): "
+        "tanh or relu for rnn; the gated cells have sigmoid gates and a tanh candidate",
+    )
     encoder: str = _field("onehot", "input encoding: onehot, or embed = learned embeddings of --embed-dim")
     clip_norm: float | None = _field(1.0, "global-norm gradient clipping threshold; none: no clipping")
-    detach: bool = _field(True, "stop the gradient between minibatches; false: backpropagate through the whole "
-                          "epoch's chain of minibatches")
+    detach: bool = _field(
+        True,
+        "stop the gradient between minibatches; false: backpropagate through the whole epoch's chain of minibatches",
+    )
     hidden: int = _field(512, "hidden units per layer")
     embed_dim: int = _field(32, "embedding size (with --encoder embed only)")
     batch_size: int = _field(32, "rows per minibatch")
@@ -37,26 +47,42 @@ class Config:
     max_tokens: int = _field(10_000, "training tokens from the start of the corpus; -1: all of them")
     lr: float = _field(1.0, "step size")
     optimizer: str = _field("sgd", "sgd (the book) or adam")
-    dropout: float = _field(0.0, "fraction of the states fed to the output layer zeroed in training (not in the "
-                            "book)")
-    layer_dropout: float = _field(0.0, "fraction of the states a layer feeds the layer above zeroed in training "
-                                  "(stacks only)")
-    dropout_mask: str = _field("step", "masks of --dropout and --layer-dropout: step = a new mask every step, "
-                               "sequence = one per row for the whole minibatch (variational dropout)")
-    weight_drop: float = _field(0.0, "DropConnect: fraction of the recurrent weights (those the cell declares, "
-                                "cells.CELLS[cell].recurrent) zeroed per minibatch")
-    weight_decay: float = _field(0.0, "decoupled weight decay of the weight matrices, per unit of lr (adam becomes "
-                                 "AdamW; biases are not decayed)")
-    lr_schedule: str = _field("constant", "cosine: every update of epoch e scaled by (1 + cos(pi (e - 1) / epochs)) "
-                              "/ 2, from lr in epoch 1 to about 0 in the last")
+    dropout: float = _field(0.0, "fraction of the states fed to the output layer zeroed in training (not in the book)")
+    layer_dropout: float = _field(
+        0.0, "fraction of the states a layer feeds the layer above zeroed in training (stacks only)"
+    )
+    dropout_mask: str = _field(
+        "step",
+        "masks of --dropout and --layer-dropout: step = a new mask every step, "
+        "sequence = one per row for the whole minibatch (variational dropout)",
+    )
+    weight_drop: float = _field(
+        0.0,
+        "DropConnect: fraction of the recurrent weights (those the cell declares, "
+        "cells.CELLS[cell].recurrent) zeroed per minibatch",
+    )
+    weight_decay: float = _field(
+        0.0,
+        "decoupled weight decay of the weight matrices, per unit of lr (adam becomes AdamW; biases are not decayed)",
+    )
+    lr_schedule: str = _field(
+        "constant",
+        "cosine: every update of epoch e scaled by (1 + cos(pi (e - 1) / epochs)) "
+        "/ 2, from lr in epoch 1 to about 0 in the last",
+    )
     epochs: int = _field(500, "training epochs")
     seed: int = _field(0, "the one seed every random stream (initialisation, data order, dropout) derives from")
-    backward: str = _field("fused", "fused = hand-written VJP of the scan; autodiff = jax.grad of the textbook "
-                           "unroll (same numbers, slower)")
+    backward: str = _field(
+        "fused",
+        "fused = hand-written VJP of the scan; autodiff = jax.grad of the textbook unroll (same numbers, slower)",
+    )
     matmul_dtype: str = _field("float32", "operand dtype of the matrix products (bfloat16: float32 accumulation)")
     predict_every: int = _field(10, "epochs between greedy predictions printed while training; 0: never")
-    preprocess: str = _field("book", "text cleaning: book = letters only, lowercase; raw = keep case and "
-                             "punctuation, whitespace runs become one space; none = every character as it is")
+    preprocess: str = _field(
+        "book",
+        "text cleaning: book = letters only, lowercase; raw = keep case and "
+        "punctuation, whitespace runs become one space; none = every character as it is",
+    )
     val_fraction: float = _field(0.0, "the end of the corpus held out for validation (by position)")
     test_fraction: float = _field(0.0, "held out after the validation part")
     eval_every: int = _field(10, "epochs between validation evaluations (when val_fraction > 0); 0: at the end")
@@ -65,11 +91,16 @@ class Config:
     on_nonfinite: str = _field("stop", "NaN/Inf loss or gradient: stop the run, or skip the update")
     max_skips: int = _field(20, "with --on-nonfinite skip: consecutive skipped updates before the run stops")
     devices: int = _field(0, "data-parallel devices; 0: auto (all when each gets >= 32 rows, else 1)")
-    init: str = _field("book", "initialisation: book = every weight N(0, 0.01^2); scaled = N(0, 1/fan_in), "
-                       "recurrent weights orthogonal")
+    init: str = _field(
+        "book",
+        "initialisation: book = every weight N(0, 0.01^2); scaled = N(0, 1/fan_in), recurrent weights orthogonal",
+    )
     forget_bias: float = _field(0.0, "initial bias of the LSTM's forget gate (1.0: remember by default)")
-    split_rule: str = _field("round", "the test part: round = the last round(n * test_fraction) tokens; floor = "
-                             "from token int(n * (1 - test_fraction)) on, nanoGPT's train/val cut")
+    split_rule: str = _field(
+        "round",
+        "the test part: round = the last round(n * test_fraction) tokens; floor = "
+        "from token int(n * (1 - test_fraction)) on, nanoGPT's train/val cut",
+    )
 
 
 BASE = Config()
@@ -92,21 +123,52 @@ EXPERIMENTS: dict[str, Config] = {
     "deep": dataclasses.replace(BASE, cell="lstm", num_layers=2, hidden=256, lr=2.0),
     # the whole book, its last 10% held out: how the model does on text it has not seen
     # (Adam: SGD at lr 1 needs 50 epochs to reach 6.2 on held-out text, Adam 10 to reach 6.1)
-    "full": dataclasses.replace(BASE, max_tokens=-1, val_fraction=0.1, optimizer="adam", lr=0.002, epochs=20,
-                                eval_every=2, checkpoint_every=10),
+    "full": dataclasses.replace(
+        BASE, max_tokens=-1, val_fraction=0.1, optimizer="adam", lr=0.002, epochs=20, eval_every=2, checkpoint_every=10
+    ),
     # the whole book split 80/10/10 by position: choices on validation (every epoch), the test part scored once
-    "heldout": dataclasses.replace(BASE, max_tokens=-1, val_fraction=0.1, test_fraction=0.1, optimizer="adam",
-                                   lr=0.002, epochs=30, eval_every=1, checkpoint_every=0, keep_checkpoints=1),
+    "heldout": dataclasses.replace(
+        BASE,
+        max_tokens=-1,
+        val_fraction=0.1,
+        test_fraction=0.1,
+        optimizer="adam",
+        lr=0.002,
+        epochs=30,
+        eval_every=1,
+        checkpoint_every=0,
+        keep_checkpoints=1,
+    ),
     # tiny Shakespeare split as nanoGPT splits it (--corpus shakespeare): the last 10% (nanoGPT's "val") is the
     # test part, scored once; validation is the 5% of the corpus just before it, cut from the training 90% and
     # never trained on. An LSTM with the levers the field uses: scaled init, forget bias, longer windows, Adam,
     # a cosine step size, variational dropout and DropConnect, bf16 products (f32 accumulation).
-    "shakespeare": dataclasses.replace(BASE, preprocess="none", max_tokens=-1, test_fraction=0.1, split_rule="floor",
-                                       val_fraction=0.05, cell="lstm", hidden=512, batch_size=64, num_steps=100,
-                                       init="scaled", forget_bias=1.0, optimizer="adam", lr=0.002,
-                                       lr_schedule="cosine", epochs=40, dropout=0.25, dropout_mask="sequence",
-                                       weight_drop=0.25, matmul_dtype="bfloat16", eval_every=1, checkpoint_every=0,
-                                       keep_checkpoints=1, predict_every=5),
+    "shakespeare": dataclasses.replace(
+        BASE,
+        preprocess="none",
+        max_tokens=-1,
+        test_fraction=0.1,
+        split_rule="floor",
+        val_fraction=0.05,
+        cell="lstm",
+        hidden=512,
+        batch_size=64,
+        num_steps=100,
+        init="scaled",
+        forget_bias=1.0,
+        optimizer="adam",
+        lr=0.002,
+        lr_schedule="cosine",
+        epochs=40,
+        dropout=0.25,
+        dropout_mask="sequence",
+        weight_drop=0.25,
+        matmul_dtype="bfloat16",
+        eval_every=1,
+        checkpoint_every=0,
+        keep_checkpoints=1,
+        predict_every=5,
+    ),
 }
 
 # Experiments run as stages, each starting from the parameters the stage before ended with (--exp NAME).
@@ -119,8 +181,19 @@ CHAINS: dict[str, tuple[str, ...]] = {"book_random": ("seq", "seq_reset")}
 CORPUS_OF: dict[str, str] = {"shakespeare": "shakespeare"}
 
 # Fields that may change when a run is resumed; any other difference would make it another run.
-RESUMABLE_FIELDS = frozenset({"epochs", "predict_every", "eval_every", "checkpoint_every", "keep_checkpoints",
-                              "on_nonfinite", "max_skips", "backward", "devices"})
+RESUMABLE_FIELDS = frozenset(
+    {
+        "epochs",
+        "predict_every",
+        "eval_every",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "on_nonfinite",
+        "max_skips",
+        "backward",
+        "devices",
+    }
+)
 
 # Fields whose allowed values are the keys of a registry, as (module, registry). They are imported when first
 # asked for (cells, model and data import jax, and model and step import this module), so a new entry of a registry
@@ -145,17 +218,32 @@ CHOICES = {
     "split_rule": ("round", "floor"),
 }
 
-_CHOICE_ORDER = ("sampling", "cell", "activation", "encoder", "backward", "matmul_dtype", "preprocess", "on_nonfinite",
-                 "optimizer", "dropout_mask", "lr_schedule", "init", "split_rule")
+_CHOICE_ORDER = (
+    "sampling",
+    "cell",
+    "activation",
+    "encoder",
+    "backward",
+    "matmul_dtype",
+    "preprocess",
+    "on_nonfinite",
+    "optimizer",
+    "dropout_mask",
+    "lr_schedule",
+    "init",
+    "split_rule",
+)
 
 
 def choices() -> dict[str, tuple[str, ...]]:
     """Allowed values of every field that has a set of them: registry keys where a registry defines them."""
+
     def allowed(name: str) -> tuple[str, ...]:
         if name in REGISTRIES:
             module, registry = REGISTRIES[name]
             return tuple(getattr(importlib.import_module(module), registry))
         return CHOICES[name]
+
     return {name: allowed(name) for name in _CHOICE_ORDER}
 
 
@@ -187,8 +275,16 @@ def validate(cfg: Config) -> Config:
     for name, allowed in choices().items():
         if getattr(cfg, name) not in allowed:
             raise ConfigError(f"{name}={getattr(cfg, name)!r} is not one of {', '.join(allowed)}")
-    for name in ("hidden", "num_layers", "embed_dim", "batch_size", "num_steps", "epochs", "keep_checkpoints",
-                 "max_skips"):
+    for name in (
+        "hidden",
+        "num_layers",
+        "embed_dim",
+        "batch_size",
+        "num_steps",
+        "epochs",
+        "keep_checkpoints",
+        "max_skips",
+    ):
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"{name} must be a positive integer, got {getattr(cfg, name)}")
     if cfg.max_tokens == 0 or cfg.max_tokens < -1:
@@ -207,8 +303,9 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"weight_decay must be >= 0, got {cfg.weight_decay}")
     accepted = importlib.import_module("rnn_jax.cells").CELLS[cfg.cell].activations  # what the cell declares
     if cfg.activation not in accepted:
-        raise ConfigError(f"activation={cfg.activation!r} is not one the {cfg.cell} cell accepts: "
-                          f"{', '.join(accepted)}")
+        raise ConfigError(
+            f"activation={cfg.activation!r} is not one the {cfg.cell} cell accepts: {', '.join(accepted)}"
+        )
     if cfg.forget_bias and cfg.cell != "lstm":
         raise ConfigError(f"forget_bias applies to the lstm cell, not {cfg.cell!r}")
     if cfg.val_fraction + cfg.test_fraction >= 0.9:
@@ -245,11 +342,21 @@ def from_dict(d: dict) -> Config:
 
 def to_flags(cfg: Config) -> list[str]:
     """Command-line flags that reproduce cfg exactly (every field), for child processes."""
+
     def text(v):
-        return "none" if v is None else str(v).lower() if isinstance(v, bool) else repr(v) if isinstance(v, float) \
+        return (
+            "none"
+            if v is None
+            else str(v).lower()
+            if isinstance(v, bool)
+            else repr(v)
+            if isinstance(v, float)
             else str(v)
-    return [arg for f in dataclasses.fields(Config)
-            for arg in ("--" + f.name.replace("_", "-"), text(getattr(cfg, f.name)))]
+        )
+
+    return [
+        arg for f in dataclasses.fields(Config) for arg in ("--" + f.name.replace("_", "-"), text(getattr(cfg, f.name)))
+    ]
 
 
 def _parser_for(tp):
@@ -260,15 +367,18 @@ def _parser_for(tp):
 
         def parse_optional(s: str):
             return None if s.lower() == "none" else inner(s)
+
         parse_optional.__name__ = f"{inner.__name__} or 'none'"
         return parse_optional
     if tp is bool:
+
         def parse_bool(s: str) -> bool:
             if s.lower() in ("1", "true", "yes", "on"):
                 return True
             if s.lower() in ("0", "false", "no", "off"):
                 return False
             raise argparse.ArgumentTypeError(f"expected true or false, got {s!r}")
+
         parse_bool.__name__ = "bool"
         return parse_bool
     return tp
@@ -281,8 +391,12 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(Config):
         parse = _parser_for(hints[f.name])
         group.add_argument(
-            "--" + f.name.replace("_", "-"), dest=f.name, type=parse, default=argparse.SUPPRESS,
-            choices=allowed.get(f.name), metavar=None if f.name in allowed else f.name.upper(),
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            type=parse,
+            default=argparse.SUPPRESS,
+            choices=allowed.get(f.name),
+            metavar=None if f.name in allowed else f.name.upper(),
             help=f"{f.metadata['help']} (default in base: {f.default})",
         )
 

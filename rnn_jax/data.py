@@ -34,8 +34,12 @@ class Corpus(NamedTuple):
 CORPORA = {
     "timemachine": Corpus(TIME_MACHINE_URL, TIME_MACHINE_SHA1, TIME_MACHINE_FILE, "the book"),
     # char-rnn's tiny Shakespeare (1,115,394 characters), the file nanoGPT's shakespeare_char prepares
-    "shakespeare": Corpus("https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
-                          "04486597058d11dcc2c556b1d0433891eb639d2e", "tinyshakespeare.txt", "tiny Shakespeare"),
+    "shakespeare": Corpus(
+        "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+        "04486597058d11dcc2c556b1d0433891eb639d2e",
+        "tinyshakespeare.txt",
+        "tiny Shakespeare",
+    ),
 }
 
 
@@ -70,7 +74,7 @@ def strip_gutenberg(text: str) -> str:
     start, end = _GUTENBERG_START.search(text), _GUTENBERG_END.search(text)
     if start:
         text_end = end.start() if end and end.start() > start.end() else len(text)
-        return text[start.end():text_end]
+        return text[start.end() : text_end]
     return text
 
 
@@ -84,24 +88,28 @@ def check_size(path: Path, what: str) -> None:
     except (ValueError, OSError, AttributeError):  # no figure: the read reports what goes wrong
         return
     if size * BYTES_PER_CHARACTER > memory:
-        raise DataError(f"{what} {path} is {size / 2**30:.1f} GiB: too large to load into the {memory / 2**30:.1f} "
-                        f"GiB of memory here (about {BYTES_PER_CHARACTER} bytes per character); is it the right "
-                        "file?")
+        raise DataError(
+            f"{what} {path} is {size / 2**30:.1f} GiB: too large to load into the {memory / 2**30:.1f} "
+            f"GiB of memory here (about {BYTES_PER_CHARACTER} bytes per character); is it the right "
+            "file?"
+        )
 
 
 def read_text(path: str | os.PathLike) -> str:
     """Reads a UTF-8 text file (universal newlines), with errors that say which file and why."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"corpus file {path} does not exist (or is not a file); "
-                        "pass --corpus PATH to an existing text file")
+        raise DataError(
+            f"corpus file {path} does not exist (or is not a file); pass --corpus PATH to an existing text file"
+        )
     check_size(path, "corpus file")
     try:
         with open(path, encoding="utf-8") as f:
             return f.read()
     except UnicodeDecodeError as e:
-        raise DataError(f"corpus file {path} is not valid UTF-8 ({e.reason} at byte {e.start}); "
-                        "convert it to UTF-8 first") from None
+        raise DataError(
+            f"corpus file {path} is not valid UTF-8 ({e.reason} at byte {e.start}); convert it to UTF-8 first"
+        ) from None
     except OSError as e:
         raise DataError(f"cannot read corpus file {path}: {e.strerror}") from None
 
@@ -157,12 +165,15 @@ def sha1_of(path: str | os.PathLike) -> str:
 
 def _checked(path: Path, source: str, corpus: Corpus) -> Path:
     if not path.is_file():
-        raise DataError(f"{source}: {path} does not exist; put {corpus.file} there, "
-                        "or pass --corpus PATH for another text")
+        raise DataError(
+            f"{source}: {path} does not exist; put {corpus.file} there, or pass --corpus PATH for another text"
+        )
     got = sha1_of(path)
     if got != corpus.sha1:
-        raise DataError(f"{source}: {path} has SHA-1 {got}, not {corpus.title}'s {corpus.sha1}; "
-                        f"replace it with {corpus.title}'s file, or pass it as --corpus PATH to train on it anyway")
+        raise DataError(
+            f"{source}: {path} has SHA-1 {got}, not {corpus.title}'s {corpus.sha1}; "
+            f"replace it with {corpus.title}'s file, or pass it as --corpus PATH to train on it anyway"
+        )
     return path
 
 
@@ -176,13 +187,17 @@ def download(url: str, dest: Path, sha1: str, timeout: float = 60.0) -> Path:
         except (OSError, ValueError) as e:
             tmp.close()
             os.unlink(tmp.name)
-            raise DataError(f"could not download {url} ({e}); without network, get {dest.name} "
-                            "some other way and pass --data-dir DIR or set RNN_JAX_DATA_DIR") from None
+            raise DataError(
+                f"could not download {url} ({e}); without network, get {dest.name} "
+                "some other way and pass --data-dir DIR or set RNN_JAX_DATA_DIR"
+            ) from None
     got = sha1_of(tmp.name)
     if got != sha1:
         os.unlink(tmp.name)
-        raise DataError(f"the download of {url} has SHA-1 {got}, expected {sha1}; nothing was kept. "
-                        f"Retry later, or pass --data-dir DIR holding {dest.name}")
+        raise DataError(
+            f"the download of {url} has SHA-1 {got}, expected {sha1}; nothing was kept. "
+            f"Retry later, or pass --data-dir DIR holding {dest.name}"
+        )
     os.replace(tmp.name, dest)
     return dest
 
@@ -237,7 +252,7 @@ def split_corpus(tokens: np.ndarray, val_fraction: float = 0.0, test_fraction: f
     n = len(tokens)
     n_test = n - int(n * (1 - test_fraction)) if rule == "floor" else int(round(n * test_fraction))
     n_val = int(round(n * val_fraction))
-    return tokens[:n - n_val - n_test], tokens[n - n_val - n_test:n - n_test], tokens[n - n_test:]
+    return tokens[: n - n_val - n_test], tokens[n - n_val - n_test : n - n_test], tokens[n - n_test :]
 
 
 def splits(tokens: np.ndarray, cfg) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
@@ -245,8 +260,13 @@ def splits(tokens: np.ndarray, cfg) -> dict[str, tuple[np.ndarray, np.ndarray | 
     after the max_tokens trained on) with the text just before it."""
     train, val, test = split_corpus(tokens, cfg.val_fraction, cfg.test_fraction, cfg.split_rule)
     trained = len(train) if cfg.max_tokens < 0 else min(cfg.max_tokens, len(train))
-    return {"train": (train[:trained], None), "val": (val, train), "test": (test, tokens[:len(tokens) - len(test)]),
-            "all": (tokens, None), "unseen": (train[trained:], train[:trained])}
+    return {
+        "train": (train[:trained], None),
+        "val": (val, train),
+        "test": (test, tokens[: len(tokens) - len(test)]),
+        "all": (tokens, None),
+        "unseen": (train[trained:], train[:trained]),
+    }
 
 
 # ----------------------------------------------------------------------------- minibatches
@@ -259,8 +279,8 @@ def seq_batches(corpus: np.ndarray, batch_size: int, num_steps: int, rng: np.ran
     """Sequential partitioning: (X_NBT, Y_NBT); row r of minibatch i+1 continues row r of minibatch i."""
     offset = int(rng.integers(0, num_steps + 1))  # inclusive upper bound, as in the book
     n = (len(corpus) - offset - 1) // batch_size * batch_size
-    xs = corpus[offset:offset + n].reshape(batch_size, -1)
-    ys = corpus[offset + 1:offset + 1 + n].reshape(batch_size, -1)
+    xs = corpus[offset : offset + n].reshape(batch_size, -1)
+    ys = corpus[offset + 1 : offset + 1 + n].reshape(batch_size, -1)
     num_batches = xs.shape[1] // num_steps
     cut = num_batches * num_steps
     split = lambda a: a[:, :cut].reshape(batch_size, num_batches, num_steps).transpose(1, 0, 2)
@@ -269,11 +289,11 @@ def seq_batches(corpus: np.ndarray, batch_size: int, num_steps: int, rng: np.ran
 
 def random_batches(corpus: np.ndarray, batch_size: int, num_steps: int, rng: np.random.Generator):
     """Random sampling: (X_NBT, Y_NBT) of non-overlapping subsequences at shuffled starts."""
-    corpus = corpus[int(rng.integers(0, num_steps)):]
+    corpus = corpus[int(rng.integers(0, num_steps)) :]
     num_subseqs = (len(corpus) - 1) // num_steps
     starts = rng.permutation(num_subseqs) * num_steps
     num_batches = num_subseqs // batch_size
-    starts = starts[:num_batches * batch_size].reshape(num_batches, batch_size)
+    starts = starts[: num_batches * batch_size].reshape(num_batches, batch_size)
     idx = starts[..., None] + np.arange(num_steps)
     return corpus[idx], corpus[idx + 1]
 
@@ -291,10 +311,12 @@ def min_batches(num_tokens: int, batch_size: int, num_steps: int, sampling: str)
 def check_length(num_tokens: int, batch_size: int, num_steps: int, sampling: str) -> None:
     if min_batches(num_tokens, batch_size, num_steps, sampling) < 1:
         need = batch_size * num_steps + num_steps + 1
-        raise DataError(f"the training corpus has {num_tokens} tokens, too few for one minibatch of "
-                        f"batch_size={batch_size} x num_steps={num_steps} with {sampling} sampling "
-                        f"(needs about {need}); use a longer corpus, a larger --max-tokens, "
-                        "or a smaller --batch-size / --num-steps")
+        raise DataError(
+            f"the training corpus has {num_tokens} tokens, too few for one minibatch of "
+            f"batch_size={batch_size} x num_steps={num_steps} with {sampling} sampling "
+            f"(needs about {need}); use a longer corpus, a larger --max-tokens, "
+            "or a smaller --batch-size / --num-steps"
+        )
 
 
 def epoch_batches(corpus: np.ndarray, cfg, epoch: int):

@@ -23,12 +23,13 @@ MIN_ROWS_PER_DEVICE = 32  # below this a device's share is too small to pay for 
 INIT_TIMEOUT = 300.0  # seconds every process has to join a multi-process run
 
 
-def check_flags(coordinator: str | None, num_processes: int | None, process_id: int | None,
-                timeout: float) -> None:
+def check_flags(coordinator: str | None, num_processes: int | None, process_id: int | None, timeout: float) -> None:
     """Raises ConfigError for multi-process flags that cannot form a run."""
     if not (coordinator and num_processes is not None and process_id is not None):
-        raise ConfigError("a multi-process run needs --coordinator HOST:PORT, --num-processes N and "
-                          "--process-id I (0 .. N-1) on every process")
+        raise ConfigError(
+            "a multi-process run needs --coordinator HOST:PORT, --num-processes N and "
+            "--process-id I (0 .. N-1) on every process"
+        )
     if num_processes < 1:
         raise ConfigError(f"--num-processes must be at least 1, got {num_processes}")
     if not 0 <= process_id < num_processes:
@@ -40,8 +41,9 @@ def check_flags(coordinator: str | None, num_processes: int | None, process_id: 
         raise ConfigError(f"--init-timeout must be a number of seconds >= 1, got {timeout}")
 
 
-def initialize(coordinator: str | None, num_processes: int | None, process_id: int | None,
-               timeout: float = INIT_TIMEOUT) -> None:
+def initialize(
+    coordinator: str | None, num_processes: int | None, process_id: int | None, timeout: float = INIT_TIMEOUT
+) -> None:
     """Joins a multi-process run (every process runs the same program); no-op for a single process."""
     if coordinator or num_processes is not None or process_id is not None:
         check_flags(coordinator, num_processes, process_id, timeout)
@@ -52,18 +54,23 @@ def initialize(coordinator: str | None, num_processes: int | None, process_id: i
 def _join(coordinator: str, num_processes: int, process_id: int, timeout: float) -> None:
     """jax.distributed.initialize, bounded: the runtime aborts the process on its own timeout, so a watchdog
     that fires first says in one line that the peers did not join."""
+
     def give_up():
-        os.write(2, f"error: the {num_processes} processes did not all join at {coordinator} within {timeout:g} s; "
-                    "start every process with the same --coordinator and --num-processes, or raise "
-                    "--init-timeout\n".encode())
+        os.write(
+            2,
+            f"error: the {num_processes} processes did not all join at {coordinator} within {timeout:g} s; "
+            "start every process with the same --coordinator and --num-processes, or raise "
+            "--init-timeout\n".encode(),
+        )
         os._exit(Exit.USAGE)
 
     watchdog = threading.Timer(timeout, give_up)
     watchdog.daemon = True
     watchdog.start()
     try:
-        jax.distributed.initialize(coordinator, num_processes=num_processes, process_id=process_id,
-                                   initialization_timeout=int(timeout) + 60)
+        jax.distributed.initialize(
+            coordinator, num_processes=num_processes, process_id=process_id, initialization_timeout=int(timeout) + 60
+        )
     finally:
         watchdog.cancel()
 
@@ -81,8 +88,10 @@ def choose_devices(requested: int, batch_size: int) -> int:
     if jax.process_count() > 1 and requested != available:
         raise ConfigError(f"a multi-process run uses every device ({available}); drop --devices or set it to that")
     if batch_size % requested:
-        raise ConfigError(f"batch_size {batch_size} is not divisible by the {requested} devices; use a multiple of "
-                          f"{requested} or --devices that divides it")
+        raise ConfigError(
+            f"batch_size {batch_size} is not divisible by the {requested} devices; use a multiple of "
+            f"{requested} or --devices that divides it"
+        )
     return requested
 
 
@@ -109,12 +118,14 @@ def shard_rows(X_NBT: np.ndarray, mesh: Mesh | None):
 
 def to_host(tree):
     """NumPy copies of (possibly multi-process) arrays: replicated ones read locally, sharded ones gathered."""
+
     def one(x):
         if not isinstance(x, jax.Array) or x.is_fully_addressable:
             return np.asarray(x)
         if x.is_fully_replicated:
             return np.asarray(x.addressable_data(0))
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
     return jax.tree.map(one, tree)
 
 

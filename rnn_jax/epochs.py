@@ -64,21 +64,30 @@ class EpochRule:
         loss = float(np.mean(metrics["loss"][ok])) if ok.any() else None
         if loss is not None and loss > math.log(sys.float_info.max):  # finite, but exp overflows
             self._diverged(epoch, self.step, metrics, int(np.argmax(metrics["loss"])), int((~ok).sum()))
-        row = {"epoch": epoch, "step": self.step, "loss": loss, "perplexity": None if loss is None else math.exp(loss),
-               "grad_norm": float(np.mean(metrics["grad_norm"][ok])) if ok.any() else None,
-               "tokens_per_sec": tokens_per_sec, "seconds": seconds}
+        row = {
+            "epoch": epoch,
+            "step": self.step,
+            "loss": loss,
+            "perplexity": None if loss is None else math.exp(loss),
+            "grad_norm": float(np.mean(metrics["grad_norm"][ok])) if ok.any() else None,
+            "tokens_per_sec": tokens_per_sec,
+            "seconds": seconds,
+        }
         if not ok.all():
             row["skipped"] = int((~ok).sum())
         return row
 
     def _diverged(self, epoch: int, bad_step: int, metrics: dict, i: int, skipped: int):
         loss, norm = float(metrics["loss"][i]), float(metrics["grad_norm"][i])
-        row = {"epoch": epoch, "step": bad_step, "nonfinite": True, "loss": loss, "grad_norm": norm,
-               "skipped": skipped}
-        why = (f"more than {self.cfg.max_skips} updates in a row were skipped" if self.cfg.on_nonfinite == "skip"
-               else "no checkpoint was written for it")
-        raise Diverged(f"diverged at epoch {epoch}, step {bad_step}: loss {loss}, gradient norm {norm} ({why}); "
-                       f"{HINT}", row)
+        row = {"epoch": epoch, "step": bad_step, "nonfinite": True, "loss": loss, "grad_norm": norm, "skipped": skipped}
+        why = (
+            f"more than {self.cfg.max_skips} updates in a row were skipped"
+            if self.cfg.on_nonfinite == "skip"
+            else "no checkpoint was written for it"
+        )
+        raise Diverged(
+            f"diverged at epoch {epoch}, step {bad_step}: loss {loss}, gradient norm {norm} ({why}); {HINT}", row
+        )
 
     def validate(self, epoch: int, row: dict, evaluate: Callable[[], dict]) -> None:
         """Adds validation loss, perplexity and bits/char (from `evaluate()`) to the row when this epoch evaluates;

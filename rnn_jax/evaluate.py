@@ -1,9 +1,9 @@
 """Held-out evaluation: perplexity and bits per character over a whole text, the state carried throughout.
 
-    python -m rnn_jax.evaluate --run-dir RUN                      # the run's validation split, else the text
-                                                                  # after the max_tokens it trained on
-    python -m rnn_jax.evaluate --run-dir RUN --corpus other.txt   # any text, mapped to the run's vocabulary
-    python -m rnn_jax.evaluate --run-dir RUN --best --split test --dynamic --dynamic-lr 0.1 --dynamic-segment 50
+python -m rnn_jax.evaluate --run-dir RUN                      # the run's validation split, else the text
+                                                              # after the max_tokens it trained on
+python -m rnn_jax.evaluate --run-dir RUN --corpus other.txt   # any text, mapped to the run's vocabulary
+python -m rnn_jax.evaluate --run-dir RUN --best --split test --dynamic --dynamic-lr 0.1 --dynamic-segment 50
 """
 
 from __future__ import annotations
@@ -62,8 +62,14 @@ def evaluate(params, tokens: np.ndarray, cfg: config_lib.Config, *, context: np.
     n_chunks = -(-len(targets) // CHUNK)
     pad = n_chunks * CHUNK - len(targets)
     shape = lambda a: np.pad(a, (0, pad)).reshape(n_chunks, CHUNK)
-    total = _sum_nll(params, shape(inputs), shape(targets), shape(np.ones(len(targets), np.float32)),
-                     spec=model.ModelSpec.from_config(cfg), hidden=cfg.hidden)
+    total = _sum_nll(
+        params,
+        shape(inputs),
+        shape(targets),
+        shape(np.ones(len(targets), np.float32)),
+        spec=model.ModelSpec.from_config(cfg),
+        hidden=cfg.hidden,
+    )
     return figures(float(total) / len(targets), len(targets))
 
 
@@ -85,9 +91,8 @@ def token_losses(params, tokens: np.ndarray, cfg: config_lib.Config, *, context:
     n_chunks = -(-len(targets) // CHUNK)
     pad = n_chunks * CHUNK - len(targets)
     shape = lambda a: np.pad(a, (0, pad)).reshape(n_chunks, CHUNK)
-    nll = _token_nll(params, shape(inputs), shape(targets), spec=model.ModelSpec.from_config(cfg),
-                     hidden=cfg.hidden)
-    return np.asarray(nll, np.float64).reshape(-1)[:len(targets)]
+    nll = _token_nll(params, shape(inputs), shape(targets), spec=model.ModelSpec.from_config(cfg), hidden=cfg.hidden)
+    return np.asarray(nll, np.float64).reshape(-1)[: len(targets)]
 
 
 def _stream(tokens: np.ndarray, context: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -110,13 +115,14 @@ def _dynamic_update(rule: str, lr, decay, params, p, grads, ms, k):
     as in RMSprop/Adam); either way then decay * (trained - current) back towards the trained parameters."""
     if rule == "rms":
         ms = jax.tree.map(lambda m, g: RMS_DECAY * m + (1 - RMS_DECAY) * g * g, ms, grads)
-        grads = jax.tree.map(lambda g, m: g / (jnp.sqrt(m / (1 - RMS_DECAY ** k)) + RMS_EPS), grads, ms)
+        grads = jax.tree.map(lambda g, m: g / (jnp.sqrt(m / (1 - RMS_DECAY**k)) + RMS_EPS), grads, ms)
     return jax.tree.map(lambda w, g, w0: w - lr * g + decay * (w0 - w), p, grads, params), ms
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "rule"))
 def _dynamic_nll(params, inputs_SL, targets_SL, mask_SL, lr, decay, *, cfg: config_lib.Config, rule: str):
     """Summed loss of each segment under the parameters updated on the segments before it only: (S,)."""
+
     def seg_loss(p, state, inputs_L, targets_L, mask_L):
         logits_L1V, state = model.forward_fused(p, state, inputs_L[None], model.ModelSpec.from_config(cfg))
         nll = jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits_L1V[:, 0], targets_L) * mask_L)
@@ -133,9 +139,17 @@ def _dynamic_nll(params, inputs_SL, targets_SL, mask_SL, lr, decay, *, cfg: conf
     return jax.lax.scan(segment, carry, (inputs_SL, targets_SL, mask_SL))[1]
 
 
-def dynamic_segment_losses(params, tokens: np.ndarray, cfg: config_lib.Config, *, lr: float, segment: int,
-                           decay: float = 0.0, rule: str = "sgd",
-                           context: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def dynamic_segment_losses(
+    params,
+    tokens: np.ndarray,
+    cfg: config_lib.Config,
+    *,
+    lr: float,
+    segment: int,
+    decay: float = 0.0,
+    rule: str = "sgd",
+    context: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Dynamic evaluation (Krause et al. 2018), one jitted scan over segments: each segment of the stream is scored,
     then the parameters take one step on its mean loss (rule "sgd", or "rms": RMS-normalised) and decay * (trained -
     current) back towards the trained ones, the state carried throughout. Returns (summed loss, tokens) per segment."""
@@ -144,25 +158,40 @@ def dynamic_segment_losses(params, tokens: np.ndarray, cfg: config_lib.Config, *
     pad = n_seg * segment - len(targets)
     shape = lambda a: np.pad(a, (0, pad)).reshape(n_seg, segment)
     mask = shape(np.ones(len(targets), np.float32))
-    nll = _dynamic_nll(params, shape(inputs), shape(targets), mask, jnp.float32(lr), jnp.float32(decay), cfg=cfg,
-                       rule=rule)
+    nll = _dynamic_nll(
+        params, shape(inputs), shape(targets), mask, jnp.float32(lr), jnp.float32(decay), cfg=cfg, rule=rule
+    )
     return np.asarray(nll, np.float64), mask.sum(1)
 
 
-def dynamic_evaluate(params, tokens: np.ndarray, cfg: config_lib.Config, *, lr: float, segment: int,
-                     decay: float = 0.0, rule: str = "sgd", context: np.ndarray | None = None) -> dict:
+def dynamic_evaluate(
+    params,
+    tokens: np.ndarray,
+    cfg: config_lib.Config,
+    *,
+    lr: float,
+    segment: int,
+    decay: float = 0.0,
+    rule: str = "sgd",
+    context: np.ndarray | None = None,
+) -> dict:
     """`evaluate`'s figures under dynamic evaluation (see dynamic_segment_losses); never trains before scoring."""
-    nll, counts = dynamic_segment_losses(params, tokens, cfg, lr=lr, segment=segment, decay=decay, rule=rule,
-                                         context=context)
-    return figures(float(nll.sum() / counts.sum()), int(counts.sum()),
-                   f"dynamic evaluation ({rule}, step size {lr:g}, segments of {segment})")
+    nll, counts = dynamic_segment_losses(
+        params, tokens, cfg, lr=lr, segment=segment, decay=decay, rule=rule, context=context
+    )
+    return figures(
+        float(nll.sum() / counts.sum()),
+        int(counts.sum()),
+        f"dynamic evaluation ({rule}, step size {lr:g}, segments of {segment})",
+    )
 
 
 def _check_dynamic(args) -> None:
     """Rejects dynamic-evaluation options that cannot run, before loading anything."""
     if not (math.isfinite(args.dynamic_lr) and 0 <= args.dynamic_lr <= FLOAT32_MAX):
-        raise config_lib.ConfigError(f"--dynamic-lr must be a number in [0, {FLOAT32_MAX:.4g}] (float32's range), "
-                                     f"got {args.dynamic_lr}")
+        raise config_lib.ConfigError(
+            f"--dynamic-lr must be a number in [0, {FLOAT32_MAX:.4g}] (float32's range), got {args.dynamic_lr}"
+        )
     if args.dynamic_segment < 1:
         raise config_lib.ConfigError(f"--dynamic-segment must be at least 1, got {args.dynamic_segment}")
     if not 0 <= args.dynamic_decay < 1:
@@ -174,9 +203,11 @@ def check_corpus(path: Path, saved: dict) -> None:
     want = saved["data"]["sha1"]
     got = data.sha1_of(path)
     if got != want:
-        raise data.DataError(f"{path} is not the corpus the run trained on (SHA-1 {got}, the run's {want}), so its "
-                             "splits would be other text; pass the original with --data-dir, or score any text "
-                             "with --corpus")
+        raise data.DataError(
+            f"{path} is not the corpus the run trained on (SHA-1 {got}, the run's {want}), so its "
+            "splits would be other text; pass the original with --data-dir, or score any text "
+            "with --corpus"
+        )
 
 
 def own_corpus(saved: dict, data_dir: str | None) -> Path:
@@ -196,8 +227,11 @@ def default_split(parts: dict) -> str:
     (val, _), (unseen, trained) = parts["val"], parts["unseen"]
     if len(val) or not len(unseen):
         return "val"
-    print(f"no validation part: scoring the {len(unseen):,} characters after the {len(trained):,} trained on "
-          "(--split unseen)", file=sys.stderr)
+    print(
+        f"no validation part: scoring the {len(unseen):,} characters after the {len(trained):,} trained on "
+        "(--split unseen)",
+        file=sys.stderr,
+    )
     return "unseen"
 
 
@@ -206,23 +240,41 @@ def main(argv=None) -> int:
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--corpus", default=None, help="evaluate on this text (default: the run's own corpus)")
     parser.add_argument("--data-dir", default=None, help="where the run's corpus now lives, if it moved")
-    parser.add_argument("--split", default=None, choices=("train", "val", "test", "all", "unseen"),
-                        help="part of the text to score; unseen: the rest of the training part after the max_tokens "
-                        "trained on (default: val for the run's corpus, or unseen when it has no val part; all for "
-                        "--corpus)")
-    parser.add_argument("--best", action="store_true", help="the run's best checkpoint by validation perplexity "
-                        "instead of its latest")
-    parser.add_argument("--baselines", action="store_true", help="also score n-gram baselines fit on the run's "
-                        "training text")
-    parser.add_argument("--dynamic", action="store_true", help="also score with dynamic evaluation: each segment "
-                        "scored, then one step on it (Krause et al. 2018)")
+    parser.add_argument(
+        "--split",
+        default=None,
+        choices=("train", "val", "test", "all", "unseen"),
+        help="part of the text to score; unseen: the rest of the training part after the max_tokens "
+        "trained on (default: val for the run's corpus, or unseen when it has no val part; all for "
+        "--corpus)",
+    )
+    parser.add_argument(
+        "--best", action="store_true", help="the run's best checkpoint by validation perplexity instead of its latest"
+    )
+    parser.add_argument(
+        "--baselines", action="store_true", help="also score n-gram baselines fit on the run's training text"
+    )
+    parser.add_argument(
+        "--dynamic",
+        action="store_true",
+        help="also score with dynamic evaluation: each segment scored, then one step on it (Krause et al. 2018)",
+    )
     parser.add_argument("--dynamic-lr", type=float, default=0.1, help="SGD step of dynamic evaluation (default 0.1)")
-    parser.add_argument("--dynamic-segment", type=int, default=50, help="characters per dynamic-evaluation "
-                        "segment (default 50)")
-    parser.add_argument("--dynamic-rule", choices=("sgd", "rms"), default="sgd", help="sgd: plain steps; rms: "
-                        "steps divided by the running RMS of the gradients scored so far (default sgd)")
-    parser.add_argument("--dynamic-decay", type=float, default=0.0, help="pull back towards the trained "
-                        "parameters after each step, in [0, 1) (default 0)")
+    parser.add_argument(
+        "--dynamic-segment", type=int, default=50, help="characters per dynamic-evaluation segment (default 50)"
+    )
+    parser.add_argument(
+        "--dynamic-rule",
+        choices=("sgd", "rms"),
+        default="sgd",
+        help="sgd: plain steps; rms: steps divided by the running RMS of the gradients scored so far (default sgd)",
+    )
+    parser.add_argument(
+        "--dynamic-decay",
+        type=float,
+        default=0.0,
+        help="pull back towards the trained parameters after each step, in [0, 1) (default 0)",
+    )
     args = parser.parse_args(argv)
     rnn_jax.started()
     try:
@@ -237,25 +289,43 @@ def main(argv=None) -> int:
             unknown = vocab.unknown(text)
             if unknown:
                 shown = ", ".join(f"{c!r} x{n}" for c, n in unknown.most_common(10))
-                print(f"{sum(unknown.values())} characters not in the run's vocabulary map to <unk>: {shown}",
-                      file=sys.stderr)
+                print(
+                    f"{sum(unknown.values())} characters not in the run's vocabulary map to <unk>: {shown}",
+                    file=sys.stderr,
+                )
             tokens, context = data.splits(vocab.encode(text), cfg)[args.split or "all"]
         else:
             tokens, context = parts[args.split or default_split(parts)]
         result = {"rnn": evaluate(params, tokens, cfg, context=context)}
         if args.dynamic:
-            result["rnn-dynamic"] = dynamic_evaluate(params, tokens, cfg, lr=args.dynamic_lr,
-                                                     segment=args.dynamic_segment, decay=args.dynamic_decay,
-                                                     rule=args.dynamic_rule, context=context)
+            result["rnn-dynamic"] = dynamic_evaluate(
+                params,
+                tokens,
+                cfg,
+                lr=args.dynamic_lr,
+                segment=args.dynamic_segment,
+                decay=args.dynamic_decay,
+                rule=args.dynamic_rule,
+                context=context,
+            )
         if args.baselines:
             from rnn_jax import baselines
-            result.update(baselines.evaluate_baselines(parts["train"][0], tokens, len(vocab),
-                                                      context=() if context is None else context))
+
+            result.update(
+                baselines.evaluate_baselines(
+                    parts["train"][0], tokens, len(vocab), context=() if context is None else context
+                )
+            )
         if not args.corpus and (args.split or "val") == "test":
             corpus = data.corpus_name(own, saved["data"]["sha1"])
             for name, r in result.items():
-                testlog.record(corpus, "test", name, {"run": str(Path(args.run_dir).resolve()), "best": args.best,
-                                                      "config": config_lib.to_dict(cfg)}, r)
+                testlog.record(
+                    corpus,
+                    "test",
+                    name,
+                    {"run": str(Path(args.run_dir).resolve()), "best": args.best, "config": config_lib.to_dict(cfg)},
+                    r,
+                )
     except (data.DataError, checkpoint.CheckpointError, config_lib.ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return Exit.USAGE

@@ -28,9 +28,17 @@ def _choose(logits_SV: jax.Array, key: jax.Array, temperature: float, top_k: int
 
 
 @functools.partial(jax.jit, static_argnames=("num_chars", "num_samples", "spec", "temperature", "top_k"))
-def generate_ids(params: model.Params, prefix_P: jax.Array, key: jax.Array, *, num_chars: int,
-                 num_samples: int = 1, spec: model.ModelSpec = model.BOOK, temperature: float = 0.0,
-                 top_k: int = 0) -> jax.Array:
+def generate_ids(
+    params: model.Params,
+    prefix_P: jax.Array,
+    key: jax.Array,
+    *,
+    num_chars: int,
+    num_samples: int = 1,
+    spec: model.ModelSpec = model.BOOK,
+    temperature: float = 0.0,
+    top_k: int = 0,
+) -> jax.Array:
     """Warm up on prefix[:-1] from a zero state, then feed prefix[-1] and emit num_chars ids: (S, N)."""
     project = functools.partial(model.input_projection, params, spec=spec)  # a gather
     # the cell (every layer), the first layer's gate inputs computed before
@@ -58,13 +66,11 @@ def predict(params: model.Params, vocab, prefix: str, num_preds: int, spec: mode
     """The book's predict: the prefix as given + num_preds greedy characters; unknown characters warm up as <unk>."""
     if not prefix:
         raise ValueError("predict needs a non-empty prefix to warm up on")
-    ids = generate_ids(params, jnp.asarray(vocab.encode(prefix)), jax.random.key(0), num_chars=num_preds,
-                       spec=spec)
+    ids = generate_ids(params, jnp.asarray(vocab.encode(prefix)), jax.random.key(0), num_chars=num_preds, spec=spec)
     return prefix + vocab.decode(jax.device_get(ids[0]))
 
 
-def predict_loop(params: model.Params, vocab, prefix: str, num_preds: int,
-                 spec: model.ModelSpec = model.BOOK) -> str:
+def predict_loop(params: model.Params, vocab, prefix: str, num_preds: int, spec: model.ModelSpec = model.BOOK) -> str:
     """The book's predict as written there (a jitted step and a host argmax per char); returns what predict does."""
     if not prefix:
         raise ValueError("predict needs a non-empty prefix to warm up on")
@@ -78,7 +84,7 @@ def predict_loop(params: model.Params, vocab, prefix: str, num_preds: int,
     for _ in range(num_preds):
         h_1H, logits_1V = step(params, h_1H, jnp.asarray([outputs[-1]]))
         outputs.append(int(jnp.argmax(logits_1V[0])))
-    return prefix + vocab.decode(outputs[len(prefix):])  # the prefix as given, like predict
+    return prefix + vocab.decode(outputs[len(prefix) :])  # the prefix as given, like predict
 
 
 @functools.cache
@@ -87,6 +93,7 @@ def _jitted_step(spec: model.ModelSpec):
         x_BI = model.ENCODERS[spec.encoder](params, tok_B[None])[0]
         state, h_BH = model.step(params, state, x_BI, spec)
         return state, model.output_layer(params, h_BH, spec.dtype)
+
     return jax.jit(step)
 
 
@@ -105,8 +112,10 @@ def read_prompt(path: str) -> str:
     if Path(path).exists() and not Path(path).is_file():
         raise ValueError(f"cannot read --prefix-file {path}: not a regular file")
     if Path(path).is_file() and Path(path).stat().st_size > MAX_BYTES:  # each character costs more than a byte
-        raise ValueError(f"--prefix-file {path} is {Path(path).stat().st_size / 2**30:.1f} GiB: a prompt that long "
-                         f"cannot be warmed up on (at most {MAX_BYTES / 2**30:.0f} GiB of device memory)")
+        raise ValueError(
+            f"--prefix-file {path} is {Path(path).stat().st_size / 2**30:.1f} GiB: a prompt that long "
+            f"cannot be warmed up on (at most {MAX_BYTES / 2**30:.0f} GiB of device memory)"
+        )
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -121,8 +130,9 @@ def read_prompt(path: str) -> str:
     return text
 
 
-def memory_bytes(num_samples: int, num_chars: int, hidden: int = 0, vocab_size: int = 0, prompt_chars: int = 0,
-                 cell: str = "rnn") -> int:
+def memory_bytes(
+    num_samples: int, num_chars: int, hidden: int = 0, vocab_size: int = 0, prompt_chars: int = 0, cell: str = "rnn"
+) -> int:
     """Rough device memory of one generate_ids call: ids (scan output and its transpose), keys, state, logits,
     and the warm-up: the prompt's ids and their input projections, one copy per sample."""
     warm = 4 * num_samples * prompt_chars * (model.CELLS[cell].gates * hidden + 1)  # G = gates * H columns
@@ -133,9 +143,11 @@ def _size_error(args, hidden: int = 0, vocab_size: int = 0, prompt_chars: int = 
     need = memory_bytes(args.num_samples, args.num_chars, hidden, vocab_size, prompt_chars, cell)
     if need > MAX_BYTES:
         prompt = f" with a {prompt_chars:,}-character prompt" if prompt_chars else ""
-        return (f"--num-samples {args.num_samples} x --num-chars {args.num_chars}{prompt} needs about "
-                f"{need / 2**30:.1f} GiB of device memory up front (at most {MAX_BYTES / 2**30:.0f} GiB); generate "
-                "in several calls, or with a shorter prompt")
+        return (
+            f"--num-samples {args.num_samples} x --num-chars {args.num_chars}{prompt} needs about "
+            f"{need / 2**30:.1f} GiB of device memory up front (at most {MAX_BYTES / 2**30:.0f} GiB); generate "
+            "in several calls, or with a shorter prompt"
+        )
     return None
 
 
@@ -172,25 +184,33 @@ def _notes(prompt: str, warm: str, cfg, vocab) -> list[str]:
     notes = []
     if warm != prompt:
         short = lambda t: repr(t) if len(t) <= 60 else repr(t[:57]) + "..."
-        notes.append(f"note: the prompt is cleaned as this model's training text was (--preprocess {cfg.preprocess}):"
-                     f" {short(prompt)} -> {short(warm)}")
+        notes.append(
+            f"note: the prompt is cleaned as this model's training text was (--preprocess {cfg.preprocess}):"
+            f" {short(prompt)} -> {short(warm)}"
+        )
     unknown = vocab.unknown(warm)
     if unknown:
         shown = ", ".join(f"{c!r}" for c in unknown)
-        notes.append(f"note: prefix characters not in the model's vocabulary map to <unk> (id 0): {shown}; this "
-                     f"model's text is {vocab.decode(range(1, min(len(vocab), 12)))!r}...")
+        notes.append(
+            f"note: prefix characters not in the model's vocabulary map to <unk> (id 0): {shown}; this "
+            f"model's text is {vocab.decode(range(1, min(len(vocab), 12)))!r}..."
+        )
     return notes
 
 
 def _parser():
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m rnn_jax.generate",
-                                     description="Generate text from a trained run: one sample per line.")
+    parser = argparse.ArgumentParser(
+        prog="python -m rnn_jax.generate", description="Generate text from a trained run: one sample per line."
+    )
     parser.add_argument("--run-dir", required=True, help="a training run directory")
     prompt = parser.add_mutually_exclusive_group()
-    prompt.add_argument("--prefix", help="text to warm up on (default: the run's first training prompt, 'time "
-                        "traveller' for the book; '' starts from a space)")
+    prompt.add_argument(
+        "--prefix",
+        help="text to warm up on (default: the run's first training prompt, 'time "
+        "traveller' for the book; '' starts from a space)",
+    )
     prompt.add_argument("--prefix-file", help="read the text to warm up on from this UTF-8 file")
     parser.add_argument("--num-chars", type=int, default=200, help="characters to generate after the prefix")
     mode = parser.add_mutually_exclusive_group()
@@ -200,8 +220,9 @@ def _parser():
     parser.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest characters only")
     parser.add_argument("--num-samples", type=int, default=1, help="samples drawn in one batched call")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sampling key, in [0, 2**32)")
-    parser.add_argument("--best", action="store_true", help="the run's best checkpoint by validation loss instead of "
-                        "its latest")
+    parser.add_argument(
+        "--best", action="store_true", help="the run's best checkpoint by validation loss instead of its latest"
+    )
     return parser
 
 
@@ -247,9 +268,16 @@ def main(argv=None) -> int:
         print(note, file=sys.stderr)
     # an empty prefix warms up on nothing: start from the zero state fed a word boundary
     warm = prefix or (" " if " " in vocab.token_to_idx else vocab.idx_to_token[1])
-    ids = generate_ids(params, jnp.asarray(vocab.encode(warm)), jax.random.key(args.seed),
-                       num_chars=args.num_chars, num_samples=args.num_samples, temperature=_temperature(args),
-                       top_k=args.top_k, spec=model.ModelSpec.from_config(cfg))
+    ids = generate_ids(
+        params,
+        jnp.asarray(vocab.encode(warm)),
+        jax.random.key(args.seed),
+        num_chars=args.num_chars,
+        num_samples=args.num_samples,
+        temperature=_temperature(args),
+        top_k=args.top_k,
+        spec=model.ModelSpec.from_config(cfg),
+    )
     for row in jax.device_get(ids):
         print(prefix + vocab.decode(row))
     return Exit.OK

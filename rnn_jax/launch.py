@@ -42,8 +42,14 @@ class Request:
 
 def resolve(req: Request) -> tuple[Config, str, dict]:
     """(config, experiment, `runner.run`'s keyword arguments) of a request; a resume starts from the run's own."""
-    kw = {"corpus": req.corpus, "data_dir": req.data_dir, "init_from": req.init_from,
-          "init_from_best": req.init_from_best, "prefixes": req.predict_prefix, "tensorboard": req.tensorboard}
+    kw = {
+        "corpus": req.corpus,
+        "data_dir": req.data_dir,
+        "init_from": req.init_from,
+        "init_from_best": req.init_from_best,
+        "prefixes": req.predict_prefix,
+        "tensorboard": req.tensorboard,
+    }
     if req.init_from_best and not req.init_from:
         raise config_lib.ConfigError("--init-from-best goes with --init-from RUN")
     if not req.resume:
@@ -70,11 +76,15 @@ def _from_saved(req: Request, kw: dict) -> tuple[str, Config | None]:
             kw["corpus"] = saved["data"]["path"]
         no_checkpoint = checkpoint.latest_saved_epoch(Path(req.run_dir) / "checkpoints") is None
         if "init_from" in saved and no_checkpoint:  # killed before its first checkpoint: the same parameters again
-            kw.update(init_from=saved["init_from"]["run"], init_from_best=saved["init_from"]["checkpoint"] == "best",
-                      init_expect=saved["init_from"])
+            kw.update(
+                init_from=saved["init_from"]["run"],
+                init_from_best=saved["init_from"]["checkpoint"] == "best",
+                init_expect=saved["init_from"],
+            )
     except (KeyError, TypeError) as e:
-        raise CheckpointError(f"{req.run_dir}/config.json is not a run's configuration (no {e}); restore it "
-                              "from a copy") from None
+        raise CheckpointError(
+            f"{req.run_dir}/config.json is not a run's configuration (no {e}); restore it from a copy"
+        ) from None
     kw["prefixes"] = kw["prefixes"] or [p for p in saved.get("predict_prefixes") or () if p] or None
     return exp, base
 

@@ -22,16 +22,29 @@ def environment() -> dict:
     import orbax.checkpoint
 
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, text=True,
-                                capture_output=True, timeout=5).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, text=True, capture_output=True, timeout=5
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         commit = None
     return {
-        "python": platform.python_version(), "jax": jax.__version__, "jaxlib": jax.lib.__version__,
-        "optax": optax.__version__, "flax": flax.__version__, "orbax": orbax.checkpoint.__version__,
-        "numpy": numpy.__version__, "backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
-        "device_count": jax.device_count(), "process_count": jax.process_count(), "git_commit": commit,
-        "host": platform.node(), **cpu_info(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "jaxlib": jax.lib.__version__,
+        "optax": optax.__version__,
+        "flax": flax.__version__,
+        "orbax": orbax.checkpoint.__version__,
+        "numpy": numpy.__version__,
+        "backend": jax.default_backend(),
+        "device_kind": jax.devices()[0].device_kind,
+        "device_count": jax.device_count(),
+        "process_count": jax.process_count(),
+        "git_commit": commit,
+        "host": platform.node(),
+        **cpu_info(),
     }
 
 
@@ -41,8 +54,9 @@ def cpu_info() -> dict:
     info: dict[str, object] = {"cpu_model": platform.processor() or None, "cpu_count": os.cpu_count(), "cache": None}
     try:
         text = Path("/proc/cpuinfo").read_text()
-        info["cpu_model"] = next((ln.split(":", 1)[1].strip() for ln in text.splitlines()
-                                  if ln.startswith("model name")), info["cpu_model"])
+        info["cpu_model"] = next(
+            (ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), info["cpu_model"]
+        )
         cache: dict[str, str] = {}
         for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):  # L1d, L1i, L2, L3
             cache[f"L{(index / 'level').read_text().strip()}"] = (index / "size").read_text().strip()
@@ -63,8 +77,7 @@ class Progress:
     def __init__(self, total: int, start: int = 0):
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=total, initial=start, unit="epoch", dynamic_ncols=True, disable=None,
-                        file=sys.stdout)
+        self.bar = tqdm(total=total, initial=start, unit="epoch", dynamic_ncols=True, disable=None, file=sys.stdout)
         self.total, self.t0, self.start = total, time.perf_counter(), start
 
     def update(self, ppl: float, tokens_per_sec: float) -> None:
@@ -74,9 +87,11 @@ class Progress:
     def line(self, epoch: int, ppl: float, tokens_per_sec: float, middle: str = "", extra: str = "") -> None:
         elapsed = time.perf_counter() - self.t0
         left = elapsed / max(epoch - self.start, 1) * (self.total - epoch)
-        self.write(f"epoch {epoch:>{len(str(self.total))}}/{self.total}  ppl {ppl:8.3f}{middle}  "
-                   f"{tokens_per_sec:9,.0f} tok/s  elapsed {fmt_time(elapsed)}  left {fmt_time(left)}"
-                   + (f"  | {extra}" if extra else ""))
+        self.write(
+            f"epoch {epoch:>{len(str(self.total))}}/{self.total}  ppl {ppl:8.3f}{middle}  "
+            f"{tokens_per_sec:9,.0f} tok/s  elapsed {fmt_time(elapsed)}  left {fmt_time(left)}"
+            + (f"  | {extra}" if extra else "")
+        )
 
     def write(self, text: str) -> None:
         self.bar.write(text, file=sys.stdout)
@@ -105,10 +120,19 @@ def plot_curve(rows: list[dict], path: Path, title: str = "") -> None:
 
 TENSORBOARD_INSTALL = "pip install -e '.[tensorboard]'"
 # metrics.jsonl's keys -> TensorBoard tags: a section per quantity, training and validation side by side
-TAGS = {"loss": "loss/train", "val_loss": "loss/val", "perplexity": "perplexity/train",
-        "val_perplexity": "perplexity/val", "val_bits_per_char": "bits_per_char/val", "grad_norm": "optim/grad_norm",
-        "lr": "optim/lr", "step": "optim/updates", "skipped": "optim/skipped", "tokens_per_sec": "speed/tokens_per_sec",
-        "seconds": "speed/seconds"}
+TAGS = {
+    "loss": "loss/train",
+    "val_loss": "loss/val",
+    "perplexity": "perplexity/train",
+    "val_perplexity": "perplexity/val",
+    "val_bits_per_char": "bits_per_char/val",
+    "grad_norm": "optim/grad_norm",
+    "lr": "optim/lr",
+    "step": "optim/updates",
+    "skipped": "optim/skipped",
+    "tokens_per_sec": "speed/tokens_per_sec",
+    "seconds": "speed/seconds",
+}
 
 
 def _code(text: str) -> str:

@@ -52,15 +52,21 @@ class ModelSpec:
         if self.cell not in CELLS:
             raise ValueError(f"cell {self.cell!r} is not one of {', '.join(CELLS)}")
         if self.activation not in self.core.activations:
-            raise ValueError(f"the {self.cell} cell accepts activation {' or '.join(self.core.activations)}, not "
-                             f"{self.activation!r}")
+            raise ValueError(
+                f"the {self.cell} cell accepts activation {' or '.join(self.core.activations)}, not {self.activation!r}"
+            )
         if self.encoder not in ENCODERS:
             raise ValueError(f"encoder {self.encoder!r} is not one of {', '.join(ENCODERS)}")
 
     @classmethod
     def from_config(cls, cfg) -> ModelSpec:
-        return cls(cell=cfg.cell, num_layers=cfg.num_layers, activation=cfg.activation, encoder=cfg.encoder,
-                   dtype=cfg.matmul_dtype)
+        return cls(
+            cell=cfg.cell,
+            num_layers=cfg.num_layers,
+            activation=cfg.activation,
+            encoder=cfg.encoder,
+            dtype=cfg.matmul_dtype,
+        )
 
     @property
     def core(self) -> Cell:
@@ -84,7 +90,7 @@ def layer_params(params: Params, layer: int) -> Params:
 
 def upper_params(params: Params) -> Params:
     """Layers 2..L's parameters under the cell's own names, each stacked: (L - 1, ...)."""
-    return {k[:-len(UPPER)]: v for k, v in params.items() if k.endswith(UPPER)}
+    return {k[: -len(UPPER)]: v for k, v in params.items() if k.endswith(UPPER)}
 
 
 def layer_ndim(name: str, array) -> int:
@@ -112,13 +118,15 @@ def from_per_layer(params: Params) -> Params:
     return out
 
 
-def init_params(key: jax.Array, vocab_size: int, hidden: int, spec: ModelSpec = BOOK, *,
-                embed_dim: int = 32) -> Params:
+def init_params(key: jax.Array, vocab_size: int, hidden: int, spec: ModelSpec = BOOK, *, embed_dim: int = 32) -> Params:
     """The cell's weights and W_hq ~ N(0, 0.01^2), zero biases; `embed` (V, E) ~ N(0, 1) when encoder == 'embed'."""
     key_x, key_h, key_hq, key_embed = jax.random.split(key, 4)
     num_inputs = vocab_size if spec.encoder == "onehot" else embed_dim
-    params = {**spec.core.init(key_x, key_h, num_inputs, hidden),
-              "W_hq": normal(key_hq, (hidden, vocab_size)), "b_q": jnp.zeros((vocab_size,), jnp.float32)}
+    params = {
+        **spec.core.init(key_x, key_h, num_inputs, hidden),
+        "W_hq": normal(key_hq, (hidden, vocab_size)),
+        "b_q": jnp.zeros((vocab_size,), jnp.float32),
+    }
     if spec.encoder == "embed":
         params["embed"] = jax.random.normal(key_embed, (vocab_size, embed_dim), jnp.float32)
     uppers = []  # layers above the first read the (B, H) outputs of the one below
@@ -143,8 +151,12 @@ def rescale_init(params: Params, key: jax.Array, spec: ModelSpec = BOOK, *, forg
         k = jax.random.fold_in(key, i)
         if name in recurrent:
             orth = jax.nn.initializers.orthogonal()
-            p = (orth(k, p.shape, jnp.float32) if p.ndim == 2 else  # a stack: each layer's (H, H) on its own
-                 jnp.stack([orth(jax.random.fold_in(k, j), p.shape[1:], jnp.float32) for j in range(len(p))]))
+            p = (
+                orth(k, p.shape, jnp.float32)
+                if p.ndim == 2
+                # a stack: each layer's (H, H) on its own
+                else jnp.stack([orth(jax.random.fold_in(k, j), p.shape[1:], jnp.float32) for j in range(len(p))])
+            )
         elif name.startswith("W_") and layer_ndim(name, p) == 2:
             p = jax.random.normal(k, p.shape, jnp.float32) / np.sqrt(p.shape[-2])
         elif name.split(UPPER)[0] == "b_f":
@@ -182,8 +194,7 @@ def _stacked(states: Sequence, num_layers: int) -> State:
     return states[0] if num_layers == 1 else tuple(states)
 
 
-def step(params: Params, state: State, x_BI: jax.Array, spec: ModelSpec = BOOK, *,
-         keep_LBH: jax.Array | None = None):
+def step(params: Params, state: State, x_BI: jax.Array, spec: ModelSpec = BOOK, *, keep_LBH: jax.Array | None = None):
     """One character through every layer with the cell's textbook step: (state, x_BI) -> (state, top h_BH).
 
     keep_LBH: optional dropout masks on the inputs of layers 2.. (row l - 1 for layer l)."""
@@ -196,8 +207,15 @@ def step(params: Params, state: State, x_BI: jax.Array, spec: ModelSpec = BOOK, 
     return _stacked(states, spec.num_layers), x_BI
 
 
-def forward(params: Params, state: State, tokens_BT: jax.Array, spec: ModelSpec = BOOK, *,
-            keep_TBH: jax.Array | None = None, keep_LTBH: jax.Array | None = None):
+def forward(
+    params: Params,
+    state: State,
+    tokens_BT: jax.Array,
+    spec: ModelSpec = BOOK,
+    *,
+    keep_TBH: jax.Array | None = None,
+    keep_LTBH: jax.Array | None = None,
+):
     """The textbook unroll: encode, scan the cell (or stack) over time, project. Returns (logits_TBV, last state).
 
     keep_TBH: an optional dropout mask (already scaled by 1/keep) on the states fed to the output layer;
@@ -208,9 +226,11 @@ def forward(params: Params, state: State, tokens_BT: jax.Array, spec: ModelSpec 
         one = functools.partial(spec.core.step, params, activation=spec.activation, dtype=spec.dtype)
         state, hs_TBH = jax.lax.scan(one, state, x_TBI)
     else:
+
         def each(state, xs):
             x_BI, keep_LBH = xs
             return step(params, state, x_BI, spec, keep_LBH=keep_LBH)
+
         keep_TLBH = None if keep_LTBH is None else jnp.swapaxes(keep_LTBH, 0, 1)
         state, hs_TBH = jax.lax.scan(each, state, (x_TBI, keep_TLBH))
     return output_layer(params, _dropout(hs_TBH, keep_TBH), spec.dtype), state
@@ -257,8 +277,15 @@ def _upper_layers(params: Params, states: tuple, hs_TBH: jax.Array, keep_LTBH, s
     return hs_TBH, tuple(jax.tree.map(lambda s, i=i: s[i], states_L) for i in range(len(states)))
 
 
-def forward_fused(params: Params, state: State, tokens_BT: jax.Array, spec: ModelSpec = BOOK, *,
-                  keep_TBH: jax.Array | None = None, keep_LTBH: jax.Array | None = None):
+def forward_fused(
+    params: Params,
+    state: State,
+    tokens_BT: jax.Array,
+    spec: ModelSpec = BOOK,
+    *,
+    keep_TBH: jax.Array | None = None,
+    keep_LTBH: jax.Array | None = None,
+):
     """Same function as `forward`, shaped for speed. Returns (logits_TBV, last state)."""
     states = _layers(state, spec.num_layers)
     xw_TBG = input_projection(params, tokens_BT, spec)

@@ -107,8 +107,9 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
             if i < len(lines) - 1:
-                raise checkpoint.CheckpointError(f"{path} line {i + 1} is damaged; restore the file from a copy or "
-                                                 "remove that line") from None
+                raise checkpoint.CheckpointError(
+                    f"{path} line {i + 1} is damaged; restore the file from a copy or remove that line"
+                ) from None
             print(f"note: {path}: dropped a last line cut short ({line[:40]!r}...)", file=sys.stderr)
     return rows
 
@@ -153,8 +154,9 @@ class Lock:
                 f.seek(0)
                 holder = f.read().strip() or "another process"
                 f.close()
-                raise ConfigError(f"{self.path.parent} is in use by {holder}; wait for it to finish or choose "
-                                  "another --run-dir") from None
+                raise ConfigError(
+                    f"{self.path.parent} is in use by {holder}; wait for it to finish or choose another --run-dir"
+                ) from None
             with contextlib.suppress(FileNotFoundError):
                 if os.stat(self.path).st_ino == os.fstat(f.fileno()).st_ino:
                     break
@@ -192,33 +194,44 @@ def remove_runs(root: Path) -> None:
 def committed(run_dir: Path) -> bool:
     """Whether a directory holds a run: a committed epoch (a checkpoint) or a finished run's files. A run that
     failed before its first checkpoint left nothing to continue, so its directory may take the same run again."""
-    return (any(checkpoint.latest_saved_epoch(run_dir / d) is not None for d in ("checkpoints", "best"))
-            or any((run_dir / f).exists() for f in ("params.npz", "summary.json")))
+    return any(checkpoint.latest_saved_epoch(run_dir / d) is not None for d in ("checkpoints", "best")) or any(
+        (run_dir / f).exists() for f in ("params.npz", "summary.json")
+    )
 
 
 # ----------------------------------------------------------------------------- opening a run
 def check_resumable(run_dir: Path, saved: dict, cfg: Config, sha1: str, exp: str) -> None:
     """Raises ConfigError when `cfg` on this corpus would be another run than the one saved in run_dir."""
     if saved.get("experiment") != exp:
-        raise ConfigError(f"run directory {run_dir} belongs to experiment {saved.get('experiment')!r}, not {exp!r}; "
-                          f"resume it with --exp {saved.get('experiment')} or choose another --run-dir")
+        raise ConfigError(
+            f"run directory {run_dir} belongs to experiment {saved.get('experiment')!r}, not {exp!r}; "
+            f"resume it with --exp {saved.get('experiment')} or choose another --run-dir"
+        )
     old = config_lib.from_dict(saved["config"])
     for f in dataclasses.fields(Config):
         a, b = getattr(old, f.name), getattr(cfg, f.name)
         if a != b and f.name not in config_lib.RESUMABLE_FIELDS:
-            raise ConfigError(f"cannot resume {run_dir}: {f.name} differs (the run has {a!r}, asked {b!r}); only "
-                              f"{', '.join(sorted(config_lib.RESUMABLE_FIELDS))} may change")
+            raise ConfigError(
+                f"cannot resume {run_dir}: {f.name} differs (the run has {a!r}, asked {b!r}); only "
+                f"{', '.join(sorted(config_lib.RESUMABLE_FIELDS))} may change"
+            )
     if old.lr_schedule != "constant" and old.epochs != cfg.epochs:
-        raise ConfigError(f"cannot resume {run_dir} with --epochs {cfg.epochs}: its {old.lr_schedule} step size falls "
-                          f"over its {old.epochs} epochs, so another length would be another run; resume with "
-                          f"--epochs {old.epochs}, or start a new run from it with --init-from")
+        raise ConfigError(
+            f"cannot resume {run_dir} with --epochs {cfg.epochs}: its {old.lr_schedule} step size falls "
+            f"over its {old.epochs} epochs, so another length would be another run; resume with "
+            f"--epochs {old.epochs}, or start a new run from it with --init-from"
+        )
     if old.backward != cfg.backward and cfg.matmul_dtype != "float32":
-        raise ConfigError(f"cannot resume {run_dir} with --backward {cfg.backward}: with {cfg.matmul_dtype} products "
-                          f"the two backward passes give other numbers (one-hot x W_xh is a {cfg.matmul_dtype} "
-                          f"product in one, a float32 row gather in the other); keep --backward {old.backward}")
+        raise ConfigError(
+            f"cannot resume {run_dir} with --backward {cfg.backward}: with {cfg.matmul_dtype} products "
+            f"the two backward passes give other numbers (one-hot x W_xh is a {cfg.matmul_dtype} "
+            f"product in one, a float32 row gather in the other); keep --backward {old.backward}"
+        )
     if saved["data"]["sha1"] != sha1:
-        raise ConfigError(f"cannot resume {run_dir}: the corpus differs from the one it was trained on (SHA-1 {sha1}; "
-                          f"the run's, {saved['data']['sha1']}, was read from {saved['data']['path']})")
+        raise ConfigError(
+            f"cannot resume {run_dir}: the corpus differs from the one it was trained on (SHA-1 {sha1}; "
+            f"the run's, {saved['data']['sha1']}, was read from {saved['data']['path']})"
+        )
 
 
 def _refuse_existing(run_dir: Path) -> None:
@@ -231,11 +244,14 @@ def _refuse_existing(run_dir: Path) -> None:
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         return
     if "config.json" in found:
-        raise ConfigError(f"run directory {run_dir} already holds a run; continue it with --resume or choose "
-                          "another --run-dir")
+        raise ConfigError(
+            f"run directory {run_dir} already holds a run; continue it with --resume or choose another --run-dir"
+        )
     if found:
-        raise ConfigError(f"run directory {run_dir} holds {', '.join(found)} but no config.json: a damaged run. "
-                          "Move it away or choose another --run-dir")
+        raise ConfigError(
+            f"run directory {run_dir} holds {', '.join(found)} but no config.json: a damaged run. "
+            "Move it away or choose another --run-dir"
+        )
 
 
 def check_progress(run_dir: Path, cfg: Config) -> tuple[dict, dict] | None:
@@ -249,26 +265,32 @@ def check_progress(run_dir: Path, cfg: Config) -> tuple[dict, dict] | None:
     if newest is not None:
         refuse_per_layer(run_dir, newest[0]["params"])
     if not (run_dir / "metrics.jsonl").is_file():
-        raise ConfigError(f"cannot resume {run_dir}: metrics.jsonl is missing, but checkpoints reach epoch {latest}; "
-                          "restore it from a copy (a resume would lose the record of those epochs)")
+        raise ConfigError(
+            f"cannot resume {run_dir}: metrics.jsonl is missing, but checkpoints reach epoch {latest}; "
+            "restore it from a copy (a resume would lose the record of those epochs)"
+        )
     summary = run_dir / "summary.json"
     finished = summary.is_file() and read_json(summary, "the run's summary").get("epochs") == latest
     if latest > cfg.epochs or (finished and latest == cfg.epochs):
-        raise ConfigError(f"{run_dir} has already trained to epoch {latest}, so --epochs {cfg.epochs} has nothing "
-                          f"to do; nothing was changed. Give --epochs above {latest} to train further")
+        raise ConfigError(
+            f"{run_dir} has already trained to epoch {latest}, so --epochs {cfg.epochs} has nothing "
+            f"to do; nothing was changed. Give --epochs above {latest} to train further"
+        )
     return newest
 
 
-def _resumed_config(run_dir: Path, cfg: Config, exp: str, vocab: data.Vocab,
-                    data_info: dict) -> tuple[dict, tuple[dict, dict] | None]:
+def _resumed_config(
+    run_dir: Path, cfg: Config, exp: str, vocab: data.Vocab, data_info: dict
+) -> tuple[dict, tuple[dict, dict] | None]:
     """(config.json to write back, the verified checkpoint to continue from) of a resume."""
     saved = read_json(run_dir / "config.json", "the run's configuration")
     try:
         check_resumable(run_dir, saved, cfg, data_info["sha1"], exp)
         saved_vocab = data.Vocab(read_json(run_dir / "vocab.json", "the run's vocabulary")["idx_to_token"])
     except (KeyError, TypeError, data.DataError) as e:
-        raise checkpoint.CheckpointError(f"{run_dir}/config.json or vocab.json is not a run's ({e}); restore it "
-                                         "from a copy") from None
+        raise checkpoint.CheckpointError(
+            f"{run_dir}/config.json or vocab.json is not a run's ({e}); restore it from a copy"
+        ) from None
     if saved_vocab != vocab:
         raise ConfigError(f"cannot resume {run_dir}: its vocabulary differs from this corpus's")
     newest = check_progress(run_dir, cfg)
@@ -277,8 +299,9 @@ def _resumed_config(run_dir: Path, cfg: Config, exp: str, vocab: data.Vocab,
     return saved, newest
 
 
-def open_run(run_dir: Path, cfg: Config, exp: str, resume: bool, vocab: data.Vocab, data_info: dict,
-             extra: dict | None = None) -> tuple[Lock | None, tuple[dict, dict] | None]:
+def open_run(
+    run_dir: Path, cfg: Config, exp: str, resume: bool, vocab: data.Vocab, data_info: dict, extra: dict | None = None
+) -> tuple[Lock | None, tuple[dict, dict] | None]:
     """Checks (every process) that run_dir can take this run, locks it and writes config.json and vocab.json
     (process 0); returns the lock, held until released, and for a resume the (state, meta) of the checkpoint to
     continue from, restored and verified once, before anything was written (None without one)."""
@@ -298,14 +321,20 @@ def open_run(run_dir: Path, cfg: Config, exp: str, resume: bool, vocab: data.Voc
             saved, newest = _resumed_config(run_dir, cfg, exp, vocab, data_info)
         else:
             _refuse_existing(run_dir)
-            saved = {"experiment": exp, "config": config_lib.to_dict(cfg), "environment": log.environment(),
-                     "data": data_info, **(extra or {})}
+            saved = {
+                "experiment": exp,
+                "config": config_lib.to_dict(cfg),
+                "environment": log.environment(),
+                "data": data_info,
+                **(extra or {}),
+            }
         distributed.barrier("checked")  # every process looked before the first one writes
         if lock is not None:
             write_json(run_dir / "config.json", saved)
             if not resume:
-                write_atomic(run_dir / "vocab.json", json.dumps({"idx_to_token": vocab.idx_to_token},
-                                                                ensure_ascii=False))
+                write_atomic(
+                    run_dir / "vocab.json", json.dumps({"idx_to_token": vocab.idx_to_token}, ensure_ascii=False)
+                )
         distributed.barrier("run-dir")
     except BaseException:
         if lock is not None:
@@ -344,8 +373,10 @@ def last_row(run_dir: Path, epoch: int) -> dict:
     """metrics.jsonl's row of `epoch`, for the summary of a run that had nothing left to train."""
     rows = [r for r in read_metrics(run_dir) if r.get("epoch") == epoch and not r.get("nonfinite")]
     if not rows:
-        raise checkpoint.CheckpointError(f"{run_dir / 'metrics.jsonl'} holds no row of epoch {epoch}, so the run's "
-                                         "summary cannot be written; restore the file from a copy")
+        raise checkpoint.CheckpointError(
+            f"{run_dir / 'metrics.jsonl'} holds no row of epoch {epoch}, so the run's "
+            "summary cannot be written; restore the file from a copy"
+        )
     return rows[-1]
 
 
@@ -358,8 +389,9 @@ def _load_run(run_dir: str | Path, best: bool):
     """load_run's figures and the epoch of the parameters (None for a params.npz without a summary)."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file() or not (run_dir / "vocab.json").is_file():
-        raise checkpoint.CheckpointError(f"{run_dir} is not a run directory (no config.json / vocab.json); "
-                                         "pass the --run-dir of a training run")
+        raise checkpoint.CheckpointError(
+            f"{run_dir} is not a run directory (no config.json / vocab.json); pass the --run-dir of a training run"
+        )
     saved = read_json(run_dir / "config.json", "the run's configuration")
     try:
         cfg = config_lib.from_dict(saved["config"])
@@ -403,8 +435,9 @@ def _params_at(source: Path, epoch: int | None, want: dict) -> dict | None:
     return None
 
 
-def params_from(source: str | Path, *, best: bool, cfg: Config, vocab: data.Vocab,
-                expect: dict | None = None) -> tuple[dict, dict]:
+def params_from(
+    source: str | Path, *, best: bool, cfg: Config, vocab: data.Vocab, expect: dict | None = None
+) -> tuple[dict, dict]:
     """Parameters of another run to start from (its best checkpoint if `best`, else its latest), and what
     config.json records of them (the run, its epoch and the checksums of the parameters); refused with what
     differs when its vocabulary or shapes are not cfg's.
@@ -416,26 +449,40 @@ def params_from(source: str | Path, *, best: bool, cfg: Config, vocab: data.Voca
     src_cfg, src_vocab, params, saved, epoch = _load_run(source, best)
     if src_vocab != vocab:
         extra = sorted(set(vocab.idx_to_token) ^ set(src_vocab.idx_to_token))
-        what = (f"characters in one but not the other: {''.join(extra)!r}" if extra
-                else "the same characters in another order (ids differ)")
-        raise ConfigError(f"--init-from {source}: its vocabulary ({len(src_vocab)} tokens) differs from this "
-                          f"corpus's ({len(vocab)}): {what}; train on a corpus with the same characters")
+        what = (
+            f"characters in one but not the other: {''.join(extra)!r}"
+            if extra
+            else "the same characters in another order (ids differ)"
+        )
+        raise ConfigError(
+            f"--init-from {source}: its vocabulary ({len(src_vocab)} tokens) differs from this "
+            f"corpus's ({len(vocab)}): {what}; train on a corpus with the same characters"
+        )
     try:
         check_params(source, params, cfg, len(vocab))
     except checkpoint.CheckpointError as e:
-        raise ConfigError(f"--init-from: {e}; set the model flags (--hidden, --cell, --encoder, --embed-dim) "
-                          f"to the source's") from None
+        raise ConfigError(
+            f"--init-from: {e}; set the model flags (--hidden, --cell, --encoder, --embed-dim) to the source's"
+        ) from None
     sums = checkpoint.checksums({k: np.asarray(v) for k, v in params.items()})
     if expect is not None and "checksums" in expect and sums != expect["checksums"]:
         exact = _params_at(source, expect.get("epoch"), expect["checksums"])
         if exact is None:
-            raise ConfigError(f"this run started from epoch {expect.get('epoch')} of {source} ({expect['checkpoint']}"
-                              f" checkpoint), which that run no longer holds (its {expect['checkpoint']} is now "
-                              f"epoch {epoch}), and it was stopped before its own first checkpoint; start a new "
-                              f"run with --init-from {source}")
+            raise ConfigError(
+                f"this run started from epoch {expect.get('epoch')} of {source} ({expect['checkpoint']}"
+                f" checkpoint), which that run no longer holds (its {expect['checkpoint']} is now "
+                f"epoch {epoch}), and it was stopped before its own first checkpoint; start a new "
+                f"run with --init-from {source}"
+            )
         return jax.tree.map(jnp.asarray, exact), expect
-    record = {"run": str(source.resolve()), "checkpoint": "best" if best else "latest", "epoch": epoch,
-              "checksums": sums, "experiment": saved.get("experiment"), "config": config_lib.to_dict(src_cfg)}
+    record = {
+        "run": str(source.resolve()),
+        "checkpoint": "best" if best else "latest",
+        "epoch": epoch,
+        "checksums": sums,
+        "experiment": saved.get("experiment"),
+        "config": config_lib.to_dict(src_cfg),
+    }
     return params, record
 
 
@@ -447,8 +494,9 @@ def per_layer_converted(where, params: dict) -> dict:
     try:
         return model.from_per_layer(params)
     except ValueError as e:
-        raise checkpoint.CheckpointError(f"parameters in {where} have per-layer names that do not make a "
-                                         f"stack ({e})") from None
+        raise checkpoint.CheckpointError(
+            f"parameters in {where} have per-layer names that do not make a stack ({e})"
+        ) from None
 
 
 def refuse_per_layer(run_dir: Path, params: dict) -> None:
@@ -460,19 +508,24 @@ def refuse_per_layer(run_dir: Path, params: dict) -> None:
         raise checkpoint.CheckpointError(
             f"the checkpoints in {run_dir} store layers 2.. of the stack one array per layer (`W_xi_l2`, ...), "
             "an earlier layout that --resume cannot continue (layers 2.. are now stacked, `W_xi_upper`); start a "
-            f"new run from its parameters with --init-from {run_dir} (converted, with a fresh optimizer state)")
+            f"new run from its parameters with --init-from {run_dir} (converted, with a fresh optimizer state)"
+        )
 
 
 def check_params(where, params: dict, cfg: Config, vocab_size: int) -> None:
     """Raises CheckpointError when params' shapes are not those of cfg's model over vocab_size characters."""
     from rnn_jax import model
 
-    abstract = jax.eval_shape(lambda: model.init_params(jax.random.key(0), vocab_size, cfg.hidden,
-                                                        model.ModelSpec.from_config(cfg), embed_dim=cfg.embed_dim))
+    abstract = jax.eval_shape(
+        lambda: model.init_params(
+            jax.random.key(0), vocab_size, cfg.hidden, model.ModelSpec.from_config(cfg), embed_dim=cfg.embed_dim
+        )
+    )
     want = {k: tuple(v.shape) for k, v in abstract.items()}
     got = {k: tuple(np.shape(v)) for k, v in params.items()}
     if want != got:
         diff = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
         shown = ", ".join(f"{k}: {got.get(k, 'missing')} (expected {want.get(k, 'none')})" for k in diff)
-        raise checkpoint.CheckpointError(f"parameters in {where} do not match its configuration and vocabulary "
-                                         f"({shown})")
+        raise checkpoint.CheckpointError(
+            f"parameters in {where} do not match its configuration and vocabulary ({shown})"
+        )

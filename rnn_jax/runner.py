@@ -29,8 +29,11 @@ def default_run_dir(exp: str) -> Path:
 def memory_estimate(cfg: Config, vocab_size: int) -> tuple[int, int]:
     """(bytes, parameters) a run of cfg holds at once, roughly: its parameters, their gradients and optimizer
     state, and the activations of one minibatch kept for the backward pass (float32)."""
-    shapes = jax.eval_shape(lambda: model.init_params(jax.random.key(0), vocab_size, cfg.hidden,
-                                                      model.ModelSpec.from_config(cfg), embed_dim=cfg.embed_dim))
+    shapes = jax.eval_shape(
+        lambda: model.init_params(
+            jax.random.key(0), vocab_size, cfg.hidden, model.ModelSpec.from_config(cfg), embed_dim=cfg.embed_dim
+        )
+    )
     n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(shapes))
     n_opt = sum(math.prod(x.shape) for x in jax.tree.leaves(jax.eval_shape(step_lib.make_optimizer(cfg).init, shapes)))
     gates = model.CELLS[cfg.cell].gates
@@ -57,13 +60,25 @@ def check_memory(cfg: Config, vocab_size: int) -> None:
             f"--hidden {cfg.hidden} (--num-layers {cfg.num_layers}, --batch-size {cfg.batch_size}, --num-steps "
             f"{cfg.num_steps}) needs about {need / 2**30:.1f} GiB ({n_params:,} parameters, their gradients and "
             f"optimizer state, and a minibatch's activations), more than the {have / 2**30:.1f} GiB of memory here; "
-            "choose a smaller model")
+            "choose a smaller model"
+        )
 
 
-def run(cfg: Config, run_dir: str | Path, *, corpus: str | None = None, data_dir: str | None = None,
-        exp: str = "custom", resume: bool = False, quiet: bool = False, init_from: str | None = None,
-        init_from_best: bool = False, prefixes: tuple[str, ...] | None = None, tensorboard: bool = False,
-        init_expect: dict | None = None) -> dict:
+def run(
+    cfg: Config,
+    run_dir: str | Path,
+    *,
+    corpus: str | None = None,
+    data_dir: str | None = None,
+    exp: str = "custom",
+    resume: bool = False,
+    quiet: bool = False,
+    init_from: str | None = None,
+    init_from_best: bool = False,
+    prefixes: tuple[str, ...] | None = None,
+    tensorboard: bool = False,
+    init_expect: dict | None = None,
+) -> dict:
     """Trains cfg in run_dir (config, vocab, metrics, checkpoints, curve), or continues it; returns a summary.
 
     init_from: a run directory whose parameters (its latest, or best with init_from_best) this run starts from,
@@ -82,14 +97,26 @@ def run(cfg: Config, run_dir: str | Path, *, corpus: str | None = None, data_dir
         params = None
         extra: dict[str, Any] = {"predict_prefixes": list(prefixes or default_prefixes(training, cfg))}
         if init_from:
-            params, extra["init_from"] = rundir.params_from(init_from, best=init_from_best, cfg=cfg,
-                                                            vocab=training.vocab, expect=init_expect)
+            params, extra["init_from"] = rundir.params_from(
+                init_from, best=init_from_best, cfg=cfg, vocab=training.vocab, expect=init_expect
+            )
         mesh = distributed.make_mesh(distributed.choose_devices(cfg.devices, cfg.batch_size))
         stop.check("before the run started; nothing was written")
         lock, restored = rundir.open_run(run_dir, cfg, exp, resume, training.vocab, training.info, extra)
         try:
-            trainer = Trainer(cfg, run_dir, training, mesh, exp=exp, resume=resume, quiet=quiet, params=params,
-                              prefixes=extra["predict_prefixes"], tensorboard=tensorboard, restored=restored)
+            trainer = Trainer(
+                cfg,
+                run_dir,
+                training,
+                mesh,
+                exp=exp,
+                resume=resume,
+                quiet=quiet,
+                params=params,
+                prefixes=extra["predict_prefixes"],
+                tensorboard=tensorboard,
+                restored=restored,
+            )
             return _train(trainer, cfg, run_dir, stop, quiet)
         finally:
             if lock:
@@ -124,13 +151,15 @@ def run_chain(exp: str, req: launch.Request, run_dir: Path) -> dict:
     for stage in config_lib.CHAINS[exp]:
         stage_dir = run_dir / stage
         if (stage_dir / "summary.json").is_file():
-            _check_finished_stage(stage, stage_dir, launch.stage_request(req, stage, stage_dir, resume=True,
-                                                                         init_from=None))
+            _check_finished_stage(
+                stage, stage_dir, launch.stage_request(req, stage, stage_dir, resume=True, init_from=None)
+            )
             summary = rundir.read_json(stage_dir / "summary.json", "a finished stage's summary")
         else:
             resume = (stage_dir / "config.json").is_file()
-            stage_req = launch.stage_request(req, stage, stage_dir, resume=resume,
-                                             init_from=None if resume else previous)
+            stage_req = launch.stage_request(
+                req, stage, stage_dir, resume=resume, init_from=None if resume else previous
+            )
             cfg, _, kw = launch.resolve(stage_req)
             summary = run(cfg, stage_dir, exp=stage, resume=resume, quiet=req.quiet, **kw)
         previous = str(stage_dir)
@@ -145,9 +174,11 @@ def _check_finished_stage(stage: str, stage_dir: Path, req: launch.Request) -> N
     for f in dataclasses.fields(Config):
         a, b = getattr(saved, f.name), getattr(asked, f.name)
         if a != b:
-            raise config_lib.ConfigError(f"stage {stage} of {stage_dir.parent} has finished with {f.name} {a!r}, "
-                                         f"asked {b!r}; a finished stage is kept as it is: run it with its own "
-                                         "flags, or choose another --run-dir")
+            raise config_lib.ConfigError(
+                f"stage {stage} of {stage_dir.parent} has finished with {f.name} {a!r}, "
+                f"asked {b!r}; a finished stage is kept as it is: run it with its own "
+                "flags, or choose another --run-dir"
+            )
 
 
 def _loop(trainer: Trainer, cfg: Config, run_dir: Path, stop: StopSignals) -> None:
@@ -160,8 +191,10 @@ def _loop(trainer: Trainer, cfg: Config, run_dir: Path, stop: StopSignals) -> No
         trainer.record(epoch, row)
         trainer.checkpoint(epoch, row, stopping=stop.received is not None)
         if stop.received:
-            raise Interrupted(f"stopped by {stop.received} after epoch {epoch}; its checkpoint is in "
-                              f"{run_dir / 'checkpoints'}. {resume}")
+            raise Interrupted(
+                f"stopped by {stop.received} after epoch {epoch}; its checkpoint is in "
+                f"{run_dir / 'checkpoints'}. {resume}"
+            )
 
 
 def _print_summary(summary: dict) -> None:
@@ -170,7 +203,9 @@ def _print_summary(summary: dict) -> None:
     print(f"perplexity {ppl}, {tps} tokens/sec on {summary['device']}")
     if "val_perplexity" in summary:
         best_ngram = min(summary["baselines"].items(), key=lambda kv: kv[1]["perplexity"])
-        print(f"validation perplexity {summary['val_perplexity']:.3f} ({summary['val_bits_per_char']:.3f} bits/char);"
-              f" best baseline {best_ngram[0]} {best_ngram[1]['perplexity']:.3f}")
+        print(
+            f"validation perplexity {summary['val_perplexity']:.3f} ({summary['val_bits_per_char']:.3f} bits/char);"
+            f" best baseline {best_ngram[0]} {best_ngram[1]['perplexity']:.3f}"
+        )
     for text in summary["predictions"].values():
         print(text)

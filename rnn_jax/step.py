@@ -63,8 +63,10 @@ def drop_weights(cfg: Config, params, key_dropout):
         return params
     keep, key_weights = 1.0 - cfg.weight_drop, jax.random.fold_in(key_dropout, 2)
     names = model.recurrent_weights(params, model.ModelSpec.from_config(cfg))
-    dropped = {k: params[k] * jax.random.bernoulli(jax.random.fold_in(key_weights, i), keep, params[k].shape) / keep
-               for i, k in enumerate(names)}
+    dropped = {
+        k: params[k] * jax.random.bernoulli(jax.random.fold_in(key_weights, i), keep, params[k].shape) / keep
+        for i, k in enumerate(names)
+    }
     return {**params, **dropped}
 
 
@@ -87,9 +89,14 @@ def loss_fn(params, state, tokens_BT, targets_BT, cfg: Config, mask_BT=None, key
     """
     fwd = model.FORWARDS[cfg.backward]
     params = drop_weights(cfg, params, key_dropout)
-    logits_TBV, state = fwd(params, state, tokens_BT, model.ModelSpec.from_config(cfg),
-                            keep_TBH=dropout_mask(cfg, tokens_BT, key_dropout),
-                            keep_LTBH=layer_dropout_masks(cfg, tokens_BT, key_dropout))
+    logits_TBV, state = fwd(
+        params,
+        state,
+        tokens_BT,
+        model.ModelSpec.from_config(cfg),
+        keep_TBH=dropout_mask(cfg, tokens_BT, key_dropout),
+        keep_LTBH=layer_dropout_masks(cfg, tokens_BT, key_dropout),
+    )
     xent_TB = optax.softmax_cross_entropy_with_integer_labels(logits_TBV, targets_BT.T)
     if mask_BT is None:
         return xent_TB.mean(), state
@@ -112,8 +119,9 @@ def _decayed(cfg: Config) -> optax.GradientTransformation:
     return optax.chain(optax.add_decayed_weights(cfg.weight_decay, mask=matrices), optax.sgd(cfg.lr))
 
 
-def init_state(cfg: Config, vocab_size: int, tx: optax.GradientTransformation, seed=None,
-               params: model.Params | None = None) -> TrainState:
+def init_state(
+    cfg: Config, vocab_size: int, tx: optax.GradientTransformation, seed=None, params: model.Params | None = None
+) -> TrainState:
     """Fresh parameters from `seed` (default cfg.seed; may be traced, to vmap over seeds), or the given
     `params`, with a fresh optimizer state."""
     if params is None:
@@ -124,8 +132,10 @@ def init_state(cfg: Config, vocab_size: int, tx: optax.GradientTransformation, s
             key_scaled = jax.random.fold_in(jax.random.key(cfg.seed if seed is None else seed), 3)
             params = model.rescale_init(params, key_scaled, spec, forget_bias=cfg.forget_bias)
         elif cfg.forget_bias:
-            params = {**params, **{k: jnp.full_like(v, cfg.forget_bias) for k, v in params.items()
-                                   if k.split(model.UPPER)[0] == "b_f"}}
+            params = {
+                **params,
+                **{k: jnp.full_like(v, cfg.forget_bias) for k, v in params.items() if k.split(model.UPPER)[0] == "b_f"},
+            }
     return TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
 
 
@@ -154,14 +164,14 @@ def _apply(tx, state: TrainState, grads, loss, lr_scale=None):
     new = (optax.apply_updates(state.params, updates), opt_state)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & _all_finite(new)
     params, opt_state = _where(finite, new, state[:2])
-    return TrainState(params, opt_state, state.step + 1), {"loss": loss, "grad_norm": grad_norm,
-                                                          "finite": finite}
+    return TrainState(params, opt_state, state.step + 1), {"loss": loss, "grad_norm": grad_norm, "finite": finite}
 
 
 def _update(cfg: Config, tx, grad_fn, state: TrainState, carried, tokens_BT, targets_BT, lr_scale=None, seed=None):
     """Gradient step from `carried`; returns (state, the state to carry on, metrics)."""
-    (loss, carried_new), grads = grad_fn(state.params, carried, tokens_BT, targets_BT, cfg, None,
-                                         _step_key(cfg, state, seed))
+    (loss, carried_new), grads = grad_fn(
+        state.params, carried, tokens_BT, targets_BT, cfg, None, _step_key(cfg, state, seed)
+    )
     state, metrics = _apply(tx, state, grads, loss, lr_scale)
     # a skipped update restarts the carried state from zeros, as at the start of an epoch
     return state, _where(metrics["finite"], carried_new, zero_state(cfg, tokens_BT.shape[0])), metrics
@@ -204,8 +214,9 @@ def make_train_epoch(cfg: Config, tx: optax.GradientTransformation, jitted: bool
 
         def body(carry, batch):
             state, carried = carry
-            state, carried, metrics = _update(cfg, tx, grad_fn, state, stop_gradient(zeros if reset else carried),
-                                              *batch, lr_scale, seed)
+            state, carried, metrics = _update(
+                cfg, tx, grad_fn, state, stop_gradient(zeros if reset else carried), *batch, lr_scale, seed
+            )
             return (state, carried), metrics
 
         (state, carried), metrics = jax.lax.scan(body, (state, zeros), (X_NBT, Y_NBT))
@@ -223,8 +234,7 @@ def make_train_epoch(cfg: Config, tx: optax.GradientTransformation, jitted: bool
         def body(carry, i):
             state, _ = carry
             mask_BL = jnp.broadcast_to(chunk_L == i, X_BL.shape).astype(jnp.float32)
-            (loss, carried), grads = grad_fn(state.params, zeros, X_BL, Y_BL, cfg, mask_BL,
-                                             _step_key(cfg, state, seed))
+            (loss, carried), grads = grad_fn(state.params, zeros, X_BL, Y_BL, cfg, mask_BL, _step_key(cfg, state, seed))
             state, metrics = _apply(tx, state, grads, loss, lr_scale)
             return (state, carried), metrics
 

@@ -50,10 +50,12 @@ def _record(seed: int, rows: list[dict], summary: dict | None, wall: float, voca
     last = good[-1] if good else {}
     rates = [r["tokens_per_sec"] for r in good[1:]] or [r["tokens_per_sec"] for r in good]
     return {
-        "seed": seed, "diverged_epoch": bad,
+        "seed": seed,
+        "diverged_epoch": bad,
         "perplexity": None if bad else last.get("perplexity"),
         "val_perplexity": None if bad else last.get("val_perplexity"),
-        "tokens_per_sec": float(np.median(rates)) if rates else None, "wall_seconds": wall,
+        "tokens_per_sec": float(np.median(rates)) if rates else None,
+        "wall_seconds": wall,
         "curve": [r["perplexity"] for r in good],
         "val_curve": [[r["epoch"], r["val_perplexity"]] for r in good if "val_perplexity" in r],
         "predictions": (summary or {}).get("predictions"),
@@ -95,9 +97,18 @@ def job_state(exp: str, cfg: Config, run_dir: Path) -> str:
     return "shorter" if last < cfg.epochs and same_schedule else "new"
 
 
-def run_processes(exp: str, cfg: Config, seeds, root: str | Path, *, corpus: str | None = None,
-                  data_dir: str | None = None, workers: int | None = None, pin: bool = True,
-                  keep: bool = True) -> list[dict]:
+def run_processes(
+    exp: str,
+    cfg: Config,
+    seeds,
+    root: str | Path,
+    *,
+    corpus: str | None = None,
+    data_dir: str | None = None,
+    workers: int | None = None,
+    pin: bool = True,
+    keep: bool = True,
+) -> list[dict]:
     """One `python -m rnn_jax.train` per seed, at most one per core at a time, each pinned to its core."""
     jobs = [(exp, dataclasses.replace(cfg, seed=s), Path(root) / f"seed_{s}") for s in seeds]
     return run_jobs(jobs, corpus=corpus, data_dir=data_dir, workers=workers, pin=pin, keep=keep)
@@ -123,14 +134,24 @@ def _plan(jobs, keep: bool) -> tuple[list, dict]:
 def _saved_record(seed: int, run_dir: Path) -> dict:
     """The record of a run that finished (or diverged) earlier, from its files."""
     rows = rundir.read_metrics(run_dir)
-    summary = rundir.read_json(run_dir / "summary.json", "the run's summary") if (
-        run_dir / "summary.json").is_file() else None
+    summary = (
+        rundir.read_json(run_dir / "summary.json", "the run's summary")
+        if (run_dir / "summary.json").is_file()
+        else None
+    )
     wall = sum(r.get("seconds") or 0.0 for r in rows)
     return _record(seed, rows, summary, wall, len(data.Vocab.load(run_dir / "vocab.json")))
 
 
-def run_jobs(jobs, *, corpus: str | None = None, data_dir: str | None = None, workers: int | None = None,
-             pin: bool = True, keep: bool = True) -> list[dict]:
+def run_jobs(
+    jobs,
+    *,
+    corpus: str | None = None,
+    data_dir: str | None = None,
+    workers: int | None = None,
+    pin: bool = True,
+    keep: bool = True,
+) -> list[dict]:
     """Trains each (exp, cfg, run_dir[, argv of a new run]) in its own process, at most `workers` (default: one per
     core) at a time, each pinned to its own core unless pin=False; records in job order.
 
@@ -160,10 +181,22 @@ def run_jobs(jobs, *, corpus: str | None = None, data_dir: str | None = None, wo
             while pending and len(running) < workers and not received and failure is None:
                 i, exp, cfg, run_dir, flags = pending.pop(0)
                 core = next(c for c in cores[:workers] if c not in {c for _, c, _ in running.values()})
-                argv = [sys.executable, "-m", "rnn_jax.train", "--exp", exp, *config_lib.to_flags(cfg),
-                        "--run-dir", str(run_dir), "--quiet", *source, *flags]
-                proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                        start_new_session=True)
+                argv = [
+                    sys.executable,
+                    "-m",
+                    "rnn_jax.train",
+                    "--exp",
+                    exp,
+                    *config_lib.to_flags(cfg),
+                    "--run-dir",
+                    str(run_dir),
+                    "--quiet",
+                    *source,
+                    *flags,
+                ]
+                proc = subprocess.Popen(
+                    argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+                )
                 if pin:
                     os.sched_setaffinity(proc.pid, {core})  # before its JAX starts, which sizes its pool by affinity
                 running[i] = (proc, core, time.perf_counter())
@@ -187,16 +220,17 @@ def run_jobs(jobs, *, corpus: str | None = None, data_dir: str | None = None, wo
                 finished = proc.returncode == Exit.OK
                 summary = json.loads((Path(run_dir) / "summary.json").read_text()) if finished else None
                 vocab_size = len(data.Vocab.load(Path(run_dir) / "vocab.json"))
-                done[i] = _record(cfg.seed, rundir.read_metrics(run_dir), summary, time.perf_counter() - t0,
-                                  vocab_size)
+                done[i] = _record(cfg.seed, rundir.read_metrics(run_dir), summary, time.perf_counter() - t0, vocab_size)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if failure is not None:
         raise failure
     if received:
-        raise Stopped(f"stopped by {received[0]}: every training process stopped after its epoch with a checkpoint "
-                      f"({len(done)} of {len(jobs)} runs done)")
+        raise Stopped(
+            f"stopped by {received[0]}: every training process stopped after its epoch with a checkpoint "
+            f"({len(done)} of {len(jobs)} runs done)"
+        )
     return [done[i] for i in range(len(jobs))]
 
 
@@ -208,8 +242,9 @@ def run_vmap(cfg: Config, seeds, tokens: np.ndarray, vocab: data.Vocab, *, val: 
     seeds = list(seeds)
     tx = step_lib.make_optimizer(cfg)
     states = jax.vmap(lambda s: step_lib.init_state(cfg, len(vocab), tx, seed=s))(np.asarray(seeds))
-    epoch_fn = step_lib.jit(jax.vmap(step_lib.make_train_epoch(cfg, tx, jitted=False), in_axes=(0, 0, 0, None, 0)),
-                            donate_argnums=0)
+    epoch_fn = step_lib.jit(
+        jax.vmap(step_lib.make_train_epoch(cfg, tx, jitted=False), in_axes=(0, 0, 0, None, 0)), donate_argnums=0
+    )
     sharding = None
     if jax.device_count() > 1 and len(seeds) % jax.device_count() == 0:
         mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("models",))
@@ -231,19 +266,40 @@ def run_vmap(cfg: Config, seeds, tokens: np.ndarray, vocab: data.Vocab, *, val: 
         for i, seed in enumerate(seeds):
             if rows[seed] and rows[seed][-1].get("nonfinite"):
                 continue  # stopped earlier: its state no longer counts
-            rows[seed].append(_vmap_row(rules[seed], epoch, {k: v[i] for k, v in metrics.items()},
-                                        X_SNBT[i].size / seconds, seconds, states.params, i, cfg, val))
+            rows[seed].append(
+                _vmap_row(
+                    rules[seed],
+                    epoch,
+                    {k: v[i] for k, v in metrics.items()},
+                    X_SNBT[i].size / seconds,
+                    seconds,
+                    states.params,
+                    i,
+                    cfg,
+                    val,
+                )
+            )
     wall = time.perf_counter() - t_start
     out = []
     for i, seed in enumerate(seeds):
         params = jax.tree.map(lambda p, i=i: p[i], states.params)
-        out.append(_record(seed, rows[seed], {"predictions": trainer.predictions(params, vocab, cfg)}, wall,
-                           len(vocab)))
+        out.append(
+            _record(seed, rows[seed], {"predictions": trainer.predictions(params, vocab, cfg)}, wall, len(vocab))
+        )
     return out
 
 
-def _vmap_row(rule: epochs.EpochRule, epoch: int, metrics: dict, tokens_per_sec: float, seconds: float,
-              params_S, i: int, cfg: Config, val: tuple | None) -> dict:
+def _vmap_row(
+    rule: epochs.EpochRule,
+    epoch: int,
+    metrics: dict,
+    tokens_per_sec: float,
+    seconds: float,
+    params_S,
+    i: int,
+    cfg: Config,
+    val: tuple | None,
+) -> dict:
     """Seed i's row of this epoch by the single run's rule; where that run would stop (Diverged), the row that
     records it, marked nonfinite, after which the seed is left out."""
     try:
@@ -253,18 +309,28 @@ def _vmap_row(rule: epochs.EpochRule, epoch: int, metrics: dict, tokens_per_sec:
             rule.validate(epoch, row, lambda: evaluate_lib.evaluate(params(), val[0], cfg, context=val[1]))
         return row
     except epochs.Diverged as e:
-        return e.row or {"epoch": epoch, "step": rule.step, "nonfinite": True, "tokens_per_sec": tokens_per_sec,
-                         "seconds": seconds}
+        return e.row or {
+            "epoch": epoch,
+            "step": rule.step,
+            "nonfinite": True,
+            "tokens_per_sec": tokens_per_sec,
+            "seconds": seconds,
+        }
 
 
 def summarize(records: list[dict]) -> dict:
     """Mean +- std (over the seeds that did not diverge) of each figure, and which seeds diverged."""
     ok = [r for r in records if r["diverged_epoch"] is None]
-    out = {"seeds": len(records), "diverged": [[r["seed"], r["diverged_epoch"]] for r in records
-                                                if r["diverged_epoch"] is not None]}
+    out = {
+        "seeds": len(records),
+        "diverged": [[r["seed"], r["diverged_epoch"]] for r in records if r["diverged_epoch"] is not None],
+    }
     for key in ("perplexity", "val_perplexity", "tokens_per_sec", "wall_seconds"):
         vals = [r[key] for r in ok if r.get(key) is not None]
         if vals:
-            out[key] = {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
-                        "n": len(vals)}
+            out[key] = {
+                "mean": float(np.mean(vals)),
+                "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
+                "n": len(vals),
+            }
     return out

@@ -25,6 +25,7 @@ def log_path() -> Path:
     if (REPO / "experiments" / "results").is_dir():
         return REPO / "experiments" / "results" / "test_log.jsonl"
     from rnn_jax import data
+
     return data.cache_dir() / "test_log.jsonl"
 
 
@@ -48,8 +49,15 @@ def commit() -> str | None:
 
 def record(corpus: str, split: str, model: str, config: dict, result: dict, path: Path | None = None) -> dict:
     """Appends one scoring of a test part to the log (one line, flushed and synced) and returns it."""
-    row = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": commit(), "corpus": corpus,
-           "split": split, "model": model, "config_hash": config_hash(config), "result": result}
+    row = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "commit": commit(),
+        "corpus": corpus,
+        "split": split,
+        "model": model,
+        "config_hash": config_hash(config),
+        "result": result,
+    }
     path = path or log_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as f:

@@ -27,34 +27,65 @@ from rnn_jax.trainer import PREFIXES, Trainer, predictions  # noqa: F401 (API)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m rnn_jax.train",
-                                     description="Train a character-level RNN language model.")
+    parser = argparse.ArgumentParser(
+        prog="python -m rnn_jax.train", description="Train a character-level RNN language model."
+    )
     names = ", ".join([*config_lib.EXPERIMENTS, *config_lib.CHAINS])
     parser.add_argument("--exp", default=None, help=f"named experiment: {names} (default: seq, or the resumed run's)")
     parser.add_argument("--run-dir", default=None, help="output directory (default: runs/<exp>-<time>)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its latest "
-                        "complete checkpoint")
-    parser.add_argument("--data-dir", default=None, help="directory holding the named corpora's files "
-                        f"({', '.join(c.file for c in data.CORPORA.values())}); default: $RNN_JAX_DATA_DIR, else "
-                        "a verified download into the cache")
-    parser.add_argument("--corpus", default=None, help=f"a corpus name ({', '.join(data.CORPORA)}; default: the "
-                        "experiment's, else timemachine) or the path of a UTF-8 text file")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the run in --run-dir from its latest complete checkpoint"
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="directory holding the named corpora's files "
+        f"({', '.join(c.file for c in data.CORPORA.values())}); default: $RNN_JAX_DATA_DIR, else "
+        "a verified download into the cache",
+    )
+    parser.add_argument(
+        "--corpus",
+        default=None,
+        help=f"a corpus name ({', '.join(data.CORPORA)}; default: the "
+        "experiment's, else timemachine) or the path of a UTF-8 text file",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
-    parser.add_argument("--tensorboard", action="store_true", help="also write TensorBoard event files to "
-                        f"RUN/tensorboard (needs tensorboardX: {log.TENSORBOARD_INSTALL})")
-    parser.add_argument("--init-from", default=None, metavar="RUN", help="start from the parameters of the run in "
-                        "directory RUN (its latest checkpoint), with a fresh optimizer and a new run directory")
-    parser.add_argument("--init-from-best", action="store_true", help="with --init-from: its best checkpoint by "
-                        "validation perplexity instead")
-    parser.add_argument("--predict-prefix", action="append", default=None, metavar="TEXT", help="prompt of the "
-                        "greedy predictions printed while training (repeatable; default: the book's 'time traveller'"
-                        " and 'traveller' for the book, else the text's opening words)")
+    parser.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help=f"also write TensorBoard event files to RUN/tensorboard (needs tensorboardX: {log.TENSORBOARD_INSTALL})",
+    )
+    parser.add_argument(
+        "--init-from",
+        default=None,
+        metavar="RUN",
+        help="start from the parameters of the run in "
+        "directory RUN (its latest checkpoint), with a fresh optimizer and a new run directory",
+    )
+    parser.add_argument(
+        "--init-from-best",
+        action="store_true",
+        help="with --init-from: its best checkpoint by validation perplexity instead",
+    )
+    parser.add_argument(
+        "--predict-prefix",
+        action="append",
+        default=None,
+        metavar="TEXT",
+        help="prompt of the "
+        "greedy predictions printed while training (repeatable; default: the book's 'time traveller'"
+        " and 'traveller' for the book, else the text's opening words)",
+    )
     group = parser.add_argument_group("multi-process (every process runs the same command)")
     group.add_argument("--coordinator", default=None, help="HOST:PORT of process 0")
     group.add_argument("--num-processes", type=int, default=None)
     group.add_argument("--process-id", type=int, default=None)
-    group.add_argument("--init-timeout", type=float, default=distributed.INIT_TIMEOUT,
-                       help="seconds to wait for every process to join (default: %(default)s)")
+    group.add_argument(
+        "--init-timeout",
+        type=float,
+        default=distributed.INIT_TIMEOUT,
+        help="seconds to wait for every process to join (default: %(default)s)",
+    )
     config_lib.add_config_flags(parser)
     return parser
 
@@ -66,8 +97,9 @@ def _check_tensorboard(wanted: bool) -> None:
     try:
         import tensorboardX  # noqa: F401
     except ImportError:
-        raise config_lib.ConfigError(f"--tensorboard writes with tensorboardX, which is not installed: "
-                                     f"{log.TENSORBOARD_INSTALL}") from None
+        raise config_lib.ConfigError(
+            f"--tensorboard writes with tensorboardX, which is not installed: {log.TENSORBOARD_INSTALL}"
+        ) from None
 
 
 def main(argv=None) -> int:
@@ -98,8 +130,9 @@ def main(argv=None) -> int:
 def _start(req: launch.Request, args: argparse.Namespace) -> None:
     """The chain or the single run a request asks for, once the processes of a multi-process run have joined."""
     _check_tensorboard(req.tensorboard)
-    join = lambda: distributed.initialize(args.coordinator, args.num_processes, args.process_id,
-                                          timeout=args.init_timeout)
+    join = lambda: distributed.initialize(
+        args.coordinator, args.num_processes, args.process_id, timeout=args.init_timeout
+    )
     chain = launch.chain_of(req)
     if chain:
         if req.init_from:

@@ -43,8 +43,13 @@ def load_data(cfg: Config, corpus: str | None, data_dir: str | None) -> Training
     parts = data.splits(all_tokens, cfg)
     tokens, val = parts["train"][0], parts["val"]
     data.check_length(len(tokens), cfg.batch_size, cfg.num_steps, cfg.sampling)
-    info = {"path": str(path.resolve()), "sha1": data.sha1_of(path), "train_tokens": int(len(tokens)),
-            "val_tokens": int(len(val[0])), "test_tokens": int(len(parts["test"][0]))}
+    info = {
+        "path": str(path.resolve()),
+        "sha1": data.sha1_of(path),
+        "train_tokens": int(len(tokens)),
+        "val_tokens": int(len(val[0])),
+        "test_tokens": int(len(parts["test"][0])),
+    }
     return TrainingData(path, vocab, tokens, val, info)  # type: ignore[arg-type]  # val's text before is never None
 
 
@@ -63,17 +68,33 @@ class Trainer:
 
     last_row: dict[str, Any]  # the metrics row of the latest epoch
 
-    def __init__(self, cfg: Config, run_dir: Path, training: TrainingData, mesh, *, exp: str, resume: bool,
-                 quiet: bool, params: dict | None = None, prefixes: Sequence[str] = PREFIXES,
-                 tensorboard: bool = False, restored: tuple[dict, dict] | None = None):
+    def __init__(
+        self,
+        cfg: Config,
+        run_dir: Path,
+        training: TrainingData,
+        mesh,
+        *,
+        exp: str,
+        resume: bool,
+        quiet: bool,
+        params: dict | None = None,
+        prefixes: Sequence[str] = PREFIXES,
+        tensorboard: bool = False,
+        restored: tuple[dict, dict] | None = None,
+    ):
         """restored: the (state, meta) of the checkpoint a resume continues from, as `rundir.open_run` read and
         verified it (None: from epoch 1)."""
         self.cfg, self.run_dir, self.data, self.mesh, self.exp = cfg, run_dir, training, mesh, exp
         self.prefixes = tuple(prefixes)
         self.tx = step_lib.make_optimizer(cfg)
         self.state = step_lib.init_state(cfg, len(training.vocab), self.tx, params=params)
-        self.meta = {"experiment": exp, "config": config_lib.to_dict(cfg), "vocab": training.vocab.idx_to_token,
-                     "corpus_sha1": training.info["sha1"]}
+        self.meta = {
+            "experiment": exp,
+            "config": config_lib.to_dict(cfg),
+            "vocab": training.vocab.idx_to_token,
+            "corpus_sha1": training.info["sha1"],
+        }
         self.ckpts = Checkpoints(run_dir, cfg.keep_checkpoints)
         self.start, self.rule = 1, epochs.EpochRule(cfg)
         if restored is not None:
@@ -83,8 +104,11 @@ class Trainer:
         primary = distributed.is_primary()
         self.writer = rundir.MetricsWriter(run_dir, self.start - 1 if resume else None) if primary else None
         self.progress = None if quiet or not primary else log.Progress(cfg.epochs, self.start - 1)
-        self.board = (log.TensorBoard(run_dir / "tensorboard", {"experiment": exp, **self.meta["config"]}, self.start)
-                      if tensorboard and primary else None)
+        self.board = (
+            log.TensorBoard(run_dir / "tensorboard", {"experiment": exp, **self.meta["config"]}, self.start)
+            if tensorboard and primary
+            else None
+        )
         self.timed_tokens, self.timed_seconds, self.t_start, self.last_row = 0, 0.0, time.perf_counter(), {}
 
     def _checkpoint_tree(self, epoch: int) -> dict:
@@ -92,17 +116,24 @@ class Trainer:
         data order derives from (seed, epoch) and each update's dropout key from (seed, step), so parameters,
         optimizer state, step, epoch and the skip counter are the whole of it."""
         s = self.state
-        return {"params": s.params, "opt_state": s.opt_state, "step": s.step, "epoch": epoch,
-                "skips_in_a_row": self.rule.skips_in_a_row}
+        return {
+            "params": s.params,
+            "opt_state": s.opt_state,
+            "step": s.step,
+            "epoch": epoch,
+            "skips_in_a_row": self.rule.skips_in_a_row,
+        }
 
     def _restore(self, saved: dict, meta: dict) -> None:
         """Continues from a verified checkpoint (fields older versions also saved are left out)."""
         restored = checkpoint.conform(saved, self._checkpoint_tree(0))
-        self.state = jax.tree.map(jnp.asarray, step_lib.TrainState(
-            restored["params"], restored["opt_state"], restored["step"]))
+        self.state = jax.tree.map(
+            jnp.asarray, step_lib.TrainState(restored["params"], restored["opt_state"], restored["step"])
+        )
         self.start = int(restored["epoch"]) + 1
-        self.rule = epochs.EpochRule(self.cfg, step=int(restored["step"]),
-                                     skips_in_a_row=int(restored["skips_in_a_row"]))
+        self.rule = epochs.EpochRule(
+            self.cfg, step=int(restored["step"]), skips_in_a_row=int(restored["skips_in_a_row"])
+        )
         self.ckpts.complete_best(self.start - 1, restored, meta)  # a kill between checkpoints/K and best/K
 
     def train_epoch(self, epoch: int) -> dict:
@@ -110,8 +141,9 @@ class Trainer:
         t0 = time.perf_counter()
         X_NBT, Y_NBT = data.epoch_batches(self.data.tokens, self.cfg, epoch)
         shard = lambda a: distributed.shard_rows(a, self.mesh)
-        self.state, _, metrics = self.train_epoch_fn(self.state, shard(X_NBT), shard(Y_NBT),
-                                                     config_lib.lr_scale(self.cfg, epoch))
+        self.state, _, metrics = self.train_epoch_fn(
+            self.state, shard(X_NBT), shard(Y_NBT), config_lib.lr_scale(self.cfg, epoch)
+        )
         rundir.fault_injection("mid-epoch", epoch)
         metrics = distributed.to_host(metrics)
         seconds = time.perf_counter() - t0
@@ -135,8 +167,13 @@ class Trainer:
         """Adds validation loss, perplexity and bits/char to the row when this epoch evaluates."""
         val_tokens, context = self.data.val
         if len(val_tokens):
-            self.rule.validate(epoch, row, lambda: evaluate_lib.evaluate(distributed.to_host(self.state.params),
-                                                                         val_tokens, self.cfg, context=context))
+            self.rule.validate(
+                epoch,
+                row,
+                lambda: evaluate_lib.evaluate(
+                    distributed.to_host(self.state.params), val_tokens, self.cfg, context=context
+                ),
+            )
 
     def record(self, epoch: int, row: dict) -> None:
         """metrics.jsonl, TensorBoard, the progress bar, and every predict_every epochs a prediction line."""
@@ -144,8 +181,12 @@ class Trainer:
         if self.writer:
             self.writer.write(row)
         texts = None
-        if ((self.progress or self.board) and row["perplexity"] is not None and self.cfg.predict_every
-                and self._due(epoch, self.cfg.predict_every)):
+        if (
+            (self.progress or self.board)
+            and row["perplexity"] is not None
+            and self.cfg.predict_every
+            and self._due(epoch, self.cfg.predict_every)
+        ):
             prefixes = self.prefixes if self.board else self.prefixes[:1]
             texts = predictions(distributed.to_host(self.state.params), self.data.vocab, self.cfg, prefixes)
         if self.board:
@@ -184,14 +225,20 @@ class Trainer:
         """summary.json's content: final figures, speed, predictions, and (with validation) the baselines."""
         row = self.last_row or rundir.last_row(self.run_dir, self.cfg.epochs)
         params = distributed.to_host(self.state.params)
-        summary = {"experiment": self.exp, "epochs": self.cfg.epochs, "perplexity": row["perplexity"],
-                   "loss": row["loss"],
-                   "tokens_per_sec": self.timed_tokens / self.timed_seconds if self.timed_seconds else None,
-                   "wall_seconds": time.perf_counter() - self.t_start, "device": jax.devices()[0].platform,
-                   "predictions": predictions(params, self.data.vocab, self.cfg, self.prefixes),
-                   "devices": self.mesh.size if self.mesh else 1}
+        summary = {
+            "experiment": self.exp,
+            "epochs": self.cfg.epochs,
+            "perplexity": row["perplexity"],
+            "loss": row["loss"],
+            "tokens_per_sec": self.timed_tokens / self.timed_seconds if self.timed_seconds else None,
+            "wall_seconds": time.perf_counter() - self.t_start,
+            "device": jax.devices()[0].platform,
+            "predictions": predictions(params, self.data.vocab, self.cfg, self.prefixes),
+            "devices": self.mesh.size if self.mesh else 1,
+        }
         summary.update({k: row[k] for k in ("val_loss", "val_perplexity", "val_bits_per_char") if k in row})
         if len(self.data.val[0]):
-            summary["baselines"] = baselines.evaluate_baselines(self.data.tokens, self.data.val[0],
-                                                                len(self.data.vocab), context=self.data.val[1])
+            summary["baselines"] = baselines.evaluate_baselines(
+                self.data.tokens, self.data.val[0], len(self.data.vocab), context=self.data.val[1]
+            )
         return summary

@@ -20,8 +20,9 @@ WAR_OF_THE_WORLDS = DATA_DIR / "war_of_the_worlds.txt"
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not TIME_MACHINE.is_file():
-        pytest.fail(f"the tests read the corpus from {DATA_DIR}; set RNN_JAX_DATA_DIR to a directory "
-                    "holding timemachine.txt")
+        pytest.fail(
+            f"the tests read the corpus from {DATA_DIR}; set RNN_JAX_DATA_DIR to a directory holding timemachine.txt"
+        )
     return DATA_DIR
 
 
@@ -46,7 +47,8 @@ SLOW = {
         "test_ngram_matches_a_direct_dict_implementation_of_kneser_ney",
     ),
     "test_bench.py": (
-        "test_cli_smoke_run_of_the_cheap_sections", "test_device_scaling_over_four_host_devices",
+        "test_cli_smoke_run_of_the_cheap_sections",
+        "test_device_scaling_over_four_host_devices",
         "test_matmul_limit_counts_two_flop_per_multiply_add",
         "test_matmul_limit_of_a_cell_counts_its_recurrent_products",
         "test_pinned_worker_process_runs_on_the_cpus_it_was_given",
@@ -54,27 +56,36 @@ SLOW = {
     "test_cells.py": (
         "test_epoch_scan_carries_or_resets_the_pytree_state_like_a_loop_of_steps",
         "test_toy_gradients_reach_both_state_arrays",
-        "test_toy_run_checkpoints_resumes_exactly_generates_and_evaluates", "test_toy_state_under_data_parallelism",
+        "test_toy_run_checkpoints_resumes_exactly_generates_and_evaluates",
+        "test_toy_state_under_data_parallelism",
         "test_toy_unroll_equals_a_python_loop_and_both_forwards_agree",
     ),
     "test_checkpoint.py": (
-        "test_a_partly_written_checkpoint_is_ignored", "test_a_scheduled_run_resumes_only_to_its_own_length",
-        "test_killed_runs_resume_bit_identically", "test_resume_extends_a_finished_run",
+        "test_a_partly_written_checkpoint_is_ignored",
+        "test_a_scheduled_run_resumes_only_to_its_own_length",
+        "test_killed_runs_resume_bit_identically",
+        "test_resume_extends_a_finished_run",
         "test_sigterm_writes_a_checkpoint_and_says_how_to_resume",
-        "test_skip_mode_counts_skips_and_stops_after_too_many", "test_stop_mode_writes_no_nonfinite_checkpoint",
+        "test_skip_mode_counts_skips_and_stops_after_too_many",
+        "test_stop_mode_writes_no_nonfinite_checkpoint",
     ),
     "test_distributed.py": (
-        "test_four_devices_train_like_one_and_resume_on_one", "test_indivisible_batch_is_refused",
-        "test_two_processes_of_two_devices_match_one_process_of_four", "test_vmapped_seeds_shard_over_devices",
+        "test_four_devices_train_like_one_and_resume_on_one",
+        "test_indivisible_batch_is_refused",
+        "test_two_processes_of_two_devices_match_one_process_of_four",
+        "test_vmapped_seeds_shard_over_devices",
     ),
     "test_evaluate.py": (
         "test_without_a_validation_part_the_text_after_the_trained_prefix_is_scored",
-        "test_best_needs_a_validation_run", "test_cli_on_another_book_reports_unknown_characters",
-        "test_cli_reports_dynamic_beside_static", "test_evaluation_is_one_stream_with_the_state_carried",
+        "test_best_needs_a_validation_run",
+        "test_cli_on_another_book_reports_unknown_characters",
+        "test_cli_reports_dynamic_beside_static",
+        "test_evaluation_is_one_stream_with_the_state_carried",
         "test_validation_is_logged_and_beats_the_unigram",
     ),
     "test_experiments.py": (
-        "test_every_experiment_trains_a_few_steps", "test_run_seeds_writes_a_record_per_seed",
+        "test_every_experiment_trains_a_few_steps",
+        "test_run_seeds_writes_a_record_per_seed",
     ),
     "test_faults.py": (
         "test_a_kill_between_the_checkpoint_and_best_is_completed_on_resume",
@@ -85,29 +96,39 @@ SLOW = {
         "test_an_empty_predict_prefix_is_refused_up_front_and_an_old_one_does_not_break_a_resume",
         "test_sigint_while_importing_is_one_line",
         "test_a_checkpoint_that_cannot_be_written_is_one_line",
-        "test_a_file_size_limit_fails_cleanly_and_keeps_earlier_checkpoints", "test_a_huge_finite_loss_is_divergence",
-        "test_a_kill_in_the_middle_of_a_rewrite_loses_nothing", "test_a_peer_that_never_joins_is_one_line",
-        "test_sigint_while_starting_and_compiling_ends_cleanly", "test_the_best_checkpoint_survives_every_resume",
+        "test_a_file_size_limit_fails_cleanly_and_keeps_earlier_checkpoints",
+        "test_a_huge_finite_loss_is_divergence",
+        "test_a_kill_in_the_middle_of_a_rewrite_loses_nothing",
+        "test_a_peer_that_never_joins_is_one_line",
+        "test_sigint_while_starting_and_compiling_ends_cleanly",
+        "test_the_best_checkpoint_survives_every_resume",
     ),
     "test_gated.py": (
-        "test_a_two_layer_stack_equals_two_one_layer_unrolls_chained", "test_hand_written_backward_equals_autodiff",
-        "test_init_follows_the_book", "test_killed_stacked_lstm_run_resumes_bit_identically_generates_and_evaluates",
-        "test_layer_dropout_masks_only_between_layers_and_only_in_training", "test_lstm_equals_flax_lstmcell",
+        "test_a_two_layer_stack_equals_two_one_layer_unrolls_chained",
+        "test_hand_written_backward_equals_autodiff",
+        "test_init_follows_the_book",
+        "test_killed_stacked_lstm_run_resumes_bit_identically_generates_and_evaluates",
+        "test_layer_dropout_masks_only_between_layers_and_only_in_training",
+        "test_lstm_equals_flax_lstmcell",
         "test_unrolls_equal_a_python_loop_over_the_books_equations",
     ),
     "test_generate.py": (
-        "test_cli_greedy_equals_what_training_printed", "test_cli_samples_one_per_line_reproducibly",
+        "test_cli_greedy_equals_what_training_printed",
+        "test_cli_samples_one_per_line_reproducibly",
         "test_greedy_prediction_on_a_model_with_known_choices",
-        "test_huge_temperature_is_uniform_and_still_never_unk", "test_low_temperature_equals_greedy",
+        "test_huge_temperature_is_uniform_and_still_never_unk",
+        "test_low_temperature_equals_greedy",
         "test_predict_and_the_books_loop_agree_on_unknown_prefix_characters",
         "test_sampling_is_reproducible_by_key_and_batched",
         "test_scan_generation_equals_the_books_per_character_loop",
-        "test_top_k_keeps_exactly_k_candidates_when_logits_tie", "test_top_k_never_leaves_the_top_k",
+        "test_top_k_keeps_exactly_k_candidates_when_logits_tie",
+        "test_top_k_never_leaves_the_top_k",
         "test_warm_up_uses_the_prefix_state",
     ),
     "test_heldout.py": (
         "test_changing_later_text_never_changes_earlier_scores",
-        "test_dynamic_scores_each_segment_before_training_on_it", "test_dynamic_with_no_step_is_static_evaluation",
+        "test_dynamic_scores_each_segment_before_training_on_it",
+        "test_dynamic_with_no_step_is_static_evaluation",
     ),
     "test_init_from.py": (
         "test_a_skipped_update_restarts_the_carried_state_in_step_and_epoch_alike",
@@ -119,11 +140,16 @@ SLOW = {
         "test_resume_refuses_another_backward_with_bfloat16",
     ),
     "test_model.py": (
-        "test_bfloat16_matmuls_stay_close_to_float32", "test_cell_equals_flax_simple_cell",
+        "test_bfloat16_matmuls_stay_close_to_float32",
+        "test_cell_equals_flax_simple_cell",
         "test_changing_later_tokens_leaves_earlier_logits_bit_exact",
-        "test_chunked_unroll_with_carried_state_equals_one_pass", "test_fused_forward_and_gradients_equal_autodiff",
-        "test_init_follows_the_book", "test_one_hot_times_W_xh_is_the_row_gather", "test_outputs_are_causal",
-        "test_scan_equals_a_python_loop_over_the_cell", "test_shapes_and_finiteness",
+        "test_chunked_unroll_with_carried_state_equals_one_pass",
+        "test_fused_forward_and_gradients_equal_autodiff",
+        "test_init_follows_the_book",
+        "test_one_hot_times_W_xh_is_the_row_gather",
+        "test_outputs_are_causal",
+        "test_scan_equals_a_python_loop_over_the_cell",
+        "test_shapes_and_finiteness",
     ),
     "test_faults_experiments.py": (
         "test_a_failing_training_process_is_one_error_line",
@@ -132,34 +158,43 @@ SLOW = {
         "test_a_smoke_run_never_replaces_the_committed_record",
     ),
     "test_reproduction.py": (
-        "test_full_book_reproduction", "test_the_first_epochs_give_the_recorded_perplexities",
+        "test_full_book_reproduction",
+        "test_the_first_epochs_give_the_recorded_perplexities",
     ),
     "test_shakespeare.py": (
         "test_the_benchmark_script_runs_end_to_end",
         "test_the_experiment_trains_on_its_own_corpus_every_character_kept",
     ),
-    "test_stack_layout.py": (
-        "test_runs_saved_one_array_per_layer_are_read_converted_and_not_resumed",
-    ),
+    "test_stack_layout.py": ("test_runs_saved_one_array_per_layer_are_read_converted_and_not_resumed",),
     "test_sweep.py": (
-        "test_a_diverging_seed_is_recorded_not_averaged", "test_each_vmapped_seed_draws_its_own_dropout_masks",
-        "test_processes_mode_equals_separate_runs", "test_vmap_mode_equals_separate_runs",
+        "test_a_diverging_seed_is_recorded_not_averaged",
+        "test_each_vmapped_seed_draws_its_own_dropout_masks",
+        "test_processes_mode_equals_separate_runs",
+        "test_vmap_mode_equals_separate_runs",
         "test_vmap_mode_follows_the_schedule_like_a_single_run",
     ),
     "test_step.py": (
-        "test_clipping_matches_the_global_norm_formula", "test_cpu_compiler_options_change_no_number",
+        "test_clipping_matches_the_global_norm_formula",
+        "test_cpu_compiler_options_change_no_number",
         "test_dropout_changes_training_only_and_is_reproducible",
-        "test_dropout_mask_keeps_the_expected_fraction_scaled", "test_epoch_scan_equals_a_loop_of_train_steps",
-        "test_fused_and_autodiff_training_agree", "test_huge_clip_norm_steps_exactly_like_no_clipping",
-        "test_nonfinite_update_is_not_applied", "test_sequential_carries_state_and_random_resets_it",
-        "test_tiny_model_overfits_a_tiny_corpus", "test_undetached_gradient_reaches_earlier_minibatches",
-        "test_dropout_masks_per_step_or_per_sequence", "test_the_schedule_scales_the_whole_update",
+        "test_dropout_mask_keeps_the_expected_fraction_scaled",
+        "test_epoch_scan_equals_a_loop_of_train_steps",
+        "test_fused_and_autodiff_training_agree",
+        "test_huge_clip_norm_steps_exactly_like_no_clipping",
+        "test_nonfinite_update_is_not_applied",
+        "test_sequential_carries_state_and_random_resets_it",
+        "test_tiny_model_overfits_a_tiny_corpus",
+        "test_undetached_gradient_reaches_earlier_minibatches",
+        "test_dropout_masks_per_step_or_per_sequence",
+        "test_the_schedule_scales_the_whole_update",
         "test_weight_decay_is_decoupled_and_spares_biases",
         "test_weight_drop_zeroes_recurrent_weights_only_and_their_gradient",
     ),
     "test_train.py": (
-        "test_cli_writes_the_run_directory", "test_divergence_stops_with_the_epoch_and_step",
-        "test_loss_at_initialisation_is_close_to_ln_vocab", "test_same_seed_same_numbers_other_seed_other_numbers",
+        "test_cli_writes_the_run_directory",
+        "test_divergence_stops_with_the_epoch_and_step",
+        "test_loss_at_initialisation_is_close_to_ln_vocab",
+        "test_same_seed_same_numbers_other_seed_other_numbers",
         "test_short_real_run_beats_the_unigram_level",
     ),
 }
@@ -167,16 +202,25 @@ SLOW = {
 
 # Module-scoped fixtures that train a run: every test that uses one is slow too.
 SLOW_FIXTURES = {
-    "test_checkpoint.py": {"finished"}, "test_distributed.py": {"one_device", "four_devices"},
-    "test_evaluate.py": {"run"}, "test_faults.py": {"finished"}, "test_generate.py": {"run_dir"},
-    "test_init_from.py": {"source"}, "test_shakespeare.py": {"run"}, "test_stack_layout.py": {"stacked_run"},
-    "test_sweep.py": {"separate"}, "test_tensorboard.py": {"plain", "resumed"},
+    "test_checkpoint.py": {"finished"},
+    "test_distributed.py": {"one_device", "four_devices"},
+    "test_evaluate.py": {"run"},
+    "test_faults.py": {"finished"},
+    "test_generate.py": {"run_dir"},
+    "test_init_from.py": {"source"},
+    "test_shakespeare.py": {"run"},
+    "test_stack_layout.py": {"stacked_run"},
+    "test_sweep.py": {"separate"},
+    "test_tensorboard.py": {"plain", "resumed"},
 }
 
 
 def pytest_addoption(parser):
-    parser.addoption("--full", action="store_true", help="also run the tests marked full: the book's whole runs, "
-                     "minutes each (make reproduce)")
+    parser.addoption(
+        "--full",
+        action="store_true",
+        help="also run the tests marked full: the book's whole runs, minutes each (make reproduce)",
+    )
 
 
 def pytest_collection_modifyitems(config, items):
@@ -185,6 +229,7 @@ def pytest_collection_modifyitems(config, items):
         if item.get_closest_marker("full") and not config.getoption("full"):
             item.add_marker(skip_full)
         module = item.path.name
-        if (getattr(item, "originalname", item.name) in SLOW.get(module, ())
-                or SLOW_FIXTURES.get(module, set()) & set(getattr(item, "fixturenames", ()))):
+        if getattr(item, "originalname", item.name) in SLOW.get(module, ()) or SLOW_FIXTURES.get(module, set()) & set(
+            getattr(item, "fixturenames", ())
+        ):
             item.add_marker(pytest.mark.slow)

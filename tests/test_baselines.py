@@ -21,10 +21,10 @@ def kn_reference(ids, V, n, context, w, fixed_d=None, modified=False):
     ids = tuple(int(i) for i in ids)
 
     def counts(k, top):
-        grams = [ids[i:i + k] for i in range(len(ids) - k + 1)]
+        grams = [ids[i : i + k] for i in range(len(ids) - k + 1)]
         if top:
             return collections.Counter(grams)
-        left = collections.Counter(g[1:] for g in set(ids[i:i + k + 1] for i in range(len(ids) - k)))
+        left = collections.Counter(g[1:] for g in set(ids[i : i + k + 1] for i in range(len(ids) - k)))
         left[ids[:k]] += 1  # the start of the text is one more left neighbour
         return left
 
@@ -39,14 +39,17 @@ def kn_reference(ids, V, n, context, w, fixed_d=None, modified=False):
         total = sum(following.values())
         if modified:
             y = n1 / (n1 + 2 * n2) if n1 else 0
-            ds = {1: 1 - 2 * y * n2 / n1, 2: 2 - 3 * y * n3 / n2, 3: 3 - 4 * y * n4 / n3} if min(n1, n2, n3, n4) \
-                else {1: d, 2: d, 3: d}  # a missing count-of-count: Ney's one discount
+            ds = (
+                {1: 1 - 2 * y * n2 / n1, 2: 2 - 3 * y * n3 / n2, 3: 3 - 4 * y * n4 / n3}
+                if min(n1, n2, n3, n4)
+                else {1: d, 2: d, 3: d}
+            )  # a missing count-of-count: Ney's one discount
             dc = lambda x: ds[min(x, 3)] if x else 0.0
             gamma = sum(dc(x) for x in following.values()) / total
             return max(c[h + (w,)] - dc(c[h + (w,)]), 0) / total + gamma * lower
         return max(c[h + (w,)] - d, 0) / total + d * len(following) / total * lower
 
-    h = tuple(int(i) for i in context)[max(0, len(context) - (n - 1)):]
+    h = tuple(int(i) for i in context)[max(0, len(context) - (n - 1)) :]
     return p(h, top=len(h) == n - 1)
 
 
@@ -131,7 +134,8 @@ def test_book_perplexities_fall_with_the_order_and_are_in_range(split):
     assert 4 < ppl["5-gram"] < 5
     m = b.evaluate_baselines(train, held_out, V, max_n=2)["2-gram"]
     assert m["bits_per_char"] == pytest.approx(m["loss"] / math.log(2)) and m["perplexity"] == pytest.approx(
-        math.exp(m["loss"]))
+        math.exp(m["loss"])
+    )
 
 
 def test_held_out_is_one_stream_continuing_the_training_text(split):
@@ -174,13 +178,14 @@ def test_held_out_text_continues_the_given_context_not_the_training_slice(split)
     got = b.evaluate_baselines(fit_on, held_out, V, max_n=5, context=before)
     for n in (2, 3, 4, 5):
         model = b.fit_ngram(fit_on, V, n)
-        want = -b.log_probs(model, np.concatenate([before[-(n - 1):], held_out]), start=n - 1).mean()
+        want = -b.log_probs(model, np.concatenate([before[-(n - 1) :], held_out]), start=n - 1).mean()
         assert got[f"{n}-gram"]["loss"] == pytest.approx(want, rel=1e-12), n
     default = b.evaluate_baselines(fit_on, held_out, V, max_n=5)  # no context: the training slice's end
     assert default["5-gram"]["loss"] != got["5-gram"]["loss"]
     assert default["unigram"] == got["unigram"]
     assert b.evaluate_baselines(train, held_out, V, max_n=3) == b.evaluate_baselines(
-        train, held_out, V, max_n=3, context=train)  # a contiguous split: the default is already right
+        train, held_out, V, max_n=3, context=train
+    )  # a contiguous split: the default is already right
 
 
 def test_empty_context_scores_the_first_tokens_with_shorter_contexts(split):
@@ -198,18 +203,21 @@ def test_cli_prints_every_model(data_dir, capsys):
     assert "perplexity  28.000" in lines[0]
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--split", "0"], "--split must lie strictly between 0 and 1"),
-    (["--split", "-0.5"], "--split must lie strictly between 0 and 1"),
-    (["--split", "1"], "--split must lie strictly between 0 and 1"),
-    (["--split", "1.5"], "--split must lie strictly between 0 and 1"),
-    (["--split", "nan"], "--split must lie strictly between 0 and 1, got nan"),
-    (["--split", "1e-9"], "leaves 0 for training"),
-    (["--max-n", "0"], "--max-n must be at least 1"),
-    (["--max-n", "-2"], "--max-n must be at least 1"),
-    (["--max-n", "14"], "overflows the int64"),
-    (["--max-n", "1000000000"], "overflows the int64"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--split", "0"], "--split must lie strictly between 0 and 1"),
+        (["--split", "-0.5"], "--split must lie strictly between 0 and 1"),
+        (["--split", "1"], "--split must lie strictly between 0 and 1"),
+        (["--split", "1.5"], "--split must lie strictly between 0 and 1"),
+        (["--split", "nan"], "--split must lie strictly between 0 and 1, got nan"),
+        (["--split", "1e-9"], "leaves 0 for training"),
+        (["--max-n", "0"], "--max-n must be at least 1"),
+        (["--max-n", "-2"], "--max-n must be at least 1"),
+        (["--max-n", "14"], "overflows the int64"),
+        (["--max-n", "1000000000"], "overflows the int64"),
+    ],
+)
 def test_cli_rejects_bad_values(data_dir, capsys, argv, message):
     assert b.main(["--data-dir", str(data_dir), *argv]) == 2
     err = capsys.readouterr().err
@@ -220,8 +228,12 @@ def test_cli_rejects_missing_empty_and_tiny_corpora(tmp_path, capsys):
     (tmp_path / "empty.txt").write_text("")
     (tmp_path / "digits.txt").write_text("1984\n")
     (tmp_path / "short.txt").write_text("abc")
-    cases = {"missing.txt": "no such file", "empty.txt": "no letters", "digits.txt": "no letters",
-             "short.txt": "need at least 5 and 1"}
+    cases = {
+        "missing.txt": "no such file",
+        "empty.txt": "no letters",
+        "digits.txt": "no letters",
+        "short.txt": "need at least 5 and 1",
+    }
     for name, message in cases.items():
         assert b.main(["--corpus", str(tmp_path / name)]) == 2
         err = capsys.readouterr().err
@@ -267,7 +279,7 @@ def test_adaptive_ngram_is_the_static_one_refitted_on_all_text_before_each_block
     got = b.adaptive_cross_entropy(text, start, V, 3, None, every=300)
     want = 0.0
     for s in range(start, len(text), 300):  # by hand: refit, score the next block continuing the text before it
-        want += len(text[s:s + 300]) * b.cross_entropy(b.fit_ngram(text[:s], V, 3), text[s:s + 300], text[:s])
+        want += len(text[s : s + 300]) * b.cross_entropy(b.fit_ngram(text[:s], V, 3), text[s : s + 300], text[:s])
     assert got == pytest.approx(want / 900, rel=1e-12)
     static = b.cross_entropy(b.fit_ngram(train, V, 3), held[:900], train)
     assert got < static  # reading the text it scores helps
@@ -281,18 +293,23 @@ def test_ppm_code_length_is_a_compression_difference_and_falls_with_context(data
     text = data.load_text(data_dir / "timemachine.txt")
     scored = text[-5000:]
     before = text[:-5000]
-    direct = 8 * (len(pyppmd.compress((before + scored).encode(), max_order=6, mem_size=256 << 20, variant="I"))
-                  - len(pyppmd.compress(before.encode(), max_order=6, mem_size=256 << 20, variant="I")))
+    direct = 8 * (
+        len(pyppmd.compress((before + scored).encode(), max_order=6, mem_size=256 << 20, variant="I"))
+        - len(pyppmd.compress(before.encode(), max_order=6, mem_size=256 << 20, variant="I"))
+    )
     assert b.ppm_bits(before.encode(), scored.encode(), 6, "I") == direct
     assert b.ppm_cross_entropy(before, scored, 6, "I") == pytest.approx(direct * math.log(2) / 5000)
     # more of the true text before it: never a longer code, for both variants
     for variant in ("H", "I"):
-        bits = [b.ppm_bits(before[len(before) - k:].encode() if k else b"", scored.encode(), 6, variant)
-                for k in (0, 2_000, 20_000, 80_000, len(before))]
+        bits = [
+            b.ppm_bits(before[len(before) - k :].encode() if k else b"", scored.encode(), 6, variant)
+            for k in (0, 2_000, 20_000, 80_000, len(before))
+        ]
         assert bits == sorted(bits, reverse=True), (variant, bits)
         assert bits[-1] < 0.8 * bits[0]
-    assert b.ppm_bits(b"", scored.encode(), 6) == 8 * len(pyppmd.compress(scored.encode(), max_order=6,
-                                                                             mem_size=256 << 20, variant="I"))
+    assert b.ppm_bits(b"", scored.encode(), 6) == 8 * len(
+        pyppmd.compress(scored.encode(), max_order=6, mem_size=256 << 20, variant="I")
+    )
 
 
 def test_cli_takes_a_corpus_name_and_its_cleaning(data_dir, capsys):

@@ -60,18 +60,29 @@ def test_matmul_limit_of_a_cell_counts_its_recurrent_products(cell, products):
 
 def test_a_cells_rows_take_ratios_to_its_own_peers():
     row = lambda reps: {"reps": reps, "rss": [1.0] * len(reps), "other": [None] * len(reps)}
-    rows = {"gru fused-epoch seq": row([300.0]), "gru torch-scratch seq": row([100.0]),
-            "gru torch-nn.GRU seq": row([200.0])}
+    rows = {
+        "gru fused-epoch seq": row([300.0]),
+        "gru torch-scratch seq": row([100.0]),
+        "gru torch-nn.GRU seq": row([200.0]),
+    }
     got = {r["name"]: r for r in throughput.summarise(rows, gflops=[1.0], flop=1000, cell="gru")["rows"]}
-    assert (got["gru fused-epoch seq"]["ratio_to_torch_scratch"], got["gru fused-epoch seq"]["ratio_to_torch_fused"]) \
-        == (3.0, 1.5)
-    assert throughput.peers("lstm") == {"lstm torch-scratch": ["--cell", "lstm"],
-                                        "lstm torch-nn.LSTM": ["--cell", "lstm", "--concise"]}
+    assert (
+        got["gru fused-epoch seq"]["ratio_to_torch_scratch"],
+        got["gru fused-epoch seq"]["ratio_to_torch_fused"],
+    ) == (3.0, 1.5)
+    assert throughput.peers("lstm") == {
+        "lstm torch-scratch": ["--cell", "lstm"],
+        "lstm torch-nn.LSTM": ["--cell", "lstm", "--concise"],
+    }
 
 
 def test_spread_and_median_skip_nothing_but_none():
-    assert common.spread([3.0, 1.0, 10.0, 2.0]) == {"median": 2.5, "min": 1.0, "max": 10.0,
-                                                    "reps": [3.0, 1.0, 10.0, 2.0]}
+    assert common.spread([3.0, 1.0, 10.0, 2.0]) == {
+        "median": 2.5,
+        "min": 1.0,
+        "max": 10.0,
+        "reps": [3.0, 1.0, 10.0, 2.0],
+    }
     assert common.median_or_none([None, 4.0, None, 2.0, 9.0]) == 4.0
     assert common.median_or_none([None, None]) is None
 
@@ -90,18 +101,30 @@ def test_measured_counts_the_cores_other_processes_kept_busy():
 
 
 def test_throughput_summary_takes_ratios_of_medians_to_torch_and_to_the_limit():
-    row = lambda reps, **kw: {"reps": reps, "rss": [5.0, 9.0, 7.0][:len(reps)], "other": [None, 0.25, 0.75][:len(reps)],
-                              **kw}
-    rows = {"fused-epoch seq": row([300.0, 100.0, 200.0], compile_s=1.5, xla_mb=2.0),
-            "torch-scratch seq": row([50.0, 100.0, 150.0]), "torch-nn.RNN seq": row([400.0]),
-            "fused-epoch random": row([400.0]), "torch-scratch random": row([80.0])}
+    row = lambda reps, **kw: {
+        "reps": reps,
+        "rss": [5.0, 9.0, 7.0][: len(reps)],
+        "other": [None, 0.25, 0.75][: len(reps)],
+        **kw,
+    }
+    rows = {
+        "fused-epoch seq": row([300.0, 100.0, 200.0], compile_s=1.5, xla_mb=2.0),
+        "torch-scratch seq": row([50.0, 100.0, 150.0]),
+        "torch-nn.RNN seq": row([400.0]),
+        "fused-epoch random": row([400.0]),
+        "torch-scratch random": row([80.0]),
+    }
     out = throughput.summarise(rows, gflops=[2.0, 6.0, 4.0], flop=1000)
     assert out["limit"] == {"gflop_per_s": common.spread([2.0, 6.0, 4.0]), "tokens_per_s": 4e6, "flop_per_token": 1000}
     got = {r["name"]: r for r in out["rows"]}
     assert list(got) == list(rows)
     assert {k: r["ratio_to_torch_scratch"] for k, r in got.items()} == {
-        "fused-epoch seq": 2.0, "torch-scratch seq": 1.0, "torch-nn.RNN seq": 4.0, "fused-epoch random": 5.0,
-        "torch-scratch random": 1.0}
+        "fused-epoch seq": 2.0,
+        "torch-scratch seq": 1.0,
+        "torch-nn.RNN seq": 4.0,
+        "fused-epoch random": 5.0,
+        "torch-scratch random": 1.0,
+    }
     ours = got["fused-epoch seq"]
     assert ours["fraction_of_fp32_limit"] == pytest.approx(200 / 4e6)
     assert (ours["peak_rss_mb"], ours["other_cores"], ours["compile_s"], ours["xla_mb"]) == (9.0, 0.5, 1.5, 2.0)
@@ -110,19 +133,31 @@ def test_throughput_summary_takes_ratios_of_medians_to_torch_and_to_the_limit():
 
 def test_throughput_sets_the_ratio_to_a_peer_from_the_measured_rate(data_dir, fake_peer, monkeypatch):
     xla = {"argument": 2**20, "output": 2**20, "temp": 2**21, "alias": 2**20}
-    monkeypatch.setattr(throughput, "build", lambda cfg, vocab_size, batches, per_step: (lambda epochs: 3000.0, 0.25,
-                                                                                           xla))
+    monkeypatch.setattr(
+        throughput, "build", lambda cfg, vocab_size, batches, per_step: (lambda epochs: 3000.0, 0.25, xla)
+    )
     monkeypatch.setattr(throughput, "matmul_limit", lambda hidden, steps, cell: lambda: 2.0)  # GFLOP/s
     args = quick_args("--variants", "fused-epoch", "--samplings", "seq,random", "--reps", "2", *fake_peer)
     corpus = data.resolve_corpus(None, str(data_dir))
     out = throughput.throughput(args, corpus, None, "v" * 28)
     rows = {r["name"]: r for r in out["rows"]}
-    assert list(rows) == ["fused-epoch seq", "torch-scratch seq", "torch-nn.RNN seq",
-                          "fused-epoch random", "torch-scratch random", "torch-nn.RNN random"]
+    assert list(rows) == [
+        "fused-epoch seq",
+        "torch-scratch seq",
+        "torch-nn.RNN seq",
+        "fused-epoch random",
+        "torch-scratch random",
+        "torch-nn.RNN random",
+    ]
     assert rows["torch-nn.RNN seq"]["tokens_per_s"]["reps"] == [2000.0, 2000.0]
     assert {k: r["ratio_to_torch_scratch"] for k, r in rows.items()} == {
-        "fused-epoch seq": 3.0, "torch-scratch seq": 1.0, "torch-nn.RNN seq": 2.0,
-        "fused-epoch random": 6.0, "torch-scratch random": 1.0, "torch-nn.RNN random": 2.0}
+        "fused-epoch seq": 3.0,
+        "torch-scratch seq": 1.0,
+        "torch-nn.RNN seq": 2.0,
+        "fused-epoch random": 6.0,
+        "torch-scratch random": 1.0,
+        "torch-nn.RNN random": 2.0,
+    }
     assert out["limit"]["tokens_per_s"] == pytest.approx(2e9 / (6 * 8 * (8 + 28)))
     assert rows["fused-epoch seq"]["fraction_of_fp32_limit"] == pytest.approx(3000 * 6 * 8 * 36 / 2e9)
     assert (rows["fused-epoch seq"]["compile_s"], rows["fused-epoch seq"]["xla_mb"]) == (0.25, 3.0)
@@ -135,11 +170,19 @@ def test_matmul_limit_counts_two_flop_per_multiply_add():
 
 
 def test_contention_ratio_is_busy_median_over_quiet_median():
-    runs = {("a", None): ([100.0, 300.0, 200.0], [None, None, 0.1]), ("a", 3): ([50.0, 150.0, 100.0], [0.9, 1.1, 1.0]),
-            ("b", None): ([10.0], [None]), ("b", 3): ([40.0], [None])}
+    runs = {
+        ("a", None): ([100.0, 300.0, 200.0], [None, None, 0.1]),
+        ("a", 3): ([50.0, 150.0, 100.0], [0.9, 1.1, 1.0]),
+        ("b", None): ([10.0], [None]),
+        ("b", 3): ([40.0], [None]),
+    }
     rows = contention.summarise(runs)
     assert [(r["name"], r["busy_core"], r["vs_quiet"], r["other_cores"]) for r in rows] == [
-        ("a", None, 1.0, 0.1), ("a", 3, 0.5, 1.0), ("b", None, 1.0, None), ("b", 3, 4.0, None)]
+        ("a", None, 1.0, 0.1),
+        ("a", 3, 0.5, 1.0),
+        ("b", None, 1.0, None),
+        ("b", 3, 4.0, None),
+    ]
     assert rows[1]["tokens_per_s"] == common.spread([50.0, 150.0, 100.0])
 
 
@@ -164,31 +207,49 @@ def test_contention_alternates_quiet_and_busy_and_pins_the_workers(data_dir, fak
     assert out["note"] == "busy loop pinned to cpu 3"
     assert calls == [([0, 1, 2, 3], None, "rnn"), ([0, 1, 2, 3], 3, "rnn"), ([0], None, "rnn"), ([0], 3, "rnn")] * 2
     assert [(r["name"], r["busy_core"], r["tokens_per_s"]["median"], r["vs_quiet"]) for r in out["rows"]] == [
-        ("jax fused-epoch, all 4 cores", None, 400.0, 1.0), ("jax fused-epoch, all 4 cores", 3, 200.0, 0.5),
-        ("jax fused-epoch, pinned to cpu 0", None, 100.0, 1.0), ("jax fused-epoch, pinned to cpu 0", 3, 50.0, 0.5),
-        ("torch-scratch, --threads 2", None, 2000.0, 1.0), ("torch-scratch, --threads 2", 3, 2000.0, 1.0),
-        ("torch-scratch, --threads 1", None, 1000.0, 1.0), ("torch-scratch, --threads 1", 3, 1000.0, 1.0),
-        ("torch-nn.RNN, --threads 2", None, 4000.0, 1.0), ("torch-nn.RNN, --threads 2", 3, 4000.0, 1.0),
-        ("torch-nn.RNN, --threads 1", None, 2000.0, 1.0), ("torch-nn.RNN, --threads 1", 3, 2000.0, 1.0)]
+        ("jax fused-epoch, all 4 cores", None, 400.0, 1.0),
+        ("jax fused-epoch, all 4 cores", 3, 200.0, 0.5),
+        ("jax fused-epoch, pinned to cpu 0", None, 100.0, 1.0),
+        ("jax fused-epoch, pinned to cpu 0", 3, 50.0, 0.5),
+        ("torch-scratch, --threads 2", None, 2000.0, 1.0),
+        ("torch-scratch, --threads 2", 3, 2000.0, 1.0),
+        ("torch-scratch, --threads 1", None, 1000.0, 1.0),
+        ("torch-scratch, --threads 1", 3, 1000.0, 1.0),
+        ("torch-nn.RNN, --threads 2", None, 4000.0, 1.0),
+        ("torch-nn.RNN, --threads 2", 3, 4000.0, 1.0),
+        ("torch-nn.RNN, --threads 1", None, 2000.0, 1.0),
+        ("torch-nn.RNN, --threads 1", 3, 2000.0, 1.0),
+    ]
 
 
-def test_contention_of_a_gated_cell_runs_its_worker_and_both_its_peers_on_two_threads_and_one(data_dir, fake_peer,
-                                                                                               monkeypatch):
+def test_contention_of_a_gated_cell_runs_its_worker_and_both_its_peers_on_two_threads_and_one(
+    data_dir, fake_peer, monkeypatch
+):
     workers, peer_flags = [], []
     monkeypatch.setattr(contention, "usable_cpus", lambda: [0, 1])
     monkeypatch.setattr(contention, "busy_core", lambda cpu: contextlib.nullcontext())
     monkeypatch.setattr(contention, "jax_worker", lambda args, corpus, cpus, cell: workers.append((cpus, cell)) or 9.0)
-    monkeypatch.setattr(contention, "peer_tokens_per_s", lambda args, corpus, flags: (peer_flags.append(flags), 0)
-                        and (1.0, 0.0))
+    monkeypatch.setattr(
+        contention, "peer_tokens_per_s", lambda args, corpus, flags: (peer_flags.append(flags), 0) and (1.0, 0.0)
+    )
     args = quick_args("--cells", "lstm", *fake_peer)
     out = contention.contention(args, data.resolve_corpus(None, str(data_dir)))
     assert [r["name"] for r in out["rows"] if r["busy_core"] is None] == [
-        "lstm jax fused-epoch, all 2 cores", "lstm jax fused-epoch, pinned to cpu 0",
-        "lstm torch-scratch, --threads 2", "lstm torch-scratch, --threads 1",
-        "lstm torch-nn.LSTM, --threads 2", "lstm torch-nn.LSTM, --threads 1"]
+        "lstm jax fused-epoch, all 2 cores",
+        "lstm jax fused-epoch, pinned to cpu 0",
+        "lstm torch-scratch, --threads 2",
+        "lstm torch-scratch, --threads 1",
+        "lstm torch-nn.LSTM, --threads 2",
+        "lstm torch-nn.LSTM, --threads 1",
+    ]
     assert workers == [([0, 1], "lstm"), ([0, 1], "lstm"), ([0], "lstm"), ([0], "lstm")]
-    assert peer_flags == [["--cell", "lstm", "--threads", "2"]] * 2 + [["--cell", "lstm", "--threads", "1"]] * 2 + [
-        ["--cell", "lstm", "--concise", "--threads", "2"]] * 2 + [["--cell", "lstm", "--concise", "--threads", "1"]] * 2
+    assert (
+        peer_flags
+        == [["--cell", "lstm", "--threads", "2"]] * 2
+        + [["--cell", "lstm", "--threads", "1"]] * 2
+        + [["--cell", "lstm", "--concise", "--threads", "2"]] * 2
+        + [["--cell", "lstm", "--concise", "--threads", "1"]] * 2
+    )
 
 
 def test_generation_summary_compares_the_scan_with_the_loop():
@@ -197,7 +258,10 @@ def test_generation_summary_compares_the_scan_with_the_loop():
     out = generation.summarise(20, first, rates)
     assert (out["num_chars"], out["scan_over_loop"], out["same_text"]) == (20, 4.0, True)
     assert [(r["name"], r["chars_per_s"]["median"], r["first_call_s"]) for r in out["rows"]] == [
-        ("scan", 20.0, 0.5), ("loop", 5.0, 0.1), ("batch", 1.0, 0.2)]
+        ("scan", 20.0, 0.5),
+        ("loop", 5.0, 0.1),
+        ("batch", 1.0, 0.2),
+    ]
     assert not generation.summarise(20, {**first, "loop": ("abd", 0.1)}, rates)["same_text"]
 
 
@@ -211,20 +275,29 @@ def test_device_counts_and_speedups():
 
 def test_print_table_aligns_columns_and_prints_missing_values_as_a_dash(capsys):
     rows = [{"name": "a", "tok": {"median": 1234.4}, "ratio": 0.5}, {"name": "long name", "tok": {}, "ratio": None}]
-    report.print_table("title", rows, [("variant", "name", ""), ("median", "tok.median", ",.0f"),
-                                       ("ratio", "ratio", ".2f")])
-    assert capsys.readouterr().out == ("\ntitle\n"
-                                       "variant    median  ratio\n"
-                                       "a           1,234   0.50\n"
-                                       "long name       -      -\n")
+    report.print_table(
+        "title", rows, [("variant", "name", ""), ("median", "tok.median", ",.0f"), ("ratio", "ratio", ".2f")]
+    )
+    assert capsys.readouterr().out == (
+        "\ntitle\nvariant    median  ratio\na           1,234   0.50\nlong name       -      -\n"
+    )
 
 
 def test_quick_and_full_defaults():
     quick, full = bench.parse_args(["--quick"]), bench.parse_args(["--reps", "7", "--e2e"])
     assert (quick.samplings, quick.reps, quick.epochs, quick.contention_reps, quick.limit_steps) == (
-        ["seq"], 2, 2, 1, 500)
+        ["seq"],
+        2,
+        2,
+        1,
+        500,
+    )
     assert (full.samplings, full.epochs, full.contention_reps, full.scale_hidden) == (
-        ["seq", "random"], 10, 3, [256, 512, 1024, 2048])
+        ["seq", "random"],
+        10,
+        3,
+        [256, 512, 1024, 2048],
+    )
     assert full.sections == ["throughput", "compile", "generation", "scaling", "devices", "contention", "e2e"]
     with pytest.raises(SystemExit, match="unknown section"):
         bench.parse_args(["--sections", "throughput,speed"])
@@ -232,10 +305,36 @@ def test_quick_and_full_defaults():
 
 def test_cli_smoke_run_of_the_cheap_sections(data_dir, tmp_path, capsys):
     out = tmp_path / "bench.json"
-    assert bench.main(["--data-dir", str(data_dir), "--quick", "--reps", "1", "--epochs", "1", "--hidden", "32",
-                       "--limit-steps", "20", "--out", str(tmp_path / "bench"), "--sections",
-                       "throughput,compile,generation,scaling,devices", "--variants", "fused-epoch", "--gen-chars",
-                       "20", "--scale-hidden", "16", "--scale-steps", "35,350"]) == 0
+    assert (
+        bench.main(
+            [
+                "--data-dir",
+                str(data_dir),
+                "--quick",
+                "--reps",
+                "1",
+                "--epochs",
+                "1",
+                "--hidden",
+                "32",
+                "--limit-steps",
+                "20",
+                "--out",
+                str(tmp_path / "bench"),
+                "--sections",
+                "throughput,compile,generation,scaling,devices",
+                "--variants",
+                "fused-epoch",
+                "--gen-chars",
+                "20",
+                "--scale-hidden",
+                "16",
+                "--scale-steps",
+                "35,350",
+            ]
+        )
+        == 0
+    )
     printed, got = capsys.readouterr().out, json.loads(out.read_text())
     assert "peers skipped" in printed and "fused-epoch seq" in printed and "one scan / the book's loop" in printed
     lim, (row,) = got["throughput"]["limit"], got["throughput"]["rows"]
@@ -245,8 +344,9 @@ def test_cli_smoke_run_of_the_cheap_sections(data_dir, tmp_path, capsys):
     assert got["generation"]["same_text"]  # the scan and the book's loop agree on greedy text
     for r in got["scaling"]:
         assert r["gflop_per_s"] == pytest.approx(r["tokens_per_s"] * 6 * 16 * (16 + 28) / 1e9)
-        assert r["xla_mb"] == pytest.approx(r["xla_argument_mb"] + r["xla_output_mb"] + r["xla_temp_mb"]
-                                            - r["xla_alias_mb"])
+        assert r["xla_mb"] == pytest.approx(
+            r["xla_argument_mb"] + r["xla_output_mb"] + r["xla_temp_mb"] - r["xla_alias_mb"]
+        )
     assert [(r["hidden"], r["num_steps"]) for r in got["scaling"]] == [(16, 35), (16, 350)]
     assert [(r["devices"], r["batch_size"], r["speedup"]) for r in got["devices"]["rows"]] == [(1, 32, 1.0)]
     assert list(got["load"]) == ["throughput", "compile", "generation", "scaling", "devices"]
@@ -260,8 +360,10 @@ def test_cli_smoke_run_of_the_cheap_sections(data_dir, tmp_path, capsys):
     table = capsys.readouterr().out
     assert table.count(first.split(";")[0]) == 2 and "throughput by host" in table
     ratio = f"{row['fraction_of_fp32_limit']:.2f}"
-    assert any(ln.split()[:3] == ["fused-epoch", "seq", "of"] and ln.split()[-2:] == [ratio, ratio]
-               for ln in table.splitlines())
+    assert any(
+        ln.split()[:3] == ["fused-epoch", "seq", "of"] and ln.split()[-2:] == [ratio, ratio]
+        for ln in table.splitlines()
+    )
     assert compare.main([str(tmp_path / "bench.txt")]) == 2  # not a report: said, not a traceback
     assert "not a readable benchmark report" in capsys.readouterr().err
 
@@ -269,9 +371,28 @@ def test_cli_smoke_run_of_the_cheap_sections(data_dir, tmp_path, capsys):
 def test_device_scaling_over_four_host_devices(data_dir, tmp_path):
     out = tmp_path / "bench.json"
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
-    proc = subprocess.run([sys.executable, "-m", "rnn_jax.bench", "--data-dir", str(data_dir), "--quick", "--epochs",
-                           "1", "--hidden", "32", "--sections", "devices", "--json-out", str(out)], env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rnn_jax.bench",
+            "--data-dir",
+            str(data_dir),
+            "--quick",
+            "--epochs",
+            "1",
+            "--hidden",
+            "32",
+            "--sections",
+            "devices",
+            "--json-out",
+            str(out),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads(out.read_text())["devices"]["rows"]
     assert [(r["devices"], r["batch_size"]) for r in rows] == [(1, 128), (2, 128), (4, 128)]
@@ -283,8 +404,11 @@ def test_device_scaling_over_four_host_devices(data_dir, tmp_path):
 def test_pinned_worker_process_runs_on_the_cpus_it_was_given(data_dir):
     last = sorted(os.sched_getaffinity(0))[-1:]
     out = contention.worker_report(quick_args(), data_dir / "timemachine.txt", last, "gru")
-    assert out["cpus"] == last and out["tokens_per_s"] > 0 and out["params"] == sorted(
-        [f"{w}{g}" for w in ("W_x", "W_h", "b_") for g in "zrh"] + ["W_hq", "b_q"])
+    assert (
+        out["cpus"] == last
+        and out["tokens_per_s"] > 0
+        and out["params"] == sorted([f"{w}{g}" for w in ("W_x", "W_h", "b_") for g in "zrh"] + ["W_hq", "b_q"])
+    )
 
 
 def test_the_environment_names_the_host_cpu():

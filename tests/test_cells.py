@@ -40,9 +40,17 @@ def _toy_step(params, state, x_BI, *, activation="tanh", dtype="float32"):
     return _toy_recurrent_step(params, state, xw_BH, activation=activation, dtype=dtype)
 
 
-TOY = cells.Cell(init=_toy_init, zero_state=lambda b, h: (jnp.zeros((b, h)), jnp.zeros((b, h))), step=_toy_step,
-                 input_weights=lambda p: (p["W_xh"], p["b_h"]), recurrent_step=_toy_recurrent_step,
-                 recurrent=("U",), gates=1, products=(1,), activations=("tanh", "relu"))
+TOY = cells.Cell(
+    init=_toy_init,
+    zero_state=lambda b, h: (jnp.zeros((b, h)), jnp.zeros((b, h))),
+    step=_toy_step,
+    input_weights=lambda p: (p["W_xh"], p["b_h"]),
+    recurrent_step=_toy_recurrent_step,
+    recurrent=("U",),
+    gates=1,
+    products=(1,),
+    activations=("tanh", "relu"),
+)
 
 
 def register():
@@ -56,9 +64,21 @@ def toy(monkeypatch):
 
 
 def tiny_cfg(**kw):
-    return config.validate(config.Config(**{"cell": "toy", "hidden": H, "batch_size": B, "num_steps": T,
-                                            "max_tokens": 1_500, "epochs": 3, "predict_every": 0,
-                                            "checkpoint_every": 1} | kw))
+    return config.validate(
+        config.Config(
+            **{
+                "cell": "toy",
+                "hidden": H,
+                "batch_size": B,
+                "num_steps": T,
+                "max_tokens": 1_500,
+                "epochs": 3,
+                "predict_every": 0,
+                "checkpoint_every": 1,
+            }
+            | kw
+        )
+    )
 
 
 def setup(key):
@@ -96,8 +116,11 @@ def test_epoch_scan_carries_or_resets_the_pytree_state_like_a_loop_of_steps(toy,
     X, Y = data.epoch_batches(np.arange(1_500) % V, cfg, 1)
     state, carried, metrics = step_lib.make_train_epoch(cfg, tx)(step_lib.init_state(cfg, V, tx), X, Y)
     assert jax.tree.structure(carried) == jax.tree.structure(TOY.zero_state(B, H))
-    ref, ref_carried, step = step_lib.init_state(cfg, V, tx), step_lib.zero_state(cfg, B), step_lib.make_train_step(
-        cfg, tx)
+    ref, ref_carried, step = (
+        step_lib.init_state(cfg, V, tx),
+        step_lib.zero_state(cfg, B),
+        step_lib.make_train_step(cfg, tx),
+    )
     for i in range(len(X)):
         start = step_lib.zero_state(cfg, B) if sampling == "random" else ref_carried
         ref, ref_carried, m = step(ref, start, X[i], Y[i])
@@ -109,8 +132,7 @@ def test_epoch_scan_carries_or_resets_the_pytree_state_like_a_loop_of_steps(toy,
 def test_toy_run_checkpoints_resumes_exactly_generates_and_evaluates(toy, data_dir, tmp_path):
     cfg = tiny_cfg(val_fraction=0.1, eval_every=1)
     whole = train.run(cfg, tmp_path / "whole", data_dir=str(data_dir), quiet=True)
-    train.run(dataclasses.replace(cfg, epochs=2), tmp_path / "cut",
-              data_dir=str(data_dir), quiet=True)
+    train.run(dataclasses.replace(cfg, epochs=2), tmp_path / "cut", data_dir=str(data_dir), quiet=True)
     resumed = train.run(cfg, tmp_path / "cut", data_dir=str(data_dir), resume=True, quiet=True)
     assert resumed["perplexity"] == whole["perplexity"] and resumed["val_perplexity"] == whole["val_perplexity"]
     got_cfg, vocab, params, _ = rundir.load_run(tmp_path / "cut")
@@ -125,7 +147,8 @@ def test_toy_run_checkpoints_resumes_exactly_generates_and_evaluates(toy, data_d
     tokens, vocab = data.load_corpus(data_dir / "timemachine.txt")
     val, context = data.splits(tokens, got_cfg)["val"]
     assert evaluate.evaluate(params, val, got_cfg, context=context)["perplexity"] == pytest.approx(
-        whole["val_perplexity"], rel=1e-6)
+        whole["val_perplexity"], rel=1e-6
+    )
 
 
 @pytest.mark.parametrize("cell,num_layers", [("toy", 2), ("rnn", 2), ("gru", 2), ("lstm", 3)])
@@ -158,8 +181,10 @@ def test_the_benchmarks_counts_are_the_products_a_cell_declares(toy, monkeypatch
         clock = iter([1.0, 1.5]).__next__
         run = throughput.matmul_limit(4, batch_size=2, steps=5, clock=clock, cell=cell)
         assert run() == pytest.approx(2 * 2 * 4 * 4 * width * 5 / 0.5 / 1e9)
-    assert (generate.memory_bytes(1, 1, H, V, prompt_chars=10, cell="wide")
-            - generate.memory_bytes(1, 1, H, V, prompt_chars=10, cell="toy")) == 4 * 10 * 2 * H  # G = gates * H
+    assert (
+        generate.memory_bytes(1, 1, H, V, prompt_chars=10, cell="wide")
+        - generate.memory_bytes(1, 1, H, V, prompt_chars=10, cell="toy")
+    ) == 4 * 10 * 2 * H  # G = gates * H
 
 
 def test_the_config_accepts_the_activations_a_cell_declares_and_refuses_others(toy, monkeypatch):
@@ -176,17 +201,47 @@ def test_the_config_accepts_the_activations_a_cell_declares_and_refuses_others(t
 def test_toy_state_under_data_parallelism(data_dir, tmp_path):
     """Two CPU devices (rows and so the carried pytree state sharded) match one device's losses (up to the order
     of the gradient sums across devices, which the book's fused cell happens to keep bit for bit)."""
-    script = (f"import sys; sys.path.insert(0, {HERE!r}); import test_cells; test_cells.register(); "
-              "from rnn_jax import train; sys.exit(train.main(sys.argv[1:]))")
+    script = (
+        f"import sys; sys.path.insert(0, {HERE!r}); import test_cells; test_cells.register(); "
+        "from rnn_jax import train; sys.exit(train.main(sys.argv[1:]))"
+    )
     losses = {}
     for devices in (1, 2):
         run_dir = tmp_path / f"d{devices}"
         env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-        proc = subprocess.run([sys.executable, "-c", script, "--exp", "tiny", "--cell", "toy", "--batch-size", "4",
-                               "--max-tokens", "1500", "--epochs", "2", "--lr", "0.1", "--predict-every", "0",
-                               "--quiet",
-                               "--devices", str(devices), "--run-dir", str(run_dir), "--data-dir", str(data_dir)],
-                              cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                script,
+                "--exp",
+                "tiny",
+                "--cell",
+                "toy",
+                "--batch-size",
+                "4",
+                "--max-tokens",
+                "1500",
+                "--epochs",
+                "2",
+                "--lr",
+                "0.1",
+                "--predict-every",
+                "0",
+                "--quiet",
+                "--devices",
+                str(devices),
+                "--run-dir",
+                str(run_dir),
+                "--data-dir",
+                str(data_dir),
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert json.loads((run_dir / "summary.json").read_text())["devices"] == devices
         losses[devices] = [r["loss"] for r in rundir.read_metrics(run_dir)]

@@ -18,9 +18,25 @@ COMMON = ["--exp", "tiny", "--epochs", "5", "--checkpoint-every", "1", "--max-to
 def cli(run_dir, data_dir, *extra, kill_at=None, check=True):
     """Runs the training CLI in a fresh process (optionally SIGKILLed at a fault-injection point)."""
     env = {**os.environ, "RNN_JAX_KILL_AT": kill_at or ""}
-    proc = subprocess.run([sys.executable, "-m", "rnn_jax.train", *COMMON, "--run-dir", str(run_dir),
-                           "--data-dir", str(data_dir), "--quiet", *extra], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rnn_jax.train",
+            *COMMON,
+            "--run-dir",
+            str(run_dir),
+            "--data-dir",
+            str(data_dir),
+            "--quiet",
+            *extra,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if kill_at:
         assert proc.returncode == -signal.SIGKILL, proc.stderr
     elif check:
@@ -62,8 +78,7 @@ def test_resume_extends_a_finished_run(tmp_path, data_dir):
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, data_dir):
     run = tmp_path_factory.mktemp("finished") / "run"
-    assert train.main([*COMMON, "--epochs", "3", "--run-dir", str(run), "--data-dir", str(data_dir),
-                       "--quiet"]) == 0
+    assert train.main([*COMMON, "--epochs", "3", "--run-dir", str(run), "--data-dir", str(data_dir), "--quiet"]) == 0
     return run
 
 
@@ -94,12 +109,15 @@ def test_a_corrupt_checkpoint_fails_loudly_and_is_kept(finished, tmp_path, capsy
     assert (run / "checkpoints" / "3").is_dir()
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--hidden", "32"], "hidden differs (the run has 16, asked 32)"),
-    (["--sampling", "random"], "sampling differs"),
-    (["--exp", "seq"], "belongs to experiment 'tiny'"),
-    (["--corpus", "WAR"], "the corpus differs"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--hidden", "32"], "hidden differs (the run has 16, asked 32)"),
+        (["--sampling", "random"], "sampling differs"),
+        (["--exp", "seq"], "belongs to experiment 'tiny'"),
+        (["--corpus", "WAR"], "the corpus differs"),
+    ],
+)
 def test_resume_refuses_another_run(finished, tmp_path, data_dir, capsys, argv, message):
     argv = [str(data_dir / "war_of_the_worlds.txt") if a == "WAR" else a for a in argv]
     assert train.main(["--run-dir", str(finished), "--resume", *argv, "--quiet"]) == 2
@@ -122,9 +140,26 @@ def test_a_new_run_never_overwrites_an_old_one(finished, data_dir, capsys):
 
 def test_sigterm_writes_a_checkpoint_and_says_how_to_resume(tmp_path, data_dir):
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "rnn_jax.train", *COMMON, "--epochs", "10000", "--run-dir",
-                             str(run), "--data-dir", str(data_dir), "--quiet", "--checkpoint-every", "0"],
-                            cwd=REPO, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rnn_jax.train",
+            *COMMON,
+            "--epochs",
+            "10000",
+            "--run-dir",
+            str(run),
+            "--data-dir",
+            str(data_dir),
+            "--quiet",
+            "--checkpoint-every",
+            "0",
+        ],
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while not ((run / "metrics.jsonl").exists() and (run / "metrics.jsonl").read_text().count("\n") >= 2):
         assert time.time() < deadline and proc.poll() is None
@@ -152,8 +187,20 @@ def test_skip_mode_counts_skips_and_stops_after_too_many(tmp_path, data_dir, cap
 
 def test_stop_mode_writes_no_nonfinite_checkpoint(tmp_path, data_dir):
     run = tmp_path / "r"
-    argv = [*COMMON, "--activation", "relu", "--clip-norm", "none", "--lr", "1e30", "--run-dir", str(run),
-            "--data-dir", str(data_dir), "--quiet"]
+    argv = [
+        *COMMON,
+        "--activation",
+        "relu",
+        "--clip-norm",
+        "none",
+        "--lr",
+        "1e30",
+        "--run-dir",
+        str(run),
+        "--data-dir",
+        str(data_dir),
+        "--quiet",
+    ]
     assert train.main(argv) == 3
     assert rows(run, ("epoch", "nonfinite"))[-1] == {"epoch": 1, "nonfinite": True}
     assert checkpoint.Checkpoints(run).latest_epoch() is None
@@ -172,10 +219,19 @@ def test_verify_accepts_namedtuple_states_restored_as_dicts():
     import optax
 
     from rnn_jax.checkpoint import CheckpointError, checksums, verify
+
     state = {"opt_state": optax.adam(0.1).init({"w": np.ones(3, np.float32)})}
     # a restore without a target tree reads the NamedTuple back as a dict
-    as_dicts = {"opt_state": ({"count": state["opt_state"][0].count, "mu": {"w": np.zeros(3, np.float32)},
-                               "nu": {"w": np.zeros(3, np.float32)}}, None)}
+    as_dicts = {
+        "opt_state": (
+            {
+                "count": state["opt_state"][0].count,
+                "mu": {"w": np.zeros(3, np.float32)},
+                "nu": {"w": np.zeros(3, np.float32)},
+            },
+            None,
+        )
+    }
     verify(as_dicts, checksums(state), "here")
     as_dicts["opt_state"][0]["mu"]["w"][0] = 1.0
     with pytest.raises(CheckpointError, match=r"array \['opt_state'\]\[0\]\['mu'\]\['w'\]"):

@@ -11,10 +11,20 @@ import pytest
 from rnn_jax import config, train
 
 # experiments that are one-line changes of the book's base; the others are whole configurations of their own
-DECLARED = {"seq": set(), "random": {"sampling"}, "relu": {"activation"}, "relu_noclip": {"activation", "clip_norm"},
-            "embed": {"encoder"}, "noclip": {"clip_norm"}, "nodetach": {"detach", "epochs"},
-            "bf16": {"matmul_dtype"}, "seq_reset": {"reset_state"}, "gru": {"cell", "hidden"},
-            "lstm": {"cell", "hidden"}, "deep": {"cell", "num_layers", "hidden", "lr"}}
+DECLARED = {
+    "seq": set(),
+    "random": {"sampling"},
+    "relu": {"activation"},
+    "relu_noclip": {"activation", "clip_norm"},
+    "embed": {"encoder"},
+    "noclip": {"clip_norm"},
+    "nodetach": {"detach", "epochs"},
+    "bf16": {"matmul_dtype"},
+    "seq_reset": {"reset_state"},
+    "gru": {"cell", "hidden"},
+    "lstm": {"cell", "hidden"},
+    "deep": {"cell", "num_layers", "hidden", "lr"},
+}
 OWN = {"tiny", "full", "heldout", "shakespeare"}
 
 
@@ -57,51 +67,61 @@ def test_cli_overrides_every_config_field_with_its_type():
     assert not hasattr(parser.parse_args([]), "hidden")  # an absent flag leaves the experiment's value
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("hidden", 0, "hidden must be a positive integer"),
-    ("num_layers", 0, "num_layers must be a positive integer"),
-    ("batch_size", -1, "batch_size must be a positive integer"),
-    ("num_steps", 0, "num_steps must be a positive integer"),
-    ("epochs", 0, "epochs must be a positive integer"),
-    ("keep_checkpoints", 0, "keep_checkpoints must be a positive integer"),
-    ("max_tokens", 0, "max_tokens must be positive or -1"),
-    ("max_tokens", -2, "max_tokens must be positive or -1"),
-    ("lr", 0.0, "lr must be positive"),
-    ("lr", math.inf, "lr must be a finite number"),
-    ("lr", math.nan, "lr must be a finite number"),
-    ("clip_norm", 0.0, "clip_norm must be positive"),
-    ("seed", -1, "seed must be >= 0"),
-    ("seed", 2**31, "seed must be an integer of at most"),
-    ("hidden", 2.5, "hidden must be an integer"),
-    ("eval_every", -1, "eval_every must be >= 0"),
-    ("devices", -1, "devices must be >= 0"),
-    ("dropout", 1.0, r"dropout must be in \[0, 1\)"),
-    ("weight_drop", 1.0, r"weight_drop must be in \[0, 1\)"),
-    ("val_fraction", -0.1, r"val_fraction must be in \[0, 1\)"),
-    ("weight_decay", -1.0, "weight_decay must be >= 0"),
-    ("sampling", "sideways", "sampling='sideways' is not one of"),
-    ("optimizer", "lbfgs", "optimizer='lbfgs' is not one of"),
-    ("dropout_mask", "time", "dropout_mask"),
-    ("lr_schedule", "linear", "lr_schedule"),
-])
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("hidden", 0, "hidden must be a positive integer"),
+        ("num_layers", 0, "num_layers must be a positive integer"),
+        ("batch_size", -1, "batch_size must be a positive integer"),
+        ("num_steps", 0, "num_steps must be a positive integer"),
+        ("epochs", 0, "epochs must be a positive integer"),
+        ("keep_checkpoints", 0, "keep_checkpoints must be a positive integer"),
+        ("max_tokens", 0, "max_tokens must be positive or -1"),
+        ("max_tokens", -2, "max_tokens must be positive or -1"),
+        ("lr", 0.0, "lr must be positive"),
+        ("lr", math.inf, "lr must be a finite number"),
+        ("lr", math.nan, "lr must be a finite number"),
+        ("clip_norm", 0.0, "clip_norm must be positive"),
+        ("seed", -1, "seed must be >= 0"),
+        ("seed", 2**31, "seed must be an integer of at most"),
+        ("hidden", 2.5, "hidden must be an integer"),
+        ("eval_every", -1, "eval_every must be >= 0"),
+        ("devices", -1, "devices must be >= 0"),
+        ("dropout", 1.0, r"dropout must be in \[0, 1\)"),
+        ("weight_drop", 1.0, r"weight_drop must be in \[0, 1\)"),
+        ("val_fraction", -0.1, r"val_fraction must be in \[0, 1\)"),
+        ("weight_decay", -1.0, "weight_decay must be >= 0"),
+        ("sampling", "sideways", "sampling='sideways' is not one of"),
+        ("optimizer", "lbfgs", "optimizer='lbfgs' is not one of"),
+        ("dropout_mask", "time", "dropout_mask"),
+        ("lr_schedule", "linear", "lr_schedule"),
+    ],
+)
 def test_an_impossible_hyperparameter_is_refused_naming_its_field(field, value, message):
     with pytest.raises(config.ConfigError, match=message):
         config.validate(dataclasses.replace(config.BASE, **{field: value}))
 
 
-@pytest.mark.parametrize("changes,message", [
-    ({"cell": "lstm", "activation": "relu"}, "is not one the lstm cell accepts: tanh"),
-    ({"cell": "gru", "forget_bias": 1.0}, "forget_bias applies to the lstm cell"),
-    ({"val_fraction": 0.5, "test_fraction": 0.4}, "under 10% of the corpus"),
-])
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        ({"cell": "lstm", "activation": "relu"}, "is not one the lstm cell accepts: tanh"),
+        ({"cell": "gru", "forget_bias": 1.0}, "forget_bias applies to the lstm cell"),
+        ({"val_fraction": 0.5, "test_fraction": 0.4}, "under 10% of the corpus"),
+    ],
+)
 def test_settings_that_contradict_each_other_are_refused(changes, message):
     with pytest.raises(config.ConfigError, match=message):
         config.validate(dataclasses.replace(config.BASE, **changes))
 
 
 def test_regularisation_is_off_by_default():
-    assert (config.BASE.dropout, config.BASE.layer_dropout, config.BASE.weight_drop, config.BASE.weight_decay) \
-        == (0.0, 0.0, 0.0, 0.0)
+    assert (config.BASE.dropout, config.BASE.layer_dropout, config.BASE.weight_drop, config.BASE.weight_decay) == (
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+    )
     assert config.BASE.dropout_mask == "step"
 
 
@@ -113,6 +133,8 @@ def test_the_state_is_reset_for_random_sampling_unless_said_otherwise():
 
 def test_cosine_schedule_falls_over_the_run_and_constant_has_none():
     cfg = dataclasses.replace(config.BASE, epochs=4, lr_schedule="cosine")
-    np.testing.assert_allclose([config.lr_scale(cfg, e) for e in (1, 2, 3, 4)],
-                               [1.0, (1 + np.cos(np.pi / 4)) / 2, 0.5, (1 + np.cos(3 * np.pi / 4)) / 2])
+    np.testing.assert_allclose(
+        [config.lr_scale(cfg, e) for e in (1, 2, 3, 4)],
+        [1.0, (1 + np.cos(np.pi / 4)) / 2, 0.5, (1 + np.cos(3 * np.pi / 4)) / 2],
+    )
     assert config.lr_scale(config.BASE, 7) is None

@@ -8,8 +8,36 @@ import pytest
 
 from rnn_jax import config, data
 
-BOOK_VOCAB = ["<unk>", " ", "e", "t", "a", "i", "n", "o", "s", "h", "r", "d", "l", "m", "u", "c", "f",
-              "w", "g", "y", "p", "b", "v", "k", "x", "z", "j", "q"]
+BOOK_VOCAB = [
+    "<unk>",
+    " ",
+    "e",
+    "t",
+    "a",
+    "i",
+    "n",
+    "o",
+    "s",
+    "h",
+    "r",
+    "d",
+    "l",
+    "m",
+    "u",
+    "c",
+    "f",
+    "w",
+    "g",
+    "y",
+    "p",
+    "b",
+    "v",
+    "k",
+    "x",
+    "z",
+    "j",
+    "q",
+]
 
 
 @pytest.fixture(scope="module")
@@ -86,13 +114,12 @@ def test_sequential_rows_continue_across_minibatches(book):
     for epoch in range(5):
         X, _ = data.seq_batches(corpus, 32, 35, data.epoch_rng(0, epoch))
         rows = X.transpose(1, 0, 2).reshape(32, -1)  # row r of minibatch i+1 continues row r of i
-        offset = int(np.flatnonzero((np.lib.stride_tricks.sliding_window_view(corpus, 35)
-                                     == X[0, 0]).all(1))[0])
+        offset = int(np.flatnonzero((np.lib.stride_tricks.sliding_window_view(corpus, 35) == X[0, 0]).all(1))[0])
         assert 0 <= offset <= 35
         row_len = (len(corpus) - offset - 1) // 32
         for r in range(32):
             start = offset + r * row_len
-            np.testing.assert_array_equal(rows[r], corpus[start:start + rows.shape[1]])
+            np.testing.assert_array_equal(rows[r], corpus[start : start + rows.shape[1]])
 
 
 def test_random_sampling_uses_disjoint_windows_at_one_offset(book):
@@ -109,8 +136,9 @@ def test_offsets_cover_the_books_range(sampling, largest):
     # Token i of this corpus is i, so a window's first token is where it starts. With one row, random sampling
     # keeps every window, so the earliest start is the offset; in seq mode row 0 of minibatch 0 starts there.
     corpus, T = np.arange(200), 5
-    offsets = {int(data.SCHEMES[sampling](corpus, 1, T, data.epoch_rng(0, epoch))[0][..., 0].min())
-               for epoch in range(300)}
+    offsets = {
+        int(data.SCHEMES[sampling](corpus, 1, T, data.epoch_rng(0, epoch))[0][..., 0].min()) for epoch in range(300)
+    }
     assert min(offsets) == 0 and max(offsets) == largest  # random: [0, T-1]; seq: [0, T], inclusive as the book
 
 
@@ -277,20 +305,24 @@ def test_the_floor_rule_cuts_where_nanogpt_does(data_dir):
     parts = data.splits(tokens, cfg)
     test, before = parts["test"]
     assert len(before) == int(n * 0.9) == 1_003_854  # nanoGPT: train_data = data[:int(n * 0.9)]
-    np.testing.assert_array_equal(test, tokens[int(n * 0.9):])
+    np.testing.assert_array_equal(test, tokens[int(n * 0.9) :])
     val, val_before = parts["val"]
     assert len(val) == round(0.05 * n) and len(val_before) + len(val) == int(n * 0.9)
     np.testing.assert_array_equal(parts["train"][0], val_before)
     # the default rule is unchanged: the last round(n * f) tokens
-    assert len(data.split_corpus(np.arange(15), 0.0, 0.1)[2]) == 2 == len(data.split_corpus(np.arange(15), 0, 0.1,
-                                                                                             "floor")[2])
+    assert (
+        len(data.split_corpus(np.arange(15), 0.0, 0.1)[2])
+        == 2
+        == len(data.split_corpus(np.arange(15), 0, 0.1, "floor")[2])
+    )
     assert len(data.split_corpus(np.arange(14), 0.0, 0.1)[2]) == 1
     assert len(data.split_corpus(np.arange(14), 0.0, 0.1, "floor")[2]) == 2
 
 
 @pytest.mark.parametrize("max_tokens,val_fraction", [(300, 0.0), (300, 0.2), (-1, 0.0), (5_000, 0.1)])
-def test_unseen_is_the_training_part_after_max_tokens_and_leaves_the_other_splits_as_they_were(max_tokens,
-                                                                                                 val_fraction):
+def test_unseen_is_the_training_part_after_max_tokens_and_leaves_the_other_splits_as_they_were(
+    max_tokens, val_fraction
+):
     tokens = np.arange(1_000, dtype=np.int32)
     cfg = dataclasses.replace(config.BASE, max_tokens=max_tokens, val_fraction=val_fraction, test_fraction=0.1)
     parts = data.splits(tokens, cfg)

@@ -12,14 +12,36 @@ import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COMMON = ["--exp", "tiny", "--batch-size", "8", "--max-tokens", "1500", "--epochs", "3", "--predict-every", "0",
-          "--checkpoint-every", "1", "--quiet"]
+COMMON = [
+    "--exp",
+    "tiny",
+    "--batch-size",
+    "8",
+    "--max-tokens",
+    "1500",
+    "--epochs",
+    "3",
+    "--predict-every",
+    "0",
+    "--checkpoint-every",
+    "1",
+    "--quiet",
+]
 
 
 def train(run_dir, data_dir, *argv, devices=4, extra_env=None, check=True, wait=True):
     env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", **(extra_env or {})}
-    cmd = [sys.executable, "-m", "rnn_jax.train", *COMMON, "--run-dir", str(run_dir), "--data-dir", str(data_dir),
-           *argv]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rnn_jax.train",
+        *COMMON,
+        "--run-dir",
+        str(run_dir),
+        "--data-dir",
+        str(data_dir),
+        *argv,
+    ]
     if not wait:
         return subprocess.Popen(cmd, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
@@ -71,8 +93,24 @@ def _free_port() -> int:
 
 def test_two_processes_of_two_devices_match_one_process_of_four(four_devices, tmp_path, data_dir):
     coordinator = f"127.0.0.1:{_free_port()}"
-    procs = [train(tmp_path / "multi", data_dir, "--coordinator", coordinator, "--num-processes", "2",
-                   "--process-id", str(i), "--epochs", "2", "--tensorboard", devices=2, wait=False) for i in range(2)]
+    procs = [
+        train(
+            tmp_path / "multi",
+            data_dir,
+            "--coordinator",
+            coordinator,
+            "--num-processes",
+            "2",
+            "--process-id",
+            str(i),
+            "--epochs",
+            "2",
+            "--tensorboard",
+            devices=2,
+            wait=False,
+        )
+        for i in range(2)
+    ]
     for proc in procs:
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-3000:]
@@ -99,8 +137,9 @@ def test_vmapped_seeds_shard_over_devices(data_dir):
     from rnn_jax import config, data, sweep
 
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
-    proc = subprocess.run([sys.executable, "-c", SWEEP, str(data_dir)], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", SWEEP, str(data_dir)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     sharded = json.loads(proc.stdout.strip().splitlines()[-1])
     assert sharded["devices"] == 4 and jax.device_count() == 1

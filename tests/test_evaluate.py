@@ -14,8 +14,16 @@ from rnn_jax import baselines, config, data, evaluate, model, rundir, train
 def run(tmp_path_factory, data_dir):
     """A small model trained on the book with 10% held out."""
     run_dir = tmp_path_factory.mktemp("eval") / "run"
-    cfg = dataclasses.replace(config.BASE, hidden=64, epochs=6, val_fraction=0.1, test_fraction=0.05,
-                              eval_every=3, predict_every=0, max_tokens=20_000)
+    cfg = dataclasses.replace(
+        config.BASE,
+        hidden=64,
+        epochs=6,
+        val_fraction=0.1,
+        test_fraction=0.05,
+        eval_every=3,
+        predict_every=0,
+        max_tokens=20_000,
+    )
     summary = train.run(cfg, run_dir, data_dir=str(data_dir), exp="small", quiet=True)
     return run_dir, cfg, summary
 
@@ -102,17 +110,26 @@ def test_cli_errors_for_a_missing_run(tmp_path, capsys):
 
 def test_cli_reports_dynamic_beside_static(run, capsys):
     run_dir, _, _ = run
-    assert evaluate.main(["--run-dir", str(run_dir), "--split", "test", "--dynamic", "--dynamic-lr", "0",
-                          "--dynamic-segment", "100"]) == 0
+    assert (
+        evaluate.main(
+            ["--run-dir", str(run_dir), "--split", "test", "--dynamic", "--dynamic-lr", "0", "--dynamic-segment", "100"]
+        )
+        == 0
+    )
     lines = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
     assert set(lines) == {"rnn", "rnn-dynamic"}
     assert float(lines["rnn-dynamic"][1]) == pytest.approx(float(lines["rnn"][1]), rel=1e-4)  # no step: static
     assert lines["rnn"][3] == lines["rnn-dynamic"][3] == str(round(170_580 * 0.05))
 
 
-@pytest.mark.parametrize("argv,message", [(["--dynamic-lr", "nan"], "--dynamic-lr"),
-                                          (["--dynamic-segment", "0"], "--dynamic-segment"),
-                                          (["--dynamic-decay", "1"], "--dynamic-decay")])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--dynamic-lr", "nan"], "--dynamic-lr"),
+        (["--dynamic-segment", "0"], "--dynamic-segment"),
+        (["--dynamic-decay", "1"], "--dynamic-decay"),
+    ],
+)
 def test_cli_rejects_bad_dynamic_options(tmp_path, capsys, argv, message):
     assert evaluate.main(["--run-dir", str(tmp_path), "--dynamic", *argv]) == 2
     assert message in capsys.readouterr().err

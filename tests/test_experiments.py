@@ -26,17 +26,23 @@ def test_every_experiment_trains_a_few_steps(name):
 
 @pytest.fixture
 def results_dir(tmp_path, monkeypatch):
-    for module, attr, value in ((common, "RESULTS", tmp_path / "results"), (common, "RUNS", tmp_path / "runs"),
-                                (common, "HERE", tmp_path), (report, "RESULTS", tmp_path / "results"),
-                                (report, "HERE", tmp_path), (report, "FIGURES", tmp_path / "results" / "figures"),
-                                (report, "README", tmp_path / "README.md")):
+    for module, attr, value in (
+        (common, "RESULTS", tmp_path / "results"),
+        (common, "RUNS", tmp_path / "runs"),
+        (common, "HERE", tmp_path),
+        (report, "RESULTS", tmp_path / "results"),
+        (report, "HERE", tmp_path),
+        (report, "FIGURES", tmp_path / "results" / "figures"),
+        (report, "README", tmp_path / "README.md"),
+    ):
         monkeypatch.setattr(module, attr, value)
     return tmp_path
 
 
 def test_run_seeds_writes_a_record_per_seed(results_dir, data_dir):
-    args = common.parser("t").parse_args(["--seeds", "2", "--mode", "vmap", "--epochs", "2",
-                                          "--data-dir", str(data_dir)])
+    args = common.parser("t").parse_args(
+        ["--seeds", "2", "--mode", "vmap", "--epochs", "2", "--data-dir", str(data_dir)]
+    )
     cfg = dataclasses.replace(config.EXPERIMENTS["tiny"], max_tokens=600)
     rec = common.run_seeds("tiny", "tiny", cfg, args)
     saved = json.loads((results_dir / "results" / "smoke" / "tiny.json").read_text())  # --epochs: a smoke run
@@ -51,14 +57,22 @@ def fake(name, finals, *, diverged=(), epochs=500, tps=50_000.0):
     for i, final in enumerate(finals):
         curve = list(np.geomspace(20, final, epochs))
         bad = i in diverged
-        seeds.append({"seed": i, "diverged_epoch": 7 if bad else None, "perplexity": None if bad else final,
-                      "val_perplexity": None if bad else 3 * final, "tokens_per_sec": tps, "wall_seconds": 1.0,
-                      "curve": curve[:6] if bad else curve,
-                      "val_curve": [[e, 3 * final + abs(e - 100) / 100] for e in range(25, epochs + 1, 25)],
-                      "predictions": None})
+        seeds.append(
+            {
+                "seed": i,
+                "diverged_epoch": 7 if bad else None,
+                "perplexity": None if bad else final,
+                "val_perplexity": None if bad else 3 * final,
+                "tokens_per_sec": tps,
+                "wall_seconds": 1.0,
+                "curve": curve[:6] if bad else curve,
+                "val_curve": [[e, 3 * final + abs(e - 100) / 100] for e in range(25, epochs + 1, 25)],
+                "predictions": None,
+            }
+        )
     from rnn_jax import sweep
-    common.write(name, {"name": name, "config": {"epochs": epochs}, "summary": sweep.summarize(seeds),
-                        "seeds": seeds})
+
+    common.write(name, {"name": name, "config": {"epochs": epochs}, "summary": sweep.summarize(seeds), "seeds": seeds})
 
 
 def test_report_tables_figures_and_answers(results_dir):
@@ -94,8 +108,10 @@ def test_report_writes_the_readme_results_between_its_markers_only(results_dir):
     assert text.endswith(f"{report.README_END}\n\n## after\n")
     assert "old table" not in text
     assert "| `seq` | 8.5, sequential partitioning | 1.100 ± 0.100 | 1.0 |" in text and "| `gru` |" in text
-    assert "| `seq` | training perplexity 1.100 ± 0.100 after 500 epochs (3 seeds)" in \
-        (results_dir / "RESULTS.md").read_text()  # the one-line summary opens RESULTS.md
+    assert (
+        "| `seq` | training perplexity 1.100 ± 0.100 after 500 epochs (3 seeds)"
+        in (results_dir / "RESULTS.md").read_text()
+    )  # the one-line summary opens RESULTS.md
     readme.write_text("no markers\n")
     assert not report.write_readme_results(readme) and readme.read_text() == "no markers\n"
 
@@ -110,22 +126,47 @@ def test_report_beating_counting_section(results_dir):
     from experiments import heldout
 
     stat = heldout.stat
-    ngram = lambda n, val, test: {"kind": "ngram", "evaluation": "static", "test_perplexity": stat([test]),
-                                  "test_bits_per_char": stat([np.log2(test)]), "val_perplexity": stat([val]),
-                                  "config": {"n": n, "discount": 0.9}}
+    ngram = lambda n, val, test: {
+        "kind": "ngram",
+        "evaluation": "static",
+        "test_perplexity": stat([test]),
+        "test_bits_per_char": stat([np.log2(test)]),
+        "val_perplexity": stat([val]),
+        "config": {"n": n, "discount": 0.9},
+    }
     rnn = lambda ev, vals, tests: {
-        "kind": "rnn", "evaluation": ev, "test_perplexity": stat(tests), "test_bits_per_char": stat(np.log2(tests)),
-        "val_perplexity": stat(vals), "config": {}, "regulariser": "none", "best_epoch": stat([3, 4]),
+        "kind": "rnn",
+        "evaluation": ev,
+        "test_perplexity": stat(tests),
+        "test_bits_per_char": stat(np.log2(tests)),
+        "val_perplexity": stat(vals),
+        "config": {},
+        "regulariser": "none",
+        "best_epoch": stat([3, 4]),
         "val_curves": [[6.0, 5.0, 4.5, 4.6], [6.1, 5.1, 4.4, 4.5]],
-        **({"dynamic": {"rule": "sgd", "lr": 0.01, "segment": 20}} if ev == "dynamic" else {})}
-    models = {"5-gram KN": ngram(5, 4.3, 4.4), "7-gram KN": ngram(7, 4.1, 4.2),  # the 7-gram wins on validation
-              "rnn-tanh-1x512": rnn("static", [4.5, 4.4], [4.6, 4.5]),
-              "rnn-tanh-1x512 dynamic": rnn("dynamic", [4.1, 4.0], [4.2, 4.1])}
-    common.write("heldout", {"name": "heldout", "split_tokens": {"train": 8, "val": 1, "test": 1},
-                             "screening": {"rnn-tanh-1x512 none": {
-                                 "best_val_perplexity": 4.4, "val_curve": [5.0, 4.4, 4.6],
-                                 "config": {"epochs": 3, "optimizer": "adam", "lr": 0.002, "lr_schedule": "cosine"}}},
-                             "models": models})
+        **({"dynamic": {"rule": "sgd", "lr": 0.01, "segment": 20}} if ev == "dynamic" else {}),
+    }
+    models = {
+        "5-gram KN": ngram(5, 4.3, 4.4),
+        "7-gram KN": ngram(7, 4.1, 4.2),  # the 7-gram wins on validation
+        "rnn-tanh-1x512": rnn("static", [4.5, 4.4], [4.6, 4.5]),
+        "rnn-tanh-1x512 dynamic": rnn("dynamic", [4.1, 4.0], [4.2, 4.1]),
+    }
+    common.write(
+        "heldout",
+        {
+            "name": "heldout",
+            "split_tokens": {"train": 8, "val": 1, "test": 1},
+            "screening": {
+                "rnn-tanh-1x512 none": {
+                    "best_val_perplexity": 4.4,
+                    "val_curve": [5.0, 4.4, 4.6],
+                    "config": {"epochs": 3, "optimizer": "adam", "lr": 0.002, "lr_schedule": "cosine"},
+                }
+            },
+            "models": models,
+        },
+    )
     md = "\n".join(report.heldout_section())
     rows = [line for line in md.splitlines() if line.startswith("| ") and "KN" in line or "rnn-" in line]
     assert rows[0].startswith("| rnn-tanh-1x512 dynamic | dynamic | 4.150 ± 0.071 |")  # sorted by test perplexity

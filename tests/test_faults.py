@@ -29,9 +29,16 @@ BEST_AT_4 = [*TINY, "--val-fraction", "0.1", "--eval-every", "1", "--lr", "4", "
 
 def child(argv, *, env=None, preexec_fn=None, module="rnn_jax.train", **popen):
     """A CLI in a fresh process (for a real kill, signal or resource limit)."""
-    return subprocess.Popen([sys.executable, "-m", module, *argv], cwd=REPO, env={**os.environ, **(env or {})},
-                            preexec_fn=preexec_fn, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            **popen)
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *argv],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        preexec_fn=preexec_fn,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **popen,
+    )
 
 
 def one_clear_line(err: str) -> str:
@@ -42,8 +49,9 @@ def one_clear_line(err: str) -> str:
 
 def snapshot(run):
     """Every file of a run directory with its bytes (to show that nothing changed)."""
-    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()
-            and p.name != ".lock"}
+    return {
+        str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file() and p.name != ".lock"
+    }
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +96,10 @@ def test_a_second_writer_is_refused_and_readers_go_on(run, capsys):
 
 def test_a_kill_in_the_middle_of_a_rewrite_loses_nothing(run, capsys):
     before = (run / "metrics.jsonl").read_text()
-    proc = child(["--run-dir", str(run), "--resume", "--epochs", "5", "--quiet"],
-                 env={"RNN_JAX_KILL_AT": "mid-rewrite:metrics.jsonl"})
+    proc = child(
+        ["--run-dir", str(run), "--resume", "--epochs", "5", "--quiet"],
+        env={"RNN_JAX_KILL_AT": "mid-rewrite:metrics.jsonl"},
+    )
     proc.communicate(timeout=120)
     assert proc.returncode == -signal.SIGKILL
     assert (run / "metrics.jsonl").read_text() == before
@@ -120,7 +130,7 @@ def test_a_resume_to_fewer_epochs_changes_nothing(run, capsys):
 def overwrite(path, offset=None, n=64):
     data = bytearray(path.read_bytes())
     offset = len(data) // 2 if offset is None else offset
-    data[offset:offset + n] = bytes((b + 1) % 256 for b in data[offset:offset + n])
+    data[offset : offset + n] = bytes((b + 1) % 256 for b in data[offset : offset + n])
     path.write_bytes(bytes(data))
 
 
@@ -136,9 +146,12 @@ def test_overwritten_checkpoint_bytes_are_refused_everywhere(run, capsys):
             overwrite(path)
     before = snapshot(run)
     resume, read = ["--run-dir", str(run), "--resume", "--epochs", "5", "--quiet"], ["--run-dir", str(run)]
-    for main, argv, where in ((train.main, resume, "checkpoints"), (generate.main, read, "checkpoints"),
-                              (evaluate.main, ["--run-dir", str(run)], "checkpoints"),
-                              (evaluate.main, ["--run-dir", str(run), "--best"], "best")):
+    for main, argv, where in (
+        (train.main, resume, "checkpoints"),
+        (generate.main, read, "checkpoints"),
+        (evaluate.main, ["--run-dir", str(run)], "checkpoints"),
+        (evaluate.main, ["--run-dir", str(run), "--best"], "best"),
+    ):
         assert main(argv) == 2
         line = one_clear_line(capsys.readouterr().err)
         assert str(run / where / "4") in line and ("is damaged" in line or "cannot be restored" in line), line
@@ -157,9 +170,18 @@ def test_a_changed_params_npz_is_refused(run, capsys):
         checkpoint.load_params(run)
 
 
-@pytest.mark.parametrize("flag,value", [("--lr", "inf"), ("--lr", "nan"), ("--dropout", "nan"),
-                                        ("--clip-norm", "inf"), ("--seed", "-1"), ("--hidden", str(2**40)),
-                                        ("--epochs", "0")])
+@pytest.mark.parametrize(
+    "flag,value",
+    [
+        ("--lr", "inf"),
+        ("--lr", "nan"),
+        ("--dropout", "nan"),
+        ("--clip-norm", "inf"),
+        ("--seed", "-1"),
+        ("--hidden", str(2**40)),
+        ("--epochs", "0"),
+    ],
+)
 def test_every_number_is_checked_before_anything_is_written(tmp_path, data_dir, capsys, flag, value):
     assert train.main([*TINY, flag, value, "--run-dir", str(tmp_path / "r"), "--data-dir", str(data_dir)]) == 2
     assert flag[2:].replace("-", "_") in one_clear_line(capsys.readouterr().err)
@@ -189,8 +211,24 @@ def test_evaluate_refuses_another_corpus_for_the_runs_splits(run, tmp_path, data
 
 # ----------------------------------------------------------------------------- tracebacks where a message belongs
 def test_a_huge_finite_loss_is_divergence(tmp_path, data_dir, capsys):
-    assert train.main([*TINY, "--lr", "1e6", "--clip-norm", "none", "--epochs", "3", "--run-dir",
-                       str(tmp_path / "r"), "--data-dir", str(data_dir)]) == 3
+    assert (
+        train.main(
+            [
+                *TINY,
+                "--lr",
+                "1e6",
+                "--clip-norm",
+                "none",
+                "--epochs",
+                "3",
+                "--run-dir",
+                str(tmp_path / "r"),
+                "--data-dir",
+                str(data_dir),
+            ]
+        )
+        == 3
+    )
     assert "diverged at epoch" in one_clear_line(capsys.readouterr().err)
 
 
@@ -218,14 +256,19 @@ def test_a_run_dir_that_is_or_lies_under_a_file(tmp_path, data_dir, capsys):
         assert str(where) in one_clear_line(capsys.readouterr().err)
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--coordinator", "h:1", "--num-processes", "2", "--process-id", "2"], "--process-id must be in 0 .. 1"),
-    (["--coordinator", "h:1", "--num-processes", "2", "--process-id", "-1"], "--process-id must be in 0 .. 1"),
-    (["--coordinator", "h:1", "--num-processes", "0", "--process-id", "0"], "--num-processes must be at least 1"),
-    (["--coordinator", "nohost", "--num-processes", "2", "--process-id", "0"], "--coordinator must be HOST:PORT"),
-    (["--coordinator", "h:1", "--num-processes", "2", "--process-id", "0", "--init-timeout", "nan"],
-     "--init-timeout must be"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--coordinator", "h:1", "--num-processes", "2", "--process-id", "2"], "--process-id must be in 0 .. 1"),
+        (["--coordinator", "h:1", "--num-processes", "2", "--process-id", "-1"], "--process-id must be in 0 .. 1"),
+        (["--coordinator", "h:1", "--num-processes", "0", "--process-id", "0"], "--num-processes must be at least 1"),
+        (["--coordinator", "nohost", "--num-processes", "2", "--process-id", "0"], "--coordinator must be HOST:PORT"),
+        (
+            ["--coordinator", "h:1", "--num-processes", "2", "--process-id", "0", "--init-timeout", "nan"],
+            "--init-timeout must be",
+        ),
+    ],
+)
 def test_bad_multi_process_flags(tmp_path, capsys, argv, message):
     assert train.main([*TINY, *argv, "--run-dir", str(tmp_path / "r")]) == 2
     assert message in one_clear_line(capsys.readouterr().err)
@@ -233,8 +276,23 @@ def test_bad_multi_process_flags(tmp_path, capsys, argv, message):
 
 
 def test_a_peer_that_never_joins_is_one_line(tmp_path, data_dir):
-    proc = child([*TINY, "--run-dir", str(tmp_path / "r"), "--data-dir", str(data_dir), "--coordinator",
-                  "127.0.0.1:1", "--num-processes", "2", "--process-id", "1", "--init-timeout", "1"])
+    proc = child(
+        [
+            *TINY,
+            "--run-dir",
+            str(tmp_path / "r"),
+            "--data-dir",
+            str(data_dir),
+            "--coordinator",
+            "127.0.0.1:1",
+            "--num-processes",
+            "2",
+            "--process-id",
+            "1",
+            "--init-timeout",
+            "1",
+        ]
+    )
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2
     assert "processes did not all join" in one_clear_line(err)
@@ -248,6 +306,7 @@ FORK_WARNING = pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called")
 def limited(size):
     def apply():
         resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
     return apply
 
 
@@ -255,8 +314,9 @@ def limited(size):
 def test_a_file_size_limit_fails_cleanly_and_keeps_earlier_checkpoints(tmp_path, data_dir, capsys):
     # 6000 bytes: the checkpoints fit, metrics.jsonl outgrows the limit in its 32nd row
     run = tmp_path / "r"
-    proc = child([*TINY, "--epochs", "40", "--run-dir", str(run), "--data-dir", str(data_dir)],
-                 preexec_fn=limited(6000))
+    proc = child(
+        [*TINY, "--epochs", "40", "--run-dir", str(run), "--data-dir", str(data_dir)], preexec_fn=limited(6000)
+    )
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 1
     assert one_clear_line(err) == f"error: {run / 'metrics.jsonl'}: File too large; the files written before are intact"
@@ -270,8 +330,9 @@ def test_a_file_size_limit_fails_cleanly_and_keeps_earlier_checkpoints(tmp_path,
 @FORK_WARNING
 def test_a_checkpoint_that_cannot_be_written_is_one_line(tmp_path, data_dir):
     run = tmp_path / "r"
-    proc = child([*TINY, "--epochs", "3", "--run-dir", str(run), "--data-dir", str(data_dir)],
-                 preexec_fn=limited(2500))  # under the size of one checkpoint's arrays
+    proc = child(
+        [*TINY, "--epochs", "3", "--run-dir", str(run), "--data-dir", str(data_dir)], preexec_fn=limited(2500)
+    )  # under the size of one checkpoint's arrays
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2, err
     assert one_clear_line(err).startswith(f"error: cannot write checkpoint {run / 'checkpoints' / '1'} (")
@@ -288,8 +349,21 @@ def wait_for(path, proc, timeout=120):
 def test_sigint_while_starting_and_compiling_ends_cleanly(tmp_path, data_dir, signals):
     run = tmp_path / "r"
     # a bigger model compiles for a while after config.json is written
-    proc = child([*TINY, "--hidden", "256", "--backward", "autodiff", "--epochs", "3", "--run-dir", str(run),
-                  "--data-dir", str(data_dir)])
+    proc = child(
+        [
+            *TINY,
+            "--hidden",
+            "256",
+            "--backward",
+            "autodiff",
+            "--epochs",
+            "3",
+            "--run-dir",
+            str(run),
+            "--data-dir",
+            str(data_dir),
+        ]
+    )
     wait_for(run / "config.json", proc)
     for _ in range(signals):
         proc.send_signal(signal.SIGINT)
@@ -371,6 +445,7 @@ def test_a_lock_taken_on_a_removed_file_is_taken_again_on_the_path(run, monkeypa
             removed.append(True)
             (run / ".lock").unlink()
             (run / ".lock").write_text("")
+
     monkeypatch.setattr(rundir.fcntl, "flock", flock_then_replace)
     lock = rundir.Lock(run).acquire()
     try:
@@ -379,14 +454,15 @@ def test_a_lock_taken_on_a_removed_file_is_taken_again_on_the_path(run, monkeypa
         lock.release()
 
 
-def test_init_from_resumed_before_its_first_checkpoint_starts_from_the_recorded_parameters(tmp_path, data_dir,
-                                                                                           capsys):
+def test_init_from_resumed_before_its_first_checkpoint_starts_from_the_recorded_parameters(tmp_path, data_dir, capsys):
     source, target, reference = tmp_path / "src", tmp_path / "ft", tmp_path / "ref"
     base = [*TINY, "--data-dir", str(data_dir)]
     assert train.main([*base, "--epochs", "2", "--run-dir", str(source)]) == 0
     shutil.copytree(source, tmp_path / "src_at_2")
-    proc = child([*base, "--epochs", "2", "--init-from", str(source), "--run-dir", str(target)],
-                 env={"RNN_JAX_KILL_AT": "mid-epoch:1"})
+    proc = child(
+        [*base, "--epochs", "2", "--init-from", str(source), "--run-dir", str(target)],
+        env={"RNN_JAX_KILL_AT": "mid-epoch:1"},
+    )
     proc.communicate(timeout=120)
     assert proc.returncode == -signal.SIGKILL
     record = json.loads((target / "config.json").read_text())["init_from"]
@@ -399,8 +475,10 @@ def test_init_from_resumed_before_its_first_checkpoint_starts_from_the_recorded_
     assert checkpoint.latest_saved_epoch(target / "checkpoints") is None
     shutil.move(kept, source / "checkpoints" / "2")
     assert train.main(["--run-dir", str(target), "--resume", "--quiet"]) == 0  # from epoch 2, not epoch 3
-    assert train.main([*base, "--epochs", "2", "--init-from", str(tmp_path / "src_at_2"), "--run-dir",
-                       str(reference)]) == 0
+    assert (
+        train.main([*base, "--epochs", "2", "--init-from", str(tmp_path / "src_at_2"), "--run-dir", str(reference)])
+        == 0
+    )
     with np.load(target / "params.npz") as got, np.load(reference / "params.npz") as want:
         for name in want:
             np.testing.assert_array_equal(got[name], want[name], err_msg=name)
@@ -409,8 +487,9 @@ def test_init_from_resumed_before_its_first_checkpoint_starts_from_the_recorded_
 # ----------------------------------------------------------------------------- exit 0 means the result asked for
 def test_sighup_stops_a_run_after_its_epoch_like_sigterm(tmp_path, data_dir):
     run = tmp_path / "r"
-    proc = child([*TINY, "--epochs", "100000", "--checkpoint-every", "0", "--run-dir", str(run), "--data-dir",
-                  str(data_dir)])
+    proc = child(
+        [*TINY, "--epochs", "100000", "--checkpoint-every", "0", "--run-dir", str(run), "--data-dir", str(data_dir)]
+    )
     wait_for(run / "metrics.jsonl", proc)
     while not (run / "metrics.jsonl").read_text().strip():
         assert proc.poll() is None
@@ -424,8 +503,25 @@ def test_sighup_stops_a_run_after_its_epoch_like_sigterm(tmp_path, data_dir):
 
 
 def test_a_finished_chain_stage_refuses_other_flags_with_the_difference(tmp_path, data_dir, capsys):
-    argv = ["--exp", "book_random", "--hidden", "16", "--batch-size", "2", "--num-steps", "6", "--max-tokens", "600",
-            "--epochs", "1", "--run-dir", str(tmp_path / "chain"), "--data-dir", str(data_dir), "--quiet"]
+    argv = [
+        "--exp",
+        "book_random",
+        "--hidden",
+        "16",
+        "--batch-size",
+        "2",
+        "--num-steps",
+        "6",
+        "--max-tokens",
+        "600",
+        "--epochs",
+        "1",
+        "--run-dir",
+        str(tmp_path / "chain"),
+        "--data-dir",
+        str(data_dir),
+        "--quiet",
+    ]
     assert train.main(argv) == 0
     before = snapshot(tmp_path / "chain")
     for flag, value, field in (("--hidden", "8", "hidden"), ("--lr", "2", "lr"), ("--epochs", "2", "epochs")):
@@ -436,8 +532,7 @@ def test_a_finished_chain_stage_refuses_other_flags_with_the_difference(tmp_path
     assert train.main(argv) == 0  # the same flags: nothing to do
 
 
-def test_an_empty_predict_prefix_is_refused_up_front_and_an_old_one_does_not_break_a_resume(tmp_path, data_dir,
-                                                                                             capsys):
+def test_an_empty_predict_prefix_is_refused_up_front_and_an_old_one_does_not_break_a_resume(tmp_path, data_dir, capsys):
     run = tmp_path / "r"
     argv = [*TINY, "--epochs", "1", "--run-dir", str(run), "--data-dir", str(data_dir)]
     assert train.main([*argv, "--predict-prefix", ""]) == 2
@@ -451,8 +546,9 @@ def test_an_empty_predict_prefix_is_refused_up_front_and_an_old_one_does_not_bre
 
 
 def test_a_model_beyond_memory_is_refused_before_the_run_directory(tmp_path, data_dir, capsys, monkeypatch):
-    assert train.main([*TINY, "--hidden", "2000000", "--run-dir", str(tmp_path / "r"), "--data-dir",
-                       str(data_dir)]) == 2
+    assert (
+        train.main([*TINY, "--hidden", "2000000", "--run-dir", str(tmp_path / "r"), "--data-dir", str(data_dir)]) == 2
+    )
     line = one_clear_line(capsys.readouterr().err)
     assert line.startswith("error: --hidden 2000000") and "needs about" in line and "GiB" in line
     assert not (tmp_path / "r").exists()
@@ -463,10 +559,18 @@ def test_a_model_beyond_memory_is_refused_before_the_run_directory(tmp_path, dat
     assert "needs about" in one_clear_line(capsys.readouterr().err) and not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize("lr,code,message", [("1e39", 2, "float32's range"), ("3.5e38", 2, "float32's range"),
-                                             ("3e38", 3, "no finite perplexity"), ("1e30", 3, "no finite perplexity")])
-def test_dynamic_evaluation_is_checked_against_float32_and_a_nonfinite_result_is_an_error(run, capsys, lr, code,
-                                                                                          message):
+@pytest.mark.parametrize(
+    "lr,code,message",
+    [
+        ("1e39", 2, "float32's range"),
+        ("3.5e38", 2, "float32's range"),
+        ("3e38", 3, "no finite perplexity"),
+        ("1e30", 3, "no finite perplexity"),
+    ],
+)
+def test_dynamic_evaluation_is_checked_against_float32_and_a_nonfinite_result_is_an_error(
+    run, capsys, lr, code, message
+):
     assert evaluate.main(["--run-dir", str(run), "--dynamic", "--dynamic-lr", lr]) == code
     out, err = capsys.readouterr()
     assert message in one_clear_line(err) and "nan" not in out.lower()
@@ -475,8 +579,12 @@ def test_dynamic_evaluation_is_checked_against_float32_and_a_nonfinite_result_is
 def test_generates_memory_guard_counts_the_prompt(run, tmp_path, capsys):
     prompt = tmp_path / "prompt.txt"
     prompt.write_text("the time machine " * 6000)  # about 100,000 characters
-    assert generate.main(["--run-dir", str(run), "--prefix-file", str(prompt), "--num-samples", "2000",
-                          "--num-chars", "10"]) == 2
+    assert (
+        generate.main(
+            ["--run-dir", str(run), "--prefix-file", str(prompt), "--num-samples", "2000", "--num-chars", "10"]
+        )
+        == 2
+    )
     line = one_clear_line(capsys.readouterr().err)
     assert "102,000-character prompt" in line and "GiB" in line
     assert generate.memory_bytes(2000, 10, 16, 28, prompt_chars=100_000) > 12 * 2**30
@@ -490,18 +598,24 @@ def test_bench_checks_its_peer_corpus_and_output_before_measuring(tmp_path, data
     failing = tmp_path / "python"
     failing.write_text("#!/bin/sh\necho 'ModuleNotFoundError: no torch here' >&2\nexit 1\n")
     failing.chmod(0o755)
-    argv = {"missing peer": ["--peer-python", str(tmp_path / "nowhere" / "python")],
-            "failing peer": ["--peer-python", str(failing)],
-            "no corpus": ["--data-dir", str(tmp_path / "nowhere")],
-            "unwritable json-out": ["--json-out", str(tmp_path / "nowhere" / "bench.json")]}[case]
+    argv = {
+        "missing peer": ["--peer-python", str(tmp_path / "nowhere" / "python")],
+        "failing peer": ["--peer-python", str(failing)],
+        "no corpus": ["--data-dir", str(tmp_path / "nowhere")],
+        "unwritable json-out": ["--json-out", str(tmp_path / "nowhere" / "bench.json")],
+    }[case]
     source = [] if case == "no corpus" else ["--data-dir", str(data_dir)]
     t0 = time.perf_counter()
     assert bench.main(["--quick", "--sections", "throughput", "--hidden", "8", *source, *argv]) == 2
     out, err = capsys.readouterr()
     line = one_clear_line(err)
     assert line.startswith("error: ") and "[throughput" not in err and time.perf_counter() - t0 < 30
-    assert {"missing peer": "no such executable", "failing peer": "cannot import torch (ModuleNotFoundError",
-            "no corpus": str(tmp_path / "nowhere"), "unwritable json-out": "--json-out"}[case] in line
+    assert {
+        "missing peer": "no such executable",
+        "failing peer": "cannot import torch (ModuleNotFoundError",
+        "no corpus": str(tmp_path / "nowhere"),
+        "unwritable json-out": "--json-out",
+    }[case] in line
 
 
 def test_sigint_while_importing_is_one_line(tmp_path, data_dir):

@@ -67,12 +67,25 @@ def test_a_smoke_run_never_replaces_the_committed_record(dirs, data_dir, capsys)
         assert record.read_bytes() == before
         assert json.loads((dirs / "results" / "smoke" / "tiny.json").read_text())["name"] == "tiny"
         assert "the committed results/tiny.json is unchanged" in capsys.readouterr().out
-    args = common.parser("t").parse_args(["--epochs", "1", "--seeds", "1", "--mode", "vmap", "--data-dir",
-                                          str(data_dir), "--out", str(dirs / "elsewhere")])
+    args = common.parser("t").parse_args(
+        [
+            "--epochs",
+            "1",
+            "--seeds",
+            "1",
+            "--mode",
+            "vmap",
+            "--data-dir",
+            str(data_dir),
+            "--out",
+            str(dirs / "elsewhere"),
+        ]
+    )
     common.run_seeds("tiny", "tiny", TINY, args)
     assert (dirs / "elsewhere" / "tiny.json").is_file() and record.read_bytes() == before
-    args = common.parser("t").parse_args(["--epochs", "1", "--seeds", "1", "--mode", "vmap", "--data-dir",
-                                          str(data_dir), "--force"])
+    args = common.parser("t").parse_args(
+        ["--epochs", "1", "--seeds", "1", "--mode", "vmap", "--data-dir", str(data_dir), "--force"]
+    )
     common.run_seeds("tiny", "tiny", TINY, args)  # asked for: replaced
     assert json.loads(record.read_text())["config"]["epochs"] == 1
     assert not common.is_smoke("tiny", common.parser("t").parse_args(["--epochs", "1", "--seeds", "1"]))
@@ -81,18 +94,31 @@ def test_a_smoke_run_never_replaces_the_committed_record(dirs, data_dir, capsys)
 def test_a_record_is_replaced_whole_or_not_at_all(dirs):
     record = committed_record(dirs)
     before = record.read_bytes()
-    code = ("from experiments import common; from pathlib import Path; "
-            f"common.RESULTS = Path({str(dirs / 'results')!r}); common.write('tiny', {{'name': 'tiny', 'x': [0] * 9}})")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "RNN_JAX_KILL_AT": "mid-rewrite:tiny.json"})
+    code = (
+        "from experiments import common; from pathlib import Path; "
+        f"common.RESULTS = Path({str(dirs / 'results')!r}); common.write('tiny', {{'name': 'tiny', 'x': [0] * 9}})"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "RNN_JAX_KILL_AT": "mid-rewrite:tiny.json"},
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert record.read_bytes() == before
 
 
-@pytest.mark.parametrize("argv,message", [(["--epochs", "0"], "argument --epochs: must be at least 1"),
-                                          (["--seeds", "-1"], "argument --seeds: must be at least 1"),
-                                          (["--seeds", "0"], "argument --seeds: must be at least 1"),
-                                          (["seq", "nosuch"], "unknown experiment(s) nosuch")])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--epochs", "0"], "argument --epochs: must be at least 1"),
+        (["--seeds", "-1"], "argument --seeds: must be at least 1"),
+        (["--seeds", "0"], "argument --seeds: must be at least 1"),
+        (["seq", "nosuch"], "unknown experiment(s) nosuch"),
+    ],
+)
 def test_impossible_arguments_are_refused_before_anything_runs(dirs, capsys, argv, message):
     with pytest.raises(SystemExit) as e:
         ablations.main(argv)
@@ -113,10 +139,12 @@ def test_a_failing_training_process_is_one_error_line(tmp_path, data_dir, capsys
 def test_a_run_directory_another_process_holds_is_never_removed(dirs, data_dir, capsys):
     held = dirs / "runs" / "smoke" / "tiny" / "seed_0"  # another configuration's run, in use
     (held / "checkpoints").mkdir(parents=True)
-    (held / "config.json").write_text(json.dumps({"experiment": "tiny", "config": config.to_dict(
-        dataclasses.replace(TINY, hidden=99))}))
-    args = common.parser("t").parse_args(["--epochs", "2", "--seeds", "1", "--mode", "processes", "--data-dir",
-                                          str(data_dir)])
+    (held / "config.json").write_text(
+        json.dumps({"experiment": "tiny", "config": config.to_dict(dataclasses.replace(TINY, hidden=99))})
+    )
+    args = common.parser("t").parse_args(
+        ["--epochs", "2", "--seeds", "1", "--mode", "processes", "--data-dir", str(data_dir)]
+    )
     lock = rundir.Lock(held).acquire()
     try:
         with pytest.raises(SystemExit) as e:
@@ -131,8 +159,19 @@ def test_a_run_directory_another_process_holds_is_never_removed(dirs, data_dir, 
 def test_a_signal_reaches_the_training_processes_and_running_again_continues(tmp_path, data_dir):
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
-    argv = [sys.executable, str(driver), str(tmp_path), "--seeds", "1", "--mode", "processes", "--epochs", "400",
-            "--data-dir", str(data_dir)]
+    argv = [
+        sys.executable,
+        str(driver),
+        str(tmp_path),
+        "--seeds",
+        "1",
+        "--mode",
+        "processes",
+        "--epochs",
+        "400",
+        "--data-dir",
+        str(data_dir),
+    ]
     proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     run = tmp_path / "runs" / "smoke" / "tiny" / "seed_0"
     deadline = time.time() + 120
@@ -151,7 +190,7 @@ def test_a_signal_reaches_the_training_processes_and_running_again_continues(tmp
     assert again.returncode == 0, again.stderr
     rows = rundir.read_metrics(run)
     assert [r["epoch"] for r in rows] == list(range(1, 401))
-    assert rows[:len(stopped)] == stopped  # continued, not started again
+    assert rows[: len(stopped)] == stopped  # continued, not started again
     assert json.loads((run / "config.json").read_text())["resumed"]
     record = json.loads((tmp_path / "results" / "smoke" / "tiny.json").read_text())
     assert len(record["seeds"][0]["curve"]) == 400

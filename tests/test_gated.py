@@ -52,10 +52,11 @@ def book_lstm(p, state, X):
     return O * jnp.tanh(C), C
 
 
-BOOK = {"gru": lambda p, s, x: (book_gru(p, s, x),) * 2,
-        "lstm": lambda p, s, x: ((h := book_lstm(p, s, x)), h[0])}
-NAMES = {"gru": ["W_xz", "W_hz", "b_z", "W_xr", "W_hr", "b_r", "W_xh", "W_hh", "b_h"],
-         "lstm": ["W_xi", "W_hi", "b_i", "W_xf", "W_hf", "b_f", "W_xo", "W_ho", "b_o", "W_xc", "W_hc", "b_c"]}
+BOOK = {"gru": lambda p, s, x: (book_gru(p, s, x),) * 2, "lstm": lambda p, s, x: ((h := book_lstm(p, s, x)), h[0])}
+NAMES = {
+    "gru": ["W_xz", "W_hz", "b_z", "W_xr", "W_hr", "b_r", "W_xh", "W_hh", "b_h"],
+    "lstm": ["W_xi", "W_hi", "b_i", "W_xf", "W_hf", "b_f", "W_xo", "W_ho", "b_o", "W_xc", "W_hc", "b_c"],
+}
 
 
 def close(a, b, **kw):
@@ -92,10 +93,15 @@ def test_unrolls_equal_a_python_loop_over_the_books_equations(key, cell):
 
 def test_lstm_equals_flax_lstmcell(key):
     params, tokens_BT, (h_BH, c_BH) = setup(key, "lstm")
-    flax_params = {"params": {
-        **{f"i{g}": {"kernel": params[f"W_x{c}"]} for g, c in zip("ifgo", "ifco", strict=True)},
-        **{f"h{g}": {"kernel": params[f"W_h{c}"], "bias": params[f"b_{c}"]}
-           for g, c in zip("ifgo", "ifco", strict=True)}}}
+    flax_params = {
+        "params": {
+            **{f"i{g}": {"kernel": params[f"W_x{c}"]} for g, c in zip("ifgo", "ifco", strict=True)},
+            **{
+                f"h{g}": {"kernel": params[f"W_h{c}"], "bias": params[f"b_{c}"]}
+                for g, c in zip("ifgo", "ifco", strict=True)
+            },
+        }
+    }
     x_TBV = jax.nn.one_hot(tokens_BT.T, V)
     flax_step = lambda carry, x: nn.LSTMCell(features=H).apply(flax_params, carry, x)
     (c_flax, h_flax), hs_flax_TBH = jax.lax.scan(flax_step, (c_BH, h_BH), x_TBV)  # flax's carry is (c, h)
@@ -118,21 +124,33 @@ def test_a_two_layer_stack_equals_two_one_layer_unrolls_chained(key, cell):
         close(last, (s1, s2))
 
 
-@pytest.mark.parametrize("cell,num_layers,dtype", [
-    ("gru", 1, "float32"), ("gru", 1, "bfloat16"), ("lstm", 1, "float32"), ("lstm", 1, "bfloat16"),
-    ("gru", 2, "float32"), ("lstm", 3, "float32")])
+@pytest.mark.parametrize(
+    "cell,num_layers,dtype",
+    [
+        ("gru", 1, "float32"),
+        ("gru", 1, "bfloat16"),
+        ("lstm", 1, "float32"),
+        ("lstm", 1, "bfloat16"),
+        ("gru", 2, "float32"),
+        ("lstm", 3, "float32"),
+    ],
+)
 def test_hand_written_backward_equals_autodiff(key, cell, num_layers, dtype):
     """jax.grad through forward (autodiff of the textbook unroll) and forward_fused (the hand-written VJPs),
     with a gradient arriving at every step's output and at the last state, and masks between layers."""
     params, tokens_BT, state = setup(key, cell, num_layers)
     params = jax.tree.map(lambda p: p / 10 if p.ndim == 2 else p, params)  # bf16 on saturated gates is noise
     weights_TBV = jax.random.normal(jax.random.fold_in(key, 3), (T, B, V))
-    keep_LTBH = (jax.random.bernoulli(jax.random.fold_in(key, 4), 0.8, (num_layers - 1, T, B, H)) / 0.8
-                 if num_layers > 1 else None)
+    keep_LTBH = (
+        jax.random.bernoulli(jax.random.fold_in(key, 4), 0.8, (num_layers - 1, T, B, H)) / 0.8
+        if num_layers > 1
+        else None
+    )
 
     def loss(fwd, params, state):
-        logits_TBV, last = fwd(params, state, tokens_BT, model.ModelSpec(cell, num_layers, dtype=dtype),
-                               keep_LTBH=keep_LTBH)
+        logits_TBV, last = fwd(
+            params, state, tokens_BT, model.ModelSpec(cell, num_layers, dtype=dtype), keep_LTBH=keep_LTBH
+        )
         return jnp.sum(logits_TBV * weights_TBV) + sum(jnp.sum(jnp.sin(s)) for s in jax.tree.leaves(last))
 
     grad = jax.jit(jax.grad(loss, argnums=(1, 2)), static_argnums=0)
@@ -154,6 +172,7 @@ def test_configs_of_the_books_sections():
 
 def test_layer_dropout_masks_only_between_layers_and_only_in_training(key):
     from rnn_jax import step as step_lib
+
     cfg = config.Config(cell="gru", num_layers=3, hidden=H, layer_dropout=0.5)
     tokens_BT = jnp.zeros((B, T), jnp.int32)
     masks = step_lib.layer_dropout_masks(cfg, tokens_BT, key)
@@ -162,8 +181,25 @@ def test_layer_dropout_masks_only_between_layers_and_only_in_training(key):
     assert step_lib.dropout_mask(cfg, tokens_BT, key) is None  # the output layer's dropout stays off
 
 
-COMMON = ["--exp", "tiny", "--cell", "lstm", "--num-layers", "2", "--hidden", "8", "--epochs", "4",
-          "--checkpoint-every", "1", "--max-tokens", "600", "--predict-every", "0", "--quiet"]
+COMMON = [
+    "--exp",
+    "tiny",
+    "--cell",
+    "lstm",
+    "--num-layers",
+    "2",
+    "--hidden",
+    "8",
+    "--epochs",
+    "4",
+    "--checkpoint-every",
+    "1",
+    "--max-tokens",
+    "600",
+    "--predict-every",
+    "0",
+    "--quiet",
+]
 
 
 def rows(run_dir):
@@ -176,8 +212,14 @@ def test_killed_stacked_lstm_run_resumes_bit_identically_generates_and_evaluates
     extra = ["--val-fraction", "0.1", "--eval-every", "1", "--layer-dropout", "0.2", "--data-dir", str(data_dir)]
     assert train.main([*COMMON, *extra, "--run-dir", str(ref)]) == 0
     env = {**os.environ, "RNN_JAX_KILL_AT": "mid-epoch:3"}  # killed in the middle of epoch 3
-    proc = subprocess.run([sys.executable, "-m", "rnn_jax.train", *COMMON, *extra, "--run-dir", str(cut)], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rnn_jax.train", *COMMON, *extra, "--run-dir", str(cut)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert [r["epoch"] for r in rows(cut)] == [1, 2]
     assert train.main(["--run-dir", str(cut), "--resume", "--quiet"]) == 0
@@ -194,5 +236,6 @@ def test_killed_stacked_lstm_run_resumes_bit_identically_generates_and_evaluates
     val, context = data.splits(tokens, cfg)["val"]
     summary = json.loads((ref / "summary.json").read_text())
     assert evaluate.evaluate(params, val, cfg, context=context)["perplexity"] == pytest.approx(
-        summary["val_perplexity"], rel=1e-6)
+        summary["val_perplexity"], rel=1e-6
+    )
     assert isinstance(cells.CELLS["lstm"].zero_state(1, H), tuple)

@@ -15,8 +15,13 @@ V = len(VOCAB)
 def successor_params(gain=20.0):
     """A model whose next character after id i is certainly id i+1 (mod V): h = one_hot(x), W_hq shifts."""
     eye = jnp.eye(V)
-    return {"W_xh": gain * eye, "W_hh": jnp.zeros((V, V)), "b_h": jnp.zeros(V),
-            "W_hq": gain * jnp.roll(eye, 1, axis=1), "b_q": jnp.zeros(V)}
+    return {
+        "W_xh": gain * eye,
+        "W_hh": jnp.zeros((V, V)),
+        "b_h": jnp.zeros(V),
+        "W_hq": gain * jnp.roll(eye, 1, axis=1),
+        "b_q": jnp.zeros(V),
+    }
 
 
 def random_params(key, hidden=32):
@@ -33,8 +38,13 @@ def test_greedy_prediction_on_a_model_with_known_choices():
 def test_warm_up_uses_the_prefix_state(key):
     # a model that copies the character two steps back: only a warmed-up state can know it
     eye = jnp.eye(V)
-    params = {"W_xh": 20 * jnp.concatenate([eye, 0 * eye], 1), "W_hh": jnp.block([[0 * eye, eye], [0 * eye, 0 * eye]]),
-              "b_h": jnp.zeros(2 * V), "W_hq": 20 * jnp.concatenate([0 * eye, eye]), "b_q": jnp.zeros(V)}
+    params = {
+        "W_xh": 20 * jnp.concatenate([eye, 0 * eye], 1),
+        "W_hh": jnp.block([[0 * eye, eye], [0 * eye, 0 * eye]]),
+        "b_h": jnp.zeros(2 * V),
+        "W_hq": 20 * jnp.concatenate([0 * eye, eye]),
+        "b_q": jnp.zeros(V),
+    }
     params = {**params, "W_hh": params["W_hh"] * 20}
     assert generate.predict(params, VOCAB, "ab", 6) == "abababab"
 
@@ -74,10 +84,15 @@ def test_low_temperature_equals_greedy(key):
 
 def test_top_k_never_leaves_the_top_k(key):
     params = model.init_params(key, V, 16)
-    params = {**params, "W_hh": jnp.zeros_like(params["W_hh"]), "W_xh": jnp.zeros_like(params["W_xh"]),
-              "b_q": jnp.arange(V, dtype=jnp.float32) * 0.01}  # fixed distribution: top 3 are the last ids
-    ids = generate.generate_ids(params, jnp.asarray(VOCAB.encode("a")), key, num_chars=200, num_samples=8,
-                                temperature=5.0, top_k=3)
+    params = {
+        **params,
+        "W_hh": jnp.zeros_like(params["W_hh"]),
+        "W_xh": jnp.zeros_like(params["W_xh"]),
+        "b_q": jnp.arange(V, dtype=jnp.float32) * 0.01,
+    }  # fixed distribution: top 3 are the last ids
+    ids = generate.generate_ids(
+        params, jnp.asarray(VOCAB.encode("a")), key, num_chars=200, num_samples=8, temperature=5.0, top_k=3
+    )
     assert set(np.unique(ids)) == {V - 3, V - 2, V - 1}
 
 
@@ -104,16 +119,19 @@ def test_predict_and_the_books_loop_agree_on_unknown_prefix_characters(key):
         generate.predict_loop(params, VOCAB, "", 3)
 
 
-@pytest.mark.parametrize("prompt,mode,cleaned", [
-    ("time traveller", "book", "time traveller"),
-    ("Time Traveller", "book", "time traveller"),
-    ("The Time Traveller, ", "book", "the time traveller "),  # the final word boundary is kept
-    ("The 2", "book", "the "),
-    ("one\ntwo", "book", "onetwo"),  # the book joins its cleaned lines with ''
-    ("42", "book", ""),
-    ("The  Time\nTraveller", "raw", "The Time Traveller"),
-    ("said: ", "raw", "said: "),
-])
+@pytest.mark.parametrize(
+    "prompt,mode,cleaned",
+    [
+        ("time traveller", "book", "time traveller"),
+        ("Time Traveller", "book", "time traveller"),
+        ("The Time Traveller, ", "book", "the time traveller "),  # the final word boundary is kept
+        ("The 2", "book", "the "),
+        ("one\ntwo", "book", "onetwo"),  # the book joins its cleaned lines with ''
+        ("42", "book", ""),
+        ("The  Time\nTraveller", "raw", "The Time Traveller"),
+        ("said: ", "raw", "said: "),
+    ],
+)
 def test_prompts_are_cleaned_like_the_training_text(prompt, mode, cleaned):
     assert generate.clean_prompt(prompt, mode) == cleaned
 
@@ -195,8 +213,12 @@ def _bad_files(tmp_path):
     (tmp_path / "empty.txt").write_text("\n")
     (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
     (tmp_path / "folder").mkdir()
-    return {"missing.txt": "no such file", "empty.txt": "is empty", "latin1.txt": "not valid UTF-8",
-            "folder": "cannot read"}
+    return {
+        "missing.txt": "no such file",
+        "empty.txt": "is empty",
+        "latin1.txt": "not valid UTF-8",
+        "folder": "cannot read",
+    }
 
 
 def test_cli_prompt_file_errors(run_dir, tmp_path, capsys):
@@ -214,26 +236,29 @@ def test_cli_prefix_and_prefix_file_exclude_each_other(run_dir, tmp_path, capsys
     assert e.value.code == 2 and "not allowed with" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--temperature", "0"], "--temperature must be a positive finite number"),
-    (["--temperature", "-1"], "--temperature must be a positive finite number"),
-    (["--temperature", "inf"], "--temperature must be a positive finite number, got inf"),
-    (["--temperature", "nan"], "--temperature must be a positive finite number, got nan"),
-    (["--temperature", "1e-300"], "outside float32"),
-    (["--alpha", "inf"], "--alpha must be a positive finite number, got inf"),
-    (["--alpha", "nan"], "--alpha must be a positive finite number, got nan"),
-    (["--alpha", "0"], "--alpha must be a positive finite number"),
-    (["--alpha", "1e-300"], "gives temperature 1e+300, outside float32"),
-    (["--top-k", "3"], "applies to sampling"),
-    (["--top-k", "-1", "--temperature", "1"], "--top-k must be >= 0"),
-    (["--top-k", "29", "--temperature", "1"], "more than the 28 tokens of this model's vocabulary"),
-    (["--num-chars", "0"], "at least 1"),
-    (["--num-samples", "-3"], "at least 1"),
-    (["--num-samples", "100000", "--num-chars", "100000"], "needs about 74.5 GiB"),
-    (["--num-samples", "10000000", "--num-chars", "1"], "GiB of device memory"),  # the state, not the ids
-    (["--seed", "-1"], "--seed must be in [0, 2**32)"),
-    (["--seed", str(2**32)], "--seed must be in [0, 2**32)"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--temperature", "0"], "--temperature must be a positive finite number"),
+        (["--temperature", "-1"], "--temperature must be a positive finite number"),
+        (["--temperature", "inf"], "--temperature must be a positive finite number, got inf"),
+        (["--temperature", "nan"], "--temperature must be a positive finite number, got nan"),
+        (["--temperature", "1e-300"], "outside float32"),
+        (["--alpha", "inf"], "--alpha must be a positive finite number, got inf"),
+        (["--alpha", "nan"], "--alpha must be a positive finite number, got nan"),
+        (["--alpha", "0"], "--alpha must be a positive finite number"),
+        (["--alpha", "1e-300"], "gives temperature 1e+300, outside float32"),
+        (["--top-k", "3"], "applies to sampling"),
+        (["--top-k", "-1", "--temperature", "1"], "--top-k must be >= 0"),
+        (["--top-k", "29", "--temperature", "1"], "more than the 28 tokens of this model's vocabulary"),
+        (["--num-chars", "0"], "at least 1"),
+        (["--num-samples", "-3"], "at least 1"),
+        (["--num-samples", "100000", "--num-chars", "100000"], "needs about 74.5 GiB"),
+        (["--num-samples", "10000000", "--num-chars", "1"], "GiB of device memory"),  # the state, not the ids
+        (["--seed", "-1"], "--seed must be in [0, 2**32)"),
+        (["--seed", str(2**32)], "--seed must be in [0, 2**32)"),
+    ],
+)
 def test_cli_rejects_bad_options(run_dir, capsys, argv, message):
     assert generate.main(["--run-dir", str(run_dir[0]), *argv]) == 2
     err = capsys.readouterr().err

@@ -16,7 +16,7 @@ def small(key):
     """A tiny model with large enough weights that its predictions depend on the state."""
     params = jax.tree.map(lambda p: 30 * p, model.init_params(key, V, H))
     pattern = np.asarray(jax.random.randint(jax.random.fold_in(key, 1), (23,), 1, V), np.int32)
-    tokens = np.tile(pattern, 12)[:7 * SEG - 13]  # a text that repeats itself: adapting to it pays
+    tokens = np.tile(pattern, 12)[: 7 * SEG - 13]  # a text that repeats itself: adapting to it pays
     return params, tokens, dataclasses.replace(config.BASE, hidden=H)
 
 
@@ -30,14 +30,13 @@ def textbook_mean_loss(params, state, inputs_L, targets_L):
 def test_dynamic_scores_each_segment_before_training_on_it(small, rule, lr):
     params, tokens, cfg = small
     context = np.asarray([3, 9], np.int32)
-    got, counts = evaluate.dynamic_segment_losses(params, tokens, cfg, lr=lr, segment=SEG, rule=rule,
-                                                  context=context)
+    got, counts = evaluate.dynamic_segment_losses(params, tokens, cfg, lr=lr, segment=SEG, rule=rule, context=context)
     stream = np.concatenate([context[-1:], tokens])
     p, state, ms = params, model.init_hidden(1, H), jax.tree.map(jnp.zeros_like, params)
     grad_fn = jax.jit(jax.value_and_grad(textbook_mean_loss, has_aux=True))
     for k in range(len(got)):  # independently: score segment k under the parameters updated on segments < k
-        targets = stream[k * SEG + 1:(k + 1) * SEG + 1]
-        inputs = stream[k * SEG:k * SEG + len(targets)]
+        targets = stream[k * SEG + 1 : (k + 1) * SEG + 1]
+        inputs = stream[k * SEG : k * SEG + len(targets)]
         (loss, new_state), grads = grad_fn(p, state, inputs, targets)
         assert counts[k] == len(targets)
         np.testing.assert_allclose(got[k] / counts[k], float(loss), rtol=2e-5, err_msg=f"segment {k}")
@@ -49,15 +48,18 @@ def test_dynamic_scores_each_segment_before_training_on_it(small, rule, lr):
         state = new_state
     static = evaluate.evaluate(params, tokens, cfg, context=context)
     assert got.sum() / counts.sum() < static["loss"]  # adapting to the text it has just read pays here
-    np.testing.assert_allclose(got[0] / counts[0], textbook_mean_loss(params, model.init_hidden(1, H),
-                                                                     stream[:SEG], stream[1:SEG + 1])[0], rtol=2e-5)
+    np.testing.assert_allclose(
+        got[0] / counts[0],
+        textbook_mean_loss(params, model.init_hidden(1, H), stream[:SEG], stream[1 : SEG + 1])[0],
+        rtol=2e-5,
+    )
 
 
 def test_changing_later_text_never_changes_earlier_scores(small):
     params, tokens, cfg = small
     k = 3
     changed = tokens.copy()
-    changed[k * SEG:] = (changed[k * SEG:] % (V - 1)) + 1  # segment k (inputs and targets) onwards differ
+    changed[k * SEG :] = (changed[k * SEG :] % (V - 1)) + 1  # segment k (inputs and targets) onwards differ
     kw = {"lr": 0.01, "segment": SEG, "decay": 0.1, "rule": "rms", "context": np.asarray([4], np.int32)}
     before, _ = evaluate.dynamic_segment_losses(params, tokens, cfg, **kw)
     after, _ = evaluate.dynamic_segment_losses(params, changed, cfg, **kw)

@@ -46,19 +46,55 @@ def test_init_from_starts_from_the_source_parameters_with_a_fresh_optimizer(sour
 
 
 def test_init_from_refuses_another_shape_or_vocabulary(source, data_dir, tmp_path, capsys):
-    assert cli("--exp", "tiny", "--hidden", "8", "--init-from", str(source), "--run-dir", str(tmp_path / "a"),
-               "--data-dir", str(data_dir)) == 2
+    assert (
+        cli(
+            "--exp",
+            "tiny",
+            "--hidden",
+            "8",
+            "--init-from",
+            str(source),
+            "--run-dir",
+            str(tmp_path / "a"),
+            "--data-dir",
+            str(data_dir),
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "W_hh: (16, 16) (expected (8, 8))" in err and "--hidden" in err
     assert not (tmp_path / "a").exists()
-    assert cli("--exp", "tiny", "--preprocess", "raw", "--init-from", str(source), "--run-dir", str(tmp_path / "b"),
-               "--corpus", str(data_dir / "timemachine.txt")) == 2
+    assert (
+        cli(
+            "--exp",
+            "tiny",
+            "--preprocess",
+            "raw",
+            "--init-from",
+            str(source),
+            "--run-dir",
+            str(tmp_path / "b"),
+            "--corpus",
+            str(data_dir / "timemachine.txt"),
+        )
+        == 2
+    )
     assert "vocabulary (28 tokens) differs from this corpus's" in capsys.readouterr().err
-    assert cli("--exp", "tiny", "--init-from", str(tmp_path / "nowhere"), "--run-dir", str(tmp_path / "c"),
-               "--data-dir", str(data_dir)) == 2
+    assert (
+        cli(
+            "--exp",
+            "tiny",
+            "--init-from",
+            str(tmp_path / "nowhere"),
+            "--run-dir",
+            str(tmp_path / "c"),
+            "--data-dir",
+            str(data_dir),
+        )
+        == 2
+    )
     assert "is not a run directory" in capsys.readouterr().err
-    assert cli("--exp", "tiny", "--init-from-best", "--run-dir", str(tmp_path / "d"), "--data-dir",
-               str(data_dir)) == 2
+    assert cli("--exp", "tiny", "--init-from-best", "--run-dir", str(tmp_path / "d"), "--data-dir", str(data_dir)) == 2
     assert "--init-from-best goes with --init-from" in capsys.readouterr().err
 
 
@@ -91,8 +127,24 @@ def test_a_skipped_update_restarts_the_carried_state_in_step_and_epoch_alike():
 
 
 def test_book_random_chain_continues_the_sequential_model_with_resets(data_dir, tmp_path):
-    argv = ["--exp", "book_random", "--hidden", "16", "--batch-size", "2", "--num-steps", "6", "--max-tokens", "600",
-            "--epochs", "2", "--run-dir", str(tmp_path / "chain"), "--data-dir", str(data_dir)]
+    argv = [
+        "--exp",
+        "book_random",
+        "--hidden",
+        "16",
+        "--batch-size",
+        "2",
+        "--num-steps",
+        "6",
+        "--max-tokens",
+        "600",
+        "--epochs",
+        "2",
+        "--run-dir",
+        str(tmp_path / "chain"),
+        "--data-dir",
+        str(data_dir),
+    ]
     assert cli(*argv) == 0
     seq, reset = tmp_path / "chain" / "seq", tmp_path / "chain" / "seq_reset"
     saved = json.loads((reset / "config.json").read_text())
@@ -111,8 +163,25 @@ def test_predictions_use_the_texts_own_opening_words_or_the_given_prompts(data_d
     opening = data.load_text(wotw, "raw").split()[:2]
     assert list(summary["predictions"]) == [" ".join(opening), opening[1]]
     assert not any("traveller" in p for p in summary["predictions"])
-    assert cli("--exp", "tiny", "--epochs", "1", "--max-tokens", "600", "--predict-prefix", "the time",
-               "--predict-prefix", "machine", "--run-dir", str(tmp_path / "p"), "--data-dir", str(data_dir)) == 0
+    assert (
+        cli(
+            "--exp",
+            "tiny",
+            "--epochs",
+            "1",
+            "--max-tokens",
+            "600",
+            "--predict-prefix",
+            "the time",
+            "--predict-prefix",
+            "machine",
+            "--run-dir",
+            str(tmp_path / "p"),
+            "--data-dir",
+            str(data_dir),
+        )
+        == 0
+    )
     assert list(json.loads((tmp_path / "p" / "summary.json").read_text())["predictions"]) == ["the time", "machine"]
     assert json.loads((tmp_path / "p" / "config.json").read_text())["predict_prefixes"] == ["the time", "machine"]
     book = train.run(TINY, tmp_path / "b", data_dir=str(data_dir), exp="tiny", quiet=True)
@@ -121,8 +190,23 @@ def test_predictions_use_the_texts_own_opening_words_or_the_given_prompts(data_d
 
 def test_resume_refuses_another_backward_with_bfloat16(data_dir, tmp_path, capsys):
     run = tmp_path / "bf"
-    assert cli("--exp", "tiny", "--max-tokens", "600", "--epochs", "1", "--matmul-dtype", "bfloat16", "--run-dir",
-               str(run), "--data-dir", str(data_dir)) == 0
+    assert (
+        cli(
+            "--exp",
+            "tiny",
+            "--max-tokens",
+            "600",
+            "--epochs",
+            "1",
+            "--matmul-dtype",
+            "bfloat16",
+            "--run-dir",
+            str(run),
+            "--data-dir",
+            str(data_dir),
+        )
+        == 0
+    )
     assert cli("--run-dir", str(run), "--resume", "--epochs", "2", "--backward", "autodiff") == 2
     assert "--backward autodiff" in capsys.readouterr().err
     assert cli("--run-dir", str(run), "--resume", "--epochs", "2") == 0

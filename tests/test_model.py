@@ -25,7 +25,12 @@ def setup(key, encoder="onehot"):
 def test_init_follows_the_book(key):
     params = model.init_params(key, V, 512)
     assert {k: v.shape for k, v in params.items()} == {
-        "W_xh": (V, 512), "W_hh": (512, 512), "b_h": (512,), "W_hq": (512, V), "b_q": (V,)}
+        "W_xh": (V, 512),
+        "W_hh": (512, 512),
+        "b_h": (512,),
+        "W_hq": (512, V),
+        "b_q": (V,),
+    }
     assert np.all(params["b_h"] == 0) and np.all(params["b_q"] == 0)
     assert abs(float(jnp.std(params["W_hh"])) - 0.01) < 2e-4
     assert abs(float(jnp.mean(params["W_hh"]))) < 1e-4
@@ -58,8 +63,9 @@ def test_one_hot_times_W_xh_is_the_row_gather(key):
     params, tokens_BT, _ = setup(key)
     x_TBV = model.ENCODERS["onehot"](params, tokens_BT.T)
     np.testing.assert_array_equal(x_TBV @ params["W_xh"], params["W_xh"][tokens_BT.T])
-    np.testing.assert_array_equal(model.input_projection(params, tokens_BT),
-                                  params["W_xh"][tokens_BT.T] + params["b_h"])
+    np.testing.assert_array_equal(
+        model.input_projection(params, tokens_BT), params["W_xh"][tokens_BT.T] + params["b_h"]
+    )
 
 
 def test_one_hot_equals_an_embedding_whose_table_is_W_xh(key):
@@ -73,8 +79,7 @@ def test_one_hot_equals_an_embedding_whose_table_is_W_xh(key):
 def test_cell_equals_flax_simple_cell(key):
     params, tokens_BT, h_BH = setup(key)
     x_BV = jax.nn.one_hot(tokens_BT[:, 0], V)
-    flax_params = {"params": {"i": {"kernel": params["W_xh"], "bias": params["b_h"]},
-                              "h": {"kernel": params["W_hh"]}}}
+    flax_params = {"params": {"i": {"kernel": params["W_xh"], "bias": params["b_h"]}, "h": {"kernel": params["W_hh"]}}}
     cell = nn.SimpleCell(features=H)
     assert jax.tree.structure(cell.init(key, h_BH, x_BV)) == jax.tree.structure(flax_params)
     h_flax, _ = cell.apply(flax_params, h_BH, x_BV)
@@ -88,15 +93,16 @@ def test_fused_forward_and_gradients_equal_autodiff(key, activation, encoder):
 
     def objective(fwd, p, h):  # touches every output, including the final state
         logits_TBV, h_last = fwd(p, h, tokens_BT, model.ModelSpec(activation=activation, encoder=encoder))
-        return jnp.sum(jnp.sin(logits_TBV)) + jnp.sum(h_last ** 3)
+        return jnp.sum(jnp.sin(logits_TBV)) + jnp.sum(h_last**3)
 
     ref = jax.value_and_grad(functools.partial(objective, model.forward), argnums=(0, 1))(params, h_BH)
     got = jax.value_and_grad(functools.partial(objective, model.forward_fused), argnums=(0, 1))(params, h_BH)
     np.testing.assert_allclose(got[0], ref[0], rtol=1e-5)
     for name, a, b in zip(["params", "h0"], got[1], ref[1], strict=True):
         for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b), strict=True):
-            np.testing.assert_allclose(x, y, rtol=2e-4, atol=2e-5 * float(jnp.abs(y).max()),
-                                       err_msg=f"{name}{jax.tree_util.keystr(path)}")
+            np.testing.assert_allclose(
+                x, y, rtol=2e-4, atol=2e-5 * float(jnp.abs(y).max()), err_msg=f"{name}{jax.tree_util.keystr(path)}"
+            )
 
 
 def test_bfloat16_matmuls_stay_close_to_float32(key):
@@ -138,7 +144,7 @@ def test_outputs_are_causal(key, fwd, encoder):
 
     jac = jax.jacrev(logits_from_table)(params[table])  # (T, B, V, V, I)
     for t, b in itertools.product(range(T), range(B)):
-        later, now = tokens_BT[b, t + 1:], tokens_BT[b, t]
+        later, now = tokens_BT[b, t + 1 :], tokens_BT[b, t]
         assert np.all(jac[t, b][:, later] == 0), f"{fwd}: logits at {t} depend on later inputs"
         assert np.any(jac[t, b][:, now] != 0)
 
@@ -153,7 +159,7 @@ def test_changing_later_tokens_leaves_earlier_logits_bit_exact(key, fwd, encoder
     for t in range(T - 1):
         later_11T = (jnp.arange(T) > t)[None, None]
         logits_KTBV = np.asarray(f(jnp.where(later_11T, (tokens_1BT + shifts_K11) % V, tokens_1BT))[0])
-        assert np.all(logits_KTBV[1:, :t + 1] == logits_KTBV[:1, :t + 1]), f"{fwd}: step {t} sees later tokens"
+        assert np.all(logits_KTBV[1:, : t + 1] == logits_KTBV[:1, : t + 1]), f"{fwd}: step {t} sees later tokens"
         assert not np.array_equal(logits_KTBV[1, t + 1], logits_KTBV[0, t + 1])
 
 

@@ -56,8 +56,9 @@ def test_a_torn_last_metrics_line_is_dropped_and_a_damaged_earlier_one_is_an_err
         rundir.read_metrics(tmp_path)
 
 
-@pytest.mark.parametrize("content,message", [(None, "is missing"), ('{"a": ', "is damaged"),
-                                             (b"\xff\xfe", "is damaged")])
+@pytest.mark.parametrize(
+    "content,message", [(None, "is missing"), ('{"a": ', "is damaged"), (b"\xff\xfe", "is damaged")]
+)
 def test_a_missing_or_damaged_json_file_is_named(tmp_path, content, message):
     path = tmp_path / "vocab.json"
     if isinstance(content, bytes):

@@ -9,8 +9,21 @@ import pytest
 from rnn_jax import evaluate, testlog, train
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = ["--hidden", "16", "--epochs", "1", "--max-tokens", "20000", "--batch-size", "8", "--num-steps", "20",
-        "--matmul-dtype", "float32", "--quiet"]
+TINY = [
+    "--hidden",
+    "16",
+    "--epochs",
+    "1",
+    "--max-tokens",
+    "20000",
+    "--batch-size",
+    "8",
+    "--num-steps",
+    "20",
+    "--matmul-dtype",
+    "float32",
+    "--quiet",
+]
 
 
 @pytest.fixture(scope="module")
@@ -59,16 +72,22 @@ def test_the_benchmark_script_runs_end_to_end(tmp_path, data_dir, monkeypatch, t
 
     monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(common, "RUNS", tmp_path / "runs")
-    monkeypatch.setattr(shakespeare, "SMOKE_MODELS", {"lstm-1x8": {"hidden": 8, "epochs": 1, "batch_size": 16,
-                                                                 "num_steps": 32}})
+    monkeypatch.setattr(
+        shakespeare, "SMOKE_MODELS", {"lstm-1x8": {"hidden": 8, "epochs": 1, "batch_size": 16, "num_steps": 32}}
+    )
     argv = ["--smoke", "--seeds", "2", "--data-dir", str(data_dir), "--out", str(tmp_path / "results")]
     shakespeare.main(argv)
     out = json.loads((tmp_path / "results" / "shakespeare_smoke.json").read_text())
     assert out["split"]["characters"] == 60_000 and out["split"]["test"] == 6_000
     models = out["models"]
     kinds = {(m["kind"], m["evaluation"]) for m in models.values()}
-    assert kinds == {("ngram", "static"), ("ngram", "adaptive"), ("ppm", "adaptive"), ("rnn", "static"),
-                     ("rnn", "dynamic")}
+    assert kinds == {
+        ("ngram", "static"),
+        ("ngram", "adaptive"),
+        ("ppm", "adaptive"),
+        ("rnn", "static"),
+        ("rnn", "dynamic"),
+    }
     assert {"PPMd H order", "PPMd I order"} <= {n.rsplit(" ", 1)[0] for n in models}
     lstm = models["lstm-1x8"]
     assert len(lstm["test_loss"]["seeds"]) == 2 and lstm["params"] > 0 and lstm["wall_seconds"] > 0
@@ -97,8 +116,9 @@ def test_the_benchmark_script_runs_end_to_end(tmp_path, data_dir, monkeypatch, t
     md = "\n".join(report.shakespeare_section("shakespeare_smoke"))
     assert f"Test-part scorings recorded in `results/test_log.jsonl`: {scored}." in md
     assert f"| lstm-1x8 (2 seeds) | static | {report.pm(lstm['test_loss'], 4)} |" in md
-    assert "| nanoGPT baby GPT (6 layers, 10.7M parameters, ~3 min on an A100 GPU) | reported elsewhere | 1.4697 |" \
-        in md
+    assert (
+        "| nanoGPT baby GPT (6 layers, 10.7M parameters, ~3 min on an A100 GPU) | reported elsewhere | 1.4697 |" in md
+    )
     assert "Best recurrent model by validation, dynamic evaluation: lstm-1x8 dynamic" in md
     assert "against the 1.4697 reported for the nanoGPT baby GPT)" in md and "```\nROMEO:" in md
     assert (tmp_path / "figures" / "shakespeare_smoke.png").stat().st_size > 5_000

@@ -29,16 +29,27 @@ def test_every_cli_ends_with_the_enum(module):
     """No literal status in a return or an exit call of a command line's module: each goes through Exit."""
     tree = ast.parse(inspect.getsource(module))
     literal = lambda n: isinstance(n, ast.Constant) and type(n.value) is int
-    bad = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Return) and n.value is not None and literal(n.value)
-           and _in_main(tree, n)]
-    bad += [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "attr", "") in
-            ("exit", "_exit") and n.args and literal(n.args[0])]
+    bad = [
+        n.lineno
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Return) and n.value is not None and literal(n.value) and _in_main(tree, n)
+    ]
+    bad += [
+        n.lineno
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call)
+        and getattr(n.func, "attr", "") in ("exit", "_exit")
+        and n.args
+        and literal(n.args[0])
+    ]
     assert not bad and "Exit." in inspect.getsource(module), f"{module.__name__}: literal exit status at {bad}"
 
 
 def _in_main(tree, node) -> bool:
-    return any(isinstance(f, ast.FunctionDef) and f.name in ("main", "_run", "entry") and node in ast.walk(f)
-               for f in ast.walk(tree))
+    return any(
+        isinstance(f, ast.FunctionDef) and f.name in ("main", "_run", "entry") and node in ast.walk(f)
+        for f in ast.walk(tree)
+    )
 
 
 def test_a_usage_error_is_the_enum(capsys):
@@ -57,6 +68,7 @@ def test_a_resume_restores_and_verifies_its_checkpoint_once(tmp_path, data_dir, 
         def wrapper(*a, **k):
             calls[name] += 1
             return fn(*a, **k)
+
         return wrapper
 
     monkeypatch.setattr(checkpoint, "restore_from", counted("restore", checkpoint.restore_from))
@@ -67,28 +79,42 @@ def test_a_resume_restores_and_verifies_its_checkpoint_once(tmp_path, data_dir, 
 
 @pytest.mark.slow
 def test_checkpoints_hold_only_what_a_resume_reads_and_old_ones_still_resume(tmp_path, data_dir, monkeypatch):
-    whole = train.run(dataclasses.replace(TINY, epochs=3), tmp_path / "whole", data_dir=str(data_dir), exp="tiny",
-                      quiet=True)
+    whole = train.run(
+        dataclasses.replace(TINY, epochs=3), tmp_path / "whole", data_dir=str(data_dir), exp="tiny", quiet=True
+    )
     state, _ = checkpoint.restore_newest(tmp_path / "whole" / "checkpoints", None)
     assert set(state) == {"params", "opt_state", "step", "epoch", "skips_in_a_row"}
     # a checkpoint as earlier versions wrote it: also the carried state, a PRNG key and the seed
     tree = trainer_lib.Trainer._checkpoint_tree
-    legacy = lambda self, epoch: {**tree(self, epoch), "h": np.zeros((self.cfg.batch_size, self.cfg.hidden), "f4"),
-                                  "key": np.array([0, self.cfg.seed], "u4"), "data_seed": self.cfg.seed}
+    legacy = lambda self, epoch: {
+        **tree(self, epoch),
+        "h": np.zeros((self.cfg.batch_size, self.cfg.hidden), "f4"),
+        "key": np.array([0, self.cfg.seed], "u4"),
+        "data_seed": self.cfg.seed,
+    }
     with monkeypatch.context() as m:
         m.setattr(trainer_lib.Trainer, "_checkpoint_tree", legacy)
         train.run(TINY, tmp_path / "old", data_dir=str(data_dir), exp="tiny", quiet=True)
     assert "h" in checkpoint.restore_newest(tmp_path / "old" / "checkpoints", None)[0]
-    resumed = train.run(dataclasses.replace(TINY, epochs=3), tmp_path / "old", data_dir=str(data_dir), exp="tiny",
-                        resume=True, quiet=True)
+    resumed = train.run(
+        dataclasses.replace(TINY, epochs=3),
+        tmp_path / "old",
+        data_dir=str(data_dir),
+        exp="tiny",
+        resume=True,
+        quiet=True,
+    )
     assert resumed["perplexity"] == whole["perplexity"]
     with np.load(tmp_path / "whole" / "params.npz") as a, np.load(tmp_path / "old" / "params.npz") as b:
         assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
 def test_the_rule_stops_and_skips_as_configured():
-    bad = {"finite": np.array([True, False, False, True]), "loss": np.array([1.0, np.nan, np.nan, 2.0]),
-           "grad_norm": np.ones(4)}
+    bad = {
+        "finite": np.array([True, False, False, True]),
+        "loss": np.array([1.0, np.nan, np.nan, 2.0]),
+        "grad_norm": np.ones(4),
+    }
     with pytest.raises(epochs.Diverged, match="epoch 1, step 2") as e:
         epochs.EpochRule(dataclasses.replace(TINY, on_nonfinite="stop")).row(1, bad, 1.0, 1.0)
     assert e.value.row["nonfinite"] and e.value.row["step"] == 2
@@ -117,8 +143,9 @@ def test_a_single_run_and_the_vmapped_sweep_share_the_rule(tmp_path, data_dir, m
 @pytest.mark.slow
 @pytest.mark.parametrize("max_skips", [5, 100_000])
 def test_the_vmapped_sweep_follows_the_skip_flags_of_a_single_run(tmp_path, data_dir, max_skips):
-    cfg = dataclasses.replace(TINY, activation="relu", clip_norm=None, lr=1e30, on_nonfinite="skip",
-                              max_skips=max_skips)
+    cfg = dataclasses.replace(
+        TINY, activation="relu", clip_norm=None, lr=1e30, on_nonfinite="skip", max_skips=max_skips
+    )
     try:
         train.run(cfg, tmp_path / "r", data_dir=str(data_dir), exp="tiny", quiet=True)
     except epochs.Diverged:

@@ -13,8 +13,9 @@ from rnn_jax import checkpoint, config, generate, model, rundir, train
 from rnn_jax import step as step_lib
 
 V, H = 28, 8
-TINY = dataclasses.replace(config.EXPERIMENTS["tiny"], max_tokens=600, predict_every=0, epochs=1, cell="gru",
-                           num_layers=3)
+TINY = dataclasses.replace(
+    config.EXPERIMENTS["tiny"], max_tokens=600, predict_every=0, epochs=1, cell="gru", num_layers=3
+)
 
 
 def per_layer(params: dict) -> dict:
@@ -26,13 +27,15 @@ def per_layer(params: dict) -> dict:
 
 
 @pytest.mark.parametrize("cell", list(model.CELLS))
-@pytest.mark.parametrize("opt", [{"optimizer": "sgd"}, {"optimizer": "adam"},
-                                 {"optimizer": "adam", "weight_decay": 0.1}])
+@pytest.mark.parametrize(
+    "opt", [{"optimizer": "sgd"}, {"optimizer": "adam"}, {"optimizer": "adam", "weight_decay": 0.1}]
+)
 def test_the_trained_tree_has_one_structure_at_every_depth_from_two(cell, opt):
     def structure(num_layers):
         cfg = dataclasses.replace(config.BASE, hidden=H, cell=cell, num_layers=num_layers, **opt)
         tx = step_lib.make_optimizer(cfg)
         return jax.tree.structure(jax.eval_shape(lambda: step_lib.init_state(cfg, V, tx)))
+
     assert structure(2) == structure(3) == structure(6)  # parameters, optimizer state, step: no per-layer leaves
 
 
@@ -78,14 +81,36 @@ def test_runs_saved_one_array_per_layer_are_read_converted_and_not_resumed(stack
     _, _, want, _ = rundir.load_run(stacked_run)
     assert set(params) == set(want) and all(np.array_equal(params[k], want[k]) for k in want)
     assert generate.predict(params, vocab, "time", 10, model.ModelSpec.from_config(cfg)) == generate.predict(
-        want, vocab, "time", 10, model.ModelSpec.from_config(cfg))
+        want, vocab, "time", 10, model.ModelSpec.from_config(cfg)
+    )
     before = {f: (old / f).read_bytes() for f in ("config.json", "metrics.jsonl")}
     assert train.main(["--run-dir", str(old), "--resume", "--epochs", "2", "--quiet"]) == 2
     assert f"--init-from {old}" in capsys.readouterr().err
     assert {f: (old / f).read_bytes() for f in before} == before  # refused before anything was written
-    assert train.main(["--exp", "tiny", "--cell", "gru", "--num-layers", "3", "--max-tokens", "600", "--epochs", "1",
-                       "--init-from", str(old), "--run-dir", str(tmp_path / "ft"), "--data-dir", str(data_dir),
-                       "--quiet"]) == 0
+    assert (
+        train.main(
+            [
+                "--exp",
+                "tiny",
+                "--cell",
+                "gru",
+                "--num-layers",
+                "3",
+                "--max-tokens",
+                "600",
+                "--epochs",
+                "1",
+                "--init-from",
+                str(old),
+                "--run-dir",
+                str(tmp_path / "ft"),
+                "--data-dir",
+                str(data_dir),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
 
 
 def test_a_params_npz_saved_one_array_per_layer_is_converted(stacked_run, tmp_path):

@@ -28,7 +28,7 @@ def test_clipping_matches_the_global_norm_formula(key):
     cfg = dataclasses.replace(TINY, clip_norm=1.0, lr=1.0)
     tx = step_lib.make_optimizer(cfg)
     grads = {"a": jax.random.normal(key, (4, 5)), "b": jnp.arange(3.0)}
-    norm = math.sqrt(sum(float(jnp.sum(g ** 2)) for g in jax.tree.leaves(grads)))
+    norm = math.sqrt(sum(float(jnp.sum(g**2)) for g in jax.tree.leaves(grads)))
     assert norm > 1
     updates, _ = tx.update(grads, tx.init(grads))
     for u, g in zip(jax.tree.leaves(updates), jax.tree.leaves(grads), strict=True):
@@ -255,20 +255,28 @@ def test_weight_drop_zeroes_recurrent_weights_only_and_their_gradient(key):
     assert 0.4 < float(zero.mean()) < 0.6
     np.testing.assert_allclose(dropped["W_hh"][~zero], 2 * params["W_hh"][~zero], rtol=1e-6)
     tokens = jax.random.randint(key, (4, 10), 0, V)
-    grads = jax.jit(jax.grad(lambda p: step_lib.loss_fn(p, model.init_hidden(4, 32), tokens, tokens, cfg,
-                                                        key_dropout=key)[0]))(params)
+    grads = jax.jit(
+        jax.grad(lambda p: step_lib.loss_fn(p, model.init_hidden(4, 32), tokens, tokens, cfg, key_dropout=key)[0])
+    )(params)
     assert bool(jnp.all(grads["W_hh"][zero] == 0)) and bool(jnp.any(grads["W_hh"][~zero] != 0))
     assert step_lib.drop_weights(dataclasses.replace(cfg, weight_drop=0.0), params, key) is params
     gru = model.init_params(key, V, 8, model.ModelSpec("gru", num_layers=2))
-    assert model.recurrent_weights(gru, model.ModelSpec("gru")) == ["W_hh", "W_hh_upper", "W_hr", "W_hr_upper", "W_hz",
-                                                              "W_hz_upper"]
+    assert model.recurrent_weights(gru, model.ModelSpec("gru")) == [
+        "W_hh",
+        "W_hh_upper",
+        "W_hr",
+        "W_hr_upper",
+        "W_hz",
+        "W_hz_upper",
+    ]
 
 
 @pytest.mark.parametrize("optimizer,cell,num_layers", [("adam", "rnn", 1), ("sgd", "rnn", 1), ("adam", "gru", 3)])
 def test_weight_decay_is_decoupled_and_spares_biases(key, optimizer, cell, num_layers):
     lr, wd = 0.01, 0.5
-    cfg = dataclasses.replace(config.BASE, hidden=8, optimizer=optimizer, lr=lr, clip_norm=None, cell=cell,
-                              num_layers=num_layers)
+    cfg = dataclasses.replace(
+        config.BASE, hidden=8, optimizer=optimizer, lr=lr, clip_norm=None, cell=cell, num_layers=num_layers
+    )
     params = model.init_params(key, V, 8, model.ModelSpec(cell, num_layers))
     grads = jax.tree.map(lambda p: jnp.ones_like(p), params)
     plain, decayed = step_lib.make_optimizer(cfg), step_lib.make_optimizer(dataclasses.replace(cfg, weight_decay=wd))
@@ -282,15 +290,19 @@ def test_weight_decay_is_decoupled_and_spares_biases(key, optimizer, cell, num_l
 
 def test_the_schedule_scales_the_whole_update(key):
     # AdamW: the schedule's factor scales Adam's step and the decoupled decay alike
-    cfg = dataclasses.replace(config.BASE, hidden=H, optimizer="adam", lr=0.01, weight_decay=0.1,
-                              lr_schedule="cosine")
+    cfg = dataclasses.replace(config.BASE, hidden=H, optimizer="adam", lr=0.01, weight_decay=0.1, lr_schedule="cosine")
     tokens = jax.random.randint(key, (2, 6), 0, V)
     tx = step_lib.make_optimizer(cfg)
     state = step_lib.init_state(cfg, V, tx)
     after = {}
     for scale in (None, 1.0, 0.25):
-        new, _, _ = step_lib.make_train_step(cfg, tx)(jax.tree.map(jnp.copy, state), step_lib.zero_state(cfg, 2),
-                                                      tokens, tokens, None if scale is None else np.float32(scale))
+        new, _, _ = step_lib.make_train_step(cfg, tx)(
+            jax.tree.map(jnp.copy, state),
+            step_lib.zero_state(cfg, 2),
+            tokens,
+            tokens,
+            None if scale is None else np.float32(scale),
+        )
         after[scale] = jax.tree.map(lambda n, o: n - o, new.params, state.params)
     for name in state.params:
         np.testing.assert_array_equal(after[1.0][name], after[None][name])  # a factor of one changes no bit

@@ -50,12 +50,18 @@ def test_vmap_mode_follows_the_schedule_like_a_single_run(tmp_path, data_dir, se
 def test_a_diverging_seed_is_recorded_not_averaged(tmp_path, data_dir):
     diverging = dataclasses.replace(CFG, activation="relu", clip_norm=None, lr=1e30)
     tokens, vocab = data.load_corpus(data_dir / "timemachine.txt", CFG.max_tokens)
-    by_mode = {"processes": sweep.run_processes("tiny", diverging, [0], tmp_path, data_dir=str(data_dir)),
-               "vmap": sweep.run_vmap(diverging, [0], tokens, vocab)}
+    by_mode = {
+        "processes": sweep.run_processes("tiny", diverging, [0], tmp_path, data_dir=str(data_dir)),
+        "vmap": sweep.run_vmap(diverging, [0], tokens, vocab),
+    }
     for mode, records in by_mode.items():
         assert records[0]["diverged_epoch"] == 1 and records[0]["perplexity"] is None, mode
-    summary = sweep.summarize([*by_mode["vmap"], {**by_mode["vmap"][0], "seed": 5, "diverged_epoch": None,
-                                                  "perplexity": 2.0, "tokens_per_sec": 10.0}])
+    summary = sweep.summarize(
+        [
+            *by_mode["vmap"],
+            {**by_mode["vmap"][0], "seed": 5, "diverged_epoch": None, "perplexity": 2.0, "tokens_per_sec": 10.0},
+        ]
+    )
     assert summary["diverged"] == [[0, 1]] and summary["perplexity"] == {"mean": 2.0, "std": 0.0, "n": 1}
 
 

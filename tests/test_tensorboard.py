@@ -18,8 +18,23 @@ from tensorboardX.proto.event_pb2 import Event, SessionLog  # noqa: E402
 from tensorboardX.record_writer import masked_crc32c  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ARGS = ["--exp", "tiny", "--max-tokens", "600", "--epochs", "4", "--val-fraction", "0.1", "--eval-every", "2",
-        "--checkpoint-every", "2", "--predict-every", "1", "--quiet"]
+ARGS = [
+    "--exp",
+    "tiny",
+    "--max-tokens",
+    "600",
+    "--epochs",
+    "4",
+    "--val-fraction",
+    "0.1",
+    "--eval-every",
+    "2",
+    "--checkpoint-every",
+    "2",
+    "--predict-every",
+    "1",
+    "--quiet",
+]
 TIMING = ("tokens_per_sec", "seconds")
 
 
@@ -27,11 +42,11 @@ def records(path):
     """The events of one file, from TFRecord framing: length (u64), its masked CRC, the bytes, their masked CRC."""
     data, i, events = path.read_bytes(), 0, []
     while i < len(data):
-        header = data[i:i + 8]
+        header = data[i : i + 8]
         (n,) = struct.unpack("<Q", header)
-        (header_crc,) = struct.unpack("<I", data[i + 8:i + 12])
-        body = data[i + 12:i + 12 + n]
-        (body_crc,) = struct.unpack("<I", data[i + 12 + n:i + 16 + n])
+        (header_crc,) = struct.unpack("<I", data[i + 8 : i + 12])
+        body = data[i + 12 : i + 12 + n]
+        (body_crc,) = struct.unpack("<I", data[i + 12 + n : i + 16 + n])
         assert header_crc == masked_crc32c(header) and body_crc == masked_crc32c(body), f"{path}: bad CRC at {i}"
         events.append(Event.FromString(body))
         i += 16 + n
@@ -63,8 +78,11 @@ def as_shown(run):
                     for tag, points in table.items():
                         table[tag] = {s: v for s, v in points.items() if s < e.step}
             for v in e.summary.value:
-                table, value = ((texts, v.tensor.string_val[0].decode()) if v.metadata.plugin_data.plugin_name == "text"
-                                else (scalars, v.simple_value))
+                table, value = (
+                    (texts, v.tensor.string_val[0].decode())
+                    if v.metadata.plugin_data.plugin_name == "text"
+                    else (scalars, v.simple_value)
+                )
                 assert e.step not in table.setdefault(v.tag, {}), f"{v.tag} at step {e.step} twice"
                 table[v.tag][e.step] = value
     return scalars, texts
@@ -89,9 +107,23 @@ def plain(tmp_path_factory, data_dir):
 def resumed(tmp_path_factory, data_dir):
     """The same run with --tensorboard, killed in epoch 4 (epochs 1-3 written, checkpoint at 2), then resumed."""
     run = tmp_path_factory.mktemp("board") / "run"
-    proc = subprocess.run([sys.executable, "-m", "rnn_jax.train", *ARGS, "--tensorboard", "--run-dir", str(run),
-                           "--data-dir", str(data_dir)], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "RNN_JAX_KILL_AT": "mid-epoch:4"})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rnn_jax.train",
+            *ARGS,
+            "--tensorboard",
+            "--run-dir",
+            str(run),
+            "--data-dir",
+            str(data_dir),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "RNN_JAX_KILL_AT": "mid-epoch:4"},
+    )
     assert proc.returncode == -9, proc.stderr
     first = event_files(run)
     assert len(first) == 1 and {e.step for e in first[0] if e.summary.value} == {1, 2, 3}
@@ -102,13 +134,20 @@ def resumed(tmp_path_factory, data_dir):
 def test_every_epoch_once_with_the_metrics_values(resumed):
     scalars, texts = as_shown(resumed)
     rows = rundir.read_metrics(resumed)
-    for key, tag in [("loss", "loss/train"), ("perplexity", "perplexity/train"), ("grad_norm", "optim/grad_norm"),
-                     ("tokens_per_sec", "speed/tokens_per_sec"), ("val_perplexity", "perplexity/val"),
-                     ("val_loss", "loss/val"), ("step", "optim/updates")]:
+    for key, tag in [
+        ("loss", "loss/train"),
+        ("perplexity", "perplexity/train"),
+        ("grad_norm", "optim/grad_norm"),
+        ("tokens_per_sec", "speed/tokens_per_sec"),
+        ("val_perplexity", "perplexity/val"),
+        ("val_loss", "loss/val"),
+        ("step", "optim/updates"),
+    ]:
         want = {r["epoch"]: r[key] for r in rows if key in r}
         assert sorted(scalars[tag]) == sorted(want), tag
-        np.testing.assert_allclose([scalars[tag][e] for e in sorted(want)], [want[e] for e in sorted(want)],
-                                   rtol=1e-6, err_msg=tag)
+        np.testing.assert_allclose(
+            [scalars[tag][e] for e in sorted(want)], [want[e] for e in sorted(want)], rtol=1e-6, err_msg=tag
+        )
     assert sorted(scalars["perplexity/val"]) == [2, 4]
     assert scalars["optim/lr"] == {1: 1.0, 2: 1.0, 3: 1.0, 4: 1.0}
     assert sorted(texts["predictions/text_summary"]) == [1, 2, 3, 4]

@@ -18,8 +18,9 @@ def test_the_tour_runs_in_a_fresh_kernel(tmp_path, data_dir, monkeypatch):
     nb = nbformat.read(TOUR, as_version=4)
     nb.cells.append(nbformat.v4.new_code_cell("import sys; print(sys.executable)"))
     # raises CellExecutionError, with the cell and its traceback, at the first cell that fails
-    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
-                            ).execute()
+    nbclient.NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     assert os.path.samefile(nb.cells[-1].outputs[0]["text"].strip(), sys.executable)
     assert [p.name for p in (tmp_path / "runs").iterdir()][0].startswith("tour-")  # run directories stay in cwd
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]

@@ -39,8 +39,10 @@ def test_short_real_run_beats_the_unigram_level(data_dir, tmp_path):
 
 def test_same_seed_same_numbers_other_seed_other_numbers(data_dir, tmp_path):
     cfg = dataclasses.replace(TINY, epochs=3, predict_every=0)
-    runs = [train.run(dataclasses.replace(cfg, seed=s), tmp_path / f"r{i}", data_dir=str(data_dir), quiet=True)
-            for i, s in enumerate([0, 0, 1])]
+    runs = [
+        train.run(dataclasses.replace(cfg, seed=s), tmp_path / f"r{i}", data_dir=str(data_dir), quiet=True)
+        for i, s in enumerate([0, 0, 1])
+    ]
     losses = [[r["loss"] for r in _rows(tmp_path / f"r{i}")] for i in range(3)]
     assert losses[0] == losses[1] != losses[2]
     assert runs[0]["predictions"] == runs[1]["predictions"]
@@ -51,8 +53,22 @@ def _rows(run_dir):
 
 
 def test_cli_writes_the_run_directory(data_dir, tmp_path, capsys):
-    rc = train.main(["--exp", "tiny", "--epochs", "3", "--hidden", "8", "--data-dir", str(data_dir),
-                     "--run-dir", str(tmp_path / "run"), "--predict-every", "1"])
+    rc = train.main(
+        [
+            "--exp",
+            "tiny",
+            "--epochs",
+            "3",
+            "--hidden",
+            "8",
+            "--data-dir",
+            str(data_dir),
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--predict-every",
+            "1",
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert "tokens/sec on cpu" in out and "\ntime traveller" in out and "epoch 3/3" in out
@@ -65,21 +81,24 @@ def test_cli_writes_the_run_directory(data_dir, tmp_path, capsys):
     assert set(np.load(run / "params.npz").files) == {"W_xh", "W_hh", "b_h", "W_hq", "b_q"}
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--exp", "nope"], "unknown experiment 'nope'"),
-    (["--batch-size", "0"], "batch_size must be a positive integer"),
-    (["--lr", "-1"], "lr must be positive"),
-    (["--clip-norm", "0"], "clip_norm must be positive"),
-    (["--max-tokens", "100"], "too few for one minibatch"),
-    (["--num-steps", "0"], "num_steps must be a positive integer"),
-    (["--hidden", "-5"], "hidden must be a positive integer"),
-    (["--epochs", "0"], "epochs must be a positive integer"),
-    (["--clip-norm", "-1"], "clip_norm must be positive"),
-    (["--val-fraction", "1.5"], "val_fraction must be in [0, 1)"),
-    (["--corpus", "LATIN1"], "is not valid UTF-8"),
-    (["--corpus", "MISSING"], "no such file"),
-    (["--data-dir", "EMPTY"], "timemachine.txt does not exist"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--exp", "nope"], "unknown experiment 'nope'"),
+        (["--batch-size", "0"], "batch_size must be a positive integer"),
+        (["--lr", "-1"], "lr must be positive"),
+        (["--clip-norm", "0"], "clip_norm must be positive"),
+        (["--max-tokens", "100"], "too few for one minibatch"),
+        (["--num-steps", "0"], "num_steps must be a positive integer"),
+        (["--hidden", "-5"], "hidden must be a positive integer"),
+        (["--epochs", "0"], "epochs must be a positive integer"),
+        (["--clip-norm", "-1"], "clip_norm must be positive"),
+        (["--val-fraction", "1.5"], "val_fraction must be in [0, 1)"),
+        (["--corpus", "LATIN1"], "is not valid UTF-8"),
+        (["--corpus", "MISSING"], "no such file"),
+        (["--data-dir", "EMPTY"], "timemachine.txt does not exist"),
+    ],
+)
 def test_cli_bad_input_is_a_clear_error(data_dir, tmp_path, capsys, argv, message):
     (tmp_path / "latin1.txt").write_bytes("caf\xe9 ".encode("latin-1") * 2000)
     (tmp_path / "empty").mkdir()
@@ -102,12 +121,26 @@ def test_cli_wrong_types_and_unknown_flags_exit_2(argv, capsys):
 
 
 def test_divergence_stops_with_the_epoch_and_step(data_dir, tmp_path, capsys):
-    rc = train.main(["--exp", "tiny", "--activation", "relu", "--clip-norm", "none", "--lr", "1e30",
-                     "--epochs", "3", "--data-dir", str(data_dir), "--run-dir", str(tmp_path / "r")])
+    rc = train.main(
+        [
+            "--exp",
+            "tiny",
+            "--activation",
+            "relu",
+            "--clip-norm",
+            "none",
+            "--lr",
+            "1e30",
+            "--epochs",
+            "3",
+            "--data-dir",
+            str(data_dir),
+            "--run-dir",
+            str(tmp_path / "r"),
+        ]
+    )
     assert rc == 3
     err = capsys.readouterr().err
     assert "diverged at epoch 1, step" in err and "--clip-norm" in err
     last = _rows(tmp_path / "r")[-1]
     assert last["nonfinite"] is True and last["epoch"] == 1
-
-

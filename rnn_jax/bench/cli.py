@@ -42,8 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sections", type=strs, default=list(SECTIONS[:-1]), help=f"any of {','.join(SECTIONS)}")
     p.add_argument("--variants", type=strs, default=list(VARIANTS), help=f"any of {','.join(VARIANTS)}")
     p.add_argument("--samplings", type=strs, default=None, help="seq,random (default both; quick: seq)")
-    p.add_argument("--cells", type=strs, default=["rnn"], help="cells of the throughput, compile and scaling "
-                   f"sections: any of {','.join(CELLS)} (default rnn; the book trains gru and lstm with --hidden 256)")
+    p.add_argument(
+        "--cells",
+        type=strs,
+        default=["rnn"],
+        help="cells of the throughput, compile and scaling "
+        f"sections: any of {','.join(CELLS)} (default rnn; the book trains gru and lstm with --hidden 256)",
+    )
     p.add_argument("--depths", type=ints, default=[1], help="num_layers values of the compile section (default 1)")
     p.add_argument("--reps", type=int, default=None, help="alternating repetitions (default 5; quick 2)")
     p.add_argument("--epochs", type=int, default=None, help="timed epochs per measurement (default 10; quick 2)")
@@ -56,13 +61,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-steps", type=int, default=None, help="matmuls in the limit chain (default 2000)")
     p.add_argument("--peer-python", default=None, help="a Python with torch: runs the PyTorch peers")
     p.add_argument("--peer-script", type=Path, default=PEER_SCRIPT)
-    p.add_argument("--peer-threads", type=int, default=None, help="torch threads of the peers but in contention "
-                   "(default: the script's, 2)")
+    p.add_argument(
+        "--peer-threads",
+        type=int,
+        default=None,
+        help="torch threads of the peers but in contention (default: the script's, 2)",
+    )
     p.add_argument("--e2e", action="store_true", help="also time whole training runs (section e2e)")
     p.add_argument("--e2e-epochs", type=int, default=500)
     p.add_argument("--json-out", type=Path, default=None, help="write the report as JSON to this file")
-    p.add_argument("--out", type=Path, default=None, help="write the printed report to OUT.txt and the JSON to "
-                   "OUT.json (make bench: experiments/results/bench/<UTC time>)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="write the printed report to OUT.txt and the JSON to "
+        "OUT.json (make bench: experiments/results/bench/<UTC time>)",
+    )
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     return p
 
@@ -71,14 +85,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     """Flags with the defaults of a full run, or of a --quick one; unknown names are an error."""
     args = build_parser().parse_args(argv)
     q = args.quick
-    defaults = {"samplings": ["seq"] if q else ["seq", "random"], "reps": 2 if q else 5, "epochs": 2 if q else 10,
-                "scale_hidden": [256, 512] if q else [256, 512, 1024, 2048], "limit_steps": 500 if q else 2000}
+    defaults = {
+        "samplings": ["seq"] if q else ["seq", "random"],
+        "reps": 2 if q else 5,
+        "epochs": 2 if q else 10,
+        "scale_hidden": [256, 512] if q else [256, 512, 1024, 2048],
+        "limit_steps": 500 if q else 2000,
+    }
     for k, v in defaults.items():
         setattr(args, k, v if getattr(args, k) is None else getattr(args, k))
     args.contention_reps = args.contention_reps or (1 if q else min(args.reps, 3))
     args.sections += ["e2e"] * (args.e2e and "e2e" not in args.sections)
-    for name, got, allowed in (("section", args.sections, SECTIONS), ("variant", args.variants, VARIANTS),
-                               ("sampling", args.samplings, ("seq", "random")), ("cell", args.cells, CELLS)):
+    for name, got, allowed in (
+        ("section", args.sections, SECTIONS),
+        ("variant", args.variants, VARIANTS),
+        ("sampling", args.samplings, ("seq", "random")),
+        ("cell", args.cells, CELLS),
+    ):
         if set(got) - set(allowed):
             raise SystemExit(f"error: unknown {name} {sorted(set(got) - set(allowed))}; known: {', '.join(allowed)}")
     if args.peer_python and not args.peer_script.is_file():
@@ -99,13 +122,16 @@ def check_paths(args) -> None:
             raise config_lib.ConfigError(f"--peer-python {args.peer_python} does not run ({e})") from None
         if probe.returncode:
             last = (probe.stderr.strip().splitlines() or [f"exit code {probe.returncode}"])[-1]
-            raise config_lib.ConfigError(f"--peer-python {args.peer_python} cannot import torch ({last}); pass a "
-                                         "Python with torch, or leave the flag out to skip the peers")
+            raise config_lib.ConfigError(
+                f"--peer-python {args.peer_python} cannot import torch ({last}); pass a "
+                "Python with torch, or leave the flag out to skip the peers"
+            )
     if args.out:
         args.json_out = args.json_out or args.out.with_name(args.out.name + ".json")
         if not args.out.parent.is_dir() or not os.access(args.out.parent, os.W_OK):
-            raise config_lib.ConfigError(f"--out {args.out}: {args.out.parent} is not a writable directory; the "
-                                         "report could not be written")
+            raise config_lib.ConfigError(
+                f"--out {args.out}: {args.out.parent} is not a writable directory; the report could not be written"
+            )
     if args.json_out:
         out = Path(args.json_out)
         if out.is_dir() or not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
@@ -125,14 +151,22 @@ def run_worker(args, tokens, vocab: data.Vocab) -> None:
 
 def run_sections(args, corpus: Path, tokens, vocab: data.Vocab) -> dict:
     """The report: the chosen sections in SECTIONS order, each with its seconds and the other processes' load."""
-    report: dict[str, Any] = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-              "environment": log.environment(), "cpus": usable_cpus(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
-              "load": {}}
-    sections = {"throughput": lambda: throughput(args, corpus, tokens, vocab),
-                "compile": lambda: compile_times(args, len(vocab)), "generation": lambda: generation(args, vocab),
-                "scaling": lambda: scaling(args, corpus, len(vocab)), "contention": lambda: contention(args, corpus),
-                "devices": lambda: device_scaling(args, len(vocab), data.load_corpus(corpus)[0]),
-                "e2e": lambda: e2e(args, corpus)}
+    report: dict[str, Any] = {
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "environment": log.environment(),
+        "cpus": usable_cpus(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "load": {},
+    }
+    sections = {
+        "throughput": lambda: throughput(args, corpus, tokens, vocab),
+        "compile": lambda: compile_times(args, len(vocab)),
+        "generation": lambda: generation(args, vocab),
+        "scaling": lambda: scaling(args, corpus, len(vocab)),
+        "contention": lambda: contention(args, corpus),
+        "devices": lambda: device_scaling(args, len(vocab), data.load_corpus(corpus)[0]),
+        "e2e": lambda: e2e(args, corpus),
+    }
     for name in (s for s in SECTIONS if s in args.sections):
         t0 = time.perf_counter()
         report[name], other = measured(sections[name])
@@ -168,8 +202,11 @@ def _run(args, corpus: Path, tokens, vocab: data.Vocab) -> int:
         run_worker(args, tokens, vocab)
         return Exit.OK
     if not args.peer_python:
-        print(f"note: peers skipped; pass --peer-python PATH (a Python with torch) to run the book's PyTorch "
-              f"pipeline {args.peer_script} alongside ('vs torch' stays empty)", flush=True)
+        print(
+            f"note: peers skipped; pass --peer-python PATH (a Python with torch) to run the book's PyTorch "
+            f"pipeline {args.peer_script} alongside ('vs torch' stays empty)",
+            flush=True,
+        )
     report = run_sections(args, corpus, tokens, vocab)
     text = io.StringIO()
     with contextlib.redirect_stdout(text):

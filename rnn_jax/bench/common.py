@@ -41,8 +41,11 @@ def cpu_seconds() -> tuple[float, float]:
     """Busy CPU seconds of the whole machine since boot, and of this process with its reaped children."""
     with open("/proc/stat") as f:
         machine = busy_seconds(f.readline(), os.sysconf("SC_CLK_TCK"))
-    ours = sum(getattr(resource.getrusage(who), field) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-               for field in ("ru_utime", "ru_stime"))
+    ours = sum(
+        getattr(resource.getrusage(who), field)
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+        for field in ("ru_utime", "ru_stime")
+    )
     return machine, ours
 
 
@@ -94,8 +97,20 @@ def run_peer(args, corpus: Path, flags: list[str]) -> tuple[dict, float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "peer.json"
         threads = [] if args.peer_threads is None or "--threads" in flags else ["--threads", str(args.peer_threads)]
-        _, wall, rss = run_child([args.peer_python, str(args.peer_script), "--data", str(corpus), "--hidden",
-                                  str(args.hidden), "--json-out", str(out), *threads, *flags])
+        _, wall, rss = run_child(
+            [
+                args.peer_python,
+                str(args.peer_script),
+                "--data",
+                str(corpus),
+                "--hidden",
+                str(args.hidden),
+                "--json-out",
+                str(out),
+                *threads,
+                *flags,
+            ]
+        )
         return json.loads(out.read_text()), wall, rss
 
 

@@ -12,8 +12,12 @@ from pathlib import Path
 from rnn_jax.bench.report import host_line, print_table
 from rnn_jax.exitcodes import Exit
 
-FIGURES = (("vs torch", "ratio_to_torch_scratch", ".2f"), ("vs fused", "ratio_to_torch_fused", ".2f"),
-           ("of limit", "fraction_of_fp32_limit", ".2f"), ("tokens/s", "tokens_per_s.median", ",.0f"))
+FIGURES = (
+    ("vs torch", "ratio_to_torch_scratch", ".2f"),
+    ("vs fused", "ratio_to_torch_fused", ".2f"),
+    ("of limit", "fraction_of_fp32_limit", ".2f"),
+    ("tokens/s", "tokens_per_s.median", ",.0f"),
+)
 
 
 def load(path: Path) -> dict:
@@ -53,8 +57,11 @@ def main(argv=None) -> int:
         return Exit.USAGE
     for (label, rep), path in zip(reports.items(), args.reports, strict=True):
         print(f"{label} {path}: {host_line(rep)}")
-    print_table("throughput by host", side_by_side(reports),
-                [("variant", "variant", ""), ("figure", "figure", ""), *[(k, k, "") for k in reports]])
+    print_table(
+        "throughput by host",
+        side_by_side(reports),
+        [("variant", "variant", ""), ("figure", "figure", ""), *[(k, k, "") for k in reports]],
+    )
     return Exit.OK
 
 

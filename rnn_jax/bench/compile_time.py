@@ -16,13 +16,21 @@ def compile_times(args, vocab_size: int) -> list[dict]:
     out = []
     for name in [v for v in args.variants if not variants.VARIANTS[v][1]] or ["fused-epoch"]:
         for cell, num_layers, num_steps in itertools.product(args.cells, args.depths, args.scale_steps):
-            cfg = variants.variant_config(name, hidden=args.hidden, num_steps=num_steps, cell=cell,
-                                          num_layers=num_layers)
+            cfg = variants.variant_config(
+                name, hidden=args.hidden, num_steps=num_steps, cell=cell, num_layers=num_layers
+            )
             tx = variants.make_optimizer(cfg)
             X_NBT = np.zeros((8, cfg.batch_size, num_steps), np.int32)
             t0 = time.perf_counter()
             epoch = variants.jitted_train(cfg, tx, per_step=False)
             epoch.lower(variants.init_state(cfg, vocab_size, tx), X_NBT, X_NBT).compile()
-            out.append({"name": name, "cell": cell, "num_layers": num_layers, "num_steps": num_steps,
-                        "compile_s": time.perf_counter() - t0})
+            out.append(
+                {
+                    "name": name,
+                    "cell": cell,
+                    "num_layers": num_layers,
+                    "num_steps": num_steps,
+                    "compile_s": time.perf_counter() - t0,
+                }
+            )
     return out

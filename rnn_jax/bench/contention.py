@@ -21,8 +21,22 @@ PIN = "import os, runpy; os.sched_setaffinity(0, {cpus}); runpy.run_module('rnn_
 
 def worker_report(args, corpus: Path, cpus: list[int], cell: str = "rnn") -> dict:
     """The JSON line of a fresh worker process restricted to `cpus` before it imports jax: tokens/s, its cpus."""
-    text = run_child([sys.executable, "-c", PIN.format(cpus=set(cpus)), "--worker", "--epochs", str(args.epochs),
-                      "--hidden", str(args.hidden), "--cells", cell, "--data-dir", str(corpus.parent)])[0]
+    text = run_child(
+        [
+            sys.executable,
+            "-c",
+            PIN.format(cpus=set(cpus)),
+            "--worker",
+            "--epochs",
+            str(args.epochs),
+            "--hidden",
+            str(args.hidden),
+            "--cells",
+            cell,
+            "--data-dir",
+            str(corpus.parent),
+        ]
+    )[0]
     return json.loads(next(x for x in reversed(text.splitlines()) if x.startswith("{")))
 
 
@@ -55,16 +69,24 @@ def configs(args, corpus: Path, cpus: list[int]) -> dict:
             out[row_name(cell, f"jax fused-epoch, {label}")] = lambda c=cell, s=chosen: jax_worker(args, corpus, s, c)
         for name, flags in peers(cell).items() if args.peer_python else ():
             for threads in (2, 1):
-                out[f"{name}, --threads {threads}"] = \
-                    lambda f=flags, t=threads: peer_tokens_per_s(args, corpus, [*f, "--threads", str(t)])[0]
+                out[f"{name}, --threads {threads}"] = lambda f=flags, t=threads: peer_tokens_per_s(
+                    args, corpus, [*f, "--threads", str(t)]
+                )[0]
     return out
 
 
 def summarise(runs: dict) -> list[dict]:
     """Rows of runs {(name, busy cpu or None): (tokens/s reps, other-core reps)}; vs_quiet: busy median / quiet."""
-    return [{"name": name, "busy_core": busy, "tokens_per_s": spread(reps), "other_cores": median_or_none(others),
-             "vs_quiet": statistics.median(reps) / statistics.median(runs[name, None][0])}
-            for (name, busy), (reps, others) in runs.items()]
+    return [
+        {
+            "name": name,
+            "busy_core": busy,
+            "tokens_per_s": spread(reps),
+            "other_cores": median_or_none(others),
+            "vs_quiet": statistics.median(reps) / statistics.median(runs[name, None][0]),
+        }
+        for (name, busy), (reps, others) in runs.items()
+    ]
 
 
 def contention(args, corpus: Path) -> dict:

@@ -23,15 +23,17 @@ def speedups(rows: list[dict]) -> list[dict]:
     return [{**r, "speedup": r["tokens_per_s"] / rows[0]["tokens_per_s"]} for r in rows]
 
 
-def tokens_per_s_on(num_devices: int, cfg: config_lib.Config, vocab_size: int, tokens: np.ndarray,
-                    epochs: int) -> float:
+def tokens_per_s_on(
+    num_devices: int, cfg: config_lib.Config, vocab_size: int, tokens: np.ndarray, epochs: int
+) -> float:
     """Tokens/s of fused-epoch with the rows of each minibatch sharded over the first num_devices devices."""
     mesh = distributed.make_mesh(num_devices)
     tx, state = fresh_state(cfg, vocab_size)
     state = distributed.replicate(state, mesh)
     epoch = jitted_train(cfg, tx, per_step=False)
-    batches = [tuple(distributed.shard_rows(a, mesh) for a in data.epoch_batches(tokens, cfg, e))
-               for e in range(epochs + 1)]
+    batches = [
+        tuple(distributed.shard_rows(a, mesh) for a in data.epoch_batches(tokens, cfg, e)) for e in range(epochs + 1)
+    ]
     state = epoch(state, *batches[0])[0]  # compile and warm up
     jax.block_until_ready(state)
     t0 = time.perf_counter()
@@ -46,7 +48,15 @@ def device_scaling(args, vocab_size: int, tokens: np.ndarray) -> dict:
     available = jax.device_count()
     counts = device_counts(available)
     cfg = dataclasses.replace(config_lib.BASE, hidden=args.hidden, batch_size=32 * counts[-1])
-    rows = [{"devices": n, "batch_size": cfg.batch_size,
-             "tokens_per_s": tokens_per_s_on(n, cfg, vocab_size, tokens, args.epochs)} for n in counts]
-    return {"note": f"{available} {jax.devices()[0].platform} device(s); global batch {cfg.batch_size}",
-            "rows": speedups(rows)}
+    rows = [
+        {
+            "devices": n,
+            "batch_size": cfg.batch_size,
+            "tokens_per_s": tokens_per_s_on(n, cfg, vocab_size, tokens, args.epochs),
+        }
+        for n in counts
+    ]
+    return {
+        "note": f"{available} {jax.devices()[0].platform} device(s); global batch {cfg.batch_size}",
+        "rows": speedups(rows),
+    }

@@ -21,11 +21,19 @@ def methods(params, vocab: data.Vocab, num_chars: int) -> dict:
     """name -> (fn, characters per call, calls per repetition); the first two return their greedy text."""
     n, key, prefix_P = num_chars, jax.random.key(0), jnp.asarray(vocab.encode(PREFIX))
     return {
-        "generate_ids (one scan)": (lambda: vocab.decode(jax.device_get(
-            generate.generate_ids(params, prefix_P, key, num_chars=n)[0])), n, 10),
-        "predict_loop (book)": (lambda: generate.predict_loop(params, vocab, PREFIX, n)[len(PREFIX):], n, 1),
-        "generate_ids, 32 samples, T=1": (lambda: jax.block_until_ready(generate.generate_ids(
-            params, prefix_P, key, num_chars=n, num_samples=32, temperature=1.0)), 32 * n, 3),
+        "generate_ids (one scan)": (
+            lambda: vocab.decode(jax.device_get(generate.generate_ids(params, prefix_P, key, num_chars=n)[0])),
+            n,
+            10,
+        ),
+        "predict_loop (book)": (lambda: generate.predict_loop(params, vocab, PREFIX, n)[len(PREFIX) :], n, 1),
+        "generate_ids, 32 samples, T=1": (
+            lambda: jax.block_until_ready(
+                generate.generate_ids(params, prefix_P, key, num_chars=n, num_samples=32, temperature=1.0)
+            ),
+            32 * n,
+            3,
+        ),
     }
 
 
@@ -47,9 +55,12 @@ def timed(fns: dict, reps: int) -> tuple[dict, dict]:
 def summarise(num_chars: int, first: dict, rates: dict) -> dict:
     """Rows of chars/s; the first method's median over the second's, and whether their first texts agree."""
     (scan, scan_text), (loop, loop_text) = ((statistics.median(rates[k]), first[k][0]) for k in list(rates)[:2])
-    return {"num_chars": num_chars, "rows": [{"name": k, "chars_per_s": spread(v), "first_call_s": first[k][1]}
-                                             for k, v in rates.items()],
-            "scan_over_loop": scan / loop, "same_text": scan_text == loop_text}
+    return {
+        "num_chars": num_chars,
+        "rows": [{"name": k, "chars_per_s": spread(v), "first_call_s": first[k][1]} for k, v in rates.items()],
+        "scan_over_loop": scan / loop,
+        "same_text": scan_text == loop_text,
+    }
 
 
 def generation(args, vocab: data.Vocab) -> dict:

@@ -16,8 +16,12 @@ from rnn_jax.bench.variants import build, fixed_batches, flop_per_token, xla_mb
 def scaling(args, corpus: Path, vocab_size: int) -> list[dict]:
     """fused-epoch tokens/s, XLA memory and compile time over cell x H x T (epochs of 280 // T minibatches)."""
     tokens, _ = data.load_corpus(corpus, -1)
-    return [scaling_row(args, tokens, vocab_size, hidden, num_steps, cell)
-            for cell in args.cells for hidden in args.scale_hidden for num_steps in args.scale_steps]
+    return [
+        scaling_row(args, tokens, vocab_size, hidden, num_steps, cell)
+        for cell in args.cells
+        for hidden in args.scale_hidden
+        for num_steps in args.scale_steps
+    ]
 
 
 def scaling_row(args, tokens, vocab_size: int, hidden: int, num_steps: int, cell: str = "rnn") -> dict:
@@ -27,7 +31,15 @@ def scaling_row(args, tokens, vocab_size: int, hidden: int, num_steps: int, cell
     run, compile_s, xla = build(cfg, vocab_size, lambda e: (X_NBT, Y_NBT), per_step=False)
     epochs = min(args.epochs, math.ceil(run(1) / X_NBT.size))
     tokens_per_s, other = measured(functools.partial(run, epochs))
-    return {"cell": cell, "hidden": hidden, "num_steps": num_steps, "tokens_per_s": tokens_per_s,
-            "gflop_per_s": tokens_per_s * flop_per_token(hidden, vocab_size, cell) / 1e9,
-            "compile_s": compile_s, "xla_mb": xla_mb(xla),
-            **{f"xla_{k}_mb": v / 2**20 for k, v in xla.items()}, "peak_rss_mb": rss_mb(), "other_cores": other}
+    return {
+        "cell": cell,
+        "hidden": hidden,
+        "num_steps": num_steps,
+        "tokens_per_s": tokens_per_s,
+        "gflop_per_s": tokens_per_s * flop_per_token(hidden, vocab_size, cell) / 1e9,
+        "compile_s": compile_s,
+        "xla_mb": xla_mb(xla),
+        **{f"xla_{k}_mb": v / 2**20 for k, v in xla.items()},
+        "peak_rss_mb": rss_mb(),
+        "other_cores": other,
+    }

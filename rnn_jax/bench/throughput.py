@@ -41,6 +41,7 @@ def matmul_limit(hidden: int, batch_size: int = 32, steps: int = 2000, clock=tim
         for W in Ws:
             h_BH = (h_BH @ W).reshape(batch_size, -1, hidden).sum(1) if W.shape[1] > hidden else h_BH @ W
         return h_BH, None
+
     chain = jax.jit(lambda h_BH: jax.lax.scan(link, h_BH, None, length=steps)[0])
     jax.block_until_ready(chain(h_BH))
 
@@ -48,6 +49,7 @@ def matmul_limit(hidden: int, batch_size: int = 32, steps: int = 2000, clock=tim
         t0 = clock()
         jax.block_until_ready(chain(h_BH))
         return 2 * batch_size * hidden * hidden * sum(products) * steps / (clock() - t0) / 1e9
+
     return run
 
 
@@ -56,10 +58,14 @@ def variant_rows(args, tokens: np.ndarray, vocab_size: int, sampling: str, cell:
     rows = {}
     for name in args.variants:
         cfg = variant_config(name, hidden=args.hidden, sampling=sampling, cell=cell)
-        run, compile_s, xla = build(cfg, vocab_size, lambda e, cfg=cfg: data.epoch_batches(tokens, cfg, e),
-                                    VARIANTS[name][1])
-        rows[f"{row_name(cell, name)} {sampling}"] = {"measure": lambda run=run: (run(args.epochs), rss_mb()),
-                                                      "compile_s": compile_s, "xla_mb": xla_mb(xla)}
+        run, compile_s, xla = build(
+            cfg, vocab_size, lambda e, cfg=cfg: data.epoch_batches(tokens, cfg, e), VARIANTS[name][1]
+        )
+        rows[f"{row_name(cell, name)} {sampling}"] = {
+            "measure": lambda run=run: (run(args.epochs), rss_mb()),
+            "compile_s": compile_s,
+            "xla_mb": xla_mb(xla),
+        }
     return rows
 
 
@@ -95,14 +101,24 @@ def summarise(rows: dict, gflops: list[float], flop: int, cell: str = "rnn") -> 
         sampling = name.split()[-1]
         median, ref = statistics.median(row["reps"]), rows.get(f"{row_name(cell, 'torch-scratch')} {sampling}")
         fused = rows.get(f"{row_name(cell, 'torch-nn.' + cell.upper())} {sampling}")
-        out.append({"name": name, "cell": cell, "tokens_per_s": spread(row["reps"]),
-                    "ratio_to_torch_scratch": median / statistics.median(ref["reps"]) if ref else None,
-                    "ratio_to_torch_fused": median / statistics.median(fused["reps"]) if fused else None,
-                    "fraction_of_fp32_limit": median / limit_tokens_per_s, "compile_s": row.get("compile_s"),
-                    "xla_mb": row.get("xla_mb"), "peak_rss_mb": max(row["rss"]),
-                    "other_cores": median_or_none(row["other"])})
-    return {"rows": out, "limit": {"gflop_per_s": spread(gflops), "tokens_per_s": limit_tokens_per_s,
-                                   "flop_per_token": flop}}
+        out.append(
+            {
+                "name": name,
+                "cell": cell,
+                "tokens_per_s": spread(row["reps"]),
+                "ratio_to_torch_scratch": median / statistics.median(ref["reps"]) if ref else None,
+                "ratio_to_torch_fused": median / statistics.median(fused["reps"]) if fused else None,
+                "fraction_of_fp32_limit": median / limit_tokens_per_s,
+                "compile_s": row.get("compile_s"),
+                "xla_mb": row.get("xla_mb"),
+                "peak_rss_mb": max(row["rss"]),
+                "other_cores": median_or_none(row["other"]),
+            }
+        )
+    return {
+        "rows": out,
+        "limit": {"gflop_per_s": spread(gflops), "tokens_per_s": limit_tokens_per_s, "flop_per_token": flop},
+    }
 
 
 def throughput(args, corpus: Path, tokens: np.ndarray, vocab: data.Vocab) -> dict:
@@ -110,12 +126,18 @@ def throughput(args, corpus: Path, tokens: np.ndarray, vocab: data.Vocab) -> dic
     rows: dict[str, dict] = {cell: {} for cell in args.cells}
     for cell in args.cells:
         for sampling in args.samplings:
-            rows[cell] |= variant_rows(args, tokens, len(vocab), sampling, cell) | peer_rows(args, corpus, sampling,
-                                                                                             cell)
+            rows[cell] |= variant_rows(args, tokens, len(vocab), sampling, cell) | peer_rows(
+                args, corpus, sampling, cell
+            )
     limits = {cell: matmul_limit(args.hidden, steps=args.limit_steps, cell=cell) for cell in args.cells}
     gflops = measure_alternating({name: row for r in rows.values() for name, row in r.items()}, args.reps, limits)
-    per_cell = {cell: summarise(rows[cell], gflops[cell], flop_per_token(args.hidden, len(vocab), cell), cell)
-                for cell in args.cells}
+    per_cell = {
+        cell: summarise(rows[cell], gflops[cell], flop_per_token(args.hidden, len(vocab), cell), cell)
+        for cell in args.cells
+    }
     first = per_cell[args.cells[0]]
-    return {"rows": [r for out in per_cell.values() for r in out["rows"]], "limit": first["limit"],
-            "limits": {cell: out["limit"] for cell, out in per_cell.items()}}
+    return {
+        "rows": [r for out in per_cell.values() for r in out["rows"]],
+        "limit": first["limit"],
+        "limits": {cell: out["limit"] for cell, out in per_cell.items()},
+    }

@@ -74,8 +74,9 @@ class Cell(NamedTuple):
         return 6 * hidden * hidden * (sum(self.products) * num_layers + self.gates * (num_layers - 1))
 
 
-def unroll(cell: Cell, params: Params, state: State, xw_TBG: jax.Array, *, activation: str = "tanh",
-           dtype: str = "float32") -> tuple[jax.Array, State]:
+def unroll(
+    cell: Cell, params: Params, state: State, xw_TBG: jax.Array, *, activation: str = "tanh", dtype: str = "float32"
+) -> tuple[jax.Array, State]:
     """The recurrent part over all steps, every gate's input part given: returns (hs_TBH, last state)."""
     if cell.recurrence is not None:
         return cell.recurrence(params, state, xw_TBG, activation=activation, dtype=dtype)

@@ -14,8 +14,11 @@ def gates_init(names: tuple[str, ...], key_x: jax.Array, key_h: jax.Array, num_i
     keys_x, keys_h = jax.random.split(key_x, len(names)), jax.random.split(key_h, len(names))
     params: dict[str, jax.Array] = {}
     for g, kx, kh in zip(names, keys_x, keys_h, strict=True):
-        params |= {f"W_x{g}": normal(kx, (num_inputs, hidden)), f"W_h{g}": normal(kh, (hidden, hidden)),
-                   f"b_{g}": jnp.zeros((hidden,), jnp.float32)}
+        params |= {
+            f"W_x{g}": normal(kx, (num_inputs, hidden)),
+            f"W_h{g}": normal(kh, (hidden, hidden)),
+            f"b_{g}": jnp.zeros((hidden,), jnp.float32),
+        }
     return params
 
 

@@ -26,8 +26,10 @@ def gru_init(key_x: jax.Array, key_h: jax.Array, num_inputs: int, hidden: int) -
 def gru_cell(params: Params, h_BH: jax.Array, x_BI: jax.Array, dtype: str = "float32"):
     """The book's GRU, gate by gate: R, Z = sigmoid(X W_x. + H W_h. + b_.), H~ = tanh(X W_xh + (R*H) W_hh + b_h),
     H' = Z*H + (1-Z)*H~; returns (H', H')."""
+
     def gate(g, h):
         return mm(x_BI, params[f"W_x{g}"], dtype) + mm(h, params[f"W_h{g}"], dtype) + params[f"b_{g}"]
+
     z_BH, r_BH = jax.nn.sigmoid(gate("z", h_BH)), jax.nn.sigmoid(gate("r", h_BH))
     h_tilde_BH = jnp.tanh(gate("h", r_BH * h_BH))
     h_BH = z_BH * h_BH + (1.0 - z_BH) * h_tilde_BH
@@ -41,9 +43,9 @@ def _gru_step(params, h_BH, x_BI, *, activation="tanh", dtype="float32"):
 def _gru_core(W_hzr, W_hh, h_BH, xw_B3H, dtype):
     """One step from the gates' input parts: two products, H [W_hz|W_hr] then (R*H) W_hh. -> (H', (Z, R, H~))."""
     hidden = h_BH.shape[-1]
-    zr_B2H = gates(xw_B3H[:, :2 * hidden] + mm(h_BH, W_hzr, dtype), *gate_constants(hidden, 2, 0))
+    zr_B2H = gates(xw_B3H[:, : 2 * hidden] + mm(h_BH, W_hzr, dtype), *gate_constants(hidden, 2, 0))
     z_BH, r_BH = zr_B2H[:, :hidden], zr_B2H[:, hidden:]
-    h_tilde_BH = jnp.tanh(xw_B3H[:, 2 * hidden:] + mm(r_BH * h_BH, W_hh, dtype))
+    h_tilde_BH = jnp.tanh(xw_B3H[:, 2 * hidden :] + mm(r_BH * h_BH, W_hh, dtype))
     return z_BH * h_BH + (1.0 - z_BH) * h_tilde_BH, (z_BH, r_BH, h_tilde_BH)
 
 
@@ -55,9 +57,11 @@ def _gru_recurrent_step(params, h_BH, xw_B3H, *, activation="tanh", dtype="float
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def gru_recurrence(dtype: str, W_hzr: jax.Array, W_hh: jax.Array, h_BH: jax.Array, xw_TB3H: jax.Array):
     """hs_t = GRU(hs_{t-1}, xw_t), hs_{-1} = h, from every gate's input part: (T, B, H)."""
+
     def step(h_BH, xw_B3H):
         h_BH, _ = _gru_core(W_hzr, W_hh, h_BH, xw_B3H, dtype)
         return h_BH, h_BH
+
     return jax.lax.scan(step, h_BH, xw_TB3H)[1]
 
 
@@ -65,6 +69,7 @@ def _gru_fwd(dtype, W_hzr, W_hh, h_BH, xw_TB3H):
     def step(h_BH, xw_B3H):
         h_BH, gates = _gru_core(W_hzr, W_hh, h_BH, xw_B3H, dtype)
         return h_BH, (h_BH, *gates)
+
     hs_TBH, zs_TBH, rs_TBH, h_tildes_TBH = jax.lax.scan(step, h_BH, xw_TB3H)[1]
     return hs_TBH, (W_hzr, W_hh, h_BH, hs_TBH, zs_TBH, rs_TBH, h_tildes_TBH)
 
@@ -80,13 +85,15 @@ def _gru_bwd(dtype, residuals, dhs_TBH):
         dh_BH = dh_BH + dhs_BH
         da_h_BH = dh_BH * (1.0 - z_BH) * tanh_grad(h_tilde_BH)
         drh_BH = mm(da_h_BH, W_hh_T, dtype)  # the gradient of R*H
-        da_zr_B2H = jnp.concatenate([dh_BH * (h_prev_BH - h_tilde_BH) * sigmoid_grad(z_BH),
-                                     drh_BH * h_prev_BH * sigmoid_grad(r_BH)], axis=-1)
+        da_zr_B2H = jnp.concatenate(
+            [dh_BH * (h_prev_BH - h_tilde_BH) * sigmoid_grad(z_BH), drh_BH * h_prev_BH * sigmoid_grad(r_BH)], axis=-1
+        )
         dh_prev_BH = dh_BH * z_BH + drh_BH * r_BH + mm(da_zr_B2H, W_hzr_T, dtype)
         return dh_prev_BH, (da_zr_B2H, da_h_BH)
 
     dh0_BH, (da_zr_TB2H, da_h_TBH) = jax.lax.scan(
-        step, jnp.zeros_like(h0_BH), (dhs_TBH, h_prev_TBH, zs_TBH, rs_TBH, h_tildes_TBH), reverse=True)
+        step, jnp.zeros_like(h0_BH), (dhs_TBH, h_prev_TBH, zs_TBH, rs_TBH, h_tildes_TBH), reverse=True
+    )
     dW_hzr = outer_sum(h_prev_TBH, da_zr_TB2H, dtype)
     dW_hh = outer_sum(rs_TBH * h_prev_TBH, da_h_TBH, dtype)
     return dW_hzr, dW_hh, dh0_BH, jnp.concatenate([da_zr_TB2H, da_h_TBH], axis=-1)
@@ -100,8 +107,15 @@ def _gru_recurrence(params, h_BH, xw_TB3H, *, activation="tanh", dtype="float32"
     return hs_TBH, hs_TBH[-1]
 
 
-GRU = Cell(init=gru_init, zero_state=rnn_zero_state, step=_gru_step,
-           input_weights=lambda p: (concat(p, "W_x", GRU_GATES), concat(p, "b_", GRU_GATES)),
-           recurrent_step=_gru_recurrent_step, recurrent=tuple(f"W_h{g}" for g in GRU_GATES), gates=3,
-           products=(2, 1),  # h [W_hz|W_hr], then (r*h) W_hh, which needs r first
-           activations=("tanh",), recurrence=_gru_recurrence)
+GRU = Cell(
+    init=gru_init,
+    zero_state=rnn_zero_state,
+    step=_gru_step,
+    input_weights=lambda p: (concat(p, "W_x", GRU_GATES), concat(p, "b_", GRU_GATES)),
+    recurrent_step=_gru_recurrent_step,
+    recurrent=tuple(f"W_h{g}" for g in GRU_GATES),
+    gates=3,
+    products=(2, 1),  # h [W_hz|W_hr], then (r*h) W_hh, which needs r first
+    activations=("tanh",),
+    recurrence=_gru_recurrence,
+)

@@ -29,8 +29,10 @@ def lstm_cell(params: Params, state, x_BI: jax.Array, dtype: str = "float32"):
     """The book's LSTM, gate by gate: I, F, O = sigmoid(X W_x. + H W_h. + b_.), C~ = tanh(X W_xc + H W_hc + b_c),
     C' = F*C + I*C~, H' = O*tanh(C'); returns ((H', C'), H')."""
     h_BH, c_BH = state
+
     def gate(g):
         return mm(x_BI, params[f"W_x{g}"], dtype) + mm(h_BH, params[f"W_h{g}"], dtype) + params[f"b_{g}"]
+
     i_BH, f_BH, o_BH = (jax.nn.sigmoid(gate(g)) for g in "ifo")
     c_BH = f_BH * c_BH + i_BH * jnp.tanh(gate("c"))
     h_BH = o_BH * jnp.tanh(c_BH)
@@ -46,7 +48,7 @@ def _lstm_core(W_h4H, h_BH, c_BH, xw_B4H, dtype):
     -> (H', C', ((I, F, O, C~), tanh C'))."""
     hidden = h_BH.shape[-1]
     g_B4H = gates(xw_B4H + mm(h_BH, W_h4H, dtype), *gate_constants(hidden, 3, 1))
-    i_BH, f_BH, o_BH, c_tilde_BH = (g_B4H[:, k * hidden:(k + 1) * hidden] for k in range(4))
+    i_BH, f_BH, o_BH, c_tilde_BH = (g_B4H[:, k * hidden : (k + 1) * hidden] for k in range(4))
     c_BH = f_BH * c_BH + i_BH * c_tilde_BH
     tanh_c_BH = jnp.tanh(c_BH)
     return o_BH * tanh_c_BH, c_BH, ((i_BH, f_BH, o_BH, c_tilde_BH), tanh_c_BH)
@@ -60,9 +62,11 @@ def _lstm_recurrent_step(params, state, xw_B4H, *, activation="tanh", dtype="flo
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def lstm_recurrence(dtype: str, W_h4H: jax.Array, h_BH: jax.Array, c_BH: jax.Array, xw_TB4H: jax.Array):
     """hs_t, c_t = LSTM((hs_{t-1}, c_{t-1}), xw_t) from every gate's input part: (hs_TBH, last c_BH)."""
+
     def step(state, xw_B4H):
         h_BH, c_BH, _ = _lstm_core(W_h4H, *state, xw_B4H, dtype)
         return (h_BH, c_BH), h_BH
+
     (_, c_BH), hs_TBH = jax.lax.scan(step, (h_BH, c_BH), xw_TB4H)
     return hs_TBH, c_BH
 
@@ -73,6 +77,7 @@ def _lstm_fwd(dtype, W_h4H, h_BH, c_BH, xw_TB4H):
     def step(state, xw_B4H):
         h_BH, c_BH, saved = _lstm_core(W_h4H, *state, xw_B4H, dtype)
         return (h_BH, c_BH), (h_BH, state[1], *saved)  # state[1]: the step's C_prev
+
     (_, c_BH), (hs_TBH, c_prevs_TBH, gates_TBH, tanh_cs_TBH) = jax.lax.scan(step, (h_BH, c_BH), xw_TB4H)
     return (hs_TBH, c_BH), (W_h4H, h_BH, hs_TBH, c_prevs_TBH, gates_TBH, tanh_cs_TBH)
 
@@ -92,14 +97,20 @@ def _lstm_bwd(dtype, residuals, cotangents):
         dh_BH = dh_BH + dhs_BH
         dc_BH = dc_BH + dh_BH * o_BH * tanh_grad(tanh_c_BH)
         # d gate times d gate / d a: gates_grad with each gate's own constants, as on the whole row of 4H columns
-        da_B4H = jnp.concatenate([dc_BH * c_tilde_BH * gates_grad(i_BH, *SIGMOID_COLUMN),
-                                  dc_BH * c_prev_BH * gates_grad(f_BH, *SIGMOID_COLUMN),
-                                  dh_BH * tanh_c_BH * gates_grad(o_BH, *SIGMOID_COLUMN),
-                                  dc_BH * i_BH * gates_grad(c_tilde_BH, *TANH_COLUMN)], axis=-1)
+        da_B4H = jnp.concatenate(
+            [
+                dc_BH * c_tilde_BH * gates_grad(i_BH, *SIGMOID_COLUMN),
+                dc_BH * c_prev_BH * gates_grad(f_BH, *SIGMOID_COLUMN),
+                dh_BH * tanh_c_BH * gates_grad(o_BH, *SIGMOID_COLUMN),
+                dc_BH * i_BH * gates_grad(c_tilde_BH, *TANH_COLUMN),
+            ],
+            axis=-1,
+        )
         return (mm(da_B4H, W_h4H_T, dtype), dc_BH * f_BH), da_B4H
 
     (dh0_BH, dc0_BH), da_TB4H = jax.lax.scan(
-        step, (jnp.zeros_like(h0_BH), dc_last_BH), (dhs_TBH, c_prevs_TBH, gates_TBH, tanh_cs_TBH), reverse=True)
+        step, (jnp.zeros_like(h0_BH), dc_last_BH), (dhs_TBH, c_prevs_TBH, gates_TBH, tanh_cs_TBH), reverse=True
+    )
     return outer_sum(prev_steps(h0_BH, hs_TBH), da_TB4H, dtype), dh0_BH, dc0_BH, da_TB4H
 
 
@@ -111,8 +122,15 @@ def _lstm_recurrence(params, state, xw_TB4H, *, activation="tanh", dtype="float3
     return hs_TBH, (hs_TBH[-1], c_BH)
 
 
-LSTM = Cell(init=lstm_init, zero_state=lstm_zero_state, step=_lstm_step,
-            input_weights=lambda p: (concat(p, "W_x", LSTM_GATES), concat(p, "b_", LSTM_GATES)),
-            recurrent_step=_lstm_recurrent_step, recurrent=tuple(f"W_h{g}" for g in LSTM_GATES), gates=4,
-            products=(4,),  # h [W_hi|W_hf|W_ho|W_hc]
-            activations=("tanh",), recurrence=_lstm_recurrence)
+LSTM = Cell(
+    init=lstm_init,
+    zero_state=lstm_zero_state,
+    step=_lstm_step,
+    input_weights=lambda p: (concat(p, "W_x", LSTM_GATES), concat(p, "b_", LSTM_GATES)),
+    recurrent_step=_lstm_recurrent_step,
+    recurrent=tuple(f"W_h{g}" for g in LSTM_GATES),
+    gates=4,
+    products=(4,),  # h [W_hi|W_hf|W_ho|W_hc]
+    activations=("tanh",),
+    recurrence=_lstm_recurrence,
+)

@@ -11,8 +11,11 @@ from rnn_jax.cells.common import ACTIVATIONS, Cell, Params, mm, normal
 
 
 def rnn_init(key_x: jax.Array, key_h: jax.Array, num_inputs: int, hidden: int) -> Params:
-    return {"W_xh": normal(key_x, (num_inputs, hidden)), "W_hh": normal(key_h, (hidden, hidden)),
-            "b_h": jnp.zeros((hidden,), jnp.float32)}
+    return {
+        "W_xh": normal(key_x, (num_inputs, hidden)),
+        "W_hh": normal(key_h, (hidden, hidden)),
+        "b_h": jnp.zeros((hidden,), jnp.float32),
+    }
 
 
 def rnn_zero_state(batch_size: int, hidden: int) -> jax.Array:
@@ -72,7 +75,15 @@ def _rnn_recurrence(params, h_BH, xw_TBH, *, activation="tanh", dtype="float32")
     return hs_TBH, hs_TBH[-1]
 
 
-RNN = Cell(init=rnn_init, zero_state=rnn_zero_state, step=_rnn_step,
-           input_weights=lambda p: (p["W_xh"], p["b_h"]), recurrent_step=_rnn_recurrent_step,
-           recurrent=("W_hh",), gates=1, products=(1,),  # h W_hh
-           activations=tuple(ACTIVATIONS), recurrence=_rnn_recurrence)
+RNN = Cell(
+    init=rnn_init,
+    zero_state=rnn_zero_state,
+    step=_rnn_step,
+    input_weights=lambda p: (p["W_xh"], p["b_h"]),
+    recurrent_step=_rnn_recurrent_step,
+    recurrent=("W_hh",),
+    gates=1,
+    products=(1,),  # h W_hh
+    activations=tuple(ACTIVATIONS),
+    recurrence=_rnn_recurrence,
+)
