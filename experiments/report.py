@@ -815,11 +815,8 @@ def shakespeare_section(name: str = "shakespeare") -> list[str]:
     for n, m in rows:
         det = m["kind"] in COUNTING or len(m["test_loss"]["seeds"]) == 1
         f = (lambda st, d=4: f"{st['mean']:.{d}f}") if det else (lambda st, d=4: pm(st, d))
-        seeds = (
-            ""
-            if m["kind"] in COUNTING
-            else f" ({len(m['test_loss']['seeds'])} seed{'s' if len(m['test_loss']['seeds']) > 1 else ''})"
-        )
+        k = m.get("ensemble") or len(m["test_loss"]["seeds"])  # an ensemble is one figure of k seeds' runs
+        seeds = "" if m["kind"] in COUNTING else f" ({k} seed{'s' if k > 1 else ''})"
         num = lambda v, fmt: "-" if v is None else format(v, fmt)
         out.append(
             f"| {n}{seeds} | {m['evaluation']} | {f(m['test_loss'])} | {f(m['test_bits_per_char'], 3)} | "
