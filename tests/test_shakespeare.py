@@ -68,7 +68,7 @@ def test_a_torn_last_line_of_the_log_is_skipped(test_log):
 
 
 def test_the_benchmark_script_runs_end_to_end(tmp_path, data_dir, monkeypatch, test_log):
-    from experiments import common, shakespeare
+    from experiments import common, report, shakespeare
 
     monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(common, "RUNS", tmp_path / "runs")
@@ -109,7 +109,6 @@ def test_the_benchmark_script_runs_end_to_end(tmp_path, data_dir, monkeypatch, t
     again = json.loads((tmp_path / "results" / "shakespeare_smoke.json").read_text())
     assert again["models"]["lstm-1x8"]["test_loss"] == lstm["test_loss"]
     assert again["test_scorings"] == scored
-    import report
 
     for attr, value in (("RESULTS", tmp_path / "results"), ("HERE", tmp_path), ("FIGURES", tmp_path / "figures")):
         monkeypatch.setattr(report, attr, value)
