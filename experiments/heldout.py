@@ -102,11 +102,17 @@ def stat(values: list[float]) -> dict:
 def corpus(data_dir: str | None) -> dict:
     """Token ids of the three parts, each with the text before it, and the vocabulary size."""
     tokens, vocab = data.load_corpus(data.resolve_corpus(None, data_dir))
-    parts = data.splits(tokens, BASE)
+    return parts(tokens, vocab, BASE)
+
+
+def parts(tokens: np.ndarray, vocab: data.Vocab, cfg) -> dict:
+    """cfg's train, val and test parts of the token ids (val and test each with the text before it), the vocabulary
+    size and a decoder back to text."""
+    split = data.splits(tokens, cfg)
     return {
-        "train": parts["train"][0],
-        "val": parts["val"],
-        "test": parts["test"],
+        "train": split["train"][0],
+        "val": split["val"],
+        "test": split["test"],
         "vocab_size": len(vocab),
         "decode": vocab.decode,
     }
@@ -157,11 +163,6 @@ def train(jobs: list, args) -> None:
     done = sum(sweep.job_state(exp, cfg, run_dir) == "done" for exp, cfg, run_dir in jobs)
     print(f"training {len(jobs) - done} runs ({done} already done)", flush=True)
     sweep.run_jobs(jobs, corpus=getattr(args, "corpus", None), data_dir=args.data_dir)
-
-
-def _state(cfg, run_dir: Path) -> str:
-    """'done', 'shorter' (the same run, stopped or finished before cfg.epochs: resumable) or 'new'."""
-    return sweep.job_state("heldout", cfg, run_dir)
 
 
 def best_val(run_dir: Path) -> float:

@@ -32,7 +32,7 @@ import numpy as np
 
 from experiments.common import entry, parser, results_dir, runs_root, write
 from experiments.counting import counting_models, stat
-from experiments.heldout import train
+from experiments.heldout import parts, train
 from rnn_jax import baselines, config, data, generate, model, rundir, testlog
 from rnn_jax import evaluate as evaluate_lib
 
@@ -71,13 +71,8 @@ def split(data_dir: str | None, smoke: bool, root: Path) -> dict:
         rundir.write_atomic(root / "corpus.txt", data.read_text(path)[:60_000])
         path = root / "corpus.txt"
     tokens, vocab = data.load_corpus(path, -1, BASE.preprocess)
-    parts = data.splits(tokens, BASE)
     return {
-        "train": parts["train"][0],
-        "val": parts["val"],
-        "test": parts["test"],
-        "vocab_size": len(vocab),
-        "decode": vocab.decode,
+        **parts(tokens, vocab, BASE),
         "corpus": path,
         "sha1": data.sha1_of(path),
         "n": len(tokens),

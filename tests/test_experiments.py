@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from experiments import common, report
-from rnn_jax import config
+from rnn_jax import config, sweep
 from rnn_jax import step as step_lib
 
 
@@ -186,25 +186,29 @@ def test_heldout_sweep_keeps_finished_runs_and_resumes_short_ones(tmp_path):
 
     cfg = dataclasses.replace(heldout.BASE, epochs=4)
     run = tmp_path / "run"
-    assert heldout._state(cfg, run) == "new"
+    assert sweep.job_state("heldout", cfg, run) == "new"
     (run / "checkpoints").mkdir(parents=True)
     saved = config.to_dict(cfg)
     del saved["weight_decay"]  # a run made before a field existed counts as that field's default
     (run / "config.json").write_text(json.dumps({"config": saved}))
     (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e}) + "\n" for e in (1, 2, 3)))
-    assert heldout._state(cfg, run) == "shorter"  # stopped at epoch 3: resumed
+    assert sweep.job_state("heldout", cfg, run) == "shorter"  # stopped at epoch 3: resumed
     (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e}) + "\n" for e in (1, 2, 3, 4)))
     (run / "summary.json").write_text("{}")
-    assert heldout._state(cfg, run) == "done"
-    assert heldout._state(dataclasses.replace(cfg, epochs=9), run) == "shorter"  # lengthened: resumed
-    assert heldout._state(dataclasses.replace(cfg, epochs=2), run) == "new"
-    assert heldout._state(dataclasses.replace(cfg, dropout=0.1), run) == "new"
+    assert sweep.job_state("heldout", cfg, run) == "done"
+    assert sweep.job_state("heldout", dataclasses.replace(cfg, epochs=9), run) == "shorter"  # lengthened: resumed
+    assert sweep.job_state("heldout", dataclasses.replace(cfg, epochs=2), run) == "new"
+    assert sweep.job_state("heldout", dataclasses.replace(cfg, dropout=0.1), run) == "new"
     for field, value in (("predict_every", 3), ("eval_every", 7), ("checkpoint_every", 2), ("keep_checkpoints", 9)):
-        assert heldout._state(dataclasses.replace(cfg, **{field: value}), run) == "done", field  # the same run
-    assert heldout._state(dataclasses.replace(cfg, weight_decay=0.1), run) == "new"
+        assert sweep.job_state("heldout", dataclasses.replace(cfg, **{field: value}), run) == "done", (
+            field
+        )  # the same run
+    assert sweep.job_state("heldout", dataclasses.replace(cfg, weight_decay=0.1), run) == "new"
     cosine = dataclasses.replace(cfg, lr_schedule="cosine")
     (run / "config.json").write_text(json.dumps({"config": config.to_dict(cosine)}))
-    assert heldout._state(dataclasses.replace(cosine, epochs=9), run) == "new"  # another horizon: another run
+    assert (
+        sweep.job_state("heldout", dataclasses.replace(cosine, epochs=9), run) == "new"
+    )  # another horizon: another run
     (run / "summary.json").unlink()
     (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e}) + "\n" for e in (1, 2)))
-    assert heldout._state(cosine, run) == "shorter"  # stopped before its own end: resumed
+    assert sweep.job_state("heldout", cosine, run) == "shorter"  # stopped before its own end: resumed
