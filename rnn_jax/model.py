@@ -47,6 +47,7 @@ class ModelSpec:
     activation: str = "tanh"  # a key of cells.ACTIVATIONS that the cell declares
     encoder: str = "onehot"  # a key of ENCODERS
     dtype: str = "float32"  # the operand dtype of the matrix products (Config.matmul_dtype)
+    chains: int = 0  # the fused recurrence's row chains (Config.row_chains; 0: auto): how, not what, it computes
 
     def __post_init__(self):
         if self.cell not in CELLS:
@@ -55,6 +56,8 @@ class ModelSpec:
             raise ValueError(
                 f"the {self.cell} cell accepts activation {' or '.join(self.core.activations)}, not {self.activation!r}"
             )
+        if self.chains < 0:
+            raise ValueError(f"chains must be >= 0 (0: auto), got {self.chains}")
         if self.encoder not in ENCODERS:
             raise ValueError(f"encoder {self.encoder!r} is not one of {', '.join(ENCODERS)}")
 
@@ -66,6 +69,7 @@ class ModelSpec:
             activation=cfg.activation,
             encoder=cfg.encoder,
             dtype=cfg.matmul_dtype,
+            chains=cfg.row_chains,
         )
 
     @property
@@ -270,7 +274,9 @@ def _upper_layers(params: Params, states: tuple, hs_TBH: jax.Array, keep_LTBH, s
         p, state, keep_TBH = xs
         W_HG, b_G = spec.core.input_weights(p)
         xw_TBG = mm(_dropout(hs_TBH, keep_TBH), W_HG, spec.dtype) + b_G  # every step's gate inputs: one product
-        hs_TBH, state = unroll(spec.core, p, state, xw_TBG, activation=spec.activation, dtype=spec.dtype)
+        hs_TBH, state = unroll(
+            spec.core, p, state, xw_TBG, activation=spec.activation, dtype=spec.dtype, chains=spec.chains
+        )
         return hs_TBH, state
 
     hs_TBH, states_L = jax.lax.scan(layer, hs_TBH, (stacked, states_L, keep_LTBH))
@@ -289,7 +295,9 @@ def forward_fused(
     """Same function as `forward`, shaped for speed. Returns (logits_TBV, last state)."""
     states = _layers(state, spec.num_layers)
     xw_TBG = input_projection(params, tokens_BT, spec)
-    hs_TBH, first = unroll(spec.core, params, states[0], xw_TBG, activation=spec.activation, dtype=spec.dtype)
+    hs_TBH, first = unroll(
+        spec.core, params, states[0], xw_TBG, activation=spec.activation, dtype=spec.dtype, chains=spec.chains
+    )
     if spec.num_layers == 1:
         return output_layer(params, _dropout(hs_TBH, keep_TBH), spec.dtype), first
     hs_TBH, upper = _upper_layers(params, states[1:], hs_TBH, keep_LTBH, spec)

@@ -246,3 +246,85 @@ def test_toy_state_under_data_parallelism(data_dir, tmp_path):
         assert json.loads((run_dir / "summary.json").read_text())["devices"] == devices
         losses[devices] = [r["loss"] for r in rundir.read_metrics(run_dir)]
     np.testing.assert_allclose(losses[2], losses[1], rtol=1e-4)
+
+
+# ----------------------------------------------------------------------------- row chains
+def _leaky_step(W_HH):
+    """A step whose rows are independent, with a pytree carry, inputs and outputs."""
+
+    def step(carry, x):
+        h_BH, c_BH = carry
+        h_BH = jnp.tanh(x["xw"] + h_BH @ W_HH + c_BH)
+        return (h_BH, 0.5 * c_BH + h_BH), {"h": h_BH, "sq": h_BH * x["scale"]}
+
+    return step
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_row_scan_in_chains_equals_one_scan_bit_for_bit(key, reverse):
+    k1, k2, k3 = jax.random.split(key, 3)
+    rows, hidden, steps = 32, 64, 9
+    step = _leaky_step(jax.random.normal(k1, (hidden, hidden)) / 8)
+    xs = {"xw": jax.random.normal(k2, (steps, rows, hidden)), "scale": jnp.arange(steps * rows).reshape(steps, rows, 1)}
+    carry = (jax.random.normal(k3, (rows, hidden)), jnp.zeros((rows, hidden)))
+    run = jax.jit(lambda c, x, k: cells.row_scan(step, c, x, chains=k, reverse=reverse), static_argnums=2)
+    ref = jax.jit(lambda c, x: jax.lax.scan(step, c, x, reverse=reverse))(carry, xs)
+    for chains in (1, 2, 4):
+        got = run(carry, xs, chains)
+        assert jax.tree.structure(got) == jax.tree.structure(ref)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref), strict=True):
+            assert a.shape == b.shape and np.array_equal(a, b), f"{chains} chains"
+        # the chains are there: one product per chain in the scan's body
+        jaxpr = str(jax.make_jaxpr(lambda c, x, k=chains: cells.row_scan(step, c, x, chains=k))(carry, xs))
+        assert jaxpr.count("dot_general") == chains
+
+
+def test_the_automatic_split_and_an_explicit_one(data_dir, tmp_path):
+    assert jax.default_backend() == "cpu" and jax.device_count() == 1  # what the suite runs on
+    assert cells.resolve_chains(0, 32) == 2  # the book's batch: two chains of 16 rows
+    assert cells.resolve_chains(0, 2 * cells.MIN_CHAIN_ROWS - 2) == 1  # chains of under MIN_CHAIN_ROWS rows
+    assert cells.resolve_chains(0, 33) == 1
+    assert cells.resolve_chains(0, 32, "bfloat16") == 1  # bf16 products run faster whole
+    assert cells.resolve_chains(2, 32, "bfloat16") == 2
+    assert cells.resolve_chains(4, 32) == 4
+    assert cells.resolve_chains(2, 1) == 1  # evaluation's one row under a training run's --row-chains 2
+    with pytest.raises(ValueError, match="chains must be >= 0"):
+        model.ModelSpec(chains=-1)
+    # a run asked for 4 chains trains, validates and predicts one row at a time
+    argv = ["--exp", "tiny", "--batch-size", "4", "--row-chains", "4", "--val-fraction", "0.1", "--epochs", "1"]
+    assert train.main([*argv, "--data-dir", str(data_dir), "--run-dir", str(tmp_path / "r"), "--quiet"]) == 0
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["val_perplexity"] > 1
+
+
+@pytest.mark.parametrize(
+    "cell,activation,num_layers,dtype",
+    [
+        ("rnn", "tanh", 1, "float32"),
+        ("rnn", "relu", 1, "float32"),
+        ("rnn", "tanh", 1, "bfloat16"),
+        ("gru", "tanh", 1, "float32"),
+        ("lstm", "tanh", 2, "float32"),
+    ],
+)
+def test_fused_recurrences_in_row_chains_give_the_same_loss_and_gradients_bit_for_bit(
+    key, cell, activation, num_layers, dtype
+):
+    rows, hidden, steps = 32, 64, 7
+    spec = model.ModelSpec(cell, num_layers, activation, dtype=dtype)
+    params = model.init_params(key, V, hidden, spec)
+    params = jax.tree.map(lambda p: p * 30 if p.ndim == 2 else p + 0.1, params)  # away from ~0, non-linear
+    tokens_BT = jax.random.randint(jax.random.fold_in(key, 1), (rows, steps), 0, V)
+    state = jax.tree.map(
+        lambda s: 0.5 * jax.random.normal(jax.random.fold_in(key, 2), s.shape), model.zero_state(rows, hidden, spec)
+    )
+
+    def objective(p, s, chains):  # touches every output, including the final state
+        logits_TBV, last = model.forward_fused(p, s, tokens_BT, dataclasses.replace(spec, chains=chains))
+        return jnp.sum(jnp.sin(logits_TBV)) + sum(jnp.sum(x**3) for x in jax.tree.leaves(last))
+
+    grad = jax.jit(jax.value_and_grad(objective, argnums=(0, 1)), static_argnums=2)
+    ref = grad(params, state, 1)
+    for chains in (0, 2, 4):  # 0: the default (two chains at this batch in float32, one in bfloat16)
+        got = grad(params, state, chains)
+        for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(ref), strict=True):
+            assert np.array_equal(a, b), f"{chains} chains: {jax.tree_util.keystr(path)}"

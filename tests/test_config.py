@@ -87,6 +87,7 @@ def test_cli_overrides_every_config_field_with_its_type():
         ("hidden", 2.5, "hidden must be an integer"),
         ("eval_every", -1, "eval_every must be >= 0"),
         ("devices", -1, "devices must be >= 0"),
+        ("row_chains", -1, "row_chains must be >= 0"),
         ("dropout", 1.0, r"dropout must be in \[0, 1\)"),
         ("weight_drop", 1.0, r"weight_drop must be in \[0, 1\)"),
         ("val_fraction", -0.1, r"val_fraction must be in \[0, 1\)"),
@@ -108,6 +109,7 @@ def test_an_impossible_hyperparameter_is_refused_naming_its_field(field, value, 
         ({"cell": "lstm", "activation": "relu"}, "is not one the lstm cell accepts: tanh"),
         ({"cell": "gru", "forget_bias": 1.0}, "forget_bias applies to the lstm cell"),
         ({"val_fraction": 0.5, "test_fraction": 0.4}, "under 10% of the corpus"),
+        ({"row_chains": 3}, "row_chains 3 does not divide batch_size 32"),
     ],
 )
 def test_settings_that_contradict_each_other_are_refused(changes, message):

@@ -1,12 +1,13 @@
 """The run directory's files: rewrites that are never half-done, a metrics log that survives a crash, one writer
 at a time, and removal only under the lock."""
 
+import dataclasses
 import json
 import os
 
 import pytest
 
-from rnn_jax import checkpoint, rundir
+from rnn_jax import checkpoint, config, rundir
 from rnn_jax.config import ConfigError
 
 
@@ -100,3 +101,15 @@ def test_a_directory_holds_a_run_once_an_epoch_is_committed(tmp_path):
     assert not rundir.committed(tmp_path)
     (tmp_path / "summary.json").write_text("{}")
     assert rundir.committed(tmp_path)
+
+
+def test_a_resume_may_change_how_the_recurrence_runs_but_not_what_it_computes(tmp_path):
+    saved = {
+        "experiment": "seq",
+        "config": config.to_dict(config.BASE),
+        "data": {"sha1": "abc", "path": "corpus.txt"},
+    }
+    for how in ({"row_chains": 1}, {"row_chains": 4}, {"backward": "autodiff"}, {"devices": 1}):
+        rundir.check_resumable(tmp_path, saved, dataclasses.replace(config.BASE, **how), "abc", "seq")
+    with pytest.raises(ConfigError, match="hidden differs"):
+        rundir.check_resumable(tmp_path, saved, dataclasses.replace(config.BASE, hidden=256), "abc", "seq")

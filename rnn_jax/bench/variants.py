@@ -18,6 +18,7 @@ VARIANTS: dict[str, tuple[dict[str, Any], bool]] = {
     "autodiff-step": ({"backward": "autodiff"}, True),
     "fused-step": ({"backward": "fused"}, True),
     "fused-epoch": ({"backward": "fused"}, False),
+    "fused-epoch-one-chain": ({"backward": "fused", "row_chains": 1}, False),
     "fused-epoch-bf16": ({"backward": "fused", "matmul_dtype": "bfloat16"}, False),
     "autodiff-epoch": ({"backward": "autodiff"}, False),
 }

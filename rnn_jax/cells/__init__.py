@@ -18,7 +18,20 @@ shares, `gated` what the gated ones do.
 
 from __future__ import annotations
 
-from rnn_jax.cells.common import ACTIVATIONS, Cell, Params, State, mm, normal, sigmoid_grad, tanh_grad, unroll  # noqa: F401
+from rnn_jax.cells.common import (  # noqa: F401
+    ACTIVATIONS,
+    MIN_CHAIN_ROWS,
+    Cell,
+    Params,
+    State,
+    mm,
+    normal,
+    resolve_chains,
+    row_scan,
+    sigmoid_grad,
+    tanh_grad,
+    unroll,
+)
 from rnn_jax.cells.gated import concat, gate_constants, gates, gates_grad, gates_init, outer_sum, prev_steps  # noqa: F401
 from rnn_jax.cells.gru import GRU, GRU_GATES, gru_cell, gru_init, gru_recurrence  # noqa: F401
 from rnn_jax.cells.lstm import LSTM, LSTM_GATES, lstm_cell, lstm_init, lstm_recurrence, lstm_zero_state  # noqa: F401

@@ -65,7 +65,9 @@ class Cell(NamedTuple):
     # with `gates`, the FLOPs per token (`flop_per_token`) and the benchmark's chain of products
     products: tuple[int, ...]
     activations: tuple[str, ...]  # the keys of ACTIVATIONS the cell computes with; the first is its default
-    recurrence: Callable[..., tuple[jax.Array, State]] | None = None  # fused (params, state, xw_TBG) -> (hs, state)
+    # fused (params, state, xw_TBG, *, activation, dtype, chains) -> (hs, state), its rows run as `chains` row_scan
+    # chains with the same numbers
+    recurrence: Callable[..., tuple[jax.Array, State]] | None = None
 
     def flop_per_token(self, hidden: int, num_layers: int = 1) -> int:
         """Training FLOP per token of the cell's matrix products in a stack of `num_layers`: forward 2 k H^2 per
@@ -74,12 +76,59 @@ class Cell(NamedTuple):
         return 6 * hidden * hidden * (sum(self.products) * num_layers + self.gates * (num_layers - 1))
 
 
+MIN_CHAIN_ROWS = 8  # the automatic split gives each chain at least this many rows
+
+
+def resolve_chains(chains: int, rows: int, dtype: str = "float32") -> int:
+    """The number of row chains a recurrence over `rows` batch rows runs as: `chains` when given (> 0) and it
+    divides the rows, else 1 (evaluation's single row under a training run's --row-chains); 0 (auto): 2 for float32
+    products on a CPU with one device when each half gets >= MIN_CHAIN_ROWS rows, else 1. On a 2-core CPU a
+    whole-batch float32 product of a step is split over both threads, which wait on each other at every step; two
+    half-batch products run at a core's full rate each, +5-12% for the book's RNN (docs/performance.md). bfloat16
+    products run faster whole (-20% split, the book's RNN), and on an accelerator, or over several devices (whose
+    rows are already split), one chain is the better program."""
+    if chains:
+        return chains if rows % chains == 0 else 1
+    one_cpu = jax.default_backend() == "cpu" and jax.device_count() == 1
+    return 2 if one_cpu and dtype == "float32" and rows % 2 == 0 and rows // 2 >= MIN_CHAIN_ROWS else 1
+
+
+def row_scan(step, carry, xs, *, chains: int = 1, reverse: bool = False):
+    """`jax.lax.scan(step, carry, xs, reverse=reverse)` for a step whose batch rows are independent (row b of the
+    new carry and of the output depends only on row b of the carry and of x, leading axis of each leaf). With
+    chains = k > 1 the rows are cut into k equal blocks, each its own chain of products in one program: every row
+    computes what it computes unsplit, so the results are the same (bit for bit on the CPUs tested:
+    tests/test_cells.py)."""
+    if chains == 1:
+        return jax.lax.scan(step, carry, xs, reverse=reverse)
+    n = jax.tree.leaves(carry)[0].shape[0] // chains
+    blocks = lambda tree: [jax.tree.map(lambda a, i=i: a[i * n : (i + 1) * n], tree) for i in range(chains)]
+    join = lambda parts: jax.tree.map(lambda *b: jnp.concatenate(b), *parts)
+
+    def chained(carries, x):
+        outs = [step(c, x_block) for c, x_block in zip(carries, blocks(x), strict=True)]
+        return tuple(o[0] for o in outs), join([o[1] for o in outs])
+
+    carries, ys = jax.lax.scan(chained, tuple(blocks(carry)), xs, reverse=reverse)
+    return join(carries), ys
+
+
 def unroll(
-    cell: Cell, params: Params, state: State, xw_TBG: jax.Array, *, activation: str = "tanh", dtype: str = "float32"
+    cell: Cell,
+    params: Params,
+    state: State,
+    xw_TBG: jax.Array,
+    *,
+    activation: str = "tanh",
+    dtype: str = "float32",
+    chains: int = 0,
 ) -> tuple[jax.Array, State]:
-    """The recurrent part over all steps, every gate's input part given: returns (hs_TBH, last state)."""
+    """The recurrent part over all steps, every gate's input part given: returns (hs_TBH, last state). A cell's
+    fused recurrence runs its rows as `resolve_chains(chains, B, dtype)` chains (the same numbers); the generic
+    scan, whose gradient jax.grad accumulates step by step, stays one chain."""
     if cell.recurrence is not None:
-        return cell.recurrence(params, state, xw_TBG, activation=activation, dtype=dtype)
+        chains = resolve_chains(chains, xw_TBG.shape[1], dtype)
+        return cell.recurrence(params, state, xw_TBG, activation=activation, dtype=dtype, chains=chains)
     step = functools.partial(cell.recurrent_step, params, activation=activation, dtype=dtype)
     state, hs_TBH = jax.lax.scan(step, state, xw_TBG)
     return hs_TBH, state

@@ -12,7 +12,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.cells.common import Cell, Params, mm, sigmoid_grad, tanh_grad
+from rnn_jax.cells.common import Cell, Params, mm, row_scan, sigmoid_grad, tanh_grad
 from rnn_jax.cells.gated import concat, gate_constants, gates, gates_init, outer_sum, prev_steps
 from rnn_jax.cells.rnn import rnn_zero_state
 
@@ -54,27 +54,28 @@ def _gru_recurrent_step(params, h_BH, xw_B3H, *, activation="tanh", dtype="float
     return h_BH, h_BH
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def gru_recurrence(dtype: str, W_hzr: jax.Array, W_hh: jax.Array, h_BH: jax.Array, xw_TB3H: jax.Array):
-    """hs_t = GRU(hs_{t-1}, xw_t), hs_{-1} = h, from every gate's input part: (T, B, H)."""
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def gru_recurrence(dtype: str, chains: int, W_hzr: jax.Array, W_hh: jax.Array, h_BH: jax.Array, xw_TB3H: jax.Array):
+    """hs_t = GRU(hs_{t-1}, xw_t), hs_{-1} = h, from every gate's input part: (T, B, H), its rows as `chains`
+    chains."""
 
     def step(h_BH, xw_B3H):
         h_BH, _ = _gru_core(W_hzr, W_hh, h_BH, xw_B3H, dtype)
         return h_BH, h_BH
 
-    return jax.lax.scan(step, h_BH, xw_TB3H)[1]
+    return row_scan(step, h_BH, xw_TB3H, chains=chains)[1]
 
 
-def _gru_fwd(dtype, W_hzr, W_hh, h_BH, xw_TB3H):
+def _gru_fwd(dtype, chains, W_hzr, W_hh, h_BH, xw_TB3H):
     def step(h_BH, xw_B3H):
         h_BH, gates = _gru_core(W_hzr, W_hh, h_BH, xw_B3H, dtype)
         return h_BH, (h_BH, *gates)
 
-    hs_TBH, zs_TBH, rs_TBH, h_tildes_TBH = jax.lax.scan(step, h_BH, xw_TB3H)[1]
+    hs_TBH, zs_TBH, rs_TBH, h_tildes_TBH = row_scan(step, h_BH, xw_TB3H, chains=chains)[1]
     return hs_TBH, (W_hzr, W_hh, h_BH, hs_TBH, zs_TBH, rs_TBH, h_tildes_TBH)
 
 
-def _gru_bwd(dtype, residuals, dhs_TBH):
+def _gru_bwd(dtype, chains, residuals, dhs_TBH):
     # The reverse scan carries only dH; the weight gradients are one large product each after it.
     W_hzr, W_hh, h0_BH, hs_TBH, zs_TBH, rs_TBH, h_tildes_TBH = residuals
     h_prev_TBH = prev_steps(h0_BH, hs_TBH)
@@ -91,8 +92,12 @@ def _gru_bwd(dtype, residuals, dhs_TBH):
         dh_prev_BH = dh_BH * z_BH + drh_BH * r_BH + mm(da_zr_B2H, W_hzr_T, dtype)
         return dh_prev_BH, (da_zr_B2H, da_h_BH)
 
-    dh0_BH, (da_zr_TB2H, da_h_TBH) = jax.lax.scan(
-        step, jnp.zeros_like(h0_BH), (dhs_TBH, h_prev_TBH, zs_TBH, rs_TBH, h_tildes_TBH), reverse=True
+    dh0_BH, (da_zr_TB2H, da_h_TBH) = row_scan(
+        step,
+        jnp.zeros_like(h0_BH),
+        (dhs_TBH, h_prev_TBH, zs_TBH, rs_TBH, h_tildes_TBH),
+        reverse=True,
+        chains=chains,
     )
     dW_hzr = outer_sum(h_prev_TBH, da_zr_TB2H, dtype)
     dW_hh = outer_sum(rs_TBH * h_prev_TBH, da_h_TBH, dtype)
@@ -102,8 +107,8 @@ def _gru_bwd(dtype, residuals, dhs_TBH):
 gru_recurrence.defvjp(_gru_fwd, _gru_bwd)
 
 
-def _gru_recurrence(params, h_BH, xw_TB3H, *, activation="tanh", dtype="float32"):
-    hs_TBH = gru_recurrence(dtype, concat(params, "W_h", "zr"), params["W_hh"], h_BH, xw_TB3H)
+def _gru_recurrence(params, h_BH, xw_TB3H, *, activation="tanh", dtype="float32", chains=1):
+    hs_TBH = gru_recurrence(dtype, chains, concat(params, "W_h", "zr"), params["W_hh"], h_BH, xw_TB3H)
     return hs_TBH, hs_TBH[-1]
 
 

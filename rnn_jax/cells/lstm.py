@@ -10,7 +10,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.cells.common import Cell, Params, mm, tanh_grad
+from rnn_jax.cells.common import Cell, Params, mm, row_scan, tanh_grad
 from rnn_jax.cells.gated import concat, gate_constants, gates, gates_grad, gates_init, outer_sum, prev_steps
 from rnn_jax.cells.rnn import rnn_zero_state
 
@@ -59,33 +59,34 @@ def _lstm_recurrent_step(params, state, xw_B4H, *, activation="tanh", dtype="flo
     return (h_BH, c_BH), h_BH
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def lstm_recurrence(dtype: str, W_h4H: jax.Array, h_BH: jax.Array, c_BH: jax.Array, xw_TB4H: jax.Array):
-    """hs_t, c_t = LSTM((hs_{t-1}, c_{t-1}), xw_t) from every gate's input part: (hs_TBH, last c_BH)."""
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def lstm_recurrence(dtype: str, chains: int, W_h4H: jax.Array, h_BH: jax.Array, c_BH: jax.Array, xw_TB4H: jax.Array):
+    """hs_t, c_t = LSTM((hs_{t-1}, c_{t-1}), xw_t) from every gate's input part: (hs_TBH, last c_BH), its rows as
+    `chains` chains."""
 
     def step(state, xw_B4H):
         h_BH, c_BH, _ = _lstm_core(W_h4H, *state, xw_B4H, dtype)
         return (h_BH, c_BH), h_BH
 
-    (_, c_BH), hs_TBH = jax.lax.scan(step, (h_BH, c_BH), xw_TB4H)
+    (_, c_BH), hs_TBH = row_scan(step, (h_BH, c_BH), xw_TB4H, chains=chains)
     return hs_TBH, c_BH
 
 
-def _lstm_fwd(dtype, W_h4H, h_BH, c_BH, xw_TB4H):
+def _lstm_fwd(dtype, chains, W_h4H, h_BH, c_BH, xw_TB4H):
     # Each gate is saved as its own (T, B, H) array, so that the backward reads whole rows of what it saves:
     # a column slice of a step's row of one (T, B, 4H) array compiles to a slow elementwise loop on CPU.
     def step(state, xw_B4H):
         h_BH, c_BH, saved = _lstm_core(W_h4H, *state, xw_B4H, dtype)
         return (h_BH, c_BH), (h_BH, state[1], *saved)  # state[1]: the step's C_prev
 
-    (_, c_BH), (hs_TBH, c_prevs_TBH, gates_TBH, tanh_cs_TBH) = jax.lax.scan(step, (h_BH, c_BH), xw_TB4H)
+    (_, c_BH), (hs_TBH, c_prevs_TBH, gates_TBH, tanh_cs_TBH) = row_scan(step, (h_BH, c_BH), xw_TB4H, chains=chains)
     return (hs_TBH, c_BH), (W_h4H, h_BH, hs_TBH, c_prevs_TBH, gates_TBH, tanh_cs_TBH)
 
 
 SIGMOID_COLUMN, TANH_COLUMN = (0.5, 0.5), (1.0, 0.0)  # (scale, offset) of `gates` on one gate's columns
 
 
-def _lstm_bwd(dtype, residuals, cotangents):
+def _lstm_bwd(dtype, chains, residuals, cotangents):
     # The reverse scan carries only (dH, dC); dW is one large product after it.
     W_h4H, h0_BH, hs_TBH, c_prevs_TBH, gates_TBH, tanh_cs_TBH = residuals
     dhs_TBH, dc_last_BH = cotangents
@@ -108,8 +109,12 @@ def _lstm_bwd(dtype, residuals, cotangents):
         )
         return (mm(da_B4H, W_h4H_T, dtype), dc_BH * f_BH), da_B4H
 
-    (dh0_BH, dc0_BH), da_TB4H = jax.lax.scan(
-        step, (jnp.zeros_like(h0_BH), dc_last_BH), (dhs_TBH, c_prevs_TBH, gates_TBH, tanh_cs_TBH), reverse=True
+    (dh0_BH, dc0_BH), da_TB4H = row_scan(
+        step,
+        (jnp.zeros_like(h0_BH), dc_last_BH),
+        (dhs_TBH, c_prevs_TBH, gates_TBH, tanh_cs_TBH),
+        reverse=True,
+        chains=chains,
     )
     return outer_sum(prev_steps(h0_BH, hs_TBH), da_TB4H, dtype), dh0_BH, dc0_BH, da_TB4H
 
@@ -117,8 +122,8 @@ def _lstm_bwd(dtype, residuals, cotangents):
 lstm_recurrence.defvjp(_lstm_fwd, _lstm_bwd)
 
 
-def _lstm_recurrence(params, state, xw_TB4H, *, activation="tanh", dtype="float32"):
-    hs_TBH, c_BH = lstm_recurrence(dtype, concat(params, "W_h", LSTM_GATES), *state, xw_TB4H)
+def _lstm_recurrence(params, state, xw_TB4H, *, activation="tanh", dtype="float32", chains=1):
+    hs_TBH, c_BH = lstm_recurrence(dtype, chains, concat(params, "W_h", LSTM_GATES), *state, xw_TB4H)
     return hs_TBH, (hs_TBH[-1], c_BH)
 
 

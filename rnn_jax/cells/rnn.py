@@ -7,7 +7,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.cells.common import ACTIVATIONS, Cell, Params, mm, normal
+from rnn_jax.cells.common import ACTIVATIONS, Cell, Params, mm, normal, row_scan
 
 
 def rnn_init(key_x: jax.Array, key_h: jax.Array, num_inputs: int, hidden: int) -> Params:
@@ -37,19 +37,20 @@ def _rnn_recurrent_step(params, h_BH, xw_BH, *, activation="tanh", dtype="float3
     return h_BH, h_BH
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def recurrence(activation: str, dtype: str, W_hh: jax.Array, h_BH: jax.Array, xw_TBH: jax.Array):
-    """hs_t = act(xw_t + hs_{t-1} W_hh), hs_{-1} = h: the only sequential part of the model."""
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def recurrence(activation: str, dtype: str, chains: int, W_hh: jax.Array, h_BH: jax.Array, xw_TBH: jax.Array):
+    """hs_t = act(xw_t + hs_{t-1} W_hh), hs_{-1} = h: the only sequential part of the model (its rows as `chains`
+    independent chains, `row_scan`)."""
     step = functools.partial(_rnn_recurrent_step, {"W_hh": W_hh}, activation=activation, dtype=dtype)
-    return jax.lax.scan(step, h_BH, xw_TBH)[1]
+    return row_scan(step, h_BH, xw_TBH, chains=chains)[1]
 
 
-def _recurrence_fwd(activation, dtype, W_hh, h_BH, xw_TBH):
-    hs_TBH = recurrence(activation, dtype, W_hh, h_BH, xw_TBH)
+def _recurrence_fwd(activation, dtype, chains, W_hh, h_BH, xw_TBH):
+    hs_TBH = recurrence(activation, dtype, chains, W_hh, h_BH, xw_TBH)
     return hs_TBH, (W_hh, h_BH, hs_TBH)
 
 
-def _recurrence_bwd(activation, dtype, residuals, dhs_TBH):
+def _recurrence_bwd(activation, dtype, chains, residuals, dhs_TBH):
     # The reverse scan carries only dA_t W_hh^T; dW_hh is one large product over all steps after it.
     W_hh, h0_BH, hs_TBH = residuals
     grad_from_output = ACTIVATIONS[activation].grad_from_output
@@ -60,7 +61,7 @@ def _recurrence_bwd(activation, dtype, residuals, dhs_TBH):
         da_BH = (dhs_BH + dh_BH) * grad_from_output(h_BH)
         return mm(da_BH, W_hh_T, dtype), da_BH
 
-    dh0_BH, da_TBH = jax.lax.scan(step, jnp.zeros_like(h0_BH), (dhs_TBH, hs_TBH), reverse=True)
+    dh0_BH, da_TBH = row_scan(step, jnp.zeros_like(h0_BH), (dhs_TBH, hs_TBH), reverse=True, chains=chains)
     h_prev_TBH = jnp.concatenate([h0_BH[None], hs_TBH[:-1]])
     hidden = W_hh.shape[0]
     dW_hh = mm(h_prev_TBH.reshape(-1, hidden).T, da_TBH.reshape(-1, hidden), dtype)
@@ -70,8 +71,8 @@ def _recurrence_bwd(activation, dtype, residuals, dhs_TBH):
 recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
 
 
-def _rnn_recurrence(params, h_BH, xw_TBH, *, activation="tanh", dtype="float32"):
-    hs_TBH = recurrence(activation, dtype, params["W_hh"], h_BH, xw_TBH)
+def _rnn_recurrence(params, h_BH, xw_TBH, *, activation="tanh", dtype="float32", chains=1):
+    hs_TBH = recurrence(activation, dtype, chains, params["W_hh"], h_BH, xw_TBH)
     return hs_TBH, hs_TBH[-1]
 
 
