@@ -6,6 +6,7 @@ EXP ?= seq
 DATA_DIR ?= $(firstword $(wildcard ../shared/data))
 DATA_FLAG := $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
 ARGS ?=
+TEST_WORKERS ?= 2
 
 .PHONY: install test test-fast reproduce lint docs train bench ablations report tour clean
 
@@ -17,8 +18,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 install: $(VENV)/.installed
 
+# The whole suite in TEST_WORKERS processes (pytest-xdist): about 6 minutes on 2 cores, 9 in one process.
 test: install
-	RNN_JAX_DATA_DIR=$${RNN_JAX_DATA_DIR:-$(DATA_DIR)} $(PY) -m pytest -q $(ARGS)
+	RNN_JAX_DATA_DIR=$${RNN_JAX_DATA_DIR:-$(DATA_DIR)} $(PY) -m pytest -q -n $(TEST_WORKERS) $(ARGS)
 
 # The edit loop: every test not marked slow (pyproject.toml's markers), in under a minute on one core.
 test-fast: install
