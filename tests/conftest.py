@@ -55,6 +55,8 @@ SLOW = {
     ),
     "test_cells.py": (
         "test_epoch_scan_carries_or_resets_the_pytree_state_like_a_loop_of_steps",
+        "test_fused_recurrences_in_row_chains_give_the_same_loss_and_gradients_bit_for_bit",
+        "test_the_automatic_split_and_an_explicit_one",
         "test_toy_gradients_reach_both_state_arrays",
         "test_toy_run_checkpoints_resumes_exactly_generates_and_evaluates",
         "test_toy_state_under_data_parallelism",
