@@ -31,6 +31,16 @@ HELD_OUT: dict[str, Any] = {"val_fraction": 0.1, "eval_every": 50, "predict_ever
 
 
 DEFAULT_SEEDS = 3
+PLACEMENTS = ("auto", "together", "per-core")
+IDLE_LOAD = 0.5  # the 1-minute load average under which the machine counts as otherwise idle
+
+
+def placement(choice: str, load=os.getloadavg) -> dict:
+    """run_jobs' keywords for a placement: together = one run at a time, unpinned (a run uses every core: the first
+    result comes soonest); per-core = one pinned run per core (the most runs per hour on a busy machine)."""
+    if choice == "auto":
+        choice = "together" if load()[0] < IDLE_LOAD else "per-core"
+    return {"workers": 1, "pin": False} if choice == "together" else {}
 
 
 def positive(text: str) -> int:
@@ -52,6 +62,13 @@ def parser(description: str) -> argparse.ArgumentParser:
         choices=("auto", *sweep.MODES),
         default="auto",
         help="several seeds as pinned processes or one vmapped program (auto: by backend)",
+    )
+    p.add_argument(
+        "--placement",
+        choices=PLACEMENTS,
+        default="auto",
+        help="runs of a sweep: together = one at a time on every core; per-core = one per core, each pinned to its "
+        "own; auto: together when the machine is otherwise idle (load average under 0.5), else per-core",
     )
     p.add_argument("--data-dir", default=os.environ.get("RNN_JAX_DATA_DIR"), help="folder of timemachine.txt")
     p.add_argument("--epochs", type=positive, default=None, help="override every configuration's epochs (smoke runs)")

@@ -6,7 +6,8 @@
 The whole book is split by position into train / validation / test (80 / 10 / 10). Every choice is made on
 validation: each run's epoch (its best-by-validation checkpoint), each model family's hyperparameters (a
 one-seed screening), the step size and segment length of dynamic evaluation, the n-gram order and discount.
-The test split is scored once, at the end. Every model is fit on the training part only; test text is scored
+Each final model's test split is scored once per setting, at the end (the test log holds every scoring,
+earlier ones included). Every model is fit on the training part only; test text is scored
 as one stream continuing the true text before it (train + validation) for the RNNs and the n-grams alike.
 Writes results/heldout.json ("models": one entry per model) for report.py.
 """
@@ -20,12 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.common import entry, fresh, load, parser, results_dir, runs_root, write
+from experiments.common import entry, fresh, load, parser, placement, results_dir, runs_root, write
 from experiments.counting import counting_models
-from rnn_jax import config, data, rundir, sweep
+from rnn_jax import config, data, rundir, scoring, sweep, testlog
 from rnn_jax import evaluate as evaluate_lib
 
 BASE = dataclasses.replace(config.EXPERIMENTS["heldout"], predict_every=0)
+# the windows protocol (nanoGPT's estimate_loss) beside the stream: 12,800 windows of 256 characters, seed 0
+DRAW = {"windows": scoring.WINDOWS, "length": scoring.WINDOW_LENGTH, "seed": scoring.WINDOW_SEED}
 NGRAM_ORDERS = range(2, 11)
 # Dynamic evaluation: (update rule, step size) x segment length, chosen on the validation text of seed 0.
 DYNAMIC_STEPS = (
@@ -162,7 +165,9 @@ def train(jobs: list, args) -> None:
     finished with fewer epochs, so a sweep that was stopped, or lengthened, trains only what is missing."""
     done = sum(sweep.job_state(exp, cfg, run_dir) == "done" for exp, cfg, run_dir in jobs)
     print(f"training {len(jobs) - done} runs ({done} already done)", flush=True)
-    sweep.run_jobs(jobs, corpus=getattr(args, "corpus", None), data_dir=args.data_dir)
+    where = placement(getattr(args, "placement", "per-core"))
+    print(f"runs {'one at a time on every core' if where else 'one per core, pinned'}", flush=True)
+    sweep.run_jobs(jobs, corpus=getattr(args, "corpus", None), data_dir=args.data_dir, **where)
 
 
 def best_val(run_dir: Path) -> float:
@@ -220,6 +225,15 @@ def rnn_models(fam: str, name: str, cfg, dirs: list[Path], text: dict, args) -> 
         split: [evaluate_lib.dynamic_evaluate(p, text[split][0], c, **kw, context=text[split][1]) for c, p in runs]
         for split in ("val", "test")
     }
+    draw = getattr(args, "windows_draw", DRAW)
+    windows = {
+        split: [evaluate_lib.evaluate_windows(p, text[split][0], c, **draw) for c, p in runs]
+        for split in ("val", "test")
+    }
+    for d, (c, _), st, dy, w in zip(dirs, runs, static["test"], dynamic["test"], windows["test"], strict=True):
+        for label, r, protocol in (("static", st, "stream"), ("dynamic", dy, "stream"), ("static", w, "windows")):
+            details = {"config": config.to_dict(c), "run": d.name, "dynamic": kw if label == "dynamic" else None}
+            testlog.record("timemachine", "test", f"{fam} {label}", details, r, protocol=protocol)
     curves = [[v for _, v in r] for r in (val_curve(d) for d in dirs)]
     common = {
         "kind": "rnn",
@@ -236,8 +250,26 @@ def rnn_models(fam: str, name: str, cfg, dirs: list[Path], text: dict, args) -> 
         "val_perplexity": stat([r["perplexity"] for r in figures["val"]]),
     }
     return {
-        fam: entry(static, {"evaluation": "static"}),
-        f"{fam} dynamic": entry(dynamic, {"evaluation": "dynamic", "dynamic": {**dyn, "grid": grid}}),
+        fam: entry(
+            static,
+            {
+                "evaluation": "static",
+                "val_loss_windows": window_losses(windows["val"]),
+                "test_loss_windows": window_losses(windows["test"]),
+            },
+        ),
+        f"{fam} dynamic": entry(
+            dynamic, {"evaluation": "dynamic", "dynamic": {**dyn, "grid": grid}, "test_loss_windows": None}
+        ),
+    }
+
+
+def window_losses(figures: list[dict]) -> dict:
+    """The windows protocol's loss over seeds (nats per character), with each seed's standard error over windows."""
+    return {
+        **stat([r["loss"] for r in figures]),
+        "se_seeds": [r["se"] for r in figures],
+        "windows": figures[0]["windows"],
     }
 
 
@@ -248,6 +280,11 @@ def val_curve(run_dir: Path) -> list:
 # The test part was scored before the test log existed, by three sweeps (the committed results of 2fd37d3, ebcc41e and
 # a8ab222; 1092755 holds the same figures as 2fd37d3), each scoring every model of its table once per seed, while
 # the screening grew between them (a cosine step size, a 300-epoch tanh run, a stronger regulariser).
+PROTOCOL = (
+    "80/10/10 by position; choices on validation; each final model's test part scored once per setting, at the end "
+    "(earlier scorings of this test part, while the study was built: prior_test_scorings; every scoring is in the "
+    "test log)"
+)
 PRIOR_SCORINGS = {"sweeps": 3, "commits": ["2fd37d3", "ebcc41e", "a8ab222"], "model_seed_scorings": 15 + 33 + 33}
 
 
@@ -298,8 +335,9 @@ def main(argv=None) -> None:
     )
     args = p.parse_args(argv)
     families, out = {f: FAMILIES[f] for f in args.families}, "heldout"
-    args.dynamic_steps, args.dynamic_segments = DYNAMIC_STEPS, DYNAMIC_SEGMENTS
+    args.dynamic_steps, args.dynamic_segments, args.windows_draw = DYNAMIC_STEPS, DYNAMIC_SEGMENTS, DRAW
     if args.smoke:
+        args.windows_draw = {**DRAW, "windows": 256, "length": 64}
         families, out = SMOKE_FAMILIES, "heldout_smoke"
         args.epochs, args.seeds = args.epochs or 2, min(args.seeds, 2)
         args.dynamic_steps, args.dynamic_segments = (("sgd", 0.0), ("sgd", 0.01)), (50, 200)
@@ -321,7 +359,7 @@ def main(argv=None) -> None:
         models.update(rnn_models(fam, name, cfg, dirs, text, args))
     result = {
         "name": out,
-        "protocol": "80/10/10 by position; choices on validation; test scored once",
+        "protocol": PROTOCOL,
         "split_tokens": {k: int(len(text[k][0] if k != "train" else text[k])) for k in ("train", "val", "test")},
         "screening": {
             n: {"config": config.to_dict(c), "best_val_perplexity": v, "val_curve": [p for _, p in val_curve(d)]}

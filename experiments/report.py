@@ -14,7 +14,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from experiments import classes
 from experiments.common import HERE, RESULTS, load
+from rnn_jax import data
+from rnn_jax.cells import CELLS
 from rnn_jax.rundir import write_atomic
 
 FIGURES = RESULTS / "figures"
@@ -304,7 +307,7 @@ def main() -> None:
             + ".",
         )
     md += seed_cost_section() + sampling_section() + hparams_section() + other_books_section() + heldout_section()
-    md += shakespeare_section()
+    md += shakespeare_section() + levers_section()
     write_atomic(HERE / "RESULTS.md", "\n".join(md) + "\n")
     print(f"wrote {HERE / 'RESULTS.md'}")
     if write_readme_results(README):
@@ -414,44 +417,53 @@ def readme_results() -> list[str]:
             held = f"{pm(best, 2)} ({best['epoch']:.0f})" if best else "-"
             out.append(f"| `{n}` | {BOOK_RUNS[n]} | {pm(rec['summary'].get('perplexity'))} | {BOOK[n]} | {held} |")
         out.append("")
-    for name, title, key, unit in (
-        (
-            "heldout",
-            "The whole book, 80/10/10 by position (`python experiments/heldout.py`)",
+    rec = load("heldout")
+    if rec:
+        out += race_table(
+            rec["models"],
+            "The whole book, 80/10/10 by position (`python experiments/heldout.py`), scored as one stream",
             "test_perplexity",
             "test perplexity",
-        ),
-        (
-            "shakespeare",
-            "Tiny Shakespeare, nanoGPT's split (`python experiments/shakespeare.py`)",
+        )
+    rec = load("shakespeare")
+    if rec:
+        out += race_table(
+            rec["models"],
+            "Tiny Shakespeare, nanoGPT's split (`python experiments/shakespeare.py`), test nats/char under both "
+            "protocols: *stream* (the test part as one stream, each character given all the text before it) and "
+            "*windows* (nanoGPT's estimate_loss: 12,800 random 256-character windows, each from an empty context)",
             "test_loss",
-            "test nats/char",
-        ),
-    ):
-        rec = load(name)
-        if not rec:
-            continue
-        models = rec["models"]
-        candidates = [
-            ("recurrent, static", best_by_val(models, ("rnn",), "static")),
-            ("recurrent, dynamic evaluation", best_by_val(models, ("rnn",), "dynamic")),
-            ("counting, static", best_by_val(models, COUNTING, "static")),
-            ("counting, adaptive", best_by_val(models, COUNTING, "adaptive")),
-        ]
-        picks = [(label, p) for label, p in candidates if p]
-        ref = dict(picks).get("counting, static")
-        out += [
-            f"{title}; each the best of its class by validation:",
-            "",
-            f"| class | model | {unit} | vs the best static counting model |",
-            "|---|---|---|---|",
-        ]
-        for label, (n, m) in picks:
-            fig = f"{m[key]['mean']:.3f}" if m["kind"] in COUNTING or m[key].get("std", 0) == 0 else pm(m[key])
-            ratio = f"{m[key]['mean'] / ref[1][key]['mean']:.3f}x" if ref else "-"
-            out.append(f"| {label} | {n} | {fig} | {ratio} |")
-        out.append("")
+            "stream",
+            windows=True,
+        )
+        gpt_name, gpt = next(iter(NANOGPT.items()))
+        out += [f"The {gpt_name.split(' (')[0]} reports {gpt:.4f} under its own protocol, *windows*.", ""]
     return out + ["Every table, with seeds, curves and samples: [experiments/RESULTS.md](experiments/RESULTS.md)."]
+
+
+def race_table(models: dict, title: str, key: str, unit: str, windows: bool = False) -> list[str]:
+    """The best model of each class by validation, each against the best counting model of the class it is
+    measured against (classes.REFERENCE), under the protocols it has."""
+    picks = [(c, classes.best_of(models, c)) for c in classes.CLASSES]
+    picks = [(c, p) for c, p in picks if p]
+    best = dict(picks)
+    head = (
+        f"| class | model | {unit} |" + (" windows |" if windows else "") + " vs the best counting model of its class |"
+    )
+    out = [f"{title}; each the best of its class by validation:", "", head, "|---" * (4 + windows) + "|"]
+    for c, (n, m) in picks:
+        fig = f"{m[key]['mean']:.3f}" if len(m[key]["seeds"]) == 1 else pm(m[key])
+        ref = best.get(classes.REFERENCE[c])
+        ratio = f"{m[key]['mean'] / ref[1][key]['mean']:.3f}x the {ref[0]}" if ref and ref[0] != n else "-"
+        if windows:
+            w = m.get("test_loss_windows")
+            fig += " | " + (pm(w) if w and len(w["seeds"]) > 1 else f"{w['mean']:.3f}" if w else _no_windows(c))
+        out.append(f"| {c} | {n} | {fig} | {ratio} |")
+    return out + [""]
+
+
+def _no_windows(klass: str) -> str:
+    return "stream only" if klass in classes.STREAM_ONLY else "not scored"
 
 
 def write_readme_results(path: Path) -> bool:
@@ -783,6 +795,14 @@ NANOGPT = {
     "nanoGPT baby GPT (6 layers, 10.7M parameters, ~3 min on an A100 GPU)": 1.4697,
     "nanoGPT CPU configuration (~3 min on a laptop CPU)": 1.88,
 }
+# (loss, parameters, training FLOPs = 6 N x tokens: 5,000 iterations of 64 x 256 for the baby GPT, 2,000 of 12 x 64
+# for the CPU configuration's 0.8M parameters), under its protocol, windows
+NANOGPT_ROWS = {
+    name: (loss, f"{n:,}", f"{6 * n * tokens:.2e}")
+    for (name, loss), (n, tokens) in zip(
+        NANOGPT.items(), ((10_650_000, 5_000 * 64 * 256), (800_000, 2_000 * 12 * 64)), strict=True
+    )
+}
 
 
 def shakespeare_section(name: str = "shakespeare") -> list[str]:
@@ -808,9 +828,10 @@ def shakespeare_section(name: str = "shakespeare") -> list[str]:
         "",
         *test_scorings("shakespeare", rec),
         "",
-        "| model | class | test nats/char | test bits/char | test perplexity | validation nats/char | parameters | "
+        "| model | class | test nats/char, stream | test nats/char, windows | test bits/char, stream | "
+        "test perplexity, stream | validation nats/char, stream | validation, windows | parameters | training FLOPs | "
         "training wall s | tokens/s | chosen on validation |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n, m in rows:
         det = m["kind"] in COUNTING or len(m["test_loss"]["seeds"]) == 1
@@ -818,14 +839,16 @@ def shakespeare_section(name: str = "shakespeare") -> list[str]:
         k = m.get("ensemble") or len(m["test_loss"]["seeds"])  # an ensemble is one figure of k seeds' runs
         seeds = "" if m["kind"] in COUNTING else f" ({k} seed{'s' if k > 1 else ''})"
         num = lambda v, fmt: "-" if v is None else format(v, fmt)
+        klass = m.get("class") or classes.class_of(m)
         out.append(
-            f"| {n}{seeds} | {m['evaluation']} | {f(m['test_loss'])} | {f(m['test_bits_per_char'], 3)} | "
-            f"{f(m['test_perplexity'], 3)} | {f(m['val_loss'])} | {num(m.get('params'), ',')} | "
-            f"{num(m.get('wall_seconds'), '.0f')} | {num(m.get('tokens_per_sec'), ',.0f')} | {_chosen(m)} |"
+            f"| {n}{seeds} | {klass} | {f(m['test_loss'])} | {windows_figure(m, 'test_loss_windows', klass)} | "
+            f"{f(m['test_bits_per_char'], 3)} | {f(m['test_perplexity'], 3)} | {f(m['val_loss'])} | "
+            f"{windows_figure(m, 'val_loss_windows', klass)} | {num(m.get('params'), ',')} | "
+            f"{num(m.get('train_flop'), '.2e')} | {num(m.get('wall_seconds'), '.0f')} | "
+            f"{num(m.get('tokens_per_sec'), ',.0f')} | {_chosen(m)} |"
         )
     out += [
-        f"| {n} | reported elsewhere | {v:.4f} | {v / math.log(2):.3f} | {math.exp(v):.3f} | | | | | |"
-        for n, v in NANOGPT.items()
+        f"| {n} | reported elsewhere | | {v:.4f} | | | | | {p} | {fl} | | | |" for n, (v, p, fl) in NANOGPT_ROWS.items()
     ]
     out += ["", shakespeare_curves(rec), "", *shakespeare_targets(rec)]
     if rec.get("samples"):
@@ -843,31 +866,109 @@ def shakespeare_section(name: str = "shakespeare") -> list[str]:
     return out + [""]
 
 
-def shakespeare_curves(rec: dict) -> str:
-    """Validation loss against training seconds for each recurrent model's seeds, the counting models as lines."""
-    fig, ax = plt.subplots(figsize=(7.2, 4.4), dpi=110)
-    for n, m in rec["models"].items():
-        if m["kind"] == "rnn" and m["evaluation"] == "static" and "wall_curves" in m:
-            for c in m["wall_curves"]:
-                c = np.array(c)
-                ax.plot(c[:, 0], c[:, 1], lw=1.5, label=f"{n} (selection run)")
-    for style, ev in (("--", "static"), (":", "adaptive")):
-        b = best_by_val(rec["models"], COUNTING, ev)
-        if b:
-            ax.axhline(b[1]["val_loss"]["mean"], color="k", ls=style, lw=1, label=f"{b[0]} ({ev})")
-    ax.set(
-        xlabel="training seconds (one core)",
-        ylabel="validation loss (nats/char)",
-        title="Tiny Shakespeare: validation loss against time",
+def levers_section(name: str = "shakespeare_levers") -> list[str]:
+    """The levers on tiny Shakespeare's validation part under both protocols, with the loss by window position."""
+    rec = load(name)
+    if rec is None:
+        return []
+    w = rec["windows"]
+    out = [
+        f"### Levers against nanoGPT's protocol (`python experiments/shakespeare_levers.py`, {rec['epochs']} epochs)",
+        "",
+        "Each lever is the LSTM recipe (`--exp shakespeare`) with one change, trained once on the training part and "
+        f"scored on the validation part (never the test part): as one stream, and under *windows* ({w['windows']:,} "
+        f"windows of {w['length']} characters, each from a zero state; ± its standard error over the windows), "
+        "with the windows' loss by position in the window. Training FLOPs: the cell's declared FLOPs per token "
+        "times the tokens trained, against nanoGPT's baby GPT's ~5.2e15.",
+        "",
+        "| lever | validation, stream | validation, windows | position 0 | 1-9 | 10-49 | 50-99 | 100-255 | "
+        "training FLOPs (of nanoGPT's) | wall s | tokens/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for n, r in sorted(rec["levers"].items(), key=lambda kv: kv[1]["val_loss_windows"]["mean"]):
+        v, bp = r["val_loss_windows"], r["val_loss_windows"]["by_position"]
+        bands = " | ".join(f"{bp.get(k, float('nan')):.3f}" for k in ("0", "1-9", "10-49", "50-99", "100-255"))
+        out.append(
+            f"| {n} | {r['val_loss']:.4f} | {v['mean']:.4f} ± {v['se']:.4f} | {bands} | {r['train_flop']:.2e} "
+            f"({r['flop_vs_nanogpt']:.3f}) | {r['wall_seconds']:.0f} | {r['tokens_per_sec']:,.0f} |"
+        )
+    return out + [""]
+
+
+def windows_figure(m: dict, key: str, klass: str) -> str:
+    """A windows-protocol figure (mean ± std over seeds, ± its standard error over windows when one seed), or why
+    there is none."""
+    w = m.get(key)
+    if not w:
+        return _no_windows(klass)
+    if len(w["seeds"]) > 1:
+        return pm(w, 4)
+    return f"{w['mean']:.4f}" + (f" (± {w['se']:.4f})" if w.get("se") else "")
+
+
+def curve_points(curve: list, epoch_flop: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """(seconds, FLOPs, validation loss, protocol) of a wall curve: the windows figure where the run scored it,
+    else the stream's; rows of earlier records are [seconds, stream loss], one per epoch (FLOPs: epoch_flop each)."""
+    rows = [r if len(r) == 4 else [r[0], epoch_flop and epoch_flop * (i + 1), r[1], None] for i, r in enumerate(curve)]
+    windowed = all(r[3] is not None for r in rows)
+    col = 3 if windowed else 2
+    as_array = lambda i: np.array([np.nan if r[i] is None else r[i] for r in rows], float)
+    return as_array(0), as_array(1), as_array(col), "windows" if windowed else "stream"
+
+
+def model_curves(rec: dict, levers: dict | None) -> list[tuple[str, list, float | None]]:
+    """(label, wall curve, FLOPs of one epoch) of each recurrent model's selection run and each lever's run."""
+    out = [
+        (f"{n} (selection run)", c, epoch_flop(m["config"], rec["split"]))
+        for n, m in rec["models"].items()
+        if classes.class_of(m) == classes.RECURRENT
+        for c in m.get("wall_curves", [])
+    ]
+    for n, r in (levers or {}).get("levers", {}).items():
+        out.append((f"lever {n}, {levers['epochs']} epochs", r["wall_curve"], None))  # type: ignore[index]
+    return out
+
+
+def epoch_flop(cfg: dict, split: dict) -> float:
+    """Training FLOPs of one epoch of a selection run (on the train part): the cell's declared FLOPs per token and
+    the output layer's, times the minibatches every random offset gives."""
+    per_token = (
+        CELLS[cfg["cell"]].flop_per_token(cfg["hidden"], cfg["num_layers"]) + 6 * cfg["hidden"] * split["vocab_size"]
     )
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
+    tokens = data.min_batches(split["train"], cfg["batch_size"], cfg["num_steps"], cfg["sampling"])
+    return float(per_token * tokens * cfg["batch_size"] * cfg["num_steps"])
+
+
+def shakespeare_curves(rec: dict) -> str:
+    """Time to quality: validation loss against training seconds and against training FLOPs for each recurrent
+    model and lever, the counting models as lines, nanoGPT's baby GPT marked."""
+    fig, (ax_t, ax_f) = plt.subplots(1, 2, figsize=(11, 4.4), dpi=110)
+    gpt_name, gpt = next(iter(NANOGPT.items()))
+    for label, curve, per_epoch in model_curves(rec, load("shakespeare_levers")):
+        t, flop, loss, protocol = curve_points(curve, per_epoch)
+        ax_t.plot(t, loss, lw=1.5, label=f"{label}, {protocol}")
+        if np.isfinite(flop).all():
+            ax_f.plot(flop, loss, lw=1.5, label=f"{label}, {protocol}")
+    for style, ev in (("--", classes.COUNTING_STATIC), (":", classes.COUNTING_ADAPTIVE)):
+        b = classes.best_of(rec["models"], ev)
+        if b:
+            for ax in (ax_t, ax_f):
+                ax.axhline(b[1]["val_loss"]["mean"], color="k", ls=style, lw=1, label=f"{b[0]} ({ev}, stream)")
+    ax_t.axhline(gpt, color="r", ls="-.", lw=1, label=f"{gpt_name.split(' (')[0]}, {gpt} (its test part)")
+    ax_f.plot([NANOGPT_ROWS[gpt_name][2] and float(NANOGPT_ROWS[gpt_name][2])], [gpt], "r*", ms=12)
+    ax_f.annotate(" nanoGPT baby GPT (its test part)", (float(NANOGPT_ROWS[gpt_name][2]), gpt), fontsize=7)
+    ax_t.set(xlabel="training seconds", ylabel="validation loss (nats/char)")
+    ax_f.set(xlabel="training FLOPs", xscale="log")
+    for ax in (ax_t, ax_f):
+        ax.grid(True, alpha=0.3)
+    ax_t.legend(fontsize=6)
+    fig.suptitle("Tiny Shakespeare: validation loss against time and compute", fontsize=10)
     fig.tight_layout()
     FIGURES.mkdir(parents=True, exist_ok=True)
     path = FIGURES / f"{rec['name']}.png"
     fig.savefig(path)
     plt.close(fig)
-    return f"![Tiny Shakespeare: validation loss against time]({path.relative_to(HERE)})"
+    return f"![Tiny Shakespeare: validation loss against time and compute]({path.relative_to(HERE)})"
 
 
 def shakespeare_targets(rec: dict) -> list[str]:

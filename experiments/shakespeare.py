@@ -30,11 +30,12 @@ from typing import Any
 import jax
 import numpy as np
 
+from experiments import scored
+from experiments.classes import class_of
 from experiments.common import entry, parser, results_dir, runs_root, write
 from experiments.counting import counting_models, stat
 from experiments.heldout import parts, train
-from rnn_jax import baselines, config, data, generate, model, rundir, testlog
-from rnn_jax import evaluate as evaluate_lib
+from rnn_jax import baselines, config, data, generate, model, rundir, scoring, sweep, testlog
 
 CORPUS = "shakespeare"
 BASE = config.EXPERIMENTS["shakespeare"]
@@ -59,6 +60,9 @@ DYNAMIC_GRID: tuple[tuple[str, float, int], ...] = (
     ("rms", 2e-4, 100),
     ("sgd", 0.02, 50),
 )
+# nanoGPT's estimate_loss: 200 batches of 64 windows of 256 characters, each from an empty context (seed 0 here)
+DRAW = {"windows": scoring.WINDOWS, "length": scoring.WINDOW_LENGTH, "seed": scoring.WINDOW_SEED}
+SMOKE_DRAW = {"windows": 256, "length": 64, "seed": 0}
 SAMPLES: dict[str, Any] = {"prompt": "ROMEO:", "num_chars": 300, "temperature": 0.8, "seeds": (0, 1, 2)}
 
 
@@ -76,34 +80,18 @@ def split(data_dir: str | None, smoke: bool, root: Path) -> dict:
         "corpus": path,
         "sha1": data.sha1_of(path),
         "n": len(tokens),
+        "draw": SMOKE_DRAW if smoke else DRAW,
     }
 
 
 def scores(run_dir: Path, part: str, text: dict, setting: dict | None, *, best: bool) -> float:
-    """The loss of one part (val or test) under a finished run's checkpoint (its best by validation, or its last),
-    statically (setting None) or with dynamic evaluation's setting; stored in run_dir/scores.json, so a part is
-    scored once per checkpoint and setting (every test scoring goes to the test log)."""
-    path = run_dir / "scores.json"
-    stored = json.loads(path.read_text()) if path.is_file() else []
-    for row in stored:
-        if row["part"] == part and row["setting"] == setting and row["best"] == best:
-            return row["loss"]
-    cfg, _, params, _ = rundir.load_run(run_dir, best=best)
-    tokens, context = text[part]
-    if setting is None:
-        r = evaluate_lib.evaluate(params, tokens, cfg, context=context)
-    else:
-        r = evaluate_lib.dynamic_evaluate(params, tokens, cfg, **setting, context=context)
-    if part == "test":
-        testlog.record(
-            CORPUS,
-            "test",
-            f"{run_dir.parent.name} {'dynamic' if setting else 'static'}",
-            {"config": config.to_dict(cfg), "dynamic": setting, "run": run_dir.name},
-            r,
-        )
-    rundir.write_json(path, [*stored, {"part": part, "setting": setting, "best": best, "loss": r["loss"]}])
-    return r["loss"]
+    """The stream loss of one part under a finished run's checkpoint (experiments/scored.py keeps it)."""
+    return scored.score(run_dir, part, text, setting, best=best, corpus=CORPUS)
+
+
+def windows(run_dir: Path, part: str, text: dict, *, best: bool) -> np.ndarray:
+    """The windows protocol's (windows, length) losses of one part under a finished run's checkpoint."""
+    return scored.window_losses(run_dir, part, text, best=best, corpus=CORPUS, draw=text["draw"])
 
 
 def dynamic_choice(run_dir: Path, text: dict, grid) -> tuple[dict, list[dict]]:
@@ -121,13 +109,16 @@ def dynamic_choice(run_dir: Path, text: dict, grid) -> tuple[dict, list[dict]]:
     return {k: best[k] for k in ("rule", "lr", "segment")}, rows
 
 
-def wall_curve(run_dir: Path) -> list[list[float]]:
-    """[training seconds so far, validation loss] per validated epoch (nanoGPT's way of showing a run)."""
+def wall_curve(run_dir: Path, flop_per_token: float | None = None) -> list[list[float | None]]:
+    """[training seconds so far, training FLOPs so far, validation loss (stream), validation loss (windows, when the
+    run scored it: --val-windows)] per validated epoch (nanoGPT's way of showing a run); FLOPs None when not given."""
+    cfg = config.from_dict(rundir.saved_config(run_dir)["config"])
     out, seconds = [], 0.0
     for r in rundir.read_metrics(run_dir):
         seconds += r.get("seconds") or 0.0
         if "val_loss" in r:
-            out.append([seconds, r["val_loss"]])
+            flop = flop_per_token * r["step"] * cfg.batch_size * cfg.num_steps if flop_per_token else None
+            out.append([seconds, flop, r["val_loss"], r.get("val_loss_windows")])
     return out
 
 
@@ -136,109 +127,173 @@ def finished(run_dir: Path) -> bool:
 
 
 def token_losses(run_dir: Path, part: str, text: dict, *, best: bool) -> np.ndarray:
-    """-ln P of every character of one part under a finished run's checkpoint, stored in the run directory
-    (token_losses_<part>.npz) so a test part is scored once for it."""
-    path = run_dir / f"token_losses_{part}.npz"
-    if path.is_file():
-        with np.load(path) as z:
-            return z["nll"]
-    cfg, _, params, _ = rundir.load_run(run_dir, best=best)
-    nll = evaluate_lib.token_losses(params, text[part][0], cfg, context=text[part][1])
-    if part == "test":
-        testlog.record(
-            CORPUS,
-            "test",
-            f"{run_dir.parent.name} per-character",
-            {"config": config.to_dict(cfg), "run": run_dir.name},
-            {"loss": float(nll.mean())},
-        )
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, nll=nll)
-    tmp.replace(path)
-    return nll
+    """-ln P of every character of one part as one stream under a finished run's checkpoint."""
+    return scored.token_losses(run_dir, part, text, best=best, corpus=CORPUS)
+
+
+def mixture(a: np.ndarray, b: np.ndarray, weight: float) -> np.ndarray:
+    """-ln of weight * P_a + (1 - weight) * P_b, from per-character -ln P of the two models (any shape)."""
+    if weight >= 1 or weight <= 0:
+        return a if weight >= 1 else b
+    return -np.logaddexp(np.log(weight) - a, np.log1p(-weight) - b)
 
 
 def mix(a: np.ndarray, b: np.ndarray, weight: float) -> float:
-    """Mean -ln of weight * P_a + (1 - weight) * P_b, from per-character -ln P of the two models."""
-    if weight >= 1 or weight <= 0:
-        return float(np.mean(a if weight >= 1 else b))
-    return float(-np.mean(np.logaddexp(np.log(weight) - a, np.log1p(-weight) - b)))
+    """The mean loss of `mixture`."""
+    return float(np.mean(mixture(a, b, weight)))
 
 
 MIX_WEIGHTS = tuple(float(w) for w in np.round(np.arange(0.05, 1.0001, 0.05), 2))
 
 
 def with_figures(m: dict) -> dict:
-    """Adds perplexity and bits per character to a record's losses (nats per character)."""
+    """Adds perplexity and bits per character to a record's losses (nats per character), and its class."""
     return {
         **m,
         "test_perplexity": stat(list(np.exp(m["test_loss"]["seeds"]))),
         "test_bits_per_char": stat(list(np.array(m["test_loss"]["seeds"]) / np.log(2))),
         "val_perplexity": stat(list(np.exp(m["val_loss"]["seeds"]))),
+        "class": class_of(m),
     }
+
+
+def window_stat(nlls: list[np.ndarray]) -> dict:
+    """`stat` over seeds of the windows protocol's loss, with each seed's standard error over its windows and the
+    standard error of the seeds' mean from the windows drawn (`se`), and the mean loss by window position."""
+    figs = [scoring.window_figures(n) for n in nlls]
+    se = [f["se"] for f in figs]
+    return {
+        **stat([f["loss"] for f in figs]),
+        "se": float(np.sqrt(np.sum(np.square(se))) / len(se)),
+        "se_seeds": se,
+        "by_position": {k: float(np.mean([f["by_position"][k] for f in figs])) for k in figs[0]["by_position"]},
+        "windows": figs[0]["windows"],
+        "window_length": figs[0]["window_length"],
+    }
+
+
+def ensemble(nlls: list[np.ndarray]) -> np.ndarray:
+    """-ln of the mean probability the models give each character, from each model's -ln P."""
+    return -(np.logaddexp.reduce(-np.stack(nlls), 0) - np.log(len(nlls)))
+
+
+def final_cfg(cfg: config.Config, seed: int) -> config.Config:
+    """A final run of a model: seed `seed`, trained on validation too (nanoGPT's 90%)."""
+    return dataclasses.replace(cfg, val_fraction=0.0, seed=seed)
+
+
+def matching(cfg: config.Config, run_dir: Path) -> bool:
+    """Whether run_dir is a finished run of exactly cfg (fields a resume may change aside), so that a record made
+    from it states what the run did."""
+    return finished(run_dir) and sweep.job_state("shakespeare", cfg, run_dir) == "done"
 
 
 def rnn_models(name: str, cfg: config.Config, select: Path, finals: list[Path], text: dict, grid, kn) -> dict:
     """The entries of one recurrent model: static and dynamic evaluation of its final runs (settings chosen on
-    validation with the selection run), the seeds' ensemble, and each final run mixed with the n-gram."""
-    finals = [d for d in finals if finished(d)]
-    if not finished(select) or not finals:
+    validation with the selection run), the seeds' ensemble, and each final run mixed with the n-gram; the static
+    ones under both protocols (stream and windows), dynamic evaluation under stream alone (it follows one stream)."""
+    finals = [d for s, d in enumerate(finals) if matching(final_cfg(cfg, s), d)]  # run dirs seed_0, seed_1, ...
+    if not matching(cfg, select) or not finals:
+        print(f"{name}: no finished runs of this configuration under {select.parent}: not scored", flush=True)
         return {}
     setting, dyn_grid = dynamic_choice(select, text, grid)
     summaries = [rundir.read_json(d / "summary.json", "a finished run's summary") for d in finals]
     rows = rundir.read_metrics(select)
     common: dict[str, Any] = {
         "kind": "rnn",
-        "config": config.to_dict(cfg),
-        "seeds": [rundir.saved_config(d)["config"]["seed"] for d in finals],
+        "config": config.to_dict(final_cfg(cfg, 0)),
+        "seeds": [int(rundir.saved_config(d)["config"]["seed"]) for d in finals],
         "params": sum(int(np.prod(p.shape)) for p in jax.tree.leaves(rundir.load_run(finals[0])[2])),
         "wall_seconds": float(np.mean([s["wall_seconds"] for s in summaries])),
         "tokens_per_sec": float(np.mean([s["tokens_per_sec"] for s in summaries])),
+        "train_flop": training_flop(cfg, text, finals[0]),
         "selection": {
             "run": str(select),
             "best_epoch": int(min(rows, key=lambda r: r.get("val_loss", np.inf))["epoch"]),
             "epochs": cfg.epochs,
         },
-        "wall_curves": [wall_curve(select)],
+        "wall_curves": [wall_curve(select, flop_per_token(cfg, text["vocab_size"]))],
     }
     entry = lambda ev, val, tests, extra: with_figures(
         {**common, "evaluation": ev, "test_loss": stat(tests), "val_loss": stat([val]), **extra}
     )
+    val_w = windows(select, "val", text, best=True)
+    tests_w = [windows(d, "test", text, best=False) for d in finals]
     out = {
         name: entry(
             "static",
             scores(select, "val", text, None, best=True),
             [scores(d, "test", text, None, best=False) for d in finals],
-            {},
+            {"val_loss_windows": window_stat([val_w]), "test_loss_windows": window_stat(tests_w)},
         ),
         f"{name} dynamic": entry(
             "dynamic",
             min(r["val_loss"] for r in dyn_grid),
             [scores(d, "test", text, setting, best=False) for d in finals],
-            {"dynamic": {**setting, "grid": dyn_grid}},
+            {"dynamic": {**setting, "grid": dyn_grid}, "test_loss_windows": None},
         ),
     }
-    if kn:  # the mixture weight is chosen on validation with the selection run and the n-gram fit on train
-        val_nll = token_losses(select, "val", text, best=True)
-        kn_val = kn_losses(kn, text, "val")
-        weight = min(MIX_WEIGHTS, key=lambda w: mix(val_nll, kn_val, w))
-        kn_test = kn_losses(kn, text, "test")
-        tests = [token_losses(d, "test", text, best=False) for d in finals]
-        out[f"{name} + {kn['n']}-gram"] = entry(
+    if kn:  # the mixture weight is chosen on validation (per protocol) with the selection run and the n-gram
+        out.update(combined(name, common, entry, select, finals, text, kn, (val_w, tests_w)))
+    return out
+
+
+def combined(name, common, entry, select, finals, text, kn, windowed) -> dict:
+    """Each final run mixed with the n-gram (the weight chosen on validation, per protocol), and the seeds'
+    ensemble: the combined class."""
+    val_nll = token_losses(select, "val", text, best=True)
+    kn_val, kn_test = kn_losses(kn, text, "val"), kn_losses(kn, text, "test")
+    tests = [token_losses(d, "test", text, best=False) for d in finals]
+    val_w, tests_w = windowed
+    kn_val_w, kn_test_w = kn_window_losses(kn, text, "val"), kn_window_losses(kn, text, "test")
+    weight = min(MIX_WEIGHTS, key=lambda w: mix(val_nll, kn_val, w))
+    weight_w = min(MIX_WEIGHTS, key=lambda w: mix(val_w, kn_val_w, w))
+    out = {
+        f"{name} + {kn['n']}-gram": entry(
             "static",
             mix(val_nll, kn_val, weight),
             [mix(t, kn_test, weight) for t in tests],
-            {"mixture": {"ngram": kn, "weight": weight}},
+            {
+                "mixture": {"ngram": kn, "weight": weight, "weight_windows": weight_w},
+                "val_loss_windows": window_stat([mixture(val_w, kn_val_w, weight_w)]),
+                "test_loss_windows": window_stat([mixture(t, kn_test_w, weight_w) for t in tests_w]),
+            },
         )
-        if len(tests) > 1:
-            ens = float(-np.mean(np.logaddexp.reduce(-np.stack(tests), 0) - np.log(len(tests))))
-            out[f"{name} ensemble of {len(tests)}"] = entry(
-                "static",
-                float(val_nll.mean()),
-                [ens],
-                {"ensemble": len(tests), "params": common["params"] * len(tests)},
-            )
+    }
+    if len(tests) > 1:
+        out[f"{name} ensemble of {len(tests)}"] = entry(
+            "static",
+            float(val_nll.mean()),
+            [float(ensemble(tests).mean())],
+            {
+                "ensemble": len(tests),
+                "params": common["params"] * len(tests),
+                "val_loss_windows": window_stat([val_w]),
+                "test_loss_windows": window_stat([ensemble(tests_w)]),
+            },
+        )
     return out
+
+
+def flop_per_token(cfg: config.Config, vocab_size: int) -> float:
+    """Training FLOPs per token: the cell's declared products (forward and backward) and the output layer's 6 H V."""
+    spec = model.ModelSpec.from_config(cfg)
+    return float(spec.core.flop_per_token(cfg.hidden, cfg.num_layers) + 6 * cfg.hidden * vocab_size)
+
+
+def training_flop(cfg: config.Config, text: dict, run_dir: Path) -> float:
+    """Training compute of a run: flop_per_token times the tokens it trained on (updates x batch x steps)."""
+    steps = max((r["step"] for r in rundir.read_metrics(run_dir)), default=0)
+    return flop_per_token(cfg, text["vocab_size"]) * steps * cfg.batch_size * cfg.num_steps
+
+
+def kn_window_losses(kn: dict, text: dict, part: str) -> np.ndarray:
+    """The n-gram's windows-protocol losses of one part (fit on all the text before the part)."""
+    tokens, context = text[part]
+    ngram = baselines.fit_ngram(context, text["vocab_size"], kn["n"], kn["discount"])
+    d = text["draw"]
+    starts = scoring.window_starts(len(tokens), d["windows"], d["length"], d["seed"])
+    return baselines.window_losses(ngram, tokens, starts, d["length"])
 
 
 def kn_losses(kn: dict, text: dict, part: str) -> np.ndarray:
@@ -273,7 +328,7 @@ def samples(run_dir: Path) -> dict:
     return {"run": str(run_dir), "command": command, **SAMPLES, "texts": out}
 
 
-def main(argv=None) -> None:
+def arguments(argv=None) -> argparse.Namespace:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS), help="recurrent models to run")
     p.add_argument(
@@ -283,7 +338,40 @@ def main(argv=None) -> None:
     )
     p.add_argument("--no-baselines", action="store_true", help="keep the counting models of the last results file")
     p.add_argument("--score-only", action="store_true", help="train nothing: score the runs that have finished")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def counting_part(args, text: dict, previous: dict, kn_orders, every: int) -> tuple[dict, dict]:
+    """The counting models (fit and chosen now, or with --no-baselines those of the last record), each static
+    n-gram with its windows-protocol figures."""
+    if args.no_baselines and previous:
+        counting = {k: v for k, v in previous["models"].items() if v["kind"] != "rnn"}
+        grids = previous.get("counting_grids", {})
+    else:
+        counting, grids = counting_models(
+            text, CORPUS, kn_orders, every=every, refit=True, log=lambda s: print(s, flush=True)
+        )
+    for name, m in counting.items():
+        m["class"] = class_of(m)
+        if m["class"] == "counting static" and "test_loss_windows" not in m:
+            m.update(ngram_windows(name, m, text))
+        elif m["class"] == "counting adaptive":
+            m["test_loss_windows"] = None  # it learns along one stream
+    return counting, grids
+
+
+def ngram_windows(name: str, m: dict, text: dict) -> dict:
+    """A static n-gram's windows-protocol figures: validation (fit on train) and test (fit on train + val)."""
+    kn = chosen_ngram({name: m})
+    assert kn is not None
+    val, test = kn_window_losses(kn, text, "val"), kn_window_losses(kn, text, "test")
+    r = scoring.window_figures(test, text["draw"]["seed"])
+    testlog.record(CORPUS, "test", name, m["config"], r, protocol="windows")
+    return {"val_loss_windows": window_stat([val]), "test_loss_windows": window_stat([test])}
+
+
+def main(argv=None) -> None:
+    args = arguments(argv)
     models_cfg, out, grid = {m: MODELS[m] for m in args.models}, "shakespeare", DYNAMIC_GRID
     kn_orders, every = KN_ORDERS, ADAPTIVE_EVERY
     if args.smoke:
@@ -292,66 +380,93 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     root = runs_root(out, args) / out
     text = split(args.data_dir, args.smoke, root)
-    stored = results_dir(out, args) / f"{out}.json"
-    previous = json.loads(stored.read_text()) if stored.is_file() else {}
-    if args.no_baselines and previous:
-        counting = {k: v for k, v in previous["models"].items() if v["kind"] != "rnn"}
-        grids = previous.get("counting_grids", {})
-    else:
-        counting, grids = counting_models(
-            text, CORPUS, kn_orders, every=every, refit=True, log=lambda s: print(s, flush=True)
-        )
+    previous = load_record(results_dir(out, args) / f"{out}.json")
+    counting, grids = counting_part(args, text, previous, kn_orders, every)
     epochs = {"epochs": args.epochs} if args.epochs else {}
     named = {m: dataclasses.replace(BASE, **{**o, **epochs}) for m, o in models_cfg.items()}
     select = {m: root / m / "select" for m in named}
     finals = {m: [root / m / f"seed_{s}" for s in range(args.seeds)] for m in named}
-    final_cfg = lambda c, s: dataclasses.replace(c, val_fraction=0.0, seed=s)  # validation trained on too
     # every selection run first, then the final seeds in turn: a stopped sweep has something whole to show
     jobs = [("shakespeare", c, select[m]) for m, c in named.items()]
     jobs += [("shakespeare", final_cfg(c, s), finals[m][s]) for s in range(args.seeds) for m, c in named.items()]
     if not args.score_only:
         train(jobs, argparse.Namespace(**{**vars(args), "corpus": str(text["corpus"]) if args.smoke else None}))
-    models = dict(counting)
-    static_kn = min(
-        (v for v in counting.values() if v["kind"] == "ngram" and v["evaluation"] == "static"),
-        key=lambda v: v["val_loss"]["mean"],
-        default=None,
-    )
-    kn = static_kn and {
-        "n": static_kn["config"]["n"],
-        "discount": None if static_kn["config"]["discount"] == "Ney estimate" else static_kn["config"]["discount"],
-    }
+    kn = chosen_ngram(counting)
+    scored_now: dict = {}
     for m, c in named.items():
-        models.update(rnn_models(m, c, select[m], finals[m], text, grid, kn))
-    trained = [m for m in named if m in models]  # a model with a finished selection run and final seed
+        scored_now.update(rnn_models(m, c, select[m], finals[m], text, grid, kn))
+    models = merged(previous.get("models", {}), {**counting, **scored_now})
+    trained = [m for m in named if m in scored_now]  # a model with a finished selection run and final seed
     best = min(trained, key=lambda k: models[k]["val_loss"]["mean"]) if trained else None
     result = {
         "name": out,
-        "split": {
-            "corpus": text["corpus"].name,
-            "sha1": text["sha1"],
-            "characters": text["n"],
-            "vocab_size": text["vocab_size"],
-            "train": int(len(text["train"])),
-            "val": int(len(text["val"][0])),
-            "test": int(len(text["test"][0])),
-            "rule": "test = the last n - int(0.9 n) characters (nanoGPT's val); val = the "
-            "5% of the corpus before it, chosen on by models that did not train on "
-            "it; final models train on train + val (nanoGPT's 90%)",
-        },
+        "split": split_record(text),
         "models": models,
         "counting_grids": grids,
-        "samples": samples(next(d for d in finals[best] if finished(d))) if best else None,
+        "samples": samples(next(d for d in finals[best] if finished(d))) if best else previous.get("samples"),
         "test_scorings": testlog.counts(testlog.read())[(CORPUS, "test")],
         "wall_seconds": time.perf_counter() - t0,
     }
     write(out, result, results_dir(out, args))
     for name, m in sorted(models.items(), key=lambda kv: kv[1]["test_loss"]["mean"]):
+        w = m.get("test_loss_windows")
+        windows_text = f"  windows {w['mean']:.4f}" if w else ""
         print(
-            f"{name:<30} {m['evaluation']:<9} test {m['test_loss']['mean']:.4f} ± {m['test_loss']['std']:.4f} "
-            f"nats  val {m['val_loss']['mean']:.4f}",
+            f"{name:<30} {m.get('class', m['evaluation']):<17} test {m['test_loss']['mean']:.4f} ± "
+            f"{m['test_loss']['std']:.4f} nats{windows_text}  val {m['val_loss']['mean']:.4f}",
             flush=True,
         )
+
+
+def load_record(path: Path) -> dict:
+    """The last record of this study ({} when there is none); one of another shape is an error naming it."""
+    if not path.is_file():
+        return {}
+    try:
+        rec = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise data.DataError(f"{path} is not a JSON record ({e}); restore it (git checkout) or move it away") from None
+    if not isinstance(rec, dict) or not isinstance(rec.get("models"), dict):
+        raise data.DataError(f"{path} is not a record of this study (no 'models' object); restore or move it away")
+    return rec
+
+
+def merged(previous: dict, now: dict) -> dict:
+    """The record's entries: those scored now, and every earlier one not scored again (a subset of the models, or
+    runs that are not on this machine, never drops an entry); says which were kept."""
+    kept = [n for n in previous if n not in now]
+    if kept:
+        print(f"kept from the last record (not scored now): {', '.join(kept)}", flush=True)
+    return {**{n: previous[n] for n in kept}, **now}
+
+
+def chosen_ngram(counting: dict) -> dict | None:
+    """The static n-gram validation chose, as the mixtures use it: {n, discount}."""
+    static_kn = min(
+        (v for v in counting.values() if v["kind"] == "ngram" and v["evaluation"] == "static"),
+        key=lambda v: v["val_loss"]["mean"],
+        default=None,
+    )
+    if static_kn is None:
+        return None
+    d = static_kn["config"]["discount"]
+    return {"n": static_kn["config"]["n"], "discount": None if d == "Ney estimate" else d}
+
+
+def split_record(text: dict) -> dict:
+    return {
+        "corpus": text["corpus"].name,
+        "sha1": text["sha1"],
+        "characters": text["n"],
+        "vocab_size": text["vocab_size"],
+        "train": int(len(text["train"])),
+        "val": int(len(text["val"][0])),
+        "test": int(len(text["test"][0])),
+        "rule": "test = the last n - int(0.9 n) characters (nanoGPT's val); val = the "
+        "5% of the corpus before it, chosen on by models that did not train on "
+        "it; final models train on train + val (nanoGPT's 90%)",
+        "windows": text["draw"],
+    }
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from typing import cast
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from rnn_jax import scoring
 from rnn_jax.exitcodes import Exit
 
 
@@ -162,16 +163,36 @@ def metrics(loss: float) -> dict[str, float]:
     return {"loss": loss, "perplexity": math.exp(loss), "bits_per_char": loss / math.log(2)}
 
 
+def window_losses(model: CountLM, ids, starts, length: int) -> np.ndarray:
+    """-ln P of every target of the windows ids[s : s + length + 1] (s in starts), each scored with nothing before
+    it (shorter contexts at its start, as the recurrent model's zero state): (len(starts), length)."""
+    ids = _check_ids(ids, model.vocab_size)
+    return np.stack([-log_probs(model, ids[s : s + length + 1], 1) for s in np.asarray(starts)])
+
+
 def evaluate_baselines(
-    train_ids, eval_ids, vocab_size: int, max_n: int = 5, context_from_train: bool = True, context=None
+    train_ids,
+    eval_ids,
+    vocab_size: int,
+    max_n: int = 5,
+    context_from_train: bool = True,
+    context=None,
+    windows: dict | None = None,
 ) -> dict[str, dict[str, float]]:
     """Held-out loss, perplexity and bits/char of uniform, unigram and 2..max_n-gram models fitted on train_ids.
 
     eval_ids is scored as one stream continuing `context`, the tokens just before it in the text (the RNN's
-    evaluator is given the same); None means train_ids, right when the held-out text follows it directly.
+    evaluator is given the same); None means train_ids, right when the held-out text follows it directly. With
+    `windows` ({windows, length, seed}), on the windows protocol's windows instead (rnn_jax.scoring).
     """
     models = {"uniform": uniform(vocab_size), "unigram": fit_unigram(train_ids, vocab_size)}
     models.update({f"{n}-gram": fit_ngram(train_ids, vocab_size, n) for n in range(2, max_n + 1)})
+    if windows is not None:
+        starts = scoring.window_starts(len(eval_ids), windows["windows"], windows["length"], windows["seed"])
+        return {
+            name: scoring.window_figures(window_losses(m, eval_ids, starts, windows["length"]), windows["seed"])
+            for name, m in models.items()
+        }
     if context is None:
         context = train_ids if context_from_train else ()
     return {name: metrics(cross_entropy(m, eval_ids, context)) for name, m in models.items()}

@@ -25,6 +25,11 @@ class Config:
         "zero state at every minibatch (true) or carried with its gradient "
         "stopped (false); none: as the sampling scheme (random resets)",
     )
+    reset_fraction: float = _field(
+        0.0,
+        "with carried state: the fraction of rows whose state is zeroed at each minibatch, drawn anew every "
+        "minibatch, so that part of the training windows start from an empty context as nanoGPT's always do; 0: none",
+    )
     cell: str = _field(
         "rnn", "recurrent cell, a key of cells.CELLS: rnn = the book's tanh cell (8.5), gru (9.1), lstm (9.2)"
     )
@@ -86,6 +91,11 @@ class Config:
     val_fraction: float = _field(0.0, "the end of the corpus held out for validation (by position)")
     test_fraction: float = _field(0.0, "held out after the validation part")
     eval_every: int = _field(10, "epochs between validation evaluations (when val_fraction > 0); 0: at the end")
+    val_windows: int = _field(
+        0,
+        "also score validation under the windows protocol (nanoGPT's estimate_loss): this many random windows of "
+        "256 characters, each from a zero state, at every validation (val_loss_windows in metrics.jsonl); 0: none",
+    )
     checkpoint_every: int = _field(50, "epochs between checkpoints (one is always written at the end); 0: end only")
     keep_checkpoints: int = _field(3, "latest checkpoints kept (the best by validation perplexity is kept apart)")
     on_nonfinite: str = _field("stop", "NaN/Inf loss or gradient: stop the run, or skip the update")
@@ -199,6 +209,7 @@ RESUMABLE_FIELDS = frozenset(
         "backward",
         "devices",
         "row_chains",
+        "val_windows",
     }
 )
 
@@ -300,7 +311,7 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"lr must be positive, got {cfg.lr}")
     if cfg.clip_norm is not None and not cfg.clip_norm > 0:
         raise ConfigError(f"clip_norm must be positive (or 'none' for no clipping), got {cfg.clip_norm}")
-    for name in ("predict_every", "eval_every", "checkpoint_every", "devices", "row_chains"):
+    for name in ("predict_every", "eval_every", "checkpoint_every", "devices", "row_chains", "val_windows"):
         if getattr(cfg, name) < 0:
             raise ConfigError(f"{name} must be >= 0, got {getattr(cfg, name)}")
     if cfg.row_chains and cfg.batch_size % cfg.row_chains:
@@ -308,7 +319,12 @@ def validate(cfg: Config) -> Config:
             f"row_chains {cfg.row_chains} does not divide batch_size {cfg.batch_size}: each chain takes an equal "
             "block of the rows; use a divisor of the batch, or 0 (auto)"
         )
-    for name in ("val_fraction", "test_fraction", "dropout", "layer_dropout", "weight_drop"):
+    if cfg.reset_fraction and (resets_state(cfg) or not cfg.detach):
+        raise ConfigError(
+            "reset_fraction resets rows of a carried state, detached between minibatches: with random sampling or "
+            "--reset-state true every row starts from zeros already, and --detach false carries no state to reset"
+        )
+    for name in ("val_fraction", "test_fraction", "dropout", "layer_dropout", "weight_drop", "reset_fraction"):
         if not 0 <= getattr(cfg, name) < 1:
             raise ConfigError(f"{name} must be in [0, 1), got {getattr(cfg, name)}")
     if not cfg.weight_decay >= 0:

@@ -24,20 +24,21 @@ from rnn_jax import checkpoint, data, model, rundir, testlog
 from rnn_jax import config as config_lib
 from rnn_jax import step as step_lib
 from rnn_jax.exitcodes import Exit
+from rnn_jax.scoring import (  # noqa: F401
+    POSITION_BANDS,
+    PROTOCOLS,
+    WINDOW_BATCH,
+    WINDOW_LENGTH,
+    WINDOW_SEED,
+    WINDOWS,
+    NonFinite,
+    figures,
+    window_figures,
+    window_starts,
+)
 
 CHUNK = 1024  # tokens per scan chunk; the state flows from chunk to chunk
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # the largest step size the float32 computation can hold
-
-
-class NonFinite(ArithmeticError):
-    """An evaluation whose loss is NaN or infinite, or whose perplexity overflows; the message says why."""
-
-
-def figures(loss: float, tokens: int, what: str = "the model") -> dict:
-    """Loss, perplexity and bits/char of a mean loss; NonFinite when there is no finite perplexity to report."""
-    if not math.isfinite(loss) or loss > math.log(sys.float_info.max):
-        raise NonFinite(f"{what} gives a loss of {loss} nats per character: no finite perplexity")
-    return {"loss": loss, "perplexity": math.exp(loss), "bits_per_char": loss / math.log(2), "tokens": tokens}
 
 
 @functools.partial(jax.jit, static_argnames=("spec", "hidden"))
@@ -105,6 +106,54 @@ def _stream(tokens: np.ndarray, context: np.ndarray | None) -> tuple[np.ndarray,
     if len(targets) == 0:
         raise data.DataError("nothing to evaluate: the held-out text is empty (is --val-fraction 0?)")
     return inputs, targets
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "hidden"))
+def _window_nll(params, inputs_NBL, targets_NBL, *, spec: model.ModelSpec, hidden: int):
+    def batch(_, xy):
+        inputs_BL, targets_BL = xy
+        state = model.zero_state(inputs_BL.shape[0], hidden, spec)  # each window from an empty context
+        logits_LBV, _ = model.forward_fused(params, state, inputs_BL, spec)
+        return None, optax.softmax_cross_entropy_with_integer_labels(logits_LBV, targets_BL.T).T
+
+    return jax.lax.scan(batch, None, (inputs_NBL, targets_NBL))[1]
+
+
+def window_losses(
+    params,
+    tokens: np.ndarray,
+    spec: model.ModelSpec,
+    hidden: int,
+    *,
+    windows: int = WINDOWS,
+    length: int = WINDOW_LENGTH,
+    seed: int = WINDOW_SEED,
+) -> np.ndarray:
+    """-ln P of every target of `windows` random windows of `tokens`, each scored from a zero state with nothing
+    before it: (windows, length) float64, row i the window at window_starts(...)[i]."""
+    tokens = np.asarray(tokens, np.int32)
+    starts = window_starts(len(tokens), windows, length, seed)
+    idx_NL = starts[:, None] + np.arange(length)
+    batch = math.gcd(windows, WINDOW_BATCH)  # nanoGPT's 64 rows per batch when the count allows
+    shape = lambda a: a.reshape(-1, batch, length)
+    nll = _window_nll(params, shape(tokens[idx_NL]), shape(tokens[idx_NL + 1]), spec=spec, hidden=hidden)
+    return np.asarray(nll, np.float64).reshape(windows, length)
+
+
+def evaluate_windows(
+    params,
+    tokens: np.ndarray,
+    cfg: config_lib.Config,
+    *,
+    windows: int = WINDOWS,
+    length: int = WINDOW_LENGTH,
+    seed: int = WINDOW_SEED,
+) -> dict:
+    """nanoGPT's estimate_loss for a recurrent model: the mean loss over every target of `windows` windows of
+    `length` characters drawn uniformly from `tokens` with `seed`, each from a zero state (window_figures)."""
+    spec = model.ModelSpec.from_config(cfg)
+    nll = window_losses(params, tokens, spec, cfg.hidden, windows=windows, length=length, seed=seed)
+    return window_figures(nll, seed)
 
 
 RMS_DECAY, RMS_EPS = 0.99, 1e-8  # RMS-normalised steps: running mean of g^2 over the segments already scored
@@ -192,10 +241,24 @@ def _check_dynamic(args) -> None:
         raise config_lib.ConfigError(
             f"--dynamic-lr must be a number in [0, {FLOAT32_MAX:.4g}] (float32's range), got {args.dynamic_lr}"
         )
+    if args.protocol == "windows" and args.dynamic:
+        raise config_lib.ConfigError(
+            "dynamic evaluation adapts along one stream: it has no windows protocol; drop --dynamic or use "
+            "--protocol stream"
+        )
+    if args.windows < 1 or args.window_length < 1:
+        raise config_lib.ConfigError(
+            f"--windows and --window-length must be at least 1, got {args.windows} and {args.window_length}"
+        )
     if args.dynamic_segment < 1:
         raise config_lib.ConfigError(f"--dynamic-segment must be at least 1, got {args.dynamic_segment}")
     if not 0 <= args.dynamic_decay < 1:
         raise config_lib.ConfigError(f"--dynamic-decay must be in [0, 1), got {args.dynamic_decay}")
+
+
+def window_args(args) -> dict:
+    """The windows protocol's keyword arguments from the command line."""
+    return {"windows": args.windows, "length": args.window_length, "seed": args.window_seed}
 
 
 def check_corpus(path: Path, saved: dict) -> None:
@@ -255,6 +318,26 @@ def main(argv=None) -> int:
         "--baselines", action="store_true", help="also score n-gram baselines fit on the run's training text"
     )
     parser.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="stream",
+        help="stream: the part as one stream, the state carried from its first character to its last; windows: "
+        "nanoGPT's estimate_loss, the mean loss over every target of random windows, each from a zero state with "
+        "nothing before it (default stream)",
+    )
+    parser.add_argument(
+        "--windows", type=int, default=WINDOWS, help=f"windows drawn with --protocol windows (default {WINDOWS})"
+    )
+    parser.add_argument(
+        "--window-length",
+        type=int,
+        default=WINDOW_LENGTH,
+        help=f"characters per window with --protocol windows (default {WINDOW_LENGTH}, nanoGPT's block size)",
+    )
+    parser.add_argument(
+        "--window-seed", type=int, default=WINDOW_SEED, help=f"seed of the windows' starts (default {WINDOW_SEED})"
+    )
+    parser.add_argument(
         "--dynamic",
         action="store_true",
         help="also score with dynamic evaluation: each segment scored, then one step on it (Krause et al. 2018)",
@@ -296,7 +379,10 @@ def main(argv=None) -> int:
             tokens, context = data.splits(vocab.encode(text), cfg)[args.split or "all"]
         else:
             tokens, context = parts[args.split or default_split(parts)]
-        result = {"rnn": evaluate(params, tokens, cfg, context=context)}
+        if args.protocol == "windows":
+            result = {"rnn": evaluate_windows(params, tokens, cfg, **window_args(args))}
+        else:
+            result = {"rnn": evaluate(params, tokens, cfg, context=context)}
         if args.dynamic:
             result["rnn-dynamic"] = dynamic_evaluate(
                 params,
@@ -313,7 +399,11 @@ def main(argv=None) -> int:
 
             result.update(
                 baselines.evaluate_baselines(
-                    parts["train"][0], tokens, len(vocab), context=() if context is None else context
+                    parts["train"][0],
+                    tokens,
+                    len(vocab),
+                    context=() if context is None else context,
+                    windows=window_args(args) if args.protocol == "windows" else None,
                 )
             )
         if not args.corpus and (args.split or "val") == "test":
@@ -325,6 +415,7 @@ def main(argv=None) -> int:
                     name,
                     {"run": str(Path(args.run_dir).resolve()), "best": args.best, "config": config_lib.to_dict(cfg)},
                     r,
+                    protocol=r.get("protocol", "stream"),
                 )
     except (data.DataError, checkpoint.CheckpointError, config_lib.ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -336,9 +427,21 @@ def main(argv=None) -> int:
         hint = "; try a smaller --dynamic-lr" if args.dynamic else ""
         print(f"error: {e}{hint}", file=sys.stderr)
         return Exit.DIVERGED
-    print(f"{'model':<11} {'perplexity':>10} {'bits/char':>10} {'tokens':>9}")
+    if args.protocol == "windows":
+        print(
+            f"protocol windows: {args.windows} windows of {args.window_length} characters (seed {args.window_seed}), "
+            "each from a zero state"
+        )
+    print(f"{'model':<11} {'loss':>8} {'± se':>8} {'perplexity':>10} {'bits/char':>10} {'tokens':>9}")
     for name, r in result.items():
-        print(f"{name:<11} {r['perplexity']:>10.3f} {r['bits_per_char']:>10.3f} {r.get('tokens', len(tokens)):>9}")
+        se = f"{r['se']:>8.4f}" if r.get("se") is not None else " " * 8
+        print(
+            f"{name:<11} {r['loss']:>8.4f} {se} {r['perplexity']:>10.3f} {r['bits_per_char']:>10.3f} "
+            f"{r.get('tokens', len(tokens)):>9}"
+        )
+    if args.protocol == "windows":
+        bands = result["rnn"]["by_position"]
+        print("rnn loss by window position: " + ", ".join(f"{k}: {v:.3f}" for k, v in bands.items()))
     return Exit.OK
 
 

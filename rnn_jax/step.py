@@ -167,8 +167,20 @@ def _apply(tx, state: TrainState, grads, loss, lr_scale=None):
     return TrainState(params, opt_state, state.step + 1), {"loss": loss, "grad_norm": grad_norm, "finite": finite}
 
 
+def reset_rows(cfg: Config, state: TrainState, carried, seed=None):
+    """`carried` with each row zeroed with probability cfg.reset_fraction, drawn per update from purpose 4 of the
+    seed folded with the step (so resumes are exact); unchanged when the fraction is 0."""
+    if not cfg.reset_fraction:
+        return carried
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.seed if seed is None else seed), 4), state.step)
+    keep_B = ~jax.random.bernoulli(key, cfg.reset_fraction, (jax.tree.leaves(carried)[0].shape[0],))
+    return jax.tree.map(lambda a: jnp.where(keep_B[:, None], a, jnp.zeros_like(a)), carried)
+
+
 def _update(cfg: Config, tx, grad_fn, state: TrainState, carried, tokens_BT, targets_BT, lr_scale=None, seed=None):
-    """Gradient step from `carried`; returns (state, the state to carry on, metrics)."""
+    """Gradient step from `carried` (some rows reset, with cfg.reset_fraction); returns (state, the state to carry
+    on, metrics)."""
+    carried = reset_rows(cfg, state, carried, seed)
     (loss, carried_new), grads = grad_fn(
         state.params, carried, tokens_BT, targets_BT, cfg, None, _step_key(cfg, state, seed)
     )

@@ -47,9 +47,13 @@ def commit() -> str | None:
         return None
 
 
-def record(corpus: str, split: str, model: str, config: dict, result: dict, path: Path | None = None) -> dict:
-    """Appends one scoring of a test part to the log (one line, flushed and synced) and returns it."""
+def record(
+    corpus: str, split: str, model: str, config: dict, result: dict, path: Path | None = None, *, protocol="stream"
+) -> dict:
+    """Appends one scoring of a test part under a protocol (stream or windows) to the log (one line, flushed and
+    synced) and returns it."""
     row = {
+        "protocol": protocol,
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "commit": commit(),
         "corpus": corpus,

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnn_jax import baselines, checkpoint, data, distributed, epochs, generate, log, model, rundir
+from rnn_jax import baselines, checkpoint, data, distributed, epochs, generate, log, model, rundir, scoring
 from rnn_jax import config as config_lib
 from rnn_jax import evaluate as evaluate_lib
 from rnn_jax import step as step_lib
@@ -43,6 +43,8 @@ def load_data(cfg: Config, corpus: str | None, data_dir: str | None) -> Training
     parts = data.splits(all_tokens, cfg)
     tokens, val = parts["train"][0], parts["val"]
     data.check_length(len(tokens), cfg.batch_size, cfg.num_steps, cfg.sampling)
+    if cfg.val_windows:  # refused before the first epoch, not at the first validation
+        scoring.window_starts(len(val[0]), cfg.val_windows, scoring.WINDOW_LENGTH)
     info = {
         "path": str(path.resolve()),
         "sha1": data.sha1_of(path),
@@ -167,13 +169,13 @@ class Trainer:
         """Adds validation loss, perplexity and bits/char to the row when this epoch evaluates."""
         val_tokens, context = self.data.val
         if len(val_tokens):
+            params = lambda: distributed.to_host(self.state.params)
             self.rule.validate(
-                epoch,
-                row,
-                lambda: evaluate_lib.evaluate(
-                    distributed.to_host(self.state.params), val_tokens, self.cfg, context=context
-                ),
+                epoch, row, lambda: evaluate_lib.evaluate(params(), val_tokens, self.cfg, context=context)
             )
+            if self.cfg.val_windows and "val_loss" in row:  # nanoGPT's protocol beside the stream
+                w = evaluate_lib.evaluate_windows(params(), val_tokens, self.cfg, windows=self.cfg.val_windows)
+                row.update(val_loss_windows=w["loss"], val_se_windows=w["se"])
 
     def record(self, epoch: int, row: dict) -> None:
         """metrics.jsonl, TensorBoard, the progress bar, and every predict_every epochs a prediction line."""

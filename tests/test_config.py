@@ -110,6 +110,10 @@ def test_an_impossible_hyperparameter_is_refused_naming_its_field(field, value, 
         ({"cell": "gru", "forget_bias": 1.0}, "forget_bias applies to the lstm cell"),
         ({"val_fraction": 0.5, "test_fraction": 0.4}, "under 10% of the corpus"),
         ({"row_chains": 3}, "row_chains 3 does not divide batch_size 32"),
+        ({"sampling": "random", "reset_fraction": 0.25}, "every row starts from zeros already"),
+        ({"detach": False, "reset_fraction": 0.25}, "--detach false carries no state to reset"),
+        ({"reset_fraction": 1.0}, r"reset_fraction must be in \[0, 1\)"),
+        ({"val_windows": -1}, "val_windows must be >= 0"),
     ],
 )
 def test_settings_that_contradict_each_other_are_refused(changes, message):

@@ -152,3 +152,21 @@ def test_without_a_validation_part_the_text_after_the_trained_prefix_is_scored(t
     assert evaluate.main(["--run-dir", str(tmp_path / "r"), "--split", "unseen"]) == 0
     out, err = capsys.readouterr()
     assert err == "" and float(out.splitlines()[1].split()[1]) == pytest.approx(want["perplexity"], rel=1e-4)
+
+
+def test_cli_scores_under_the_windows_protocol_and_logs_it(run, capsys, test_log):
+    from rnn_jax import testlog
+
+    run_dir, _, _ = run
+    argv = ["--run-dir", str(run_dir), "--split", "test", "--protocol", "windows", "--windows", "64"]
+    assert evaluate.main([*argv, "--window-length", "32", "--baselines"]) == 0
+    out = capsys.readouterr().out
+    assert "protocol windows: 64 windows of 32 characters (seed 0), each from a zero state" in out
+    assert "rnn loss by window position: 0: " in out and "3-gram" in out
+    logged = {r["model"]: r for r in testlog.read(test_log)}
+    assert logged["rnn"]["protocol"] == "windows" and logged["rnn"]["result"]["window_length"] == 32
+    assert logged["3-gram"]["protocol"] == "windows"
+    assert evaluate.main([*argv, "--dynamic"]) == 2
+    assert "dynamic evaluation adapts along one stream" in capsys.readouterr().err
+    assert evaluate.main([*argv, "--window-length", "100000"]) == 2
+    assert "needs 100001 tokens" in capsys.readouterr().err

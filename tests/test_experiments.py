@@ -212,3 +212,38 @@ def test_heldout_sweep_keeps_finished_runs_and_resumes_short_ones(tmp_path):
     (run / "summary.json").unlink()
     (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e}) + "\n" for e in (1, 2)))
     assert sweep.job_state("heldout", cosine, run) == "shorter"  # stopped before its own end: resumed
+
+
+def test_runs_share_every_core_when_the_machine_is_otherwise_idle():
+    from experiments import common
+
+    together = {"workers": 1, "pin": False}
+    assert common.placement("auto", load=lambda: (0.1, 0.0, 0.0)) == together
+    assert common.placement("auto", load=lambda: (1.2, 0.0, 0.0)) == {}  # busy: one pinned run per core
+    assert common.placement("together", load=lambda: (9.0, 0.0, 0.0)) == together
+    assert common.placement("per-core", load=lambda: (0.0, 0.0, 0.0)) == {}
+
+
+def test_heldout_scores_both_protocols_and_logs_every_test_scoring(tmp_path, data_dir, test_log):
+    import argparse
+
+    from experiments import heldout
+    from rnn_jax import testlog, train
+
+    cfg = dataclasses.replace(heldout.BASE, hidden=16, epochs=1, batch_size=16, num_steps=16)
+    train.run(cfg, tmp_path / "seed_0", data_dir=str(data_dir), exp="heldout", quiet=True)
+    args = argparse.Namespace(
+        dynamic_steps=(("sgd", 0.0),), dynamic_segments=(50,), windows_draw={"windows": 64, "length": 32, "seed": 0}
+    )
+    out = heldout.rnn_models("lstm", "lstm none", cfg, [tmp_path / "seed_0"], heldout.corpus(str(data_dir)), args)
+    static, dynamic = out["lstm"], out["lstm dynamic"]
+    assert static["test_loss_windows"]["windows"] == 64 and dynamic["test_loss_windows"] is None
+    stream = np.log(static["test_perplexity"]["mean"])
+    assert static["test_loss_windows"]["mean"] > stream - 0.05  # no window has more context than the stream
+    rows = testlog.read(test_log)
+    assert [(r["model"], r["protocol"]) for r in rows] == [
+        ("lstm static", "stream"),
+        ("lstm dynamic", "stream"),
+        ("lstm static", "windows"),
+    ]
+    assert rows[0]["result"]["loss"] == pytest.approx(stream)

@@ -94,9 +94,25 @@ def test_the_benchmark_script_runs_end_to_end(tmp_path, data_dir, monkeypatch, t
     assert models["lstm-1x8 ensemble of 2"]["test_loss"]["mean"] <= max(lstm["test_loss"]["seeds"])
     for m in models.values():
         assert set(m["test_loss"]) == {"mean", "std", "seeds"} and np.isfinite(m["test_loss"]["mean"])
+    # both protocols on every static row; dynamic evaluation and adaptive counting follow one stream only
+    classes = {n: m["class"] for n, m in models.items()}
+    assert classes["lstm-1x8"] == "recurrent" and classes["lstm-1x8 dynamic"] == "dynamic"
+    assert classes["lstm-1x8 + 3-gram"] == classes["lstm-1x8 ensemble of 2"] == "combined"
+    for n, m in models.items():
+        w = m["test_loss_windows"]
+        if m["class"] in ("dynamic", "counting adaptive"):
+            assert w is None, n
+        else:
+            assert {"mean", "std", "seeds", "se"} <= set(w) and 0 < w["se"] < 0.1, n
+            assert w["windows"] == 256 and w["window_length"] == 64 and len(w["seeds"]) == len(m["test_loss"]["seeds"])
+    lw = lstm["test_loss_windows"]
+    assert lw["by_position"]["0"] > lw["by_position"]["10-49"]  # a window's first character has no context
+    assert models["lstm-1x8 + 3-gram"]["mixture"]["weight_windows"] in shakespeare.MIX_WEIGHTS
     assert out["samples"]["texts"][0].startswith("ROMEO:") and len(out["samples"]["texts"]) == 3
     scored = out["test_scorings"]
-    assert scored == len(testlog.read(test_log)) == 5 + 2 * 3  # counting; each final seed: static, dynamic, per char
+    # counting: 5 streams and the 2 static n-grams' windows; each final seed: static, dynamic, per character, windows
+    assert scored == len(testlog.read(test_log)) == 5 + 2 + 2 * 4
+    assert sorted(r["protocol"] for r in testlog.read(test_log)).count("windows") == 2 + 2
     # the selection run trains on train only; the final runs on train + val, the whole text before the test part
     runs = tmp_path / "runs" / "smoke" / "shakespeare_smoke" / "lstm-1x8"
     select = json.loads((runs / "select" / "config.json").read_text())
@@ -127,3 +143,26 @@ def test_the_benchmark_script_runs_end_to_end(tmp_path, data_dir, monkeypatch, t
     assert not (runs / "seed_1").exists()
     scored_only = json.loads((tmp_path / "results" / "shakespeare_smoke.json").read_text())["models"]["lstm-1x8"]
     assert scored_only["seeds"] == [0] and scored_only["test_loss"]["seeds"] == lstm["test_loss"]["seeds"][:1]
+    # runs of another configuration (--epochs 7 over 1-epoch runs) are not scored, and no entry is dropped for it
+    shakespeare.main([*argv, "--no-baselines", "--score-only", "--epochs", "7"])
+    kept = json.loads((tmp_path / "results" / "shakespeare_smoke.json").read_text())["models"]
+    assert set(kept) == set(models) and kept["lstm-1x8"] == scored_only
+    assert kept["lstm-1x8"]["config"]["epochs"] == 1
+
+
+def test_a_record_merges_and_mixtures_never_sit_in_the_recurrent_class():
+    from experiments import classes, shakespeare
+
+    old = {"a": {"x": 1}, "b": {"x": 2}}
+    assert shakespeare.merged(old, {"b": {"x": 3}, "c": {"x": 4}}) == {"a": {"x": 1}, "b": {"x": 3}, "c": {"x": 4}}
+    rnn = {"kind": "rnn", "evaluation": "static"}
+    assert classes.class_of(rnn) == "recurrent"
+    assert classes.class_of({**rnn, "mixture": {"weight": 1.0}}) == "combined"  # even at weight 1
+    assert classes.class_of({**rnn, "ensemble": 3}) == "combined"
+    assert classes.class_of({**rnn, "evaluation": "dynamic"}) == "dynamic"
+    assert classes.REFERENCE["dynamic"] == "counting adaptive"
+    models = {
+        "mix": {**rnn, "mixture": {}, "val_loss": {"mean": 1.0}},
+        "lstm": {**rnn, "val_loss": {"mean": 1.2}},
+    }
+    assert classes.best_of(models, "recurrent")[0] == "lstm"

@@ -309,3 +309,29 @@ def test_the_schedule_scales_the_whole_update(key):
         # atol: the rounding of w + u, with |w| ~ 1e-2 and |u| ~ 1e-6
         np.testing.assert_allclose(after[0.25][name], 0.25 * after[None][name], rtol=1e-5, atol=5e-9, err_msg=name)
         assert bool(jnp.any(after[None][name] != 0)), name
+
+
+def test_reset_rows_zeroes_whole_rows_drawn_anew_at_every_update():
+    cfg = dataclasses.replace(TINY, cell="lstm", reset_fraction=0.5)
+    carried = (jnp.ones((256, 4)), jnp.full((256, 4), 2.0))  # an LSTM's (h, c)
+    at = lambda k: step_lib.reset_rows(cfg, step_lib.TrainState(None, None, jnp.int32(k)), carried)
+    h, c = at(3)
+    zeroed = np.asarray((h == 0).all(1))
+    np.testing.assert_array_equal(zeroed, np.asarray((c == 0).all(1)))  # every array of a row's state
+    assert 96 < zeroed.sum() < 160 and (np.asarray(h)[~zeroed] == 1).all() and (np.asarray(c)[~zeroed] == 2).all()
+    np.testing.assert_array_equal(at(3)[0], h)  # a pure function of the seed and the update: resumes are exact
+    assert not np.array_equal(at(4)[0], h)
+    off = dataclasses.replace(cfg, reset_fraction=0.0)
+    assert step_lib.reset_rows(off, step_lib.TrainState(None, None, jnp.int32(3)), carried) is carried
+
+
+def test_reset_fraction_starts_some_rows_of_an_epoch_from_zeros():
+    cfg = dataclasses.replace(TINY, lr=1e-12, batch_size=64, init="scaled")  # weights large enough that h matters
+    X, Y = batches(cfg)
+    X[1:], Y[1:] = X[0], Y[0]  # the same minibatch three times, parameters fixed: only the state differs
+    run = lambda c: step_lib.make_train_epoch(c, tx)(step_lib.init_state(c, 28, tx), X, Y)[2]["loss"]
+    tx = step_lib.make_optimizer(cfg)
+    carried, reset = run(cfg), run(dataclasses.replace(cfg, reset_fraction=0.5))
+    zeros = run(dataclasses.replace(cfg, reset_state=True))
+    assert reset[0] == carried[0] == zeros[0]  # the first minibatch starts from zeros anyway
+    assert min(carried[1], zeros[1]) < reset[1] < max(carried[1], zeros[1])  # half the rows from zeros

@@ -23,6 +23,7 @@ from rnn_jax.bench.contention import contention
 from rnn_jax.bench.devices import device_scaling
 from rnn_jax.bench.e2e import e2e
 from rnn_jax.bench.generation import generation
+from rnn_jax.bench.recipe import recipe
 from rnn_jax.bench.report import print_report
 from rnn_jax.bench.scaling import scaling
 from rnn_jax.bench.throughput import throughput
@@ -30,7 +31,8 @@ from rnn_jax.bench.variants import VARIANTS, build, fresh_state, variant_config
 from rnn_jax.cells import CELLS
 from rnn_jax.exitcodes import Exit
 
-SECTIONS = ("throughput", "compile", "generation", "scaling", "devices", "contention", "e2e")
+SECTIONS = ("throughput", "compile", "generation", "scaling", "devices", "contention", "recipe", "e2e")
+OPT_IN = ("recipe", "e2e")  # sections run only when named
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     ints = lambda s: [int(x) for x in s.split(",")]
     strs = lambda s: [x for x in s.split(",") if x]
     p.add_argument("--data-dir", default=None, help=f"directory holding {data.TIME_MACHINE_FILE}")
-    p.add_argument("--sections", type=strs, default=list(SECTIONS[:-1]), help=f"any of {','.join(SECTIONS)}")
+    p.add_argument(
+        "--sections",
+        type=strs,
+        default=[s for s in SECTIONS if s not in OPT_IN],
+        help=f"any of {','.join(SECTIONS)} (default: all but {' and '.join(OPT_IN)})",
+    )
     p.add_argument("--variants", type=strs, default=list(VARIANTS), help=f"any of {','.join(VARIANTS)}")
     p.add_argument("--samplings", type=strs, default=None, help="seq,random (default both; quick: seq)")
     p.add_argument(
@@ -165,6 +172,7 @@ def run_sections(args, corpus: Path, tokens, vocab: data.Vocab) -> dict:
         "scaling": lambda: scaling(args, corpus, len(vocab)),
         "contention": lambda: contention(args, corpus),
         "devices": lambda: device_scaling(args, len(vocab), data.load_corpus(corpus)[0]),
+        "recipe": lambda: recipe(args),
         "e2e": lambda: e2e(args, corpus),
     }
     for name in (s for s in SECTIONS if s in args.sections):

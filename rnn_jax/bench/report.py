@@ -143,6 +143,24 @@ def print_e2e(report: dict) -> None:
     )
 
 
+def print_recipe(report: dict) -> None:
+    r = report["recipe"]
+    print_table(
+        "recipe: --exp shakespeare's training epoch (LSTM 512, batch 64 x 100), tokens/s over "
+        f"{report['args']['reps']} alternating reps (fp32 limit {r['limit']['gflop_per_s']['median']:.0f} GFLOP/s = "
+        f"{r['limit']['tokens_per_s']:,.0f} tokens/s)",
+        r["rows"],
+        [
+            ("products", "name", ""),
+            *TOKENS,
+            ("torch nn.LSTM", "torch_tokens_per_s.median", ",.0f"),
+            ("vs torch", "ratio_to_torch", ".2f"),
+            ("of limit", "fraction_of_fp32_limit", ".2f"),
+        ],
+    )
+    print("torch nn.LSTM: the same shape and dtype (bf16 by autocast), shared/bench/recipe_torch_peer.py")
+
+
 PRINTERS = {
     "throughput": print_throughput,
     "compile": print_compile,
@@ -150,6 +168,7 @@ PRINTERS = {
     "scaling": print_scaling,
     "devices": print_devices,
     "contention": print_contention,
+    "recipe": print_recipe,
     "e2e": print_e2e,
 }
 

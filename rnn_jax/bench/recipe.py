@@ -1,0 +1,91 @@
+"""The recipe section: the tiny Shakespeare recipe's training epoch at its own shape (one-hot 66 -> LSTM 512 -> 66,
+batch 64 x 100, Adam, cosine, variational dropout, DropConnect, clipping) in float32 and bfloat16 products, beside
+torch's nn.LSTM at the same shape and dtype (bf16 by autocast), alternating, against the LSTM's fp32 limit."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import statistics
+
+import numpy as np
+
+from rnn_jax import config as config_lib
+from rnn_jax.bench.common import PEER_SCRIPT, ChildFailed, measured, run_child, spread
+from rnn_jax.bench.throughput import matmul_limit
+from rnn_jax.bench.variants import build, flop_per_token
+
+RECIPE_PEER = PEER_SCRIPT.with_name("recipe_torch_peer.py")
+DTYPES = ("float32", "bfloat16")
+VOCAB = 66  # tiny Shakespeare's 65 symbols and <unk>
+BATCHES_PER_EPOCH = 4  # minibatches of one timed epoch (25,600 tokens)
+
+
+def recipe_config(dtype: str, hidden: int) -> config_lib.Config:
+    """--exp shakespeare with the given product dtype (the recipe trains with bfloat16)."""
+    return dataclasses.replace(config_lib.EXPERIMENTS["shakespeare"], matmul_dtype=dtype, hidden=hidden)
+
+
+def synthetic_batches(cfg: config_lib.Config):
+    """epoch -> (X_NBT, Y_NBT) of random characters: the step's cost does not depend on the text."""
+
+    def batches(epoch: int):
+        rng = np.random.default_rng(epoch)
+        shape = (BATCHES_PER_EPOCH, cfg.batch_size, cfg.num_steps)
+        return rng.integers(0, VOCAB, shape, dtype=np.int32), rng.integers(0, VOCAB, shape, dtype=np.int32)
+
+    return batches
+
+
+def peer_tokens_per_s(args) -> dict[str, float]:
+    """One run of the torch peer (both dtypes, its own warm-up): dtype -> tokens/s."""
+    threads = ["--threads", str(args.peer_threads)] if args.peer_threads else []
+    steps = str(args.epochs * BATCHES_PER_EPOCH)
+    text, _, _ = run_child(
+        [args.peer_python, str(RECIPE_PEER), "--hidden", str(args.hidden), "--steps", steps, *threads]
+    )
+    found = dict(re.findall(r"torch nn\.LSTM (\w+) threads \d+: ([\d,.]+) tokens/s", text))
+    if set(found) != set(DTYPES):
+        raise ChildFailed(f"{RECIPE_PEER} printed no tokens/s for {sorted(set(DTYPES) - set(found))}: {text[-300:]}")
+    return {d: float(found[d].replace(",", "")) for d in DTYPES}
+
+
+def recipe(args) -> dict:
+    """Every dtype's epoch and the peer once per repetition, then the limit; medians, ratios, limit fractions."""
+    runs = {}
+    for dtype in DTYPES:
+        cfg = recipe_config(dtype, args.hidden)
+        runs[dtype] = build(cfg, VOCAB, synthetic_batches(cfg), per_step=False)[0]
+    limit = matmul_limit(args.hidden, batch_size=64, steps=args.limit_steps, cell="lstm")
+    ours: dict[str, list[float]] = {d: [] for d in DTYPES}
+    torch: dict[str, list[float]] = {d: [] for d in DTYPES}
+    other: list[float | None] = []
+    gflops = []
+    for _ in range(args.reps):
+        for dtype in DTYPES:
+            tokens_per_s, load = measured(lambda dtype=dtype: runs[dtype](args.epochs))
+            ours[dtype].append(tokens_per_s)
+            other.append(load)
+        if args.peer_python:
+            for dtype, v in peer_tokens_per_s(args).items():
+                torch[dtype].append(v)
+        gflops.append(limit())
+    flop = flop_per_token(args.hidden, VOCAB, "lstm")
+    limit_tokens_per_s = statistics.median(gflops) * 1e9 / flop
+    rows = []
+    for dtype in DTYPES:
+        med = statistics.median(ours[dtype])
+        rows.append(
+            {
+                "name": f"recipe {dtype}",
+                "tokens_per_s": spread(ours[dtype]),
+                "torch_tokens_per_s": spread(torch[dtype]) if torch[dtype] else None,
+                "ratio_to_torch": med / statistics.median(torch[dtype]) if torch[dtype] else None,
+                "fraction_of_fp32_limit": med / limit_tokens_per_s,
+            }
+        )
+    return {
+        "rows": rows,
+        "limit": {"gflop_per_s": spread(gflops), "tokens_per_s": limit_tokens_per_s, "flop_per_token": flop},
+        "other_cores": statistics.median([o for o in other if o is not None] or [0.0]),
+    }
