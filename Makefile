@@ -46,7 +46,8 @@ bench: install
 	$(PY) -m rnn_jax.bench $(DATA_FLAG) --out experiments/results/bench/$$(date -u +%Y%m%dT%H%M%SZ) $(ARGS)
 
 # The book's exercises over several seeds (about an hour on 2 cores), the held-out sweep (about an hour), tiny
-# Shakespeare (about 35 minutes per LSTM run, 6 runs, one per core; resumable), then the report.
+# Shakespeare (26-47 minutes per 1x512 LSTM run, about twice that per 1x768 one, 12 runs; resumable), its levers
+# on validation (8 epochs each, then the candidate at its full 32), then the report.
 ablations: install
 	$(PY) experiments/ablations.py $(DATA_FLAG) $(ARGS)
 	$(PY) experiments/gated.py $(DATA_FLAG) $(ARGS)
@@ -56,6 +57,8 @@ ablations: install
 	$(PY) experiments/book_random.py $(DATA_FLAG) $(ARGS)
 	$(PY) experiments/heldout.py $(DATA_FLAG) $(ARGS)
 	$(PY) experiments/shakespeare.py $(DATA_FLAG) $(ARGS)
+	$(PY) experiments/shakespeare_levers.py $(DATA_FLAG)
+	$(PY) experiments/shakespeare_levers.py --epochs 32 --levers lstm-1x768-reset-0.1 $(DATA_FLAG)
 	$(PY) experiments/report.py
 
 # Regenerates docs/cli.md from the command-line parsers and the Config fields' help.

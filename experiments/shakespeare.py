@@ -45,6 +45,9 @@ MODELS: dict[str, dict[str, Any]] = {
     # the book's cell and initialisation (with the scaled one the validation loss rose in epoch 2 at this step
     # size), regularised like the LSTM: lighter (dropout 0.1, no DropConnect) it learned slower (validation 1.844
     # against 1.660 at epoch 22 of the selection run, its gradients twice as large)
+    # nanoGPT's protocol's candidate (experiments/shakespeare_levers.py): wider, a tenth of the rows starting each
+    # minibatch from zeros, 32 epochs (4.4e14 training FLOPs, under a tenth of nanoGPT's baby GPT's)
+    "lstm-1x768": {"hidden": 768, "reset_fraction": 0.1, "epochs": 32, "val_windows": 1280},
     "rnn-tanh-1x1024": {"cell": "rnn", "hidden": 1024, "init": "book", "forget_bias": 0.0, "epochs": 30},
 }
 SMOKE_MODELS: dict[str, dict[str, Any]] = {
@@ -437,7 +440,7 @@ def merged(previous: dict, now: dict) -> dict:
     kept = [n for n in previous if n not in now]
     if kept:
         print(f"kept from the last record (not scored now): {', '.join(kept)}", flush=True)
-    return {**{n: previous[n] for n in kept}, **now}
+    return {n: {**m, "class": class_of(m)} for n, m in {**{n: previous[n] for n in kept}, **now}.items()}
 
 
 def chosen_ngram(counting: dict) -> dict | None:

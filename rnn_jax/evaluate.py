@@ -427,22 +427,29 @@ def main(argv=None) -> int:
         hint = "; try a smaller --dynamic-lr" if args.dynamic else ""
         print(f"error: {e}{hint}", file=sys.stderr)
         return Exit.DIVERGED
-    if args.protocol == "windows":
-        print(
-            f"protocol windows: {args.windows} windows of {args.window_length} characters (seed {args.window_seed}), "
-            "each from a zero state"
-        )
+    print_result(args, result, len(tokens))
+    return Exit.OK
+
+
+def print_result(args, result: dict, tokens: int) -> None:
+    """The table of every model's figures; under windows with the standard error and the loss by position."""
+    if args.protocol == "stream":
+        print(f"{'model':<11} {'perplexity':>10} {'bits/char':>10} {'tokens':>9}")
+        for name, r in result.items():
+            print(f"{name:<11} {r['perplexity']:>10.3f} {r['bits_per_char']:>10.3f} {r.get('tokens', tokens):>9}")
+        return
+    print(
+        f"protocol windows: {args.windows} windows of {args.window_length} characters (seed {args.window_seed}), "
+        "each from a zero state"
+    )
     print(f"{'model':<11} {'loss':>8} {'± se':>8} {'perplexity':>10} {'bits/char':>10} {'tokens':>9}")
     for name, r in result.items():
         se = f"{r['se']:>8.4f}" if r.get("se") is not None else " " * 8
         print(
-            f"{name:<11} {r['loss']:>8.4f} {se} {r['perplexity']:>10.3f} {r['bits_per_char']:>10.3f} "
-            f"{r.get('tokens', len(tokens)):>9}"
+            f"{name:<11} {r['loss']:>8.4f} {se} {r['perplexity']:>10.3f} {r['bits_per_char']:>10.3f} {r['tokens']:>9}"
         )
-    if args.protocol == "windows":
-        bands = result["rnn"]["by_position"]
-        print("rnn loss by window position: " + ", ".join(f"{k}: {v:.3f}" for k, v in bands.items()))
-    return Exit.OK
+    bands = result["rnn"]["by_position"]
+    print("rnn loss by window position: " + ", ".join(f"{k}: {v:.3f}" for k, v in bands.items()))
 
 
 if __name__ == "__main__":

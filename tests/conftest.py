@@ -52,6 +52,7 @@ SLOW = {
         "test_matmul_limit_counts_two_flop_per_multiply_add",
         "test_matmul_limit_of_a_cell_counts_its_recurrent_products",
         "test_pinned_worker_process_runs_on_the_cpus_it_was_given",
+        "test_the_recipe_section_times_both_dtypes_beside_the_torch_peer",
     ),
     "test_cells.py": (
         "test_epoch_scan_carries_or_resets_the_pytree_state_like_a_loop_of_steps",
@@ -88,6 +89,7 @@ SLOW = {
     "test_experiments.py": (
         "test_every_experiment_trains_a_few_steps",
         "test_run_seeds_writes_a_record_per_seed",
+        "test_heldout_scores_both_protocols_and_logs_every_test_scoring",
     ),
     "test_faults.py": (
         "test_a_kill_between_the_checkpoint_and_best_is_completed_on_resume",

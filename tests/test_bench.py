@@ -418,3 +418,30 @@ def test_the_environment_names_the_host_cpu():
     assert env["cpu_count"] == os.cpu_count() and env["cpu_model"]
     if Path("/sys/devices/system/cpu/cpu0/cache").is_dir():
         assert set(env["cache"]) >= {"L1", "L2"} and all(v[:-1].isdigit() for v in env["cache"].values())
+
+
+def test_the_recipe_section_times_both_dtypes_beside_the_torch_peer(tmp_path, capsys):
+    import argparse
+
+    from rnn_jax.bench import recipe
+
+    peer = tmp_path / "peer"
+    peer.write_text(
+        "#!/bin/sh\necho 'torch nn.LSTM float32 threads 2: 1,000 tokens/s'\n"
+        "echo 'torch nn.LSTM bfloat16 threads 2: 2,000.5 tokens/s'\n"
+    )
+    peer.chmod(0o755)
+    args = argparse.Namespace(hidden=16, reps=2, epochs=1, limit_steps=20, peer_python=str(peer), peer_threads=None)
+    r = recipe.recipe(args)
+    rows = {row["name"]: row for row in r["rows"]}
+    assert set(rows) == {"recipe float32", "recipe bfloat16"}
+    f32, bf16 = rows["recipe float32"], rows["recipe bfloat16"]
+    assert f32["torch_tokens_per_s"]["reps"] == [1000.0, 1000.0]
+    assert bf16["ratio_to_torch"] == pytest.approx(bf16["tokens_per_s"]["median"] / 2000.5)
+    assert f32["fraction_of_fp32_limit"] == pytest.approx(f32["tokens_per_s"]["median"] / r["limit"]["tokens_per_s"])
+    assert r["limit"]["flop_per_token"] == variants.flop_per_token(16, 66, "lstm")
+    report.print_recipe({"recipe": r, "args": {"reps": 2}})
+    assert "recipe bfloat16" in capsys.readouterr().out
+    peer.write_text("#!/bin/sh\necho 'no figures'\n")
+    with pytest.raises(common.ChildFailed, match="printed no tokens/s for"):
+        recipe.peer_tokens_per_s(args)

@@ -130,11 +130,14 @@ def test_the_benchmark_script_runs_end_to_end(tmp_path, data_dir, monkeypatch, t
         monkeypatch.setattr(report, attr, value)
     md = "\n".join(report.shakespeare_section("shakespeare_smoke"))
     assert f"Test-part scorings recorded in `results/test_log.jsonl`: {scored}." in md
-    assert f"| lstm-1x8 (2 seeds) | static | {report.pm(lstm['test_loss'], 4)} |" in md
-    assert (
-        "| nanoGPT baby GPT (6 layers, 10.7M parameters, ~3 min on an A100 GPU) | reported elsewhere | 1.4697 |" in md
-    )
-    assert "Best recurrent model by validation, dynamic evaluation: lstm-1x8 dynamic" in md
+    lw = lstm["test_loss_windows"]
+    assert f"| lstm-1x8 (2 seeds) | recurrent | {report.pm(lstm['test_loss'], 4)} | {report.pm(lw, 4)} |" in md
+    assert "| lstm-1x8 dynamic (2 seeds) | dynamic | " in md and "| stream only |" in md
+    gpt = "| nanoGPT baby GPT (6 layers, 10.7M parameters, ~3 min on an A100 GPU) | reported elsewhere | | 1.4697 |"
+    assert gpt in md  # compared under its own protocol, windows, alone
+    assert "Best dynamic model by validation: lstm-1x8 dynamic" in md and "x the PPMd " in md  # its own class
+    assert "Best combined model by validation: lstm-1x8" in md
+    assert "Under nanoGPT's protocol (windows), the best recurrent model by validation, lstm-1x8, scores " in md
     assert "against the 1.4697 reported for the nanoGPT baby GPT)" in md and "```\nROMEO:" in md
     assert (tmp_path / "figures" / "shakespeare_smoke.png").stat().st_size > 5_000
     # --score-only trains nothing: a final seed that is not there is left out, not trained
@@ -153,8 +156,11 @@ def test_the_benchmark_script_runs_end_to_end(tmp_path, data_dir, monkeypatch, t
 def test_a_record_merges_and_mixtures_never_sit_in_the_recurrent_class():
     from experiments import classes, shakespeare
 
-    old = {"a": {"x": 1}, "b": {"x": 2}}
-    assert shakespeare.merged(old, {"b": {"x": 3}, "c": {"x": 4}}) == {"a": {"x": 1}, "b": {"x": 3}, "c": {"x": 4}}
+    old = {"a": {"kind": "ppm", "evaluation": "adaptive"}, "b": {"kind": "rnn", "evaluation": "static", "x": 2}}
+    new = {"b": {"kind": "rnn", "evaluation": "dynamic"}, "c": {"kind": "rnn", "evaluation": "static", "ensemble": 2}}
+    got = shakespeare.merged(old, new)
+    assert {n: m["class"] for n, m in got.items()} == {"a": "counting adaptive", "b": "dynamic", "c": "combined"}
+    assert "x" not in got["b"]  # an entry scored again replaces the old one whole
     rnn = {"kind": "rnn", "evaluation": "static"}
     assert classes.class_of(rnn) == "recurrent"
     assert classes.class_of({**rnn, "mixture": {"weight": 1.0}}) == "combined"  # even at weight 1
