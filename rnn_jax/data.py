@@ -269,6 +269,18 @@ def splits(tokens: np.ndarray, cfg) -> dict[str, tuple[np.ndarray, np.ndarray | 
     }
 
 
+def span_of(tokens: np.ndarray, cfg, split: str) -> tuple[int, int]:
+    """[start, end) of a part of `splits` in the whole text's tokens."""
+    part, context = splits(tokens, cfg)[split]
+    start = 0 if split in ("train", "all") else len(context) if context is not None else 0
+    return start, start + len(part)
+
+
+def overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """Whether two [start, end) spans share a position."""
+    return a[0] < b[1] and b[0] < a[1]
+
+
 # ----------------------------------------------------------------------------- minibatches
 def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     """The data-order generator of one epoch: a pure function of (seed, epoch), so resumes are exact."""
