@@ -279,6 +279,10 @@ def main(argv=None) -> int:
     rnn_jax.started()
     try:
         _check_dynamic(args)
+        if args.dynamic_segment > config_lib.INT_LIMIT:
+            raise config_lib.ConfigError(
+                f"--dynamic-segment must be in [1, {config_lib.INT_LIMIT}], got {args.dynamic_segment}"
+            )
         cfg, vocab, params, saved = rundir.load_run(args.run_dir, best=args.best)
         own = own_corpus(saved, args.data_dir)
         all_tokens = vocab.encode(data.load_text(own, cfg.preprocess))
@@ -303,7 +307,7 @@ def main(argv=None) -> int:
             split = args.split or default_split(parts)
         tokens, context = data.splits(all_tokens, cfg)[split]
         span = data.span_of(all_tokens, cfg, split)
-        args.dynamic_segment = min(args.dynamic_segment, max(len(tokens), 1))
+        args.dynamic_segment = min(args.dynamic_segment, max(len(tokens), 1))  # one segment holds the whole part
         result = {"rnn": evaluate(params, tokens, cfg, context=context)}
         if args.dynamic:
             result["rnn-dynamic"] = dynamic_evaluate(
