@@ -59,7 +59,7 @@ def preprocess_raw(text: str) -> str:
 
 
 def preprocess_none(text: str) -> str:
-    """Every character as it is: case, punctuation, newlines (nanoGPT's shakespeare_char)."""
+    """Every character as it is: case, punctuation, newlines, carriage returns (nanoGPT's shakespeare_char)."""
     return text
 
 
@@ -95,8 +95,9 @@ def check_size(path: Path, what: str) -> None:
         )
 
 
-def read_text(path: str | os.PathLike) -> str:
-    """Reads a UTF-8 text file (universal newlines), with errors that say which file and why."""
+def read_text(path: str | os.PathLike, newline: str | None = None) -> str:
+    """Reads a UTF-8 text file (universal newlines; newline="": every character as it is), with errors that say
+    which file and why."""
     path = Path(path)
     if not path.is_file():
         raise DataError(
@@ -104,7 +105,7 @@ def read_text(path: str | os.PathLike) -> str:
         )
     check_size(path, "corpus file")
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8", newline=newline) as f:
             return f.read()
     except UnicodeDecodeError as e:
         raise DataError(
@@ -231,8 +232,9 @@ def corpus_name(path: str | os.PathLike, sha1: str | None = None) -> str:
 
 
 def load_text(path: str | os.PathLike, mode: str = "book") -> str:
-    """The corpus as the model sees it: Gutenberg header/licence stripped, then cleaned by `mode`."""
-    return PREPROCESS[mode](strip_gutenberg(read_text(path)))
+    """The corpus as the model sees it: Gutenberg header/licence stripped, then cleaned by `mode` (none reads every
+    character as it is, \r included; the others read universal newlines)."""
+    return PREPROCESS[mode](strip_gutenberg(read_text(path, "" if mode == "none" else None)))
 
 
 def load_corpus(path: str | os.PathLike, max_tokens: int = -1, mode: str = "book") -> tuple[np.ndarray, Vocab]:
