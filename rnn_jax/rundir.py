@@ -279,8 +279,25 @@ def check_progress(run_dir: Path, cfg: Config) -> tuple[dict, dict] | None:
     return newest
 
 
+REMEMBERED = ("tensorboard", "predict_prefixes")  # what a run keeps across resumes besides its configuration
+
+
+def note_changes(run_dir: Path, saved: dict, cfg: Config, extra: dict) -> None:
+    """One stderr line per setting a resume changes (a resumable field, a remembered flag), from process 0."""
+    if not distributed.is_primary():
+        return
+    old = saved.get("config") or {}
+    for name, value in config_lib.to_dict(cfg).items():
+        if name in old and old[name] != value:
+            print(f"note: resuming {run_dir} with {name} {value!r} (it had {old[name]!r})", file=sys.stderr)
+    for name in REMEMBERED:
+        had = saved.get(name, False if name == "tensorboard" else None)
+        if name in extra and had != extra[name]:
+            print(f"note: resuming {run_dir} with {name} {extra[name]!r} (it had {had!r})", file=sys.stderr)
+
+
 def _resumed_config(
-    run_dir: Path, cfg: Config, exp: str, vocab: data.Vocab, data_info: dict
+    run_dir: Path, cfg: Config, exp: str, vocab: data.Vocab, data_info: dict, extra: dict | None = None
 ) -> tuple[dict, tuple[dict, dict] | None]:
     """(config.json to write back, the verified checkpoint to continue from) of a resume."""
     saved = read_json(run_dir / "config.json", "the run's configuration")
@@ -294,6 +311,9 @@ def _resumed_config(
     if saved_vocab != vocab:
         raise ConfigError(f"cannot resume {run_dir}: its vocabulary differs from this corpus's")
     newest = check_progress(run_dir, cfg)
+    extra = {k: v for k, v in (extra or {}).items() if k in REMEMBERED}
+    note_changes(run_dir, saved, cfg, extra)
+    saved.update(extra)
     saved["config"] = config_lib.to_dict(cfg)
     saved.setdefault("resumed", []).append({"time": time.strftime("%Y-%m-%d %H:%M:%S"), **log.environment()})
     return saved, newest
@@ -318,7 +338,7 @@ def open_run(
         lock = Lock(run_dir).acquire()
     try:
         if resume:
-            saved, newest = _resumed_config(run_dir, cfg, exp, vocab, data_info)
+            saved, newest = _resumed_config(run_dir, cfg, exp, vocab, data_info, extra)
         else:
             _refuse_existing(run_dir)
             saved = {

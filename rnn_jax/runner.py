@@ -96,6 +96,8 @@ def run(
         check_memory(cfg, len(training.vocab))
         params = None
         extra: dict[str, Any] = {"predict_prefixes": list(prefixes or default_prefixes(training, cfg))}
+        if tensorboard:
+            extra["tensorboard"] = True  # remembered: a resume without the flag goes on writing event files
         if init_from:
             params, extra["init_from"] = rundir.params_from(
                 init_from, best=init_from_best, cfg=cfg, vocab=training.vocab, expect=init_expect
