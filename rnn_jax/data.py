@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import json
 import os
 import re
+import resource
 import shutil
 import tempfile
 import urllib.request
@@ -79,19 +81,74 @@ def strip_gutenberg(text: str) -> str:
 
 
 BYTES_PER_CHARACTER = 16  # held while a text is read, cleaned and encoded: str copies (up to 4 bytes), int32 ids
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+NO_LIMIT = 2**60  # a cgroup v1 limit at or above this means none
+
+
+def _cgroup_dirs() -> dict[str, str]:
+    """This process's cgroup directory per hierarchy ("" for v2's unified one, "memory" for v1's), from /proc."""
+    dirs = {}
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, where = line.split(":", 2)
+            for c in controllers.split(",") if controllers else [""]:
+                dirs[c] = where.lstrip("/")
+    return dirs
+
+
+def cgroup_memory_limit() -> int | None:
+    """The smallest memory limit of this process's cgroup (v2 memory.max, v1 memory.limit_in_bytes), if any."""
+    dirs = _cgroup_dirs()
+    files = [
+        CGROUP_ROOT / dirs.get("", "") / "memory.max",
+        CGROUP_ROOT / "memory.max",
+        CGROUP_ROOT / "memory" / dirs.get("memory", "") / "memory.limit_in_bytes",
+        CGROUP_ROOT / "memory" / "memory.limit_in_bytes",
+    ]
+    limits = []
+    for f in dict.fromkeys(files):
+        with contextlib.suppress(OSError, ValueError):
+            value = int(f.read_text().strip())  # "max" (no limit) raises ValueError
+            if value < NO_LIMIT:
+                limits.append(value)
+    return min(limits, default=None)
+
+
+def available_physical_memory() -> int | None:
+    """MemAvailable of /proc/meminfo, else the machine's physical memory."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        line = next(x for x in Path("/proc/meminfo").read_text().splitlines() if x.startswith("MemAvailable:"))
+        return int(line.split()[1]) * 1024
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return None
+
+
+def memory_budget() -> tuple[int, str] | None:
+    """(bytes, what sets it) that this process can allocate: the smallest of available physical memory, the
+    address-space limit (RLIMIT_AS, ulimit -v) and the cgroup's memory limit; None when none can be read."""
+    limits = {
+        "available physical memory": available_physical_memory(),
+        "the cgroup's memory limit": cgroup_memory_limit(),
+    }
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if soft != resource.RLIM_INFINITY:
+        limits["the address-space limit (ulimit -v)"] = soft
+    known = [(v, k) for k, v in limits.items() if v is not None]
+    return min(known) if known else None
 
 
 def check_size(path: Path, what: str) -> None:
-    """Raises DataError when the file at `path` is too large to load into this machine's memory."""
+    """Raises DataError when the file at `path` is too large to load within this process's memory budget."""
+    budget = memory_budget()
     try:
-        memory, size = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), path.stat().st_size
-    except (ValueError, OSError, AttributeError):  # no figure: the read reports what goes wrong
+        size = path.stat().st_size
+    except OSError:  # no figure: the read reports what goes wrong
         return
-    if size * BYTES_PER_CHARACTER > memory:
+    if budget and size * BYTES_PER_CHARACTER > budget[0]:
         raise DataError(
-            f"{what} {path} is {size / 2**30:.1f} GiB: too large to load into the {memory / 2**30:.1f} "
-            f"GiB of memory here (about {BYTES_PER_CHARACTER} bytes per character); is it the right "
-            "file?"
+            f"{what} {path} is {size / 2**30:.1f} GiB: too large to load within the {budget[0] / 2**30:.1f} "
+            f"GiB of {budget[1]} (about {BYTES_PER_CHARACTER} bytes per character); is it the right file?"
         )
 
 
