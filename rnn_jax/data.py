@@ -10,6 +10,7 @@ import os
 import re
 import resource
 import shutil
+import stat
 import tempfile
 import urllib.request
 from pathlib import Path
@@ -152,10 +153,36 @@ def check_size(path: Path, what: str) -> None:
         )
 
 
+KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def not_regular(path: str | os.PathLike) -> str | None:
+    """What an existing path that is not a regular file is ("a directory", "a FIFO", ...), else None."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    return None if stat.S_ISREG(mode) else next((k for test, k in KINDS if test(mode)), "not a regular file")
+
+
+def check_regular(path: str | os.PathLike, what: str) -> None:
+    """Raises DataError when `path` exists but is not a regular file (reading a FIFO or a device would hang)."""
+    kind = not_regular(path)
+    if kind:
+        raise DataError(f"{what} {path} is {kind}, not a regular file; pass a regular file")
+
+
 def read_text(path: str | os.PathLike, newline: str | None = None) -> str:
     """Reads a UTF-8 text file (universal newlines; newline="": every character as it is), with errors that say
     which file and why."""
     path = Path(path)
+    check_regular(path, "corpus file")
     if not path.is_file():
         raise DataError(
             f"corpus file {path} does not exist (or is not a file); pass --corpus PATH to an existing text file"
@@ -218,10 +245,13 @@ def cache_dir() -> Path:
 
 
 def sha1_of(path: str | os.PathLike) -> str:
+    """The SHA-1 of a regular file's bytes."""
+    check_regular(path, "file")
     return hashlib.sha1(Path(path).read_bytes()).hexdigest()
 
 
 def _checked(path: Path, source: str, corpus: Corpus) -> Path:
+    check_regular(path, source)
     if not path.is_file():
         raise DataError(
             f"{source}: {path} does not exist; put {corpus.file} there, or pass --corpus PATH for another text"
@@ -265,6 +295,7 @@ def resolve_corpus(corpus: str | None = None, data_dir: str | None = None) -> Pa
     A name is read from --data-dir DIR, else $RNN_JAX_DATA_DIR, else the cache, else a verified download."""
     if corpus and corpus not in CORPORA:
         path = Path(corpus).expanduser()
+        check_regular(path, "--corpus")
         if not path.is_file():
             raise DataError(f"--corpus {corpus}: no such file, and not a corpus name ({', '.join(CORPORA)})")
         return path

@@ -690,3 +690,61 @@ def test_a_stack_too_deep_to_compile_is_refused_with_the_bound(tmp_path, data_di
     assert train.main(argv) == 2
     line = one_clear_line(capsys.readouterr().err)
     assert f"num_layers must be in [1, {config.MAX_LAYERS}], got 4000" in line and not (tmp_path / "r").exists()
+
+
+def special_files(tmp_path):
+    """A directory, a FIFO (reading it would block forever) and /dev/zero (it never ends)."""
+    fifo = tmp_path / "fifo"
+    if not fifo.exists():
+        os.mkfifo(fifo)
+    return [(tmp_path, "a directory"), (fifo, "a FIFO"), ("/dev/zero", "a character device")]
+
+
+def test_a_corpus_that_is_not_a_regular_file_is_refused_without_reading(run, tmp_path, data_dir, capsys):
+    for path, kind in special_files(tmp_path):
+        assert train.main([*TINY, "--corpus", str(path), "--run-dir", str(tmp_path / "r")]) == 2
+        assert f"--corpus {path} is {kind}, not a regular file" in one_clear_line(capsys.readouterr().err)
+        assert evaluate.main(["--run-dir", str(run), "--corpus", str(path)]) == 2
+        assert f"is {kind}, not a regular file" in one_clear_line(capsys.readouterr().err)
+    (tmp_path / "data").mkdir()  # a data directory whose book is a FIFO
+    os.mkfifo(tmp_path / "data" / "timemachine.txt")
+    argv = [*TINY, "--data-dir", str(tmp_path / "data"), "--run-dir", str(tmp_path / "r")]
+    assert train.main(argv) == 2 and "is a FIFO" in one_clear_line(capsys.readouterr().err)
+    assert not (tmp_path / "r").exists()
+
+
+GOOD_REPORT = {"throughput": {"rows": [{"name": "fused", "ratio_to_torch_scratch": 1.5}]}}
+
+
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        ([], "a JSON list, not a benchmark report"),
+        ({"throughput": []}, "throughput is not an object"),
+        ({"throughput": {"rows": [{"ratio_to_torch_scratch": 1}]}}, "not a list of objects with a name"),
+        ({"throughput": {"rows": [{"name": "f", "tokens_per_s": {"median": "fast"}}]}}, "is 'fast', not a number"),
+        ({"throughput": {"rows": [], "limit": {"gflop_per_s": 3}}}, "limit.gflop_per_s.median is not a number"),
+        ({"environment": {"cache": [1]}, "throughput": {"rows": []}}, "environment.cache is not an object"),
+    ],
+)
+def test_compare_says_in_one_line_which_report_is_wrong(tmp_path, capsys, bad, message):
+    from rnn_jax.bench import compare
+
+    good, wrong = tmp_path / "good.json", tmp_path / "wrong.json"
+    good.write_text(json.dumps(GOOD_REPORT))
+    wrong.write_text(json.dumps(bad))
+    assert compare.main([str(good), str(good)]) == 0
+    capsys.readouterr()
+    assert compare.main([str(good), str(wrong)]) == 2
+    line = one_clear_line(capsys.readouterr().err)
+    assert line.startswith(f"error: {wrong}") and message in line
+
+
+def test_compare_refuses_what_is_not_a_regular_file(tmp_path, capsys):
+    from rnn_jax.bench import compare
+
+    for path, kind in special_files(tmp_path):
+        assert compare.main([str(path)]) == 2
+        assert one_clear_line(capsys.readouterr().err) == (
+            f"error: benchmark report {path} is {kind}, not a regular file; pass a regular file"
+        )
