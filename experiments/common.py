@@ -31,22 +31,30 @@ HELD_OUT: dict[str, Any] = {"val_fraction": 0.1, "eval_every": 50, "predict_ever
 
 
 DEFAULT_SEEDS = 3
+MAX_SEEDS = 1000  # seeds per configuration: each is a training run, and a list of them is made up front
 
 
-def positive(text: str) -> int:
-    """argparse type: an integer of at least 1."""
+def positive(text: str, limit: int = config.INT_LIMIT) -> int:
+    """argparse type: an integer in [1, limit] (default: int32's largest)."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value > limit:
+        raise argparse.ArgumentTypeError(f"must be in [1, {limit}], got {value}")
     return value
+
+
+def seed_count(text: str) -> int:
+    """argparse type: a number of seeds in [1, MAX_SEEDS]."""
+    return positive(text, MAX_SEEDS)
 
 
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--seeds", type=positive, default=DEFAULT_SEEDS, help="seeds per configuration (0, 1, ...)")
+    p.add_argument("--seeds", type=seed_count, default=DEFAULT_SEEDS, help="seeds per configuration (0, 1, ...)")
     p.add_argument(
         "--mode",
         choices=("auto", *sweep.MODES),

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -75,7 +76,7 @@ def record(
 
     protocol: how the part was scored ("stream", "windows"); text_sha1 and span: the SHA-1 of the corpus file and
     [start, end) of the scored part in the cleaned text's tokens."""
-    row = {
+    row: dict[str, Any] = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "commit": commit(),
         "corpus": corpus,

@@ -748,3 +748,18 @@ def test_compare_refuses_what_is_not_a_regular_file(tmp_path, capsys):
         assert one_clear_line(capsys.readouterr().err) == (
             f"error: benchmark report {path} is {kind}, not a regular file; pass a regular file"
         )
+
+
+@pytest.mark.parametrize(
+    "name,main,message",
+    [
+        ("config.json", "evaluate", "is not a run directory"),
+        ("metrics.jsonl", "train", "metrics.jsonl is missing"),
+    ],
+)
+def test_run_files_that_are_not_regular_files_are_refused_without_reading(run, capsys, name, main, message):
+    (run / name).unlink()
+    os.mkfifo(run / name)  # reading it would block forever
+    argv = ["--run-dir", str(run)] + (["--resume", "--epochs", "5", "--quiet"] if main == "train" else [])
+    assert {"train": train, "evaluate": evaluate}[main].main(argv) == 2
+    assert message in one_clear_line(capsys.readouterr().err)
