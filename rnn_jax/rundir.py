@@ -288,10 +288,14 @@ def check_progress(run_dir: Path, cfg: Config) -> tuple[dict, dict] | None:
 REMEMBERED = ("tensorboard", "predict_prefixes")  # what a run keeps across resumes besides its configuration
 
 
-def note_changes(run_dir: Path, saved: dict, cfg: Config, extra: dict) -> None:
-    """One stderr line per setting a resume changes (a resumable field, a remembered flag), from process 0."""
+def note_changes(run_dir: Path, saved: dict, cfg: Config, extra: dict, data_info: dict | None = None) -> None:
+    """One stderr line per setting a resume changes (a resumable field, a remembered flag, where the corpus is
+    read from), from process 0."""
     if not distributed.is_primary():
         return
+    was = (saved.get("data") or {}).get("path")
+    if data_info and was and data_info.get("path") and str(data_info["path"]) != str(was):
+        print(f"note: resuming {run_dir} with its corpus read from {data_info['path']} (it had {was})", file=sys.stderr)
     old = saved.get("config") or {}
     for name, value in config_lib.to_dict(cfg).items():
         if name in old and old[name] != value:
@@ -318,7 +322,7 @@ def _resumed_config(
         raise ConfigError(f"cannot resume {run_dir}: its vocabulary differs from this corpus's")
     newest = check_progress(run_dir, cfg)
     extra = {k: v for k, v in (extra or {}).items() if k in REMEMBERED}
-    note_changes(run_dir, saved, cfg, extra)
+    note_changes(run_dir, saved, cfg, extra, data_info)
     saved.update(extra)
     saved["config"] = config_lib.to_dict(cfg)
     saved.setdefault("resumed", []).append({"time": time.strftime("%Y-%m-%d %H:%M:%S"), **log.environment()})
