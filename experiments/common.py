@@ -274,6 +274,9 @@ def record_problem(record) -> str | None:
     if isinstance(record.get("seeds"), list):
         if not all(isinstance(r, dict) and isinstance(r.get("seed"), int) for r in record["seeds"]):
             return "seeds is not a list of objects with an integer seed"
+        for r in record["seeds"]:
+            if "diverged_epoch" not in r or not isinstance(r.get("curve"), list):
+                return f"seed {r['seed']} has no diverged_epoch or curve list"
         if not isinstance(record.get("summary"), dict):
             return "a record over seeds has no summary object"
     models = record.get("models")
@@ -281,6 +284,9 @@ def record_problem(record) -> str | None:
         isinstance(models, dict) and all(isinstance(m, dict) for m in models.values()) or isinstance(models, list)
     ):
         return "models is not an object of objects"
+    for name, m in models.items() if isinstance(models, dict) else ():
+        if not isinstance(m.get("kind"), str):
+            return f"model {name!r} has no kind"
     rows = record.get("rows")
     if rows is not None and not (isinstance(rows, list) and all(isinstance(r, dict) for r in rows)):
         return "rows is not a list of objects"

@@ -260,7 +260,15 @@ def main(argv: list[str] | tuple[str, ...] = ()) -> int:
         return 2
     if lost:
         print(f"warning: publishing records that lost rows against git HEAD: {', '.join(lost)}", file=sys.stderr)
-    publish()
+    try:
+        publish()
+    except (KeyError, TypeError, IndexError) as e:  # a field deeper than the checked shape
+        print(
+            f"error: a record under {RESULTS} lacks a field the report reads ({type(e).__name__}: {e}); restore "
+            "the records with git checkout or rerun their scripts",
+            file=sys.stderr,
+        )
+        return 2
     return 0
 
 

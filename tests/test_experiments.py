@@ -224,13 +224,14 @@ def git_commit(root):
 def test_the_report_refuses_records_that_lost_rows_against_git_head(results_dir, capsys):
     fake("seq", [1.0, 1.1, 1.2])
     fake("random", [1.5, 1.6, 1.7])
-    common.write("heldout_x", {"name": "heldout_x", "models": {"rnn": {"kind": "rnn"}, "5-gram": {"kind": "ngram"}}})
+    models = {"rnn": {"kind": "rnn"}, "5-gram": {"kind": "ngram"}}
+    common.write("heldout_x", {"name": "heldout_x", "models": models})
     git_commit(results_dir)
     seq = results_dir / "results" / "seq.json"
     rec = json.loads(seq.read_text())
     seq.write_text(json.dumps({**rec, "seeds": rec["seeds"][:2]}))  # rewritten by hand, not merged
     (results_dir / "results" / "random.json").unlink()
-    (results_dir / "results" / "heldout_x.json").write_text(json.dumps({"name": "x", "models": {"rnn": {}}}))
+    (results_dir / "results" / "heldout_x.json").write_text(json.dumps({"name": "x", "models": {"rnn": models["rnn"]}}))
     assert report.main() == 2
     line = capsys.readouterr().err.strip()
     assert line.startswith("error: records lost rows against git HEAD: ") and "\n" not in line
@@ -249,6 +250,8 @@ def test_the_report_refuses_records_that_lost_rows_against_git_head(results_dir,
         ("[]", "a JSON list, not a record"),
         ('{"name": "x", "seeds": [{"perplexity": 1}], "summary": {}}', "seeds is not a list of objects"),
         ('{"name": "x", "models": {"a": 1}}', "models is not an object of objects"),
+        ('{"name": "x", "models": {"a": {"test_loss": 1}}}', "model 'a' has no kind"),
+        ('{"name": "x", "seeds": [{"seed": 0}], "summary": {}}', "seed 0 has no diverged_epoch or curve list"),
         ('{"name": "x", "config": [], "seeds": []}', "config is not an object"),
     ],
 )
@@ -269,10 +272,11 @@ def test_the_report_refuses_a_record_path_that_is_not_a_regular_file(results_dir
 
 
 def test_a_record_written_again_merges_and_never_drops_an_entry(results_dir, capsys):
-    common.write("m", {"name": "m", "models": {"a": {"v": 1}, "b": {"v": 1}}, "rows": [{"alpha": 1, "v": 1}]})
-    common.write("m", {"name": "m", "models": {"b": {"v": 2}, "c": {"v": 2}}, "rows": [{"alpha": 2, "v": 2}]})
+    v = lambda x: {"kind": "rnn", "v": x}
+    common.write("m", {"name": "m", "models": {"a": v(1), "b": v(1)}, "rows": [{"alpha": 1, "v": 1}]})
+    common.write("m", {"name": "m", "models": {"b": v(2), "c": v(2)}, "rows": [{"alpha": 2, "v": 2}]})
     rec = common.load("m")
-    assert rec["models"] == {"a": {"v": 1}, "b": {"v": 2}, "c": {"v": 2}}
+    assert rec["models"] == {"a": v(1), "b": v(2), "c": v(2)}
     assert rec["rows"] == [{"alpha": 1, "v": 1}, {"alpha": 2, "v": 2}]
     fake("seq", [1.0, 1.1, 1.2])
     one = json.loads((results_dir / "results" / "seq.json").read_text())
