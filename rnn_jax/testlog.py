@@ -184,7 +184,8 @@ def set_aside_torn_tail(path: Path) -> Path | None:
     aside = path.with_name(f"{path.name}.torn-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{time.time_ns()}")
     fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        os.write(fd, blob[start:])
+        if os.write(fd, blob[start:]) != len(blob) - start:  # the log is cut only once the copy is whole
+            raise OSError(errno.ENOSPC, f"could not keep its torn last line in {aside}")
         os.fsync(fd)
     finally:
         os.close(fd)
