@@ -3,7 +3,8 @@
 The scripts keep the training command line's promises: a stopped or shorter run is continued (never deleted to
 "resume" it), a run directory another process holds is never removed, records are written atomically and merged
 into the one already there (never dropping an entry), and a smoke run (--epochs or --seeds other than the recorded
-ones) writes to results/smoke/ and runs/smoke/, never over the committed records, unless --force. Signals reach the training processes (see rnn_jax.sweep.run_jobs).
+ones) writes to results/smoke/ and runs/smoke/, never over the committed records, unless --force. Signals reach the
+training processes (see rnn_jax.sweep.run_jobs).
 """
 
 from __future__ import annotations
