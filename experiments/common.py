@@ -1,9 +1,10 @@
 """Shared by the experiment scripts: run one configuration over several seeds and store its record.
 
 The scripts keep the training command line's promises: a stopped or shorter run is continued (never deleted to
-"resume" it), a run directory another process holds is never removed, records are written atomically, and a
-smoke run (--epochs or --seeds other than the recorded ones) writes to results/smoke/ and runs/smoke/, never over
-the committed records, unless --force. Signals reach the training processes (see rnn_jax.sweep.run_jobs).
+"resume" it), a run directory another process holds is never removed, records are written atomically and merged
+into the one already there (never dropping an entry), and a smoke run (--epochs or --seeds other than the recorded
+ones) writes to results/smoke/ and runs/smoke/, never over the committed records, unless --force. Signals reach the
+training processes (see rnn_jax.sweep.run_jobs).
 """
 
 from __future__ import annotations
@@ -43,20 +44,30 @@ def placement(choice: str, load=os.getloadavg) -> dict:
     return {"workers": 1, "pin": False} if choice == "together" else {}
 
 
-def positive(text: str) -> int:
-    """argparse type: an integer of at least 1."""
+MAX_SEEDS = 1000  # seeds per configuration: each is a training run, and a list of them is made up front
+
+
+def positive(text: str, limit: int = config.INT_LIMIT) -> int:
+    """argparse type: an integer in [1, limit] (default: int32's largest)."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value > limit:
+        raise argparse.ArgumentTypeError(f"must be in [1, {limit}], got {value}")
     return value
+
+
+def seed_count(text: str) -> int:
+    """argparse type: a number of seeds in [1, MAX_SEEDS]."""
+    return positive(text, MAX_SEEDS)
 
 
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--seeds", type=positive, default=DEFAULT_SEEDS, help="seeds per configuration (0, 1, ...)")
+    p.add_argument("--seeds", type=seed_count, default=DEFAULT_SEEDS, help="seeds per configuration (0, 1, ...)")
     p.add_argument(
         "--mode",
         choices=("auto", *sweep.MODES),
@@ -193,21 +204,135 @@ def record(name: str, exp: str, cfg: config.Config, records: list[dict], mode: s
     }
 
 
+ROWS = ("models", "seeds", "rows")  # a record's collections of entries, each entry a row of its tables
+ROW_FIELDS = ("seed", "alpha", "mode", "trained_on", "tested_on", "name")  # what names a row of a list
+
+
+def row_id(entry) -> str:
+    """What names one entry of a list collection: itself if a string, its naming fields (seed=0), else its JSON."""
+    if isinstance(entry, str):
+        return entry
+    if isinstance(entry, dict):
+        named = [f"{f}={entry[f]}" for f in ROW_FIELDS if f in entry]
+        if named:
+            return ", ".join(named)
+    return json.dumps(entry, sort_keys=True)
+
+
+def row_ids(record: dict) -> dict[str, list[str]]:
+    """The names of the entries of each collection of a record: a dict's keys, a list's row_id."""
+    out = {}
+    for key in ROWS:
+        rows = record.get(key)
+        if isinstance(rows, dict):
+            out[key] = list(rows)
+        elif isinstance(rows, list):
+            out[key] = [row_id(e) for e in rows]
+    return out
+
+
+def lost_rows(old: dict, new: dict) -> list[str]:
+    """The entries of `old` that `new` no longer holds, as 'collection: name'."""
+    now = row_ids(new)
+    return [f"{key}: {i}" for key, ids in row_ids(old).items() for i in ids if i not in now.get(key, ())]
+
+
+def _merge_rows(old, new):
+    """A collection's entries: every old one (replaced by the new entry of the same name), then the new ones."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return {**old, **new}
+    if isinstance(old, list) and isinstance(new, list):
+        fresh = {row_id(e): e for e in new}
+        kept = [fresh.pop(row_id(e), e) for e in old]
+        return kept + list(fresh.values())
+    return new
+
+
+def merge_records(old: dict, new: dict) -> dict:
+    """`new` written over `old` without dropping an entry: its fields win, and each collection (models, seeds,
+    rows) keeps the old entries it does not replace; a record over seeds has its summary recomputed."""
+    merged = {**old, **new}
+    for key in ROWS:
+        if key in old and key in new:
+            merged[key] = _merge_rows(old[key], new[key])
+    if isinstance(merged.get("seeds"), list) and merged["seeds"] != new.get("seeds") and "summary" in new:
+        merged["summary"] = sweep.summarize(merged["seeds"])
+    return merged
+
+
 def write(name: str, result: dict, directory: Path | None = None) -> Path:
-    """<directory>/<name>.json (default results/), written whole or not at all; says where a record outside
-    results/ went."""
+    """<directory>/<name>.json (default results/), written whole or not at all and merged into the record already
+    there (merge_records); one of another configuration is kept beside it as <name>.json.replaced-<time>. Says
+    where a record outside results/ went."""
     directory = Path(directory or RESULTS)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.json"
+    old = read_record(path) if path.exists() else None
+    if old is not None and old.get("config", result.get("config")) != result.get("config"):
+        aside = path.with_name(f"{path.name}.replaced-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+        rundir.write_atomic(aside, path.read_text(encoding="utf-8"))
+        print(f"{path} held a record of another configuration; it is kept as {aside}", file=sys.stderr)
+    elif old is not None:
+        result = merge_records(old, result)
     rundir.write_atomic(path, json.dumps(result, indent=1) + "\n")
     if directory.resolve() != RESULTS.resolve():
         print(f"record written to {path} (the committed results/{name}.json is unchanged)", flush=True)
     return path
 
 
+class RecordError(ValueError):
+    """A record under results/ that cannot be read back as one; the message names the file."""
+
+
+def record_problem(record) -> str | None:
+    """What makes a parsed record unusable (not an object, a collection of the wrong shape), else None."""
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, not a record (an object)"
+    for key in ("config", "summary", "split"):
+        if key in record and not isinstance(record[key], dict):
+            return f"{key} is not an object"
+    if isinstance(record.get("seeds"), list):
+        if not all(isinstance(r, dict) and isinstance(r.get("seed"), int) for r in record["seeds"]):
+            return "seeds is not a list of objects with an integer seed"
+        for r in record["seeds"]:
+            if "diverged_epoch" not in r or not isinstance(r.get("curve"), list):
+                return f"seed {r['seed']} has no diverged_epoch or curve list"
+        if not isinstance(record.get("summary"), dict):
+            return "a record over seeds has no summary object"
+    models = record.get("models")
+    if models is not None and not (
+        isinstance(models, dict) and all(isinstance(m, dict) for m in models.values()) or isinstance(models, list)
+    ):
+        return "models is not an object of objects"
+    for name, m in models.items() if isinstance(models, dict) else ():
+        if not isinstance(m.get("kind"), str):
+            return f"model {name!r} has no kind"
+    rows = record.get("rows")
+    if rows is not None and not (isinstance(rows, list) and all(isinstance(r, dict) for r in rows)):
+        return "rows is not a list of objects"
+    return None
+
+
+def read_record(path: Path) -> dict:
+    """A record read back and checked (a regular file, JSON, the shape report.py reads); RecordError names it."""
+    kind = data.not_regular(path)
+    if kind:
+        raise RecordError(f"{path} is {kind}, not a record file; remove it or restore the record")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RecordError(
+            f"{path} is not a readable record ({e}); restore it with git checkout or rerun its script"
+        ) from None
+    problem = record_problem(record)
+    if problem:
+        raise RecordError(f"{path} is not a record as the scripts write it ({problem}); restore it with git checkout")
+    return record
+
+
 def load(name: str) -> dict | None:
     path = RESULTS / f"{name}.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_record(path) if path.exists() else None
 
 
 def command() -> str:
@@ -225,7 +350,7 @@ def entry(main) -> None:
     except sweep.JobFailed as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(Exit.FAILED)
-    except (config.ConfigError, data.DataError, checkpoint.CheckpointError) as e:
+    except (config.ConfigError, data.DataError, checkpoint.CheckpointError, RecordError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(Exit.USAGE)
     except evaluate_lib.NonFinite as e:

@@ -1,11 +1,18 @@
 """Regenerates experiments/RESULTS.md, its figures and the README's results table from experiments/results/*.json.
 
 python experiments/report.py        # seconds; no training
+
+Every record read is checked first (one line names a file that is not one), and none is published when it lost
+rows against its version at git HEAD, unless --allow-lost-rows; the lost rows are named.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -15,7 +22,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from experiments import classes
-from experiments.common import HERE, RESULTS, load
+from experiments.common import HERE, RESULTS, RecordError, load, lost_rows, read_record
 from rnn_jax import data
 from rnn_jax.cells import CELLS
 from rnn_jax.rundir import write_atomic
@@ -195,7 +202,81 @@ def section(title: str, names: list[str], fig: str, answer: str) -> list[str]:
     return out + [answer, ""]
 
 
-def main() -> None:
+def git(cwd: Path, *args: str) -> str | None:
+    """stdout of a git command in `cwd`, None when it fails (no git, not a checkout, no such object)."""
+    try:
+        run = subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return run.stdout if run.returncode == 0 else None
+
+
+def committed_records(results: Path) -> dict[str, dict]:
+    """{file name: record} of the results/*.json at git HEAD (none outside a checkout; unparseable ones left out)."""
+    top = git(results, "rev-parse", "--show-toplevel") if results.is_dir() else None
+    if not top:
+        return {}
+    rel = results.resolve().relative_to(Path(top.strip()).resolve()).as_posix()
+    names = (git(Path(top.strip()), "ls-tree", "--name-only", "HEAD", f"{rel}/") or "").splitlines()
+    out = {}
+    for name in (n for n in names if n.endswith(".json")):
+        try:
+            out[Path(name).name] = json.loads(git(Path(top.strip()), "show", f"HEAD:{name}") or "")
+        except json.JSONDecodeError:
+            continue
+    return out
+
+
+def check_inputs(results: Path) -> list[str]:
+    """Reads back every record (RecordError names one that is not a record) and returns what each lost against
+    git HEAD: 'seq.json (seeds: seed=2)', 'heldout.json (the whole record)'."""
+    on_disk = {p.name: read_record(p) for p in sorted(results.glob("*.json"))}
+    lost = []
+    for name, old in committed_records(results).items():
+        if name not in on_disk:
+            lost.append(f"{name} (the whole record)")
+        elif isinstance(old, dict) and (gone := lost_rows(old, on_disk[name])):
+            lost.append(f"{name} ({'; '.join(gone)})")
+    return lost
+
+
+def main(argv: list[str] | tuple[str, ...] = ()) -> int:
+    """Writes RESULTS.md, its figures and the README's block; 2 when a record is damaged or lost rows."""
+    p = argparse.ArgumentParser(prog="python experiments/report.py", description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--allow-lost-rows",
+        action="store_true",
+        help="publish even when a record lost rows against its version at git HEAD",
+    )
+    args = p.parse_args(list(argv))
+    try:
+        lost = check_inputs(RESULTS)
+    except RecordError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if lost and not args.allow_lost_rows:
+        print(
+            f"error: records lost rows against git HEAD: {', '.join(lost)}; nothing was published. Restore them "
+            "(git checkout), or publish anyway with --allow-lost-rows",
+            file=sys.stderr,
+        )
+        return 2
+    if lost:
+        print(f"warning: publishing records that lost rows against git HEAD: {', '.join(lost)}", file=sys.stderr)
+    try:
+        publish()
+    except (KeyError, TypeError, IndexError) as e:  # a field deeper than the checked shape
+        print(
+            f"error: a record under {RESULTS} lacks a field the report reads ({type(e).__name__}: {e}); restore "
+            "the records with git checkout or rerun their scripts",
+            file=sys.stderr,
+        )
+        return 2
+    return 0
+
+
+def publish() -> None:
+    """RESULTS.md, its figures and the README's results block from the records."""
     md = [
         "# Results of the experiments",
         "",
@@ -1048,4 +1129,4 @@ def heldout_targets(rec: dict) -> list[str]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(sys.argv[1:]))

@@ -33,7 +33,9 @@ class Config:
     cell: str = _field(
         "rnn", "recurrent cell, a key of cells.CELLS: rnn = the book's tanh cell (8.5), gru (9.1), lstm (9.2)"
     )
-    num_layers: int = _field(1, "a stack of cells (9.3): layer l's outputs are layer l+1's inputs")
+    num_layers: int = _field(
+        1, "a stack of cells (9.3): layer l's outputs are layer l+1's inputs; at most 64 (MAX_LAYERS)"
+    )
     activation: str = _field(
         "tanh",
         "activation of the cell, one it declares (cells.CELLS[cell].activations): "
@@ -270,6 +272,9 @@ class ConfigError(ValueError):
 
 
 INT_LIMIT = 2**31 - 1  # every count and seed must fit the int32 that JAX computes with
+# Each layer is traced and compiled as a program of its own: compile time grows with the depth (thousands of layers
+# compile for minutes and can crash the compiler), so stacks are capped here.
+MAX_LAYERS = 64
 
 
 def _check_numbers(cfg: Config) -> None:
@@ -305,6 +310,11 @@ def validate(cfg: Config) -> Config:
     ):
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"{name} must be a positive integer, got {getattr(cfg, name)}")
+    if cfg.num_layers > MAX_LAYERS:
+        raise ConfigError(
+            f"num_layers must be in [1, {MAX_LAYERS}], got {cfg.num_layers}: each layer is compiled on its own, "
+            "so deeper stacks take minutes to compile and can crash the compiler; use fewer layers"
+        )
     if cfg.max_tokens == 0 or cfg.max_tokens < -1:
         raise ConfigError(f"max_tokens must be positive or -1 (the whole corpus), got {cfg.max_tokens}")
     if not cfg.lr > 0:

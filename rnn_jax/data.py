@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import json
 import os
 import re
+import resource
 import shutil
+import stat
 import tempfile
 import urllib.request
 from pathlib import Path
@@ -59,7 +62,7 @@ def preprocess_raw(text: str) -> str:
 
 
 def preprocess_none(text: str) -> str:
-    """Every character as it is: case, punctuation, newlines (nanoGPT's shakespeare_char)."""
+    """Every character as it is: case, punctuation, newlines, carriage returns (nanoGPT's shakespeare_char)."""
     return text
 
 
@@ -79,32 +82,114 @@ def strip_gutenberg(text: str) -> str:
 
 
 BYTES_PER_CHARACTER = 16  # held while a text is read, cleaned and encoded: str copies (up to 4 bytes), int32 ids
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+NO_LIMIT = 2**60  # a cgroup v1 limit at or above this means none
+
+
+def _cgroup_dirs() -> dict[str, str]:
+    """This process's cgroup directory per hierarchy ("" for v2's unified one, "memory" for v1's), from /proc."""
+    dirs = {}
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, where = line.split(":", 2)
+            for c in controllers.split(",") if controllers else [""]:
+                dirs[c] = where.lstrip("/")
+    return dirs
+
+
+def cgroup_memory_limit() -> int | None:
+    """The smallest memory limit of this process's cgroup (v2 memory.max, v1 memory.limit_in_bytes), if any."""
+    dirs = _cgroup_dirs()
+    files = [
+        CGROUP_ROOT / dirs.get("", "") / "memory.max",
+        CGROUP_ROOT / "memory.max",
+        CGROUP_ROOT / "memory" / dirs.get("memory", "") / "memory.limit_in_bytes",
+        CGROUP_ROOT / "memory" / "memory.limit_in_bytes",
+    ]
+    limits = []
+    for f in dict.fromkeys(files):
+        with contextlib.suppress(OSError, ValueError):
+            value = int(f.read_text().strip())  # "max" (no limit) raises ValueError
+            if value < NO_LIMIT:
+                limits.append(value)
+    return min(limits, default=None)
+
+
+def available_physical_memory() -> int | None:
+    """MemAvailable of /proc/meminfo, else the machine's physical memory."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        line = next(x for x in Path("/proc/meminfo").read_text().splitlines() if x.startswith("MemAvailable:"))
+        return int(line.split()[1]) * 1024
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return None
+
+
+def memory_budget() -> tuple[int, str] | None:
+    """(bytes, what sets it) that this process can allocate: the smallest of available physical memory, the
+    address-space limit (RLIMIT_AS, ulimit -v) and the cgroup's memory limit; None when none can be read."""
+    limits = {
+        "available physical memory": available_physical_memory(),
+        "the cgroup's memory limit": cgroup_memory_limit(),
+    }
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if soft != resource.RLIM_INFINITY:
+        limits["the address-space limit (ulimit -v)"] = soft
+    known = [(v, k) for k, v in limits.items() if v is not None]
+    return min(known) if known else None
 
 
 def check_size(path: Path, what: str) -> None:
-    """Raises DataError when the file at `path` is too large to load into this machine's memory."""
+    """Raises DataError when the file at `path` is too large to load within this process's memory budget."""
+    budget = memory_budget()
     try:
-        memory, size = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), path.stat().st_size
-    except (ValueError, OSError, AttributeError):  # no figure: the read reports what goes wrong
+        size = path.stat().st_size
+    except OSError:  # no figure: the read reports what goes wrong
         return
-    if size * BYTES_PER_CHARACTER > memory:
+    if budget and size * BYTES_PER_CHARACTER > budget[0]:
         raise DataError(
-            f"{what} {path} is {size / 2**30:.1f} GiB: too large to load into the {memory / 2**30:.1f} "
-            f"GiB of memory here (about {BYTES_PER_CHARACTER} bytes per character); is it the right "
-            "file?"
+            f"{what} {path} is {size / 2**30:.1f} GiB: too large to load within the {budget[0] / 2**30:.1f} "
+            f"GiB of {budget[1]} (about {BYTES_PER_CHARACTER} bytes per character); is it the right file?"
         )
 
 
-def read_text(path: str | os.PathLike) -> str:
-    """Reads a UTF-8 text file (universal newlines), with errors that say which file and why."""
+KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def not_regular(path: str | os.PathLike) -> str | None:
+    """What an existing path that is not a regular file is ("a directory", "a FIFO", ...), else None."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    return None if stat.S_ISREG(mode) else next((k for test, k in KINDS if test(mode)), "not a regular file")
+
+
+def check_regular(path: str | os.PathLike, what: str) -> None:
+    """Raises DataError when `path` exists but is not a regular file (reading a FIFO or a device would hang)."""
+    kind = not_regular(path)
+    if kind:
+        raise DataError(f"{what} {path} is {kind}, not a regular file; pass a regular file")
+
+
+def read_text(path: str | os.PathLike, newline: str | None = None) -> str:
+    """Reads a UTF-8 text file (universal newlines; newline="": every character as it is), with errors that say
+    which file and why."""
     path = Path(path)
+    check_regular(path, "corpus file")
     if not path.is_file():
         raise DataError(
             f"corpus file {path} does not exist (or is not a file); pass --corpus PATH to an existing text file"
         )
     check_size(path, "corpus file")
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8", newline=newline) as f:
             return f.read()
     except UnicodeDecodeError as e:
         raise DataError(
@@ -160,10 +245,13 @@ def cache_dir() -> Path:
 
 
 def sha1_of(path: str | os.PathLike) -> str:
+    """The SHA-1 of a regular file's bytes."""
+    check_regular(path, "file")
     return hashlib.sha1(Path(path).read_bytes()).hexdigest()
 
 
 def _checked(path: Path, source: str, corpus: Corpus) -> Path:
+    check_regular(path, source)
     if not path.is_file():
         raise DataError(
             f"{source}: {path} does not exist; put {corpus.file} there, or pass --corpus PATH for another text"
@@ -207,6 +295,7 @@ def resolve_corpus(corpus: str | None = None, data_dir: str | None = None) -> Pa
     A name is read from --data-dir DIR, else $RNN_JAX_DATA_DIR, else the cache, else a verified download."""
     if corpus and corpus not in CORPORA:
         path = Path(corpus).expanduser()
+        check_regular(path, "--corpus")
         if not path.is_file():
             raise DataError(f"--corpus {corpus}: no such file, and not a corpus name ({', '.join(CORPORA)})")
         return path
@@ -231,8 +320,9 @@ def corpus_name(path: str | os.PathLike, sha1: str | None = None) -> str:
 
 
 def load_text(path: str | os.PathLike, mode: str = "book") -> str:
-    """The corpus as the model sees it: Gutenberg header/licence stripped, then cleaned by `mode`."""
-    return PREPROCESS[mode](strip_gutenberg(read_text(path)))
+    """The corpus as the model sees it: Gutenberg header/licence stripped, then cleaned by `mode` (none reads every
+    character as it is, \r included; the others read universal newlines)."""
+    return PREPROCESS[mode](strip_gutenberg(read_text(path, "" if mode == "none" else None)))
 
 
 def load_corpus(path: str | os.PathLike, max_tokens: int = -1, mode: str = "book") -> tuple[np.ndarray, Vocab]:
@@ -267,6 +357,18 @@ def splits(tokens: np.ndarray, cfg) -> dict[str, tuple[np.ndarray, np.ndarray | 
         "all": (tokens, None),
         "unseen": (train[trained:], train[:trained]),
     }
+
+
+def span_of(tokens: np.ndarray, cfg, split: str) -> tuple[int, int]:
+    """[start, end) of a part of `splits` in the whole text's tokens."""
+    part, context = splits(tokens, cfg)[split]
+    start = 0 if split in ("train", "all") else len(context) if context is not None else 0
+    return start, start + len(part)
+
+
+def overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """Whether two [start, end) spans share a position."""
+    return a[0] < b[1] and b[0] < a[1]
 
 
 # ----------------------------------------------------------------------------- minibatches

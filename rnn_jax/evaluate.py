@@ -362,13 +362,21 @@ def main(argv=None) -> int:
     rnn_jax.started()
     try:
         _check_dynamic(args)
+        if args.dynamic_segment > config_lib.INT_LIMIT:
+            raise config_lib.ConfigError(
+                f"--dynamic-segment must be in [1, {config_lib.INT_LIMIT}], got {args.dynamic_segment}"
+            )
         cfg, vocab, params, saved = rundir.load_run(args.run_dir, best=args.best)
         own = own_corpus(saved, args.data_dir)
-        parts = data.splits(vocab.encode(data.load_text(own, cfg.preprocess)), cfg)
+        all_tokens = vocab.encode(data.load_text(own, cfg.preprocess))
+        parts = data.splits(all_tokens, cfg)
         if not args.corpus or args.baselines:  # the run's own splits are scored or fit on
             check_corpus(own, saved)
+        scored_sha1 = saved["data"]["sha1"]
         if args.corpus:
-            text = data.load_text(data.resolve_corpus(args.corpus), cfg.preprocess)
+            corpus_path = data.resolve_corpus(args.corpus)
+            scored_sha1 = data.sha1_of(corpus_path)
+            text = data.load_text(corpus_path, cfg.preprocess)
             unknown = vocab.unknown(text)
             if unknown:
                 shown = ", ".join(f"{c!r} x{n}" for c, n in unknown.most_common(10))
@@ -376,9 +384,13 @@ def main(argv=None) -> int:
                     f"{sum(unknown.values())} characters not in the run's vocabulary map to <unk>: {shown}",
                     file=sys.stderr,
                 )
-            tokens, context = data.splits(vocab.encode(text), cfg)[args.split or "all"]
+            split = args.split or "all"
+            all_tokens = vocab.encode(text)
         else:
-            tokens, context = parts[args.split or default_split(parts)]
+            split = args.split or default_split(parts)
+        tokens, context = data.splits(all_tokens, cfg)[split]
+        span = data.span_of(all_tokens, cfg, split)
+        args.dynamic_segment = min(args.dynamic_segment, max(len(tokens), 1))  # one segment holds the whole part
         if args.protocol == "windows":
             result = {"rnn": evaluate_windows(params, tokens, cfg, **window_args(args))}
         else:
@@ -406,16 +418,19 @@ def main(argv=None) -> int:
                     windows=window_args(args) if args.protocol == "windows" else None,
                 )
             )
-        if not args.corpus and (args.split or "val") == "test":
-            corpus = data.corpus_name(own, saved["data"]["sha1"])
+        if scored_sha1 == saved["data"]["sha1"] and data.overlap(span, data.span_of(all_tokens, cfg, "test")):
+            # the run's own text by content, a part that holds test text: logged, whatever the path's spelling
+            setting = {"run": str(Path(args.run_dir).resolve()), "best": args.best, "config": config_lib.to_dict(cfg)}
             for name, r in result.items():
                 testlog.record(
-                    corpus,
+                    data.corpus_name(own, scored_sha1),
                     "test",
                     name,
-                    {"run": str(Path(args.run_dir).resolve()), "best": args.best, "config": config_lib.to_dict(cfg)},
+                    setting,
                     r,
                     protocol=r.get("protocol", "stream"),
+                    text_sha1=scored_sha1,
+                    span=span,
                 )
     except (data.DataError, checkpoint.CheckpointError, config_lib.ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)

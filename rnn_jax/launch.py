@@ -86,6 +86,7 @@ def _from_saved(req: Request, kw: dict) -> tuple[str, Config | None]:
             f"{req.run_dir}/config.json is not a run's configuration (no {e}); restore it from a copy"
         ) from None
     kw["prefixes"] = kw["prefixes"] or [p for p in saved.get("predict_prefixes") or () if p] or None
+    kw["tensorboard"] = kw["tensorboard"] or bool(saved.get("tensorboard"))  # remembered by the run
     return exp, base
 
 

@@ -84,7 +84,10 @@ def write_json(path: Path, obj) -> None:
 
 
 def read_json(path: Path, what: str) -> dict:
-    """A JSON file of a run, with an error naming it when it is missing or damaged."""
+    """A JSON file of a run, with an error naming it when it is missing, damaged or not a regular file."""
+    kind = data.not_regular(path)
+    if kind:
+        raise checkpoint.CheckpointError(f"{path} is {kind}, not a file ({what}); restore it from a copy")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -100,6 +103,9 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
+    kind = data.not_regular(path)
+    if kind:
+        raise checkpoint.CheckpointError(f"{path} is {kind}, not a file; restore it from a copy")
     lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
     rows = []
     for i, line in enumerate(lines):
@@ -279,8 +285,29 @@ def check_progress(run_dir: Path, cfg: Config) -> tuple[dict, dict] | None:
     return newest
 
 
+REMEMBERED = ("tensorboard", "predict_prefixes")  # what a run keeps across resumes besides its configuration
+
+
+def note_changes(run_dir: Path, saved: dict, cfg: Config, extra: dict, data_info: dict | None = None) -> None:
+    """One stderr line per setting a resume changes (a resumable field, a remembered flag, where the corpus is
+    read from), from process 0."""
+    if not distributed.is_primary():
+        return
+    was = (saved.get("data") or {}).get("path")
+    if data_info and was and data_info.get("path") and str(data_info["path"]) != str(was):
+        print(f"note: resuming {run_dir} with its corpus read from {data_info['path']} (it had {was})", file=sys.stderr)
+    old = saved.get("config") or {}
+    for name, value in config_lib.to_dict(cfg).items():
+        if name in old and old[name] != value:
+            print(f"note: resuming {run_dir} with {name} {value!r} (it had {old[name]!r})", file=sys.stderr)
+    for name in REMEMBERED:
+        had = saved.get(name, False if name == "tensorboard" else None)
+        if name in extra and had != extra[name]:
+            print(f"note: resuming {run_dir} with {name} {extra[name]!r} (it had {had!r})", file=sys.stderr)
+
+
 def _resumed_config(
-    run_dir: Path, cfg: Config, exp: str, vocab: data.Vocab, data_info: dict
+    run_dir: Path, cfg: Config, exp: str, vocab: data.Vocab, data_info: dict, extra: dict | None = None
 ) -> tuple[dict, tuple[dict, dict] | None]:
     """(config.json to write back, the verified checkpoint to continue from) of a resume."""
     saved = read_json(run_dir / "config.json", "the run's configuration")
@@ -294,6 +321,9 @@ def _resumed_config(
     if saved_vocab != vocab:
         raise ConfigError(f"cannot resume {run_dir}: its vocabulary differs from this corpus's")
     newest = check_progress(run_dir, cfg)
+    extra = {k: v for k, v in (extra or {}).items() if k in REMEMBERED}
+    note_changes(run_dir, saved, cfg, extra, data_info)
+    saved.update(extra)
     saved["config"] = config_lib.to_dict(cfg)
     saved.setdefault("resumed", []).append({"time": time.strftime("%Y-%m-%d %H:%M:%S"), **log.environment()})
     return saved, newest
@@ -318,7 +348,7 @@ def open_run(
         lock = Lock(run_dir).acquire()
     try:
         if resume:
-            saved, newest = _resumed_config(run_dir, cfg, exp, vocab, data_info)
+            saved, newest = _resumed_config(run_dir, cfg, exp, vocab, data_info, extra)
         else:
             _refuse_existing(run_dir)
             saved = {

@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,7 @@ from typing import Any
 import jax
 
 from rnn_jax import config as config_lib
-from rnn_jax import distributed, launch, model, rundir
+from rnn_jax import data, distributed, launch, model, rundir
 from rnn_jax import step as step_lib
 from rnn_jax.config import Config
 from rnn_jax.epochs import Diverged
@@ -42,25 +40,30 @@ def memory_estimate(cfg: Config, vocab_size: int) -> tuple[int, int]:
 
 
 def available_memory() -> int | None:
-    """Bytes of memory the run's arrays can use: the accelerator's limit, else the machine's physical memory."""
+    """Bytes of memory the run's arrays can use: the accelerator's limit, else the process's budget on the host
+    (data.memory_budget: available physical memory, RLIMIT_AS, the cgroup's limit)."""
+    return memory_limit()[0]
+
+
+def memory_limit() -> tuple[int | None, str]:
+    """(bytes, what sets them) of the memory a run's arrays can use; (None, "") when nothing can be read."""
     stats = getattr(jax.devices()[0], "memory_stats", lambda: None)() if jax.default_backend() != "cpu" else None
     if stats and stats.get("bytes_limit"):
-        return int(stats["bytes_limit"])
-    with contextlib.suppress(ValueError, OSError, AttributeError):
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    return None
+        return int(stats["bytes_limit"]), "the accelerator's memory"
+    budget = data.memory_budget()
+    return budget if budget else (None, "")
 
 
 def check_memory(cfg: Config, vocab_size: int) -> None:
     """Raises ConfigError when the run cannot fit in memory, before anything is written."""
     need, n_params = memory_estimate(cfg, vocab_size)
-    have = available_memory()
+    have, what = available_memory(), memory_limit()[1]
     if have is not None and need > have:
         raise config_lib.ConfigError(
             f"--hidden {cfg.hidden} (--num-layers {cfg.num_layers}, --batch-size {cfg.batch_size}, --num-steps "
             f"{cfg.num_steps}) needs about {need / 2**30:.1f} GiB ({n_params:,} parameters, their gradients and "
-            f"optimizer state, and a minibatch's activations), more than the {have / 2**30:.1f} GiB of memory here; "
-            "choose a smaller model"
+            f"optimizer state, and a minibatch's activations), more than the {have / 2**30:.1f} GiB of "
+            f"{what or 'memory'} here; choose a smaller model"
         )
 
 
@@ -96,6 +99,8 @@ def run(
         check_memory(cfg, len(training.vocab))
         params = None
         extra: dict[str, Any] = {"predict_prefixes": list(prefixes or default_prefixes(training, cfg))}
+        if tensorboard:
+            extra["tensorboard"] = True  # remembered: a resume without the flag goes on writing event files
         if init_from:
             params, extra["init_from"] = rundir.params_from(
                 init_from, best=init_from_best, cfg=cfg, vocab=training.vocab, expect=init_expect

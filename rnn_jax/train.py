@@ -141,6 +141,7 @@ def _start(req: launch.Request, args: argparse.Namespace) -> None:
         run_chain(chain, req, Path(req.run_dir) if req.run_dir else default_run_dir(chain))
         return
     cfg, exp, kw = launch.resolve(req)
+    _check_tensorboard(kw["tensorboard"])  # a resumed run remembers the flag
     join()
     run(cfg, req.run_dir or default_run_dir(exp), exp=exp, resume=req.resume, quiet=req.quiet, **kw)
 

@@ -194,6 +194,10 @@ SLOW = {
         "test_weight_decay_is_decoupled_and_spares_biases",
         "test_weight_drop_zeroes_recurrent_weights_only_and_their_gradient",
     ),
+    "test_testlog.py": (
+        "test_concurrent_writers_each_write_whole_lines",
+        "test_a_writer_waits_for_the_lock_another_process_holds",
+    ),
     "test_train.py": (
         "test_cli_writes_the_run_directory",
         "test_divergence_stops_with_the_epoch_and_step",

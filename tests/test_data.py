@@ -333,3 +333,44 @@ def test_unseen_is_the_training_part_after_max_tokens_and_leaves_the_other_split
     unseen, trained = parts["unseen"]
     assert np.array_equal(trained, parts["train"][0])
     assert np.array_equal(np.concatenate([trained, unseen]), train)  # up to the validation part, never into it
+
+
+@pytest.mark.parametrize("newline", ["\r\n", "\r"])
+def test_preprocess_none_keeps_carriage_returns(tmp_path, newline):
+    text = f"First Citizen:{newline}Before we proceed,{newline}{newline}hear me speak.{newline}"
+    path = tmp_path / "crlf.txt"
+    path.write_bytes(text.encode())
+    tokens, vocab = data.load_corpus(path, -1, "none")
+    assert vocab.decode(tokens) == text and "\r" in vocab.token_to_idx  # every character, \r included
+    lf = tmp_path / "lf.txt"
+    lf.write_bytes(text.replace(newline, "\n").encode())
+    for mode in ("book", "raw"):  # the other modes read universal newlines, as before
+        assert data.load_text(path, mode) == data.load_text(lf, mode)
+
+
+# SHA-1 of the token ids and of the vocabulary of each (file, mode) as the cleaning gave them before \r was kept
+CLEANED = {
+    ("timemachine.txt", "book"): (
+        "cd283b269b12a6e1effe1ed7522d6de851fc4c5b",
+        "a7c31531436a5c80a22d7417d4607321c81a5b7b",
+    ),
+    ("timemachine.txt", "raw"): (
+        "14ceca625749f655e7d3a57b744c52f8b71e51ae",
+        "91a41c724e35dd480e4777680e4d90f160cb3348",
+    ),
+    ("war_of_the_worlds.txt", "book"): (
+        "e82daacce9bd95a72fcff77f84764ee1d8b076ea",
+        "2088bf3e8261dd40a8e14b5ac64ba67dcfd8aa35",
+    ),
+    ("war_of_the_worlds.txt", "raw"): (
+        "bbb69fd0ce9c652b189cca3016a348aa787cadda",
+        "4ebcf0eefddfd854800aadbda08b9694b105e376",
+    ),
+}
+
+
+@pytest.mark.parametrize("file,mode", list(CLEANED))
+def test_the_cleaning_modes_give_the_same_tokens_bit_for_bit(data_dir, file, mode):
+    tokens, vocab = data.load_corpus(data_dir / file, -1, mode)  # war_of_the_worlds.txt has CRLF line ends
+    digest = lambda b: hashlib.sha1(b).hexdigest()
+    assert (digest(tokens.tobytes()), digest("".join(vocab.idx_to_token).encode())) == CLEANED[file, mode]

@@ -170,3 +170,50 @@ def test_cli_scores_under_the_windows_protocol_and_logs_it(run, capsys, test_log
     assert "dynamic evaluation adapts along one stream" in capsys.readouterr().err
     assert evaluate.main([*argv, "--window-length", "100000"]) == 2
     assert "needs 100001 tokens" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("segment", ["9" * 30, str(2**31)])
+def test_a_segment_beyond_the_range_is_refused_with_it(tmp_path, capsys, segment):
+    assert evaluate.main(["--run-dir", str(tmp_path), "--dynamic", "--dynamic-segment", segment]) == 2
+    assert f"--dynamic-segment must be in [1, {config.INT_LIMIT}], got {segment}" in capsys.readouterr().err
+
+
+def test_a_segment_longer_than_the_text_is_capped_at_it(run, capsys):
+    run_dir, _, _ = run
+    argv = ["--run-dir", str(run_dir), "--split", "test", "--dynamic", "--dynamic-lr", "0.1"]
+    figures = []
+    for segment in (str(round(170_580 * 0.05)), str(2**31 - 1)):  # the whole part; far beyond it (no allocation)
+        assert evaluate.main([*argv, "--dynamic-segment", segment]) == 0
+        figures.append(capsys.readouterr().out.splitlines()[2].split())
+    assert figures[0] == figures[1]
+
+
+def scorings(test_log):
+    return [json.loads(line) for line in test_log.read_text().splitlines()] if test_log.exists() else []
+
+
+def test_a_scoring_of_test_text_is_logged_by_content_and_span_whatever_the_spelling(run, data_dir, tmp_path, test_log):
+    run_dir, _, _ = run
+    book = data_dir / "timemachine.txt"
+    copy = tmp_path / "copy.txt"
+    copy.write_bytes(book.read_bytes())
+    n, n_test = 170_580, round(170_580 * 0.05)
+    sha1 = data.sha1_of(book)
+    cases = [
+        (["--split", "test"], True),
+        (["--split", "test", "--corpus", str(book)], True),
+        (["--split", "test", "--corpus", f"{book.parent}/../{book.parent.name}/./{book.name}"], True),
+        (["--split", "test", "--corpus", str(copy)], True),  # another path, the same bytes
+        (["--split", "all", "--corpus", str(copy)], True),  # the whole text holds the test part
+        (["--split", "val", "--corpus", str(copy)], False),
+        (["--split", "test", "--corpus", str(data_dir / "war_of_the_worlds.txt")], False),  # other text
+    ]
+    for argv, logged in cases:
+        before = len(scorings(test_log))
+        assert evaluate.main(["--run-dir", str(run_dir), *argv]) == 0
+        rows = scorings(test_log)[before:]
+        assert len(rows) == logged, argv
+        if logged:
+            span = [0, n] if "all" in argv else [n - n_test, n]
+            assert (rows[0]["text_sha1"], rows[0]["span"], rows[0]["protocol"]) == (sha1, span, "stream")
+            assert (rows[0]["corpus"], rows[0]["split"]) == ("timemachine", "test")

@@ -2,6 +2,8 @@
 
 import dataclasses
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import jax
@@ -247,3 +249,79 @@ def test_heldout_scores_both_protocols_and_logs_every_test_scoring(tmp_path, dat
         ("lstm static", "windows"),
     ]
     assert rows[0]["result"]["loss"] == pytest.approx(stream)
+
+
+def git_commit(root):
+    for argv in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "r"]):
+        subprocess.run(["git", "-C", str(root), *argv], check=True, capture_output=True)
+
+
+def test_the_report_refuses_records_that_lost_rows_against_git_head(results_dir, capsys):
+    fake("seq", [1.0, 1.1, 1.2])
+    fake("random", [1.5, 1.6, 1.7])
+    models = {"rnn": {"kind": "rnn"}, "5-gram": {"kind": "ngram"}}
+    common.write("heldout_x", {"name": "heldout_x", "models": models})
+    git_commit(results_dir)
+    seq = results_dir / "results" / "seq.json"
+    rec = json.loads(seq.read_text())
+    seq.write_text(json.dumps({**rec, "seeds": rec["seeds"][:2]}))  # rewritten by hand, not merged
+    (results_dir / "results" / "random.json").unlink()
+    (results_dir / "results" / "heldout_x.json").write_text(json.dumps({"name": "x", "models": {"rnn": models["rnn"]}}))
+    assert report.main() == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("error: records lost rows against git HEAD: ") and "\n" not in line
+    for lost in ("seq.json (seeds: seed=2)", "random.json (the whole record)", "heldout_x.json (models: 5-gram)"):
+        assert lost in line
+    assert not (results_dir / "RESULTS.md").exists()  # nothing published
+    assert report.main(["--allow-lost-rows"]) == 0
+    assert "warning: publishing records that lost rows" in capsys.readouterr().err
+    assert (results_dir / "RESULTS.md").is_file()
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("{not json", "is not a readable record"),
+        ("[]", "a JSON list, not a record"),
+        ('{"name": "x", "seeds": [{"perplexity": 1}], "summary": {}}', "seeds is not a list of objects"),
+        ('{"name": "x", "models": {"a": 1}}', "models is not an object of objects"),
+        ('{"name": "x", "models": {"a": {"test_loss": 1}}}', "model 'a' has no kind"),
+        ('{"name": "x", "seeds": [{"seed": 0}], "summary": {}}', "seed 0 has no diverged_epoch or curve list"),
+        ('{"name": "x", "config": [], "seeds": []}', "config is not an object"),
+    ],
+)
+def test_the_report_names_a_record_that_is_not_one_in_one_line(results_dir, capsys, text, message):
+    fake("seq", [1.0, 1.1, 1.2])
+    (results_dir / "results" / "bad.json").write_text(text)
+    assert report.main() == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"error: {results_dir / 'results' / 'bad.json'} ") and message in err
+
+
+def test_the_report_refuses_a_record_path_that_is_not_a_regular_file(results_dir, capsys):
+    (results_dir / "results").mkdir(parents=True)
+    os.mkfifo(results_dir / "results" / "seq.json")  # reading it would block forever
+    assert report.main() == 2
+    assert "seq.json is a FIFO, not a record file" in capsys.readouterr().err
+
+
+def test_a_record_written_again_merges_and_never_drops_an_entry(results_dir, capsys):
+    v = lambda x: {"kind": "rnn", "v": x}
+    common.write("m", {"name": "m", "models": {"a": v(1), "b": v(1)}, "rows": [{"alpha": 1, "v": 1}]})
+    common.write("m", {"name": "m", "models": {"b": v(2), "c": v(2)}, "rows": [{"alpha": 2, "v": 2}]})
+    rec = common.load("m")
+    assert rec["models"] == {"a": v(1), "b": v(2), "c": v(2)}
+    assert rec["rows"] == [{"alpha": 1, "v": 1}, {"alpha": 2, "v": 2}]
+    fake("seq", [1.0, 1.1, 1.2])
+    one = json.loads((results_dir / "results" / "seq.json").read_text())
+    one["seeds"] = [{**one["seeds"][0], "perplexity": 4.0}]
+    common.write("seq", {**one, "summary": {"seeds": 1}})  # seed 0 again: seeds 1 and 2 are kept
+    rec = common.load("seq")
+    assert [s["seed"] for s in rec["seeds"]] == [0, 1, 2] and rec["seeds"][0]["perplexity"] == 4.0
+    assert rec["summary"]["seeds"] == 3 and rec["summary"]["perplexity"]["mean"] == pytest.approx((4.0 + 1.1 + 1.2) / 3)
+    assert common.merge_records(rec, rec) == rec
+    common.write("seq", {**one, "config": {"epochs": 7}})  # another configuration: the old record is kept aside
+    aside = list((results_dir / "results").glob("seq.json.replaced-*"))
+    assert len(aside) == 1 and [s["seed"] for s in json.loads(aside[0].read_text())["seeds"]] == [0, 1, 2]
+    assert "kept as" in capsys.readouterr().err and common.load("seq")["config"] == {"epochs": 7}

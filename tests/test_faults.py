@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnn_jax import checkpoint, config, evaluate, generate, rundir, runner, train
+from rnn_jax import checkpoint, config, data, evaluate, generate, rundir, runner, train
 from rnn_jax import step as step_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -632,8 +632,134 @@ def test_input_files_that_cannot_be_loaded_are_refused_before_reading(run, tmp_p
     with open(huge, "wb") as f:  # sparse: its size, not its bytes, is what is checked
         f.truncate(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     assert train.main([*TINY, "--corpus", str(huge), "--run-dir", str(tmp_path / "r")]) == 2
-    assert "too large to load into the" in one_clear_line(capsys.readouterr().err)
+    assert "too large to load within the" in one_clear_line(capsys.readouterr().err)
     assert not (tmp_path / "r").exists()
     for path, message in ((huge, "a prompt that long cannot be warmed up on"), ("/dev/zero", "not a regular file")):
         assert generate.main(["--run-dir", str(run), "--prefix-file", str(path)]) == 2
         assert message in one_clear_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(
+    "files,limit",
+    [
+        ({"memory.max": "67108864\n"}, 64 * 2**20),  # cgroup v2
+        ({"memory/memory.limit_in_bytes": "67108864\n"}, 64 * 2**20),  # cgroup v1
+        ({"memory.max": "max\n", "memory/memory.limit_in_bytes": "9223372036854771712\n"}, None),  # no limit
+    ],
+)
+def test_the_memory_budget_is_the_smallest_limit_the_cgroup_included(
+    tmp_path, data_dir, capsys, monkeypatch, files, limit
+):
+    for name, text in files.items():
+        (tmp_path / "cg" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "cg" / name).write_text(text)
+    monkeypatch.setattr(data, "CGROUP_ROOT", tmp_path / "cg")
+    assert data.cgroup_memory_limit() == limit
+    if limit is None:
+        assert data.memory_budget()[1] == "available physical memory"
+        return
+    assert data.memory_budget() == (limit, "the cgroup's memory limit")
+    argv = [*TINY, "--hidden", "4096", "--run-dir", str(tmp_path / "r"), "--data-dir", str(data_dir)]
+    assert train.main(argv) == 2  # about 0.3 GiB: fits the machine, not the cgroup
+    line = one_clear_line(capsys.readouterr().err)
+    assert "more than the 0.1 GiB of the cgroup's memory limit here" in line and not (tmp_path / "r").exists()
+
+
+BUDGET = "import sys; from rnn_jax import data; print(data.memory_budget()); data.read_text(sys.argv[1])"
+
+
+@FORK_WARNING
+def test_the_address_space_limit_bounds_what_is_loaded(tmp_path):
+    corpus = tmp_path / "big.txt"
+    with open(corpus, "wb") as f:  # sparse, 256 MiB: 4 GiB to load, within this machine's memory
+        f.truncate(256 * 2**20)
+    limit = 3 * 2**30
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    proc = subprocess.run(
+        [sys.executable, "-c", BUDGET, str(corpus)], cwd=REPO, preexec_fn=limited, capture_output=True, text=True
+    )
+    assert f"({limit}, 'the address-space limit (ulimit -v)')" in proc.stdout
+    assert "too large to load within the 3.0 GiB of the address-space limit (ulimit -v)" in proc.stderr
+
+
+def test_a_stack_too_deep_to_compile_is_refused_with_the_bound(tmp_path, data_dir, capsys):
+    argv = [*TINY, "--num-layers", "4000", "--run-dir", str(tmp_path / "r"), "--data-dir", str(data_dir)]
+    assert train.main(argv) == 2
+    line = one_clear_line(capsys.readouterr().err)
+    assert f"num_layers must be in [1, {config.MAX_LAYERS}], got 4000" in line and not (tmp_path / "r").exists()
+
+
+def special_files(tmp_path):
+    """A directory, a FIFO (reading it would block forever) and /dev/zero (it never ends)."""
+    fifo = tmp_path / "fifo"
+    if not fifo.exists():
+        os.mkfifo(fifo)
+    return [(tmp_path, "a directory"), (fifo, "a FIFO"), ("/dev/zero", "a character device")]
+
+
+def test_a_corpus_that_is_not_a_regular_file_is_refused_without_reading(run, tmp_path, data_dir, capsys):
+    for path, kind in special_files(tmp_path):
+        assert train.main([*TINY, "--corpus", str(path), "--run-dir", str(tmp_path / "r")]) == 2
+        assert f"--corpus {path} is {kind}, not a regular file" in one_clear_line(capsys.readouterr().err)
+        assert evaluate.main(["--run-dir", str(run), "--corpus", str(path)]) == 2
+        assert f"is {kind}, not a regular file" in one_clear_line(capsys.readouterr().err)
+    (tmp_path / "data").mkdir()  # a data directory whose book is a FIFO
+    os.mkfifo(tmp_path / "data" / "timemachine.txt")
+    argv = [*TINY, "--data-dir", str(tmp_path / "data"), "--run-dir", str(tmp_path / "r")]
+    assert train.main(argv) == 2 and "is a FIFO" in one_clear_line(capsys.readouterr().err)
+    assert not (tmp_path / "r").exists()
+
+
+GOOD_REPORT = {"throughput": {"rows": [{"name": "fused", "ratio_to_torch_scratch": 1.5}]}}
+
+
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        ([], "a JSON list, not a benchmark report"),
+        ({"throughput": []}, "throughput is not an object"),
+        ({"throughput": {"rows": [{"ratio_to_torch_scratch": 1}]}}, "not a list of objects with a name"),
+        ({"throughput": {"rows": [{"name": "f", "tokens_per_s": {"median": "fast"}}]}}, "is 'fast', not a number"),
+        ({"throughput": {"rows": [], "limit": {"gflop_per_s": 3}}}, "limit.gflop_per_s.median is not a number"),
+        ({"environment": {"cache": [1]}, "throughput": {"rows": []}}, "environment.cache is not an object"),
+    ],
+)
+def test_compare_says_in_one_line_which_report_is_wrong(tmp_path, capsys, bad, message):
+    from rnn_jax.bench import compare
+
+    good, wrong = tmp_path / "good.json", tmp_path / "wrong.json"
+    good.write_text(json.dumps(GOOD_REPORT))
+    wrong.write_text(json.dumps(bad))
+    assert compare.main([str(good), str(good)]) == 0
+    capsys.readouterr()
+    assert compare.main([str(good), str(wrong)]) == 2
+    line = one_clear_line(capsys.readouterr().err)
+    assert line.startswith(f"error: {wrong}") and message in line
+
+
+def test_compare_refuses_what_is_not_a_regular_file(tmp_path, capsys):
+    from rnn_jax.bench import compare
+
+    for path, kind in special_files(tmp_path):
+        assert compare.main([str(path)]) == 2
+        assert one_clear_line(capsys.readouterr().err) == (
+            f"error: benchmark report {path} is {kind}, not a regular file; pass a regular file"
+        )
+
+
+@pytest.mark.parametrize(
+    "name,main,message",
+    [
+        ("config.json", "evaluate", "is not a run directory"),
+        ("metrics.jsonl", "train", "metrics.jsonl is missing"),
+    ],
+)
+def test_run_files_that_are_not_regular_files_are_refused_without_reading(run, capsys, name, main, message):
+    (run / name).unlink()
+    os.mkfifo(run / name)  # reading it would block forever
+    argv = ["--run-dir", str(run)] + (["--resume", "--epochs", "5", "--quiet"] if main == "train" else [])
+    assert {"train": train, "evaluate": evaluate}[main].main(argv) == 2
+    assert message in one_clear_line(capsys.readouterr().err)

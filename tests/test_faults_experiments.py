@@ -116,6 +116,9 @@ def test_a_record_is_replaced_whole_or_not_at_all(dirs):
         (["--epochs", "0"], "argument --epochs: must be at least 1"),
         (["--seeds", "-1"], "argument --seeds: must be at least 1"),
         (["--seeds", "0"], "argument --seeds: must be at least 1"),
+        (["--seeds", "1001"], "argument --seeds: must be in [1, 1000], got 1001"),
+        (["--seeds", "9" * 30], f"argument --seeds: must be in [1, 1000], got {'9' * 30}"),
+        (["--epochs", str(2**31)], f"argument --epochs: must be in [1, 2147483647], got {2**31}"),
         (["seq", "nosuch"], "unknown experiment(s) nosuch"),
     ],
 )

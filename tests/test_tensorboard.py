@@ -187,3 +187,30 @@ def test_without_tensorboardx_the_flag_is_one_clear_error(monkeypatch, tmp_path,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "pip install -e '.[tensorboard]'" in err[0]
     assert not run.exists()
+
+
+def test_a_resume_remembers_the_flag_and_says_what_it_changes(plain, tmp_path, data_dir, capsys):
+    run = shutil.copytree(plain, tmp_path / "run")
+    capsys.readouterr()
+    assert train.main(["--run-dir", str(run), "--resume", "--epochs", "5", "--tensorboard", "--quiet"]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: ")]
+    assert notes == [
+        f"note: resuming {run} with epochs 5 (it had 4)",
+        f"note: resuming {run} with tensorboard True (it had False)",
+    ]
+    assert train.main(["--run-dir", str(run), "--resume", "--epochs", "6", "--quiet"]) == 0  # no flag this time
+    assert as_shown(run)[0]["loss/train"].keys() == {5, 6}
+    err = capsys.readouterr().err
+    assert f"note: resuming {run} with epochs 6 (it had 5)" in err and "tensorboard" not in err
+    assert json.loads((run / "config.json").read_text())["tensorboard"] is True
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    shutil.copy(data_dir / "timemachine.txt", moved)
+    argv = ["--run-dir", str(run), "--resume", "--epochs", "7", "--data-dir", str(moved), "--quiet"]
+    assert train.main(argv) == 0  # the corpus moved: said too
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: ")]
+    assert notes == [
+        f"note: resuming {run} with its corpus read from {moved / 'timemachine.txt'} (it had "
+        f"{(data_dir / 'timemachine.txt').resolve()})",
+        f"note: resuming {run} with epochs 7 (it had 6)",
+    ]

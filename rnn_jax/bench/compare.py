@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+from rnn_jax import data
 from rnn_jax.bench.report import host_line, print_table
 from rnn_jax.exitcodes import Exit
 
@@ -21,13 +22,53 @@ FIGURES = (
 
 
 def load(path: Path) -> dict:
+    """A benchmark report read back and checked: a regular file holding a JSON object of the expected shape."""
+    data.check_regular(path, "benchmark report")
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: not a readable benchmark report ({e})") from None
+    if not isinstance(report, dict):
+        raise ValueError(f"{path}: a JSON {type(report).__name__}, not a benchmark report (an object)")
     if "throughput" not in report:
         raise ValueError(f"{path}: no throughput section (run the benchmark with --sections throughput)")
+    problem = shape_problem(report)
+    if problem:
+        raise ValueError(f"{path}: not a benchmark report as `make bench` writes it ({problem})")
     return report
+
+
+def shape_problem(report: dict) -> str | None:
+    """What in a report's parts that compare reads is not of its expected type, else None."""
+    for key in ("environment", "throughput"):
+        if key in report and not isinstance(report[key], dict):
+            return f"{key} is not an object"
+    env, tp = report.get("environment", {}), report["throughput"]
+    if not isinstance(env.get("cache") or {}, dict):
+        return "environment.cache is not an object"
+    limit = tp.get("limit")
+    if limit is not None and not _is_number(_get(limit, "gflop_per_s.median")):
+        return "throughput.limit.gflop_per_s.median is not a number"
+    rows = tp.get("rows")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("name"), str) for r in rows):
+        return "throughput.rows is not a list of objects with a name"
+    for i, row in enumerate(rows):
+        for _, key, _ in FIGURES:
+            value = _get(row, key)
+            if value is not None and not _is_number(value):
+                return f"throughput.rows[{i}].{key} is {value!r}, not a number"
+    return None
+
+
+def _get(value, key: str):
+    """value[a][b] for key 'a.b'; None where a part is missing."""
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def side_by_side(reports: dict[str, dict]) -> list[dict]:
