@@ -42,6 +42,7 @@ def key():
 # Tests that take seconds each (training real models, subprocesses, fault injection): marked slow here, so that
 # `make test-fast` (pytest -m "not slow") leaves them out; `make test` runs them all.
 SLOW = {
+    "test_scored.py": ("test_two_processes_never_score_the_same_test_part_twice",),
     "test_baselines.py": (
         "test_modified_kneser_ney_matches_the_reference_and_is_normalised",
         "test_ngram_matches_a_direct_dict_implementation_of_kneser_ney",
