@@ -378,18 +378,19 @@ def _mlp(p: Params, x_BH: jax.Array, dtype: str) -> jax.Array:
 def _block_init(key: jax.Array, hidden: int, spec: ModelSpec) -> Params:
     """One block: its cell (H -> H), RMSNorm gains of ones, W_mix (H, H) and the MLP ~ N(0, 1/fan_in)."""
     key_x, key_h, key_mix, key_gate, key_up, key_down = jax.random.split(key, 6)
-    width, ones = MLP_WIDTH * hidden, jnp.ones((hidden,), jnp.float32)
+    width = MLP_WIDTH * hidden
     return {
         **spec.core.init(key_x, key_h, hidden, hidden),
-        "g_mix": ones,
+        "g_mix": jnp.ones((hidden,), jnp.float32),  # one array per leaf: a training step donates each
         "W_mix": lecun(key_mix, (hidden, hidden)),
-        "g_mlp": ones,
+        "g_mlp": jnp.ones((hidden,), jnp.float32),
         "W_gate": lecun(key_gate, (hidden, width)),
         "W_up": lecun(key_up, (hidden, width)),
         "W_down": lecun(key_down, (width, hidden)),
     }
 
 
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))  # one program, not one per eager operation
 def _residual_init(key: jax.Array, vocab_size: int, hidden: int, spec: ModelSpec, embed_dim: int) -> Params:
     """W_in (I, H) ~ N(0, 1/I), the blocks (2.. stacked, `_upper`), the last norm, W_hq ~ N(0, 0.01^2)."""
     key_in, key_hq, key_embed = jax.random.split(key, 3)
