@@ -175,7 +175,8 @@ def rescale_init(params: Params, key: jax.Array, spec: ModelSpec = BOOK, *, forg
     """The "scaled" initialisation of a fresh parameter tree: every weight matrix W (I, O) drawn again from
     N(0, 1/I) (LeCun), each recurrent one (`recurrent_weights`, H x H) orthogonal instead (Saxe et al. 2014), the
     forget-gate bias (`Cell.forget_gate`) set to `forget_bias` (Gers et al. 2000; Jozefowicz et al. 2015), other
-    parameters (biases, the embedding, the linear recurrences' own) as they are. The book's N(0, 0.01^2) makes a gated cell start nearly closed and learn slowly."""
+    parameters (biases, the embedding, the linear recurrences' own) as they are. The book's N(0, 0.01^2) makes a
+    gated cell start nearly closed and learn slowly."""
     out, recurrent = {}, set(recurrent_weights(params, spec))
     for i, (name, p) in enumerate(sorted(params.items())):
         k = jax.random.fold_in(key, i)
