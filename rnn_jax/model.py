@@ -15,6 +15,11 @@ leading axis and named with the suffix `_upper` (`W_xh_upper`, (L - 1, H, H); ro
 the parameter tree, and with it the optimizer and everything else that walks it, has as many leaves
 at any depth >= 2. A stack's state is a tuple with one entry per layer; one layer keeps the cell's bare
 state.
+
+`ModelSpec.block == "residual"` puts each layer in a pre-RMSNorm residual block of width H instead (the cell with
+an output projection, then a gated MLP, each added to the stream), the inputs projected to H first and a last
+norm before the output layer; the same entry points (`forward`, `forward_fused`, `step`, `input_projection`,
+`advance`) run it, and the layers' parameters follow the same naming and stacking.
 """
 
 from __future__ import annotations
