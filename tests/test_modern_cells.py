@@ -15,7 +15,7 @@ from rnn_jax import cells, config, data, generate, model, rundir, train
 from rnn_jax import step as step_lib
 
 LINEAR = [name for name, core in cells.CELLS.items() if core.linear is not None]
-V, H, B, T = 13, 8, 3, 7
+V, H, B, T = 13, 8, 3, 5
 
 
 def _perturbed(params, key):
@@ -30,6 +30,13 @@ def _perturbed(params, key):
     }
 
 
+@functools.partial(jax.jit, static_argnums=0)  # one program, not one per eager operation
+def _cell_params(cell, key):
+    core = cells.CELLS[cell]
+    return _perturbed(core.init(jax.random.fold_in(key, 1), jax.random.fold_in(key, 2), H, H), key)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 2))
 def _state(core, key, nonzero):
     zeros = core.zero_state(B, H)
     if not nonzero:
@@ -55,7 +62,7 @@ def _close(got, want, rtol, what):
 @pytest.mark.parametrize("cell", LINEAR)
 def test_whole_sequence_forms_equal_a_loop_of_steps_forward_and_in_gradients(key, cell):
     core = cells.CELLS[cell]
-    params = _perturbed(core.init(jax.random.fold_in(key, 1), jax.random.fold_in(key, 2), H, H), key)
+    params = _cell_params(cell, key)
     x_TBI = jax.random.normal(jax.random.fold_in(key, 3), (T, B, H))
 
     def loop(p, s, x_TBI):  # the paper's step, one Python iteration per character
@@ -94,7 +101,7 @@ def test_whole_sequence_forms_equal_a_loop_of_steps_forward_and_in_gradients(key
 @pytest.mark.parametrize("cell", LINEAR)
 def test_carrying_the_state_across_two_minibatches_equals_one_long_sequence(key, cell):
     core = cells.CELLS[cell]
-    params = _perturbed(core.init(jax.random.fold_in(key, 1), jax.random.fold_in(key, 2), H, H), key)
+    params = _cell_params(cell, key)
     W_IG, b_G = core.input_weights(params)
     xw_TBG = jax.random.normal(jax.random.fold_in(key, 3), (2 * T, B, H)) @ W_IG + b_G
 
@@ -114,8 +121,13 @@ def test_carrying_the_state_across_two_minibatches_equals_one_long_sequence(key,
 
 def _model(key, cell, block, num_layers=2, scan="linear"):
     spec = model.ModelSpec(cell, num_layers, block=block, scan=scan)
+    return spec, _model_params(key, spec)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _model_params(key, spec):
     params = _perturbed(model.init_params(key, V, H, spec), key)
-    return spec, params | {"W_hq": 100 * params["W_hq"]}  # logits far from ties
+    return params | {"W_hq": 100 * params["W_hq"]}  # logits far from ties
 
 
 MODELS = [(cell, "residual") for cell in LINEAR] + [("lru", "plain")]  # plain: the LRU's first layer widens
@@ -211,16 +223,18 @@ def test_the_options_that_read_parameter_names_take_what_each_cell_declares(key)
     params = step_lib.init_state(cfg, V, step_lib.make_optimizer(cfg)).params
     assert np.all(params["b_f"] == 1.0) and np.all(params["b_f" + model.UPPER] == 1.0)
     assert np.all(params["b_i"] == 0.0)
-    for cell in LINEAR:  # no recurrent matrix: nothing to drop, nothing made orthogonal; their own parameters kept
+    for cell in LINEAR:  # no recurrent matrix: nothing to drop, nothing made orthogonal
         spec = model.ModelSpec(cell, 2, block="residual")
-        params = model.init_params(key, V, H, spec)
-        assert model.recurrent_weights(params, spec) == []
-        scaled = model.rescale_init(params, key, spec)
-        for name in ("nu_log", "theta_log", "gamma_log", "lam", "D", "g_mix"):
-            if name in params:
-                np.testing.assert_array_equal(scaled[name], params[name])
+        assert model.recurrent_weights(jax.eval_shape(lambda spec=spec: model.init_params(key, V, H, spec)), spec) == []
         with pytest.raises(config.ConfigError, match="has none"):
             tiny_cfg(cell=cell, weight_drop=0.1)
+    for cell in ("lru", "rglru"):  # the scaled initialisation keeps their own parameters
+        spec = model.ModelSpec(cell, 2)
+        params = model.init_params(key, V, H, spec)
+        scaled = jax.jit(model.rescale_init, static_argnums=2)(params, key, spec)
+        for name in ("nu_log", "theta_log", "gamma_log", "lam", "D_upper", "B_re", "C_im_upper"):
+            if name in params:
+                np.testing.assert_array_equal(scaled[name], params[name], err_msg=name)
     with pytest.raises(config.ConfigError, match="needs a linear recurrence"):
         tiny_cfg(cell="lstm", scan="associative")
     assert tiny_cfg(cell="lstm", block="residual", num_layers=2, forget_bias=1.0, weight_drop=0.1).block == "residual"
