@@ -525,12 +525,10 @@ def readme_results() -> list[str]:
 def race_table(models: dict, title: str, key: str, unit: str, windows: bool = False) -> list[str]:
     """The best model of each class by validation, each against the best counting model of the class it is
     measured against (classes.REFERENCE), under the protocols it has."""
-    picks = [(c, classes.best_of(models, c)) for c in classes.CLASSES]
-    picks = [(c, p) for c, p in picks if p]
+    picks = [(c, p) for c in classes.CLASSES if (p := classes.best_of(models, c))]
     best = dict(picks)
-    head = (
-        f"| class | model | {unit} |" + (" windows |" if windows else "") + " vs the best counting model of its class |"
-    )
+    head = f"| class | model | {unit} |" + (" windows |" if windows else "")
+    head += f" vs the best counting model of its class{' (stream)' if windows else ''} |"
     out = [f"{title}; each the best of its class by validation:", "", head, "|---" * (4 + windows) + "|"]
     for c, (n, m) in picks:
         fig = f"{m[key]['mean']:.3f}" if len(m[key]["seeds"]) == 1 else pm(m[key])
@@ -999,14 +997,14 @@ def curve_points(curve: list, epoch_flop: float | None = None) -> tuple[np.ndarr
 
 def model_curves(rec: dict, levers: dict | None) -> list[tuple[str, list, float | None]]:
     """(label, wall curve, FLOPs of one epoch) of each recurrent model's selection run and each lever's run."""
-    out = [
+    out: list[tuple[str, list, float | None]] = [
         (f"{n} (selection run)", c, epoch_flop(m["config"], rec["split"]))
         for n, m in rec["models"].items()
         if classes.class_of(m) == classes.RECURRENT
         for c in m.get("wall_curves", [])
     ]
     for n, r in (levers or {}).get("levers", {}).items():
-        out.append((f"lever {n}, {levers['epochs']} epochs", r["wall_curve"], None))  # type: ignore[index]
+        out.append((f"lever {n}, {(levers or {})['epochs']} epochs", r["wall_curve"], None))
     return out
 
 

@@ -31,10 +31,23 @@ class Config:
         "minibatch, so that part of the training windows start from an empty context as nanoGPT's always do; 0: none",
     )
     cell: str = _field(
-        "rnn", "recurrent cell, a key of cells.CELLS: rnn = the book's tanh cell (8.5), gru (9.1), lstm (9.2)"
+        "rnn",
+        "recurrent cell, a key of cells.CELLS: rnn = the book's tanh cell (8.5), gru (9.1), lstm (9.2); linear "
+        "recurrences (docs/models.md): mingru and minlstm (Feng et al. 2024), lru (Orvieto et al. 2023), rglru "
+        "(De et al. 2024)",
     )
     num_layers: int = _field(
         1, "a stack of cells (9.3): layer l's outputs are layer l+1's inputs; at most 64 (MAX_LAYERS)"
+    )
+    block: str = _field(
+        "plain",
+        "plain = the cells stacked as they are; residual = pre-RMSNorm blocks of width --hidden: the cell and a "
+        "projection, then a gated MLP, each added to the stream (docs/models.md)",
+    )
+    scan: str = _field(
+        "linear",
+        "the fused recurrence over time: linear = lax.scan; associative = lax.associative_scan, for a cell "
+        "whose recurrence is linear (cells.CELLS[cell].linear)",
     )
     activation: str = _field(
         "tanh",
@@ -212,6 +225,7 @@ RESUMABLE_FIELDS = frozenset(
         "devices",
         "row_chains",
         "val_windows",
+        "scan",
     }
 )
 
@@ -236,11 +250,15 @@ CHOICES = {
     "lr_schedule": ("constant", "cosine"),
     "init": ("book", "scaled"),
     "split_rule": ("round", "floor"),
+    "block": ("plain", "residual"),
+    "scan": ("linear", "associative"),
 }
 
 _CHOICE_ORDER = (
     "sampling",
     "cell",
+    "block",
+    "scan",
     "activation",
     "encoder",
     "backward",
@@ -339,16 +357,33 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"{name} must be in [0, 1), got {getattr(cfg, name)}")
     if not cfg.weight_decay >= 0:
         raise ConfigError(f"weight_decay must be >= 0, got {cfg.weight_decay}")
-    accepted = importlib.import_module("rnn_jax.cells").CELLS[cfg.cell].activations  # what the cell declares
-    if cfg.activation not in accepted:
-        raise ConfigError(
-            f"activation={cfg.activation!r} is not one the {cfg.cell} cell accepts: {', '.join(accepted)}"
-        )
-    if cfg.forget_bias and cfg.cell != "lstm":
-        raise ConfigError(f"forget_bias applies to the lstm cell, not {cfg.cell!r}")
+    _check_cell(cfg)
     if cfg.val_fraction + cfg.test_fraction >= 0.9:
         raise ConfigError("val_fraction + test_fraction leave under 10% of the corpus to train on")
     return cfg
+
+
+def _check_cell(cfg: Config) -> None:
+    """What the cell declares (cells.CELLS[cell]) allows the options that depend on it."""
+    registry = importlib.import_module("rnn_jax.cells").CELLS
+    core = registry[cfg.cell]
+    if cfg.activation not in core.activations:
+        raise ConfigError(
+            f"activation={cfg.activation!r} is not one the {cfg.cell} cell accepts: {', '.join(core.activations)}"
+        )
+    if cfg.forget_bias and core.forget_gate is None:
+        gated = ", ".join(name for name, c in registry.items() if c.forget_gate)
+        raise ConfigError(f"forget_bias applies to the cells with a forget gate ({gated}), not {cfg.cell!r}")
+    if cfg.weight_drop and not core.recurrent:
+        raise ConfigError(
+            f"weight_drop drops recurrent weights, and the {cfg.cell} cell has none (a linear recurrence)"
+        )
+    if cfg.scan == "associative" and core.linear is None:
+        linear = ", ".join(name for name, c in registry.items() if c.linear)
+        raise ConfigError(
+            f"scan='associative' needs a linear recurrence (the cells {linear}); the {cfg.cell} cell's is not: "
+            "use --scan linear"
+        )
 
 
 def resets_state(cfg: Config) -> bool:

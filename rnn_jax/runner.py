@@ -35,6 +35,8 @@ def memory_estimate(cfg: Config, vocab_size: int) -> tuple[int, int]:
     n_params = sum(math.prod(x.shape) for x in jax.tree.leaves(shapes))
     n_opt = sum(math.prod(x.shape) for x in jax.tree.leaves(jax.eval_shape(step_lib.make_optimizer(cfg).init, shapes)))
     gates = model.CELLS[cfg.cell].gates
+    if cfg.block == "residual":  # each block's two norms, W_mix's output and the MLP's three (T, B, width) arrays
+        gates += 4 + 3 * model.MLP_WIDTH
     acts = cfg.batch_size * cfg.num_steps * (cfg.num_layers * (gates + 1) * cfg.hidden + 2 * vocab_size)
     return 4 * (2 * n_params + n_opt + acts), n_params
 

@@ -132,9 +132,10 @@ def init_state(
             key_scaled = jax.random.fold_in(jax.random.key(cfg.seed if seed is None else seed), 3)
             params = model.rescale_init(params, key_scaled, spec, forget_bias=cfg.forget_bias)
         elif cfg.forget_bias:
+            gate = spec.core.forget_gate
             params = {
                 **params,
-                **{k: jnp.full_like(v, cfg.forget_bias) for k, v in params.items() if k.split(model.UPPER)[0] == "b_f"},
+                **{k: jnp.full_like(v, cfg.forget_bias) for k, v in params.items() if k.split(model.UPPER)[0] == gate},
             }
     return TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
 

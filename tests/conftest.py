@@ -144,6 +144,12 @@ SLOW = {
         "test_reset_state_zeroes_every_minibatch_of_sequential_windows",
         "test_resume_refuses_another_backward_with_bfloat16",
     ),
+    "test_modern_cells.py": (
+        "test_a_run_resumes_exactly_and_generates",
+        "test_a_short_training_run_lowers_the_loss",
+        "test_greedy_generation_is_the_argmax_of_the_training_forward",
+        "test_the_model_forwards_agree_and_carry_the_state",
+    ),
     "test_model.py": (
         "test_bfloat16_matmuls_stay_close_to_float32",
         "test_cell_equals_flax_simple_cell",

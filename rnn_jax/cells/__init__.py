@@ -12,8 +12,10 @@ benchmark's limit, memory estimates) and the activations it accepts (the config'
 one module here and one line of `CELLS`.
 
 The cells, one module each: "rnn", the book's tanh cell (d2l 8.5); "gru" (d2l 9.1) and "lstm" (d2l 9.2),
-with the book's equations, initialisation and parameter names. `common` holds what every cell
-shares, `gated` what the gated ones do.
+with the book's equations, initialisation and parameter names; the linear recurrences, whose gates read the input
+only: "mingru" and "minlstm" (Feng et al. 2024), "lru" (Orvieto et al. 2023), "rglru" (De et al. 2024). `common`
+holds what every cell shares, `gated` what the gated ones do, `linear` what the linear ones do (`Cell.linear`:
+they also run as lax.associative_scan).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from rnn_jax.cells.common import (  # noqa: F401
     Cell,
     Params,
     State,
+    diagonal_scan,
     mm,
     normal,
     resolve_chains,
@@ -34,7 +37,20 @@ from rnn_jax.cells.common import (  # noqa: F401
 )
 from rnn_jax.cells.gated import concat, gate_constants, gates, gates_grad, gates_init, outer_sum, prev_steps  # noqa: F401
 from rnn_jax.cells.gru import GRU, GRU_GATES, gru_cell, gru_init, gru_recurrence  # noqa: F401
+from rnn_jax.cells.linear import dense_init, lecun, linear_cell  # noqa: F401
+from rnn_jax.cells.lru import LRU
 from rnn_jax.cells.lstm import LSTM, LSTM_GATES, lstm_cell, lstm_init, lstm_recurrence, lstm_zero_state  # noqa: F401
+from rnn_jax.cells.mingru import MINGRU
+from rnn_jax.cells.minlstm import MINLSTM
+from rnn_jax.cells.rglru import RGLRU
 from rnn_jax.cells.rnn import RNN, recurrence, rnn_cell, rnn_init, rnn_zero_state  # noqa: F401
 
-CELLS: dict[str, Cell] = {"rnn": RNN, "gru": GRU, "lstm": LSTM}
+CELLS: dict[str, Cell] = {
+    "rnn": RNN,
+    "gru": GRU,
+    "lstm": LSTM,
+    "mingru": MINGRU,
+    "minlstm": MINLSTM,
+    "lru": LRU,
+    "rglru": RGLRU,
+}

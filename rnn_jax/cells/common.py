@@ -68,6 +68,14 @@ class Cell(NamedTuple):
     # fused (params, state, xw_TBG, *, activation, dtype, chains) -> (hs, state), its rows run as `chains` row_scan
     # chains with the same numbers
     recurrence: Callable[..., tuple[jax.Array, State]] | None = None
+    # the name in `init`'s dict of the forget gate's bias, which --forget-bias sets; None: the cell has none
+    forget_gate: str | None = None
+    # a diagonal linear recurrence, state_t = a_t * state_{t-1} + b_t elementwise: (params, xw_TBG) -> (a, b), each
+    # of the state's structure with a leading T axis (a complex value is its (re, im) pair); what --scan associative
+    # needs. None: the recurrence is not linear.
+    linear: Callable[[Params, jax.Array], tuple[Any, Any]] | None = None
+    # with `linear`: (params, states_T, xw_TBG, dtype) -> hs_TBH, each step's output from its state and input part
+    readout: Callable[..., jax.Array] | None = None
 
     def flop_per_token(self, hidden: int, num_layers: int = 1) -> int:
         """Training FLOP per token of the cell's matrix products in a stack of `num_layers`: forward 2 k H^2 per
@@ -113,6 +121,47 @@ def row_scan(step, carry, xs, *, chains: int = 1, reverse: bool = False):
     return join(carries), ys
 
 
+def cmul(a, b):
+    """a * b elementwise, each a real array or a complex value's (re, im) pair."""
+    if isinstance(a, tuple):
+        return a[0] * b[0] - a[1] * b[1], a[0] * b[1] + a[1] * b[0]
+    return a * b
+
+
+def cadd(a, b):
+    """a + b elementwise, each a real array or a complex value's (re, im) pair."""
+    return jax.tree.map(jnp.add, a, b)
+
+
+def diagonal_scan(a, b, state: State, *, associative: bool = False) -> tuple[State, State]:
+    """states_t = a_t * states_{t-1} + b_t from states_{-1} = state, by lax.scan, or by lax.associative_scan
+    (log-depth, Blelloch's prefix sum of the pairs (a, b)): -> (states_T, last state)."""
+    if not associative:
+
+        def step(h, ab):
+            h = cadd(cmul(ab[0], h), ab[1])
+            return h, h
+
+        last, states = jax.lax.scan(step, state, (a, b))
+        return states, last
+    first = jax.tree.map(lambda x: x[0], a)  # fold the initial state into the first step's b
+    b = jax.tree.map(lambda b_TBH, s_BH: b_TBH.at[0].add(s_BH), b, cmul(first, state))
+
+    def combine(earlier, later):  # (a1, b1) then (a2, b2): h -> a2 (a1 h + b1) + b2
+        return cmul(later[0], earlier[0]), cadd(cmul(later[0], earlier[1]), later[1])
+
+    _, states = jax.lax.associative_scan(combine, (a, b))
+    return states, jax.tree.map(lambda x: x[-1], states)
+
+
+def linear_unroll(cell: Cell, params: Params, state: State, xw_TBG: jax.Array, *, dtype: str, associative: bool):
+    """A linear cell's recurrence over all steps from its coefficients (`Cell.linear`): (hs_TBH, last state)."""
+    assert cell.linear is not None and cell.readout is not None
+    a, b = cell.linear(params, xw_TBG)
+    states, last = diagonal_scan(a, b, state, associative=associative)
+    return cell.readout(params, states, xw_TBG, dtype), last
+
+
 def unroll(
     cell: Cell,
     params: Params,
@@ -122,10 +171,16 @@ def unroll(
     activation: str = "tanh",
     dtype: str = "float32",
     chains: int = 0,
+    scan: str = "linear",
 ) -> tuple[jax.Array, State]:
     """The recurrent part over all steps, every gate's input part given: returns (hs_TBH, last state). A cell's
     fused recurrence runs its rows as `resolve_chains(chains, B, dtype)` chains (the same numbers); the generic
-    scan, whose gradient jax.grad accumulates step by step, stays one chain."""
+    scan, whose gradient jax.grad accumulates step by step, stays one chain. scan == "associative": a linear
+    cell's recurrence by lax.associative_scan."""
+    if scan == "associative":
+        if cell.linear is None:
+            raise ValueError("scan='associative' needs a cell with a linear recurrence (Cell.linear)")
+        return linear_unroll(cell, params, state, xw_TBG, dtype=dtype, associative=True)
     if cell.recurrence is not None:
         chains = resolve_chains(chains, xw_TBG.shape[1], dtype)
         return cell.recurrence(params, state, xw_TBG, activation=activation, dtype=dtype, chains=chains)

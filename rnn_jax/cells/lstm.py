@@ -138,4 +138,5 @@ LSTM = Cell(
     products=(4,),  # h [W_hi|W_hf|W_ho|W_hc]
     activations=("tanh",),
     recurrence=_lstm_recurrence,
+    forget_gate="b_f",
 )
