@@ -388,7 +388,7 @@ def publish() -> None:
             + ".",
         )
     md += seed_cost_section() + sampling_section() + hparams_section() + other_books_section() + heldout_section()
-    md += shakespeare_section() + levers_section()
+    md += shakespeare_section() + levers_section() + levers_section("shakespeare_levers_32")
     write_atomic(HERE / "RESULTS.md", "\n".join(md) + "\n")
     print(f"wrote {HERE / 'RESULTS.md'}")
     if write_readme_results(README):
@@ -945,6 +945,9 @@ def shakespeare_section(name: str = "shakespeare") -> list[str]:
     return out + [""]
 
 
+LEVER_RECORDS = ("shakespeare_levers", "shakespeare_levers_32")  # the probe budget, and the candidate's full one
+
+
 def levers_section(name: str = "shakespeare_levers") -> list[str]:
     """The levers on tiny Shakespeare's validation part under both protocols, with the loss by window position."""
     rec = load(name)
@@ -958,7 +961,9 @@ def levers_section(name: str = "shakespeare_levers") -> list[str]:
         f"scored on the validation part (never the test part): as one stream, and under *windows* ({w['windows']:,} "
         f"windows of {w['length']} characters, each from a zero state; ± its standard error over the windows), "
         "with the windows' loss by position in the window. Training FLOPs: the cell's declared FLOPs per token "
-        "times the tokens trained, against nanoGPT's baby GPT's ~5.2e15.",
+        "times the tokens trained, against nanoGPT's baby GPT's ~5.2e15. Wall seconds are those of one run on one "
+        "core (`taskset`), as the sweep ran, beside other work.",
+        *recipe_reference(),
         "",
         "| lever | validation, stream | validation, windows | position 0 | 1-9 | 10-49 | 50-99 | 100-255 | "
         "training FLOPs (of nanoGPT's) | wall s | tokens/s |",
@@ -972,6 +977,18 @@ def levers_section(name: str = "shakespeare_levers") -> list[str]:
             f"({r['flop_vs_nanogpt']:.3f}) | {r['wall_seconds']:.0f} | {r['tokens_per_sec']:,.0f} |"
         )
     return out + [""]
+
+
+def recipe_reference() -> list[str]:
+    """The recipe's own selection run (Shakespeare record), to read the levers against."""
+    m = (load("shakespeare") or {}).get("models", {}).get("lstm-1x512")
+    if not m:
+        return []
+    return [
+        "",
+        f"The recipe itself (`lstm-1x512`, {m['config']['epochs']} epochs, its selection run): validation "
+        f"{m['val_loss']['mean']:.4f} as one stream.",
+    ]
 
 
 def windows_figure(m: dict, key: str, klass: str) -> str:
@@ -1023,7 +1040,8 @@ def shakespeare_curves(rec: dict) -> str:
     model and lever, the counting models as lines, nanoGPT's baby GPT marked."""
     fig, (ax_t, ax_f) = plt.subplots(1, 2, figsize=(11, 4.4), dpi=110)
     gpt_name, gpt = next(iter(NANOGPT.items()))
-    for label, curve, per_epoch in model_curves(rec, load("shakespeare_levers")):
+    curves = [c for name in LEVER_RECORDS for c in model_curves({**rec, "models": {}}, load(name))]
+    for label, curve, per_epoch in model_curves(rec, None) + curves:
         t, flop, loss, protocol = curve_points(curve, per_epoch)
         ax_t.plot(t, loss, lw=1.5, label=f"{label}, {protocol}")
         if np.isfinite(flop).all():
