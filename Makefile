@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 install: $(VENV)/.installed
 
-# The whole suite in TEST_WORKERS processes (pytest-xdist): about 6 minutes on 2 cores, 9 in one process.
+# The whole suite in TEST_WORKERS processes (pytest-xdist): about 9 minutes on 2 cores, 19 in one process.
 test: install
 	RNN_JAX_DATA_DIR=$${RNN_JAX_DATA_DIR:-$(DATA_DIR)} $(PY) -m pytest -q -n $(TEST_WORKERS) $(ARGS)
 
