@@ -298,7 +298,7 @@ def default_split(parts: dict) -> str:
     return "unseen"
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m rnn_jax.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--corpus", default=None, help="evaluate on this text (default: the run's own corpus)")
@@ -358,80 +358,96 @@ def main(argv=None) -> int:
         default=0.0,
         help="pull back towards the trained parameters after each step, in [0, 1) (default 0)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def score_run(args) -> tuple[dict, int]:
+    """Every model of the command line scored on the chosen part: (figures by model name, tokens scored); a
+    scoring of the run's test text is logged."""
+    _check_dynamic(args)
+    if args.dynamic_segment > config_lib.INT_LIMIT:
+        raise config_lib.ConfigError(
+            f"--dynamic-segment must be in [1, {config_lib.INT_LIMIT}], got {args.dynamic_segment}"
+        )
+    cfg, vocab, params, saved = rundir.load_run(args.run_dir, best=args.best)
+    own = own_corpus(saved, args.data_dir)
+    all_tokens = vocab.encode(data.load_text(own, cfg.preprocess))
+    parts = data.splits(all_tokens, cfg)
+    if not args.corpus or args.baselines:  # the run's own splits are scored or fit on
+        check_corpus(own, saved)
+    scored_sha1 = saved["data"]["sha1"]
+    if args.corpus:
+        corpus_path = data.resolve_corpus(args.corpus)
+        scored_sha1 = data.sha1_of(corpus_path)
+        text = data.load_text(corpus_path, cfg.preprocess)
+        unknown = vocab.unknown(text)
+        if unknown:
+            shown = ", ".join(f"{c!r} x{n}" for c, n in unknown.most_common(10))
+            print(
+                f"{sum(unknown.values())} characters not in the run's vocabulary map to <unk>: {shown}",
+                file=sys.stderr,
+            )
+        split = args.split or "all"
+        all_tokens = vocab.encode(text)
+    else:
+        split = args.split or default_split(parts)
+    tokens, context = data.splits(all_tokens, cfg)[split]
+    span = data.span_of(all_tokens, cfg, split)
+    args.dynamic_segment = min(args.dynamic_segment, max(len(tokens), 1))  # one segment holds the whole part
+    if args.protocol == "windows":
+        result = {"rnn": evaluate_windows(params, tokens, cfg, **window_args(args))}
+    else:
+        result = {"rnn": evaluate(params, tokens, cfg, context=context)}
+    if args.dynamic:
+        result["rnn-dynamic"] = dynamic_evaluate(
+            params,
+            tokens,
+            cfg,
+            lr=args.dynamic_lr,
+            segment=args.dynamic_segment,
+            decay=args.dynamic_decay,
+            rule=args.dynamic_rule,
+            context=context,
+        )
+    if args.baselines:
+        from rnn_jax import baselines
+
+        result.update(
+            baselines.evaluate_baselines(
+                parts["train"][0],
+                tokens,
+                len(vocab),
+                context=() if context is None else context,
+                windows=window_args(args) if args.protocol == "windows" else None,
+            )
+        )
+    log_test_scorings(args, result, cfg, own, all_tokens, scored_sha1, saved, span)
+    return result, len(tokens)
+
+
+def log_test_scorings(args, result: dict, cfg, own: Path, all_tokens, scored_sha1: str, saved: dict, span) -> None:
+    """Logs each figure when the scored text is the run's own by content and the part holds test text."""
+    if scored_sha1 == saved["data"]["sha1"] and data.overlap(span, data.span_of(all_tokens, cfg, "test")):
+        # the run's own text by content, a part that holds test text: logged, whatever the path's spelling
+        setting = {"run": str(Path(args.run_dir).resolve()), "best": args.best, "config": config_lib.to_dict(cfg)}
+        for name, r in result.items():
+            testlog.record(
+                data.corpus_name(own, scored_sha1),
+                "test",
+                name,
+                setting,
+                r,
+                protocol=r.get("protocol", "stream"),
+                text_sha1=scored_sha1,
+                span=span,
+            )
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     rnn_jax.started()
     try:
-        _check_dynamic(args)
-        if args.dynamic_segment > config_lib.INT_LIMIT:
-            raise config_lib.ConfigError(
-                f"--dynamic-segment must be in [1, {config_lib.INT_LIMIT}], got {args.dynamic_segment}"
-            )
-        cfg, vocab, params, saved = rundir.load_run(args.run_dir, best=args.best)
-        own = own_corpus(saved, args.data_dir)
-        all_tokens = vocab.encode(data.load_text(own, cfg.preprocess))
-        parts = data.splits(all_tokens, cfg)
-        if not args.corpus or args.baselines:  # the run's own splits are scored or fit on
-            check_corpus(own, saved)
-        scored_sha1 = saved["data"]["sha1"]
-        if args.corpus:
-            corpus_path = data.resolve_corpus(args.corpus)
-            scored_sha1 = data.sha1_of(corpus_path)
-            text = data.load_text(corpus_path, cfg.preprocess)
-            unknown = vocab.unknown(text)
-            if unknown:
-                shown = ", ".join(f"{c!r} x{n}" for c, n in unknown.most_common(10))
-                print(
-                    f"{sum(unknown.values())} characters not in the run's vocabulary map to <unk>: {shown}",
-                    file=sys.stderr,
-                )
-            split = args.split or "all"
-            all_tokens = vocab.encode(text)
-        else:
-            split = args.split or default_split(parts)
-        tokens, context = data.splits(all_tokens, cfg)[split]
-        span = data.span_of(all_tokens, cfg, split)
-        args.dynamic_segment = min(args.dynamic_segment, max(len(tokens), 1))  # one segment holds the whole part
-        if args.protocol == "windows":
-            result = {"rnn": evaluate_windows(params, tokens, cfg, **window_args(args))}
-        else:
-            result = {"rnn": evaluate(params, tokens, cfg, context=context)}
-        if args.dynamic:
-            result["rnn-dynamic"] = dynamic_evaluate(
-                params,
-                tokens,
-                cfg,
-                lr=args.dynamic_lr,
-                segment=args.dynamic_segment,
-                decay=args.dynamic_decay,
-                rule=args.dynamic_rule,
-                context=context,
-            )
-        if args.baselines:
-            from rnn_jax import baselines
-
-            result.update(
-                baselines.evaluate_baselines(
-                    parts["train"][0],
-                    tokens,
-                    len(vocab),
-                    context=() if context is None else context,
-                    windows=window_args(args) if args.protocol == "windows" else None,
-                )
-            )
-        if scored_sha1 == saved["data"]["sha1"] and data.overlap(span, data.span_of(all_tokens, cfg, "test")):
-            # the run's own text by content, a part that holds test text: logged, whatever the path's spelling
-            setting = {"run": str(Path(args.run_dir).resolve()), "best": args.best, "config": config_lib.to_dict(cfg)}
-            for name, r in result.items():
-                testlog.record(
-                    data.corpus_name(own, scored_sha1),
-                    "test",
-                    name,
-                    setting,
-                    r,
-                    protocol=r.get("protocol", "stream"),
-                    text_sha1=scored_sha1,
-                    span=span,
-                )
+        result, tokens = score_run(args)
     except (data.DataError, checkpoint.CheckpointError, config_lib.ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return Exit.USAGE
@@ -442,7 +458,7 @@ def main(argv=None) -> int:
         hint = "; try a smaller --dynamic-lr" if args.dynamic else ""
         print(f"error: {e}{hint}", file=sys.stderr)
         return Exit.DIVERGED
-    print_result(args, result, len(tokens))
+    print_result(args, result, tokens)
     return Exit.OK
 
 
