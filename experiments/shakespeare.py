@@ -135,8 +135,9 @@ def token_losses(run_dir: Path, part: str, text: dict, *, best: bool) -> np.ndar
 
 
 def final_cfg(cfg: config.Config, seed: int) -> config.Config:
-    """A final run of a model: seed `seed`, trained on validation too (nanoGPT's 90%)."""
-    return dataclasses.replace(cfg, val_fraction=0.0, seed=seed)
+    """A final run of a model: seed `seed`, trained on validation too (nanoGPT's 90%), so with no validation part
+    to score windows of."""
+    return dataclasses.replace(cfg, val_fraction=0.0, seed=seed, val_windows=0)
 
 
 def matching(cfg: config.Config, run_dir: Path) -> bool:

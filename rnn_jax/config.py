@@ -342,6 +342,11 @@ def validate(cfg: Config) -> Config:
     for name in ("predict_every", "eval_every", "checkpoint_every", "devices", "row_chains", "val_windows"):
         if getattr(cfg, name) < 0:
             raise ConfigError(f"{name} must be >= 0, got {getattr(cfg, name)}")
+    if cfg.val_windows and not cfg.val_fraction:
+        raise ConfigError(
+            f"val_windows {cfg.val_windows} scores windows of the validation part, and val_fraction 0 leaves none; "
+            "set val_windows 0 or give a validation part"
+        )
     if cfg.row_chains and cfg.batch_size % cfg.row_chains:
         raise ConfigError(
             f"row_chains {cfg.row_chains} does not divide batch_size {cfg.batch_size}: each chain takes an equal "

@@ -116,6 +116,7 @@ def test_an_impossible_hyperparameter_is_refused_naming_its_field(field, value, 
         ({"detach": False, "reset_fraction": 0.25}, "--detach false carries no state to reset"),
         ({"reset_fraction": 1.0}, r"reset_fraction must be in \[0, 1\)"),
         ({"val_windows": -1}, "val_windows must be >= 0"),
+        ({"val_windows": 64, "val_fraction": 0.0}, "val_fraction 0 leaves none"),
     ],
 )
 def test_settings_that_contradict_each_other_are_refused(changes, message):

@@ -153,6 +153,18 @@ def test_the_benchmark_script_runs_end_to_end(tmp_path, data_dir, monkeypatch, t
     assert kept["lstm-1x8"]["config"]["epochs"] == 1
 
 
+def test_every_models_selection_and_final_runs_are_valid_configurations():
+    import dataclasses
+
+    from experiments import shakespeare
+    from rnn_jax import config
+
+    for name, overrides in {**shakespeare.MODELS, **shakespeare.SMOKE_MODELS}.items():
+        cfg = config.validate(dataclasses.replace(shakespeare.BASE, **overrides))
+        final = config.validate(shakespeare.final_cfg(cfg, 2))  # no validation part: nothing scores one
+        assert (final.val_fraction, final.val_windows, final.seed) == (0.0, 0, 2), name
+
+
 def test_a_record_merges_and_mixtures_never_sit_in_the_recurrent_class():
     from experiments import classes, shakespeare
 
