@@ -170,9 +170,6 @@ class Checkpoints:
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
         if epoch not in self.latest.all_steps():
             _save(self.latest, epoch, args, force=False)
-        from rnn_jax import rundir  # the fault-injection hook (rundir imports this module)
-
-        rundir.fault_injection("before-best", epoch)
         if val_perplexity is not None and val_perplexity < self.best_value:
             _save(self.best, epoch, args, force=True)
             self.best_value = val_perplexity
@@ -251,6 +248,15 @@ def restore_from(manager: ocp.CheckpointManager, epoch: int, abstract_state: dic
         ) from None
     verify(jax.device_get(restored["state"]), restored["meta"].get("checksums"), f"checkpoint {path}")
     return restored["state"], restored["meta"]
+
+
+def restore_epoch(directory: Path, epoch: int, abstract_state: dict | None) -> tuple[dict, dict]:
+    """(state, meta) of the checkpoint of `epoch` in directory, verified against its checksums, for a reader."""
+    manager = _manager(directory, 1_000_000)  # keeps every step: a reader never rotates one away
+    try:
+        return restore_from(manager, epoch, abstract_state)
+    finally:
+        manager.close()
 
 
 def restore_newest(directory: Path, abstract_state: dict | None, attempts: int = 5) -> tuple[dict, dict] | None:
