@@ -1,14 +1,14 @@
 """Thin Orbax wrapper: the latest k checkpoints and the best by validation perplexity, in the run dir.
 
-A checkpoint holds the training state (params, optimizer state, step, epoch, skip counter) plus the
-config and vocabulary as JSON, so it is enough on its own to continue a run exactly or to generate
-text. Exact continuation rests on the rest being derived, not stored: every epoch starts from the
-zero hidden state, epoch e's data order comes from (seed, e) and each update's dropout key from
-(seed, step). (Checkpoints of earlier versions also hold the last carried state, a PRNG key and the
-seed; they are verified with the rest and not used.) Orbax writes each step into a
-temporary directory and renames it when complete, so a write cut short is never listed. Each
-checkpoint's meta records a SHA-256 of every saved array (its dtype, shape and bytes); every restore
-checks it, so a damaged checkpoint is refused with its path instead of being used.
+A checkpoint holds the training state (params, optimizer state, step, epoch, skip counter); its JSON meta also
+notes the experiment, config, vocabulary and corpus SHA-1 of the run that wrote it, which nothing reads back (a
+resume reads the run directory's config.json and vocab.json). Exact continuation rests on the rest being
+derived, not stored: every epoch starts from the zero hidden state, epoch e's data order comes from (seed, e)
+and each update's dropout key from (seed, step). (Checkpoints of earlier versions also hold the last carried
+state, a PRNG key and the seed; they are verified with the rest and not used.) Orbax writes each step into a
+temporary directory and renames it when complete, so a write cut short is never listed. Each checkpoint's meta
+records a SHA-256 of every saved array (its dtype, shape and bytes); every restore checks it, so a damaged
+checkpoint is refused with its path instead of being used.
 """
 
 from __future__ import annotations

@@ -4,14 +4,17 @@ at a time, and removal only under the lock."""
 import dataclasses
 import json
 import os
+from pathlib import Path
 
 import pytest
 
-from rnn_jax import checkpoint, config, rundir
+from rnn_jax import checkpoint, config, rundir, sweep
 from rnn_jax import experiments as experiments_lib
 from rnn_jax.config import ConfigError
 from rnn_jax.files import MetricsWriter, read_json, read_metrics, write_atomic, write_json, write_synced
 from rnn_jax.lock import Lock, remove_runs
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_a_failed_rewrite_leaves_the_old_file_and_no_temporary(tmp_path):
@@ -116,3 +119,46 @@ def test_a_resume_may_change_how_the_recurrence_runs_but_not_what_it_computes(tm
         rundir.check_resumable(tmp_path, saved, dataclasses.replace(experiments_lib.BASE, **how), "abc", "seq")
     with pytest.raises(ConfigError, match="hidden differs"):
         rundir.check_resumable(tmp_path, saved, dataclasses.replace(experiments_lib.BASE, hidden=256), "abc", "seq")
+
+
+BF16 = dataclasses.replace(experiments_lib.BASE, matmul_dtype="bfloat16", epochs=4)
+SEQ: dict = {"experiment": "seq", "config": config.to_dict(BF16)}  # config.json of a seq run of BF16
+
+
+def stopped_run(run_dir, saved: dict) -> None:
+    """A run directory stopped after epoch 2 of 4: config.json `saved`, a checkpoint folder, two metrics rows."""
+    run_dir.mkdir()
+    write_json(run_dir / "config.json", {**saved, "data": {"sha1": "abc", "path": "corpus.txt"}})
+    (run_dir / "checkpoints").mkdir()
+    write_atomic(run_dir / "metrics.jsonl", '{"epoch": 1}\n{"epoch": 2}\n')
+
+
+@pytest.mark.parametrize(
+    "saved,asked,same",
+    [
+        (SEQ, BF16, True),
+        (SEQ, dataclasses.replace(BF16, eval_every=5, epochs=6), True),
+        (SEQ, dataclasses.replace(BF16, hidden=256), False),
+        # the sweep used to continue these and --resume then refused them:
+        (SEQ, dataclasses.replace(BF16, backward="autodiff"), False),
+        ({"config": config.to_dict(BF16)}, BF16, False),  # a config.json that names no experiment
+        ({**SEQ, "config": {**SEQ["config"], "gone": 1}}, BF16, False),  # another version's
+    ],
+)
+def test_a_sweep_continues_exactly_the_runs_a_resume_accepts(tmp_path, saved, asked, same):
+    run_dir = tmp_path / "run"
+    stopped_run(run_dir, saved)
+    assert (rundir.resume_conflict(run_dir, rundir.saved_config(run_dir), asked, "seq") is None) == same
+    assert (sweep.job_state("seq", asked, run_dir) == "shorter") == same
+    if same:
+        rundir.check_resumable(run_dir, rundir.saved_config(run_dir), asked, "abc", "seq")
+    else:
+        with pytest.raises(ConfigError, match="cannot resume|belongs to experiment"):
+            rundir.check_resumable(run_dir, rundir.saved_config(run_dir), asked, "abc", "seq")
+
+
+def test_the_checkpoints_doc_lists_the_fields_a_resume_may_change():
+    text = (REPO / "docs" / "checkpoints.md").read_text(encoding="utf-8")
+    section = text.split("### Fields a resume may change", 1)[1].split("\n#", 1)[0]
+    listed = {line[3:].split("`", 1)[0] for line in section.splitlines() if line.startswith("- `")}
+    assert listed == rundir.RESUMABLE_FIELDS
