@@ -134,7 +134,7 @@ class Config:
 
 
 # Fields whose allowed values are the keys of a registry, as (module, registry). They are imported when first
-# asked for (cells, model and data import jax, and model and step import this module), so a new entry of a registry
+# asked for (cells, model and data import jax, and step imports this module), so a new entry of a registry
 # is a new allowed value of its field and flag.
 REGISTRIES = {
     "sampling": ("rnn_jax.data", "SCHEMES"),
