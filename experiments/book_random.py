@@ -12,7 +12,8 @@ import dataclasses
 import time
 
 from experiments.common import HELD_OUT, entry, parser, record, results_dir, runs_root, write
-from rnn_jax import config, sweep
+from rnn_jax import experiments as experiments_lib
+from rnn_jax import sweep
 
 
 def main(argv=None) -> None:
@@ -20,8 +21,8 @@ def main(argv=None) -> None:
     root, seeds = runs_root("book_random", args) / "book_random", list(range(args.seeds))
     out = results_dir("book_random", args)
     over = {**HELD_OUT, **({"epochs": args.epochs} if args.epochs else {})}
-    stages = config.CHAINS["book_random"]
-    cfgs = [dataclasses.replace(config.EXPERIMENTS[stage], **over) for stage in stages]
+    stages = experiments_lib.CHAINS["book_random"]
+    cfgs = [dataclasses.replace(experiments_lib.EXPERIMENTS[stage], **over) for stage in stages]
     previous = None
     for k, (stage, cfg) in enumerate(zip(stages, cfgs, strict=True)):
         t0 = time.perf_counter()

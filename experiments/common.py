@@ -19,9 +19,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rnn_jax import checkpoint, config, data, rundir, sweep
+from rnn_jax import checkpoint, config, data, sweep
 from rnn_jax import evaluate as evaluate_lib
+from rnn_jax import experiments as experiments_lib
 from rnn_jax.exitcodes import Exit
+from rnn_jax.files import describe_os_error, write_atomic
+from rnn_jax.lock import remove_runs
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -144,7 +147,7 @@ def run_named(names: tuple[str, ...], description: str, argv=None) -> None:
     if unknown:
         p.error(f"unknown experiment(s) {', '.join(unknown)}; known: {', '.join(names)}")
     for name in args.names:
-        run_seeds(name, name, config.EXPERIMENTS[name], args)
+        run_seeds(name, name, experiments_lib.EXPERIMENTS[name], args)
 
 
 def run_seeds(name: str, exp: str, cfg: config.Config, args, *, corpus: str | None = None) -> dict:
@@ -186,7 +189,7 @@ def run_seeds(name: str, exp: str, cfg: config.Config, args, *, corpus: str | No
 def fresh(root: Path) -> Path:
     """An empty folder for a script's run directories: each run in it is removed only while no other process
     holds it (else ConfigError, and nothing is removed)."""
-    rundir.remove_runs(root)
+    remove_runs(root)
     return root
 
 
@@ -270,11 +273,11 @@ def write(name: str, result: dict, directory: Path | None = None) -> Path:
     old = read_record(path) if path.exists() else None
     if old is not None and old.get("config", result.get("config")) != result.get("config"):
         aside = path.with_name(f"{path.name}.replaced-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
-        rundir.write_atomic(aside, path.read_text(encoding="utf-8"))
+        write_atomic(aside, path.read_text(encoding="utf-8"))
         print(f"{path} held a record of another configuration; it is kept as {aside}", file=sys.stderr)
     elif old is not None:
         result = merge_records(old, result)
-    rundir.write_atomic(path, json.dumps(result, indent=1) + "\n")
+    write_atomic(path, json.dumps(result, indent=1) + "\n")
     if directory.resolve() != RESULTS.resolve():
         print(f"record written to {path} (the committed results/{name}.json is unchanged)", flush=True)
     return path
@@ -357,7 +360,7 @@ def entry(main) -> None:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(Exit.DIVERGED)
     except OSError as e:
-        print(f"error: {rundir.describe_os_error(e)}", file=sys.stderr)
+        print(f"error: {describe_os_error(e)}", file=sys.stderr)
         sys.exit(Exit.FAILED)
     except KeyboardInterrupt:
         print(f"stopped by SIGINT. Continue with: {command()}", file=sys.stderr)

@@ -23,10 +23,13 @@ import numpy as np
 
 from experiments.common import entry, fresh, load, parser, placement, results_dir, runs_root, write
 from experiments.counting import counting_models
-from rnn_jax import config, data, rundir, scoring, sweep, testlog
+from rnn_jax import config, data, scoring, sweep, testlog
 from rnn_jax import evaluate as evaluate_lib
+from rnn_jax import experiments as experiments_lib
+from rnn_jax.files import read_metrics
+from rnn_jax.runs import load_run
 
-BASE = dataclasses.replace(config.EXPERIMENTS["heldout"], predict_every=0)
+BASE = dataclasses.replace(experiments_lib.EXPERIMENTS["heldout"], predict_every=0)
 # the windows protocol (nanoGPT's estimate_loss) beside the stream: 12,800 windows of 256 characters, seed 0
 DRAW = {"windows": scoring.WINDOWS, "length": scoring.WINDOW_LENGTH, "seed": scoring.WINDOW_SEED}
 NGRAM_ORDERS = range(2, 11)
@@ -214,7 +217,7 @@ def dynamic_choice(cfg, params, text: dict, steps, segments) -> tuple[dict, list
 
 def rnn_models(fam: str, name: str, cfg, dirs: list[Path], text: dict, args) -> dict:
     """Static and dynamic entries of one family: its runs' best checkpoints scored on val, then once on test."""
-    runs = [rundir.load_run(d, best=True)[::2] for d in dirs]  # (cfg, params) of each seed's best checkpoint
+    runs = [load_run(d, best=True)[::2] for d in dirs]  # (cfg, params) of each seed's best checkpoint
     static = {
         split: [evaluate_lib.evaluate(p, text[split][0], c, context=text[split][1]) for c, p in runs]
         for split in ("val", "test")
@@ -274,7 +277,7 @@ def window_losses(figures: list[dict]) -> dict:
 
 
 def val_curve(run_dir: Path) -> list:
-    return [(r["epoch"], r["val_perplexity"]) for r in rundir.read_metrics(run_dir) if "val_perplexity" in r]
+    return [(r["epoch"], r["val_perplexity"]) for r in read_metrics(run_dir) if "val_perplexity" in r]
 
 
 # The test part was scored before the test log existed, by three sweeps (the committed results of 2fd37d3, ebcc41e and

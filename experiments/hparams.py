@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any
 
 from experiments.common import HELD_OUT, entry, parser, run_seeds
-from rnn_jax import config
+from rnn_jax import experiments as experiments_lib
 
 GRID: dict[str, tuple[Any, ...]] = {"hidden": (64, 128, 256), "num_steps": (16, 70), "lr": (0.5, 2.0)}
 
@@ -19,10 +19,10 @@ GRID: dict[str, tuple[Any, ...]] = {"hidden": (64, 128, 256), "num_steps": (16, 
 def main(argv=None) -> None:
     args = parser(__doc__.splitlines()[0]).parse_args(argv)
     HELD_OUT["eval_every"] = 25
-    run_seeds("hp_base", "seq", config.BASE, args)
+    run_seeds("hp_base", "seq", experiments_lib.BASE, args)
     for field, values in GRID.items():
         for value in values:
-            run_seeds(f"hp_{field}_{value}", "seq", dataclasses.replace(config.BASE, **{field: value}), args)
+            run_seeds(f"hp_{field}_{value}", "seq", dataclasses.replace(experiments_lib.BASE, **{field: value}), args)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 
 from experiments.common import RUNS, entry, load, parser, results_dir, run_seeds, runs_root, write
-from rnn_jax import baselines, config, data
+from rnn_jax import baselines, data
 from rnn_jax import evaluate as evaluate_lib
-from rnn_jax.rundir import load_run
+from rnn_jax import experiments as experiments_lib
+from rnn_jax.runs import load_run
 
 
 def held_out(path: Path, vocab: data.Vocab, cfg) -> tuple:
@@ -30,7 +31,7 @@ def main(argv=None) -> None:
     data_dir = Path(args.data_dir or Path(__file__).resolve().parents[2] / "shared" / "data")
     books = {"timemachine": data_dir / "timemachine.txt", "war_of_the_worlds": data_dir / "war_of_the_worlds.txt"}
     if load("wotw") is None or args.epochs:
-        run_seeds("wotw", "seq", config.EXPERIMENTS["seq"], args, corpus=str(books["war_of_the_worlds"]))
+        run_seeds("wotw", "seq", experiments_lib.EXPERIMENTS["seq"], args, corpus=str(books["war_of_the_worlds"]))
     trained = {
         "timemachine": sorted((RUNS / "seq").glob("seed_*")),
         "war_of_the_worlds": sorted((runs_root("wotw", args) / "wotw").glob("seed_*")),

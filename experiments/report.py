@@ -25,7 +25,7 @@ from experiments import classes
 from experiments.common import HERE, RESULTS, RecordError, load, lost_rows, read_record
 from rnn_jax import data
 from rnn_jax.cells import CELLS
-from rnn_jax.rundir import write_atomic
+from rnn_jax.files import write_atomic
 
 FIGURES = RESULTS / "figures"
 README = HERE.parent / "README.md"

@@ -17,7 +17,7 @@ import numpy as np
 
 from experiments.common import RUNS, entry, parser, results_dir, write
 from rnn_jax import data, generate
-from rnn_jax.rundir import load_run
+from rnn_jax.runs import load_run
 
 ALPHAS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, "greedy")
 PREFIX = "time traveller "

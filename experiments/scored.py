@@ -22,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from rnn_jax import config, evaluate, model, rundir, scoring, testlog
+from rnn_jax import config, evaluate, model, scoring, testlog
+from rnn_jax.files import write_json
+from rnn_jax.runs import load_run
 
 
 @contextlib.contextmanager
@@ -70,7 +72,7 @@ def score(run_dir: Path, part: str, text: dict, setting: dict | None, *, best: b
                 "stream",
             ):
                 return row["loss"]
-        cfg, _, params, _ = rundir.load_run(run_dir, best=best)
+        cfg, _, params, _ = load_run(run_dir, best=best)
         tokens, context = text[part]
         if setting is None:
             r = evaluate.evaluate(params, tokens, cfg, context=context)
@@ -79,7 +81,7 @@ def score(run_dir: Path, part: str, text: dict, setting: dict | None, *, best: b
         if part == "test":
             _log(run_dir, "dynamic" if setting else "static", corpus, cfg, {"dynamic": setting}, r, "stream")
         row = {"part": part, "setting": setting, "best": best, "protocol": "stream", "loss": r["loss"]}
-        rundir.write_json(path, [*stored, row])
+        write_json(path, [*stored, row])
     return r["loss"]
 
 
@@ -111,7 +113,7 @@ def token_losses(run_dir: Path, part: str, text: dict, *, best: bool, corpus: st
     with locked(run_dir):
         nll = _read_npz(path, meta)
         if nll is None:
-            cfg, _, params, _ = rundir.load_run(run_dir, best=best)
+            cfg, _, params, _ = load_run(run_dir, best=best)
             nll = evaluate.token_losses(params, text[part][0], cfg, context=text[part][1])
             if part == "test":
                 _log(run_dir, "per-character", corpus, cfg, {}, {"loss": float(nll.mean())}, "stream")
@@ -126,7 +128,7 @@ def window_losses(run_dir: Path, part: str, text: dict, *, best: bool, corpus: s
     with locked(run_dir):
         nll = _read_npz(path, meta)
         if nll is None:
-            cfg, _, params, _ = rundir.load_run(run_dir, best=best)
+            cfg, _, params, _ = load_run(run_dir, best=best)
             spec = model.ModelSpec.from_config(cfg)
             tokens = text[part][0]
             nll = evaluate.window_losses(

@@ -13,13 +13,16 @@ from typing import Any
 import jax
 
 from experiments.common import entry, parser, results_dir, runs_root, write
-from rnn_jax import config, data, sweep
+from rnn_jax import data, sweep
+from rnn_jax import experiments as experiments_lib
 
 
 def main(argv=None) -> None:
     p = parser(__doc__.splitlines()[0])
     args = p.parse_args(argv)
-    cfg = dataclasses.replace(config.EXPERIMENTS["seq"], epochs=args.epochs or 100, predict_every=0, checkpoint_every=0)
+    cfg = dataclasses.replace(
+        experiments_lib.EXPERIMENTS["seq"], epochs=args.epochs or 100, predict_every=0, checkpoint_every=0
+    )
     seeds = list(range(args.seeds))
     root, out = runs_root("seed_cost", args) / "seed_cost", results_dir("seed_cost", args)
     rows: dict[str, float] = {}

@@ -49,9 +49,12 @@ from experiments.shakespeare_figures import (  # noqa: F401  (the record's figur
     with_figures,
 )
 from rnn_jax import config, data, generate, model, rundir, scoring, sweep, testlog
+from rnn_jax import experiments as experiments_lib
+from rnn_jax.files import read_json, read_metrics, write_atomic
+from rnn_jax.runs import load_run
 
 CORPUS = "shakespeare"
-BASE = config.EXPERIMENTS["shakespeare"]
+BASE = experiments_lib.EXPERIMENTS["shakespeare"]
 # name -> overrides of BASE (the LSTM of --exp shakespeare)
 MODELS: dict[str, dict[str, Any]] = {
     "lstm-1x512": {},
@@ -88,7 +91,7 @@ def split(data_dir: str | None, smoke: bool, root: Path) -> dict:
     path = data.resolve_corpus(CORPUS, data_dir)
     if smoke:
         root.mkdir(parents=True, exist_ok=True)
-        rundir.write_atomic(root / "corpus.txt", data.read_text(path)[:60_000])
+        write_atomic(root / "corpus.txt", data.read_text(path)[:60_000])
         path = root / "corpus.txt"
     tokens, vocab = data.load_corpus(path, -1, BASE.preprocess)
     return {
@@ -155,13 +158,13 @@ def rnn_models(name: str, cfg: config.Config, select: Path, finals: list[Path], 
         print(f"{name}: no finished runs of this configuration under {select.parent}: not scored", flush=True)
         return {}
     setting, dyn_grid = dynamic_choice(select, text, grid)
-    summaries = [rundir.read_json(d / "summary.json", "a finished run's summary") for d in finals]
-    rows = rundir.read_metrics(select)
+    summaries = [read_json(d / "summary.json", "a finished run's summary") for d in finals]
+    rows = read_metrics(select)
     common: dict[str, Any] = {
         "kind": "rnn",
         "config": config.to_dict(final_cfg(cfg, 0)),
         "seeds": [int(rundir.saved_config(d)["config"]["seed"]) for d in finals],
-        "params": sum(int(np.prod(p.shape)) for p in jax.tree.leaves(rundir.load_run(finals[0])[2])),
+        "params": sum(int(np.prod(p.shape)) for p in jax.tree.leaves(load_run(finals[0])[2])),
         "wall_seconds": float(np.mean([s["wall_seconds"] for s in summaries])),
         "tokens_per_sec": float(np.mean([s["tokens_per_sec"] for s in summaries])),
         "train_flop": training_flop(cfg, text, finals[0]),
@@ -235,7 +238,7 @@ def combined(name, common, entry, select, finals, text, kn, windowed) -> dict:
 
 def samples(run_dir: Path) -> dict:
     """Seeded samples from a final run, and the command that prints the same text."""
-    cfg, vocab, params, _ = rundir.load_run(run_dir)
+    cfg, vocab, params, _ = load_run(run_dir)
     out = []
     for seed in SAMPLES["seeds"]:
         ids = generate.generate_ids(

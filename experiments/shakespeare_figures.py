@@ -10,6 +10,7 @@ import numpy as np
 from experiments.classes import class_of
 from experiments.counting import stat
 from rnn_jax import baselines, config, model, rundir, scoring
+from rnn_jax.files import read_metrics
 
 
 def wall_curve(run_dir: Path, flop_per_token: float | None = None) -> list[list[float | None]]:
@@ -17,7 +18,7 @@ def wall_curve(run_dir: Path, flop_per_token: float | None = None) -> list[list[
     run scored it: --val-windows)] per validated epoch (nanoGPT's way of showing a run); FLOPs None when not given."""
     cfg = config.from_dict(rundir.saved_config(run_dir)["config"])
     out, seconds = [], 0.0
-    for r in rundir.read_metrics(run_dir):
+    for r in read_metrics(run_dir):
         seconds += r.get("seconds") or 0.0
         if "val_loss" in r:
             flop = flop_per_token * r["step"] * cfg.batch_size * cfg.num_steps if flop_per_token else None
@@ -79,7 +80,7 @@ def flop_per_token(cfg: config.Config, vocab_size: int) -> float:
 
 def training_flop(cfg: config.Config, text: dict, run_dir: Path) -> float:
     """Training compute of a run: flop_per_token times the tokens it trained on (updates x batch x steps)."""
-    steps = max((r["step"] for r in rundir.read_metrics(run_dir)), default=0)
+    steps = max((r["step"] for r in read_metrics(run_dir)), default=0)
     return flop_per_token(cfg, text["vocab_size"]) * steps * cfg.batch_size * cfg.num_steps
 
 

@@ -25,7 +25,8 @@ from experiments import scored
 from experiments.common import entry, parser, results_dir, runs_root, write
 from experiments.heldout import train
 from experiments.shakespeare import BASE, CORPUS, DRAW, flop_per_token, split, training_flop, wall_curve, window_stat
-from rnn_jax import config, rundir
+from rnn_jax import config
+from rnn_jax.files import read_json
 
 PROBE_EPOCHS = 8
 NANOGPT_FLOP = 6 * 10.65e6 * 5_000 * 64 * 256  # 6 N tokens of nanoGPT's shakespeare_char run
@@ -50,7 +51,7 @@ def lever_config(overrides: dict, epochs: int) -> config.Config:
 
 def lever_entry(name: str, cfg: config.Config, run_dir: Path, text: dict) -> dict:
     """One lever's figures on validation under both protocols (its best checkpoint by stream validation)."""
-    summary = rundir.read_json(run_dir / "summary.json", "a finished run's summary")
+    summary = read_json(run_dir / "summary.json", "a finished run's summary")
     val_w = scored.window_losses(run_dir, "val", text, best=True, corpus=CORPUS, draw=text["draw"])
     flop = training_flop(cfg, text, run_dir)
     return {

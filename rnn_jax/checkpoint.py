@@ -1,14 +1,14 @@
 """Thin Orbax wrapper: the latest k checkpoints and the best by validation perplexity, in the run dir.
 
-A checkpoint holds the training state (params, optimizer state, step, epoch, skip counter) plus the
-config and vocabulary as JSON, so it is enough on its own to continue a run exactly or to generate
-text. Exact continuation rests on the rest being derived, not stored: every epoch starts from the
-zero hidden state, epoch e's data order comes from (seed, e) and each update's dropout key from
-(seed, step). (Checkpoints of earlier versions also hold the last carried state, a PRNG key and the
-seed; they are verified with the rest and not used.) Orbax writes each step into a
-temporary directory and renames it when complete, so a write cut short is never listed. Each
-checkpoint's meta records a SHA-256 of every saved array (its dtype, shape and bytes); every restore
-checks it, so a damaged checkpoint is refused with its path instead of being used.
+A checkpoint holds the training state (params, optimizer state, step, epoch, skip counter); its JSON meta also
+notes the experiment, config, vocabulary and corpus SHA-1 of the run that wrote it, which nothing reads back (a
+resume reads the run directory's config.json and vocab.json). Exact continuation rests on the rest being
+derived, not stored: every epoch starts from the zero hidden state, epoch e's data order comes from (seed, e)
+and each update's dropout key from (seed, step). (Checkpoints of earlier versions also hold the last carried
+state, a PRNG key and the seed; they are verified with the rest and not used.) Orbax writes each step into a
+temporary directory and renames it when complete, so a write cut short is never listed. Each checkpoint's meta
+records a SHA-256 of every saved array (its dtype, shape and bytes); every restore checks it, so a damaged
+checkpoint is refused with its path instead of being used.
 """
 
 from __future__ import annotations
@@ -170,9 +170,6 @@ class Checkpoints:
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
         if epoch not in self.latest.all_steps():
             _save(self.latest, epoch, args, force=False)
-        from rnn_jax import rundir  # the fault-injection hook (rundir imports this module)
-
-        rundir.fault_injection("before-best", epoch)
         if val_perplexity is not None and val_perplexity < self.best_value:
             _save(self.best, epoch, args, force=True)
             self.best_value = val_perplexity
@@ -251,6 +248,15 @@ def restore_from(manager: ocp.CheckpointManager, epoch: int, abstract_state: dic
         ) from None
     verify(jax.device_get(restored["state"]), restored["meta"].get("checksums"), f"checkpoint {path}")
     return restored["state"], restored["meta"]
+
+
+def restore_epoch(directory: Path, epoch: int, abstract_state: dict | None) -> tuple[dict, dict]:
+    """(state, meta) of the checkpoint of `epoch` in directory, verified against its checksums, for a reader."""
+    manager = _manager(directory, 1_000_000)  # keeps every step: a reader never rotates one away
+    try:
+        return restore_from(manager, epoch, abstract_state)
+    finally:
+        manager.close()
 
 
 def restore_newest(directory: Path, abstract_state: dict | None, attempts: int = 5) -> tuple[dict, dict] | None:

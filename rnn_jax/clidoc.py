@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rnn_jax import config as config_lib
+from rnn_jax import experiments as experiments_lib
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -111,7 +112,7 @@ def parser_markdown(parser: argparse.ArgumentParser) -> list[str]:
 
 def experiments_markdown() -> list[str]:
     """Each named experiment as its differences from the base config."""
-    base = config_lib.EXPERIMENTS["seq"]
+    base = experiments_lib.EXPERIMENTS["seq"]
     out = [
         "## Named experiments (`--exp`)",
         "",
@@ -122,16 +123,16 @@ def experiments_markdown() -> list[str]:
         "| experiment | fields changed from the base |",
         "|---|---|",
     ]
-    for name, cfg in config_lib.EXPERIMENTS.items():
+    for name, cfg in experiments_lib.EXPERIMENTS.items():
         diff = [
             f"{f.name}={_text(getattr(cfg, f.name))}"
             for f in dataclasses.fields(cfg)
             if getattr(cfg, f.name) != getattr(base, f.name)
         ]
-        corpus = config_lib.CORPUS_OF.get(name)
+        corpus = experiments_lib.CORPUS_OF.get(name)
         diff += [f"corpus {corpus}"] if corpus else []
         out.append(f"| `{name}` | {_cell(', '.join(diff)) or '(the base: the book 8.5)'} |")
-    for name, stages in config_lib.CHAINS.items():
+    for name, stages in experiments_lib.CHAINS.items():
         out.append(f"| `{name}` | stages: {', then '.join(f'`{s}`' for s in stages)} |")
     return out + [""]
 

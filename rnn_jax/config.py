@@ -1,12 +1,11 @@
-"""Run configuration: one frozen dataclass, a registry of named experiments, and its CLI."""
+"""Run configuration: one frozen dataclass whose fields carry their help text, the values they allow, and its
+validation; the named experiments are `rnn_jax.experiments`, the flags `rnn_jax.flags`."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib
 import math
-import types
 import typing
 
 
@@ -134,103 +133,8 @@ class Config:
     )
 
 
-BASE = Config()
-EXPERIMENTS: dict[str, Config] = {
-    "seq": BASE,
-    "random": dataclasses.replace(BASE, sampling="random"),
-    "tiny": dataclasses.replace(BASE, hidden=16, batch_size=2, num_steps=6, max_tokens=2_000, epochs=2),
-    # the book's exercises, each a one-line change
-    "relu": dataclasses.replace(BASE, activation="relu"),
-    "relu_noclip": dataclasses.replace(BASE, activation="relu", clip_norm=None),
-    "embed": dataclasses.replace(BASE, encoder="embed"),
-    "noclip": dataclasses.replace(BASE, clip_norm=None),
-    "nodetach": dataclasses.replace(BASE, detach=False, epochs=100),  # each step recomputes the epoch so far
-    "bf16": dataclasses.replace(BASE, matmul_dtype="bfloat16"),  # speed lever: does perplexity change?
-    # sequential windows, the state reset to zeros at every minibatch (the book's code for its random-sampling run)
-    "seq_reset": dataclasses.replace(BASE, reset_state=True),
-    # the book's next sections: GRU (9.1), LSTM (9.2), a two-layer LSTM (9.3), each with 256 hidden units
-    "gru": dataclasses.replace(BASE, cell="gru", hidden=256),
-    "lstm": dataclasses.replace(BASE, cell="lstm", hidden=256),
-    "deep": dataclasses.replace(BASE, cell="lstm", num_layers=2, hidden=256, lr=2.0),
-    # the whole book, its last 10% held out: how the model does on text it has not seen
-    # (Adam: SGD at lr 1 needs 50 epochs to reach 6.2 on held-out text, Adam 10 to reach 6.1)
-    "full": dataclasses.replace(
-        BASE, max_tokens=-1, val_fraction=0.1, optimizer="adam", lr=0.002, epochs=20, eval_every=2, checkpoint_every=10
-    ),
-    # the whole book split 80/10/10 by position: choices on validation (every epoch), the test part scored once
-    "heldout": dataclasses.replace(
-        BASE,
-        max_tokens=-1,
-        val_fraction=0.1,
-        test_fraction=0.1,
-        optimizer="adam",
-        lr=0.002,
-        epochs=30,
-        eval_every=1,
-        checkpoint_every=0,
-        keep_checkpoints=1,
-    ),
-    # tiny Shakespeare split as nanoGPT splits it (--corpus shakespeare): the last 10% (nanoGPT's "val") is the
-    # test part, scored once; validation is the 5% of the corpus just before it, cut from the training 90% and
-    # never trained on. An LSTM with the levers the field uses: scaled init, forget bias, longer windows, Adam,
-    # a cosine step size, variational dropout and DropConnect, bf16 products (f32 accumulation).
-    "shakespeare": dataclasses.replace(
-        BASE,
-        preprocess="none",
-        max_tokens=-1,
-        test_fraction=0.1,
-        split_rule="floor",
-        val_fraction=0.05,
-        cell="lstm",
-        hidden=512,
-        batch_size=64,
-        num_steps=100,
-        init="scaled",
-        forget_bias=1.0,
-        optimizer="adam",
-        lr=0.002,
-        lr_schedule="cosine",
-        epochs=40,
-        dropout=0.25,
-        dropout_mask="sequence",
-        weight_drop=0.25,
-        matmul_dtype="bfloat16",
-        eval_every=1,
-        checkpoint_every=0,
-        keep_checkpoints=1,
-        predict_every=5,
-    ),
-}
-
-# Experiments run as stages, each starting from the parameters the stage before ended with (--exp NAME).
-# book_random is the book's code path for its random-sampling result: its train_ch8(..., use_random_iter=True)
-# continues the model the sequential run trained, on the same sequential iterator, resetting the state every
-# minibatch.
-CHAINS: dict[str, tuple[str, ...]] = {"book_random": ("seq", "seq_reset")}
-
-# The corpus (a data.CORPORA name) an experiment trains on when --corpus is not given; the book's otherwise.
-CORPUS_OF: dict[str, str] = {"shakespeare": "shakespeare"}
-
-# Fields that may change when a run is resumed; any other difference would make it another run.
-RESUMABLE_FIELDS = frozenset(
-    {
-        "epochs",
-        "predict_every",
-        "eval_every",
-        "checkpoint_every",
-        "keep_checkpoints",
-        "on_nonfinite",
-        "max_skips",
-        "backward",
-        "devices",
-        "row_chains",
-        "val_windows",
-        "scan",
-    }
-)
-
 # Fields whose allowed values are the keys of a registry, as (module, registry). They are imported when first
-# asked for (cells, model and data import jax, and model and step import this module), so a new entry of a registry
+# asked for (cells, model and data import jax, and step imports this module), so a new entry of a registry
 # is a new allowed value of its field and flag.
 REGISTRIES = {
     "sampling": ("rnn_jax.data", "SCHEMES"),
@@ -396,15 +300,6 @@ def resets_state(cfg: Config) -> bool:
     return cfg.sampling == "random" if cfg.reset_state is None else cfg.reset_state
 
 
-def lr_scale(cfg: Config, epoch: int) -> float | None:
-    """The factor on every update of `epoch` (1-based) under cfg.lr_schedule; None for a constant step size.
-    The cosine falls over the run's epochs, so its horizon is cfg.epochs: such a run resumes only to the same
-    epochs (a longer run would have had a larger step size all along)."""
-    if cfg.lr_schedule == "constant":
-        return None
-    return 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / cfg.epochs))
-
-
 def to_dict(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
 
@@ -416,79 +311,3 @@ def from_dict(d: dict) -> Config:
     if unknown:
         raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
     return Config(**d)
-
-
-def to_flags(cfg: Config) -> list[str]:
-    """Command-line flags that reproduce cfg exactly (every field), for child processes."""
-
-    def text(v):
-        return (
-            "none"
-            if v is None
-            else str(v).lower()
-            if isinstance(v, bool)
-            else repr(v)
-            if isinstance(v, float)
-            else str(v)
-        )
-
-    return [
-        arg for f in dataclasses.fields(Config) for arg in ("--" + f.name.replace("_", "-"), text(getattr(cfg, f.name)))
-    ]
-
-
-def _parser_for(tp):
-    """argparse type for a field annotation: int, float, str, bool, or `X | None` ('none')."""
-    args = typing.get_args(tp)
-    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
-        inner = _parser_for(next(a for a in args if a is not type(None)))
-
-        def parse_optional(s: str):
-            return None if s.lower() == "none" else inner(s)
-
-        parse_optional.__name__ = f"{inner.__name__} or 'none'"
-        return parse_optional
-    if tp is bool:
-
-        def parse_bool(s: str) -> bool:
-            if s.lower() in ("1", "true", "yes", "on"):
-                return True
-            if s.lower() in ("0", "false", "no", "off"):
-                return False
-            raise argparse.ArgumentTypeError(f"expected true or false, got {s!r}")
-
-        parse_bool.__name__ = "bool"
-        return parse_bool
-    return tp
-
-
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One typed flag per Config field (num_steps -> --num-steps); absent flags leave no attribute."""
-    hints, allowed = typing.get_type_hints(Config), choices()
-    group = parser.add_argument_group("config overrides (default: the experiment's value)")
-    for f in dataclasses.fields(Config):
-        parse = _parser_for(hints[f.name])
-        group.add_argument(
-            "--" + f.name.replace("_", "-"),
-            dest=f.name,
-            type=parse,
-            default=argparse.SUPPRESS,
-            choices=allowed.get(f.name),
-            metavar=None if f.name in allowed else f.name.upper(),
-            help=f"{f.metadata['help']} (default in base: {f.default})",
-        )
-
-
-def config_from_args(args: argparse.Namespace, exp: str | None = None, base: Config | None = None) -> Config:
-    """`base` (default: the named experiment) with every given override applied, validated."""
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if hasattr(args, f.name)}
-    return with_overrides(exp or args.exp, overrides, base)
-
-
-def with_overrides(exp: str, overrides: dict, base: Config | None = None) -> Config:
-    """`base` (default: the named experiment) with the given fields replaced, validated."""
-    if base is None:
-        if exp not in EXPERIMENTS:
-            raise ConfigError(f"unknown experiment {exp!r}; known: {', '.join([*EXPERIMENTS, *CHAINS])}")
-        base = EXPERIMENTS[exp]
-    return validate(dataclasses.replace(base, **overrides))

@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 import rnn_jax
-from rnn_jax import checkpoint, data, model, rundir, testlog
+from rnn_jax import checkpoint, data, files, model, runs, testlog
 from rnn_jax import config as config_lib
 from rnn_jax import step as step_lib
 from rnn_jax.exitcodes import Exit
@@ -369,7 +369,7 @@ def score_run(args) -> tuple[dict, int]:
         raise config_lib.ConfigError(
             f"--dynamic-segment must be in [1, {config_lib.INT_LIMIT}], got {args.dynamic_segment}"
         )
-    cfg, vocab, params, saved = rundir.load_run(args.run_dir, best=args.best)
+    cfg, vocab, params, saved = runs.load_run(args.run_dir, best=args.best)
     own = own_corpus(saved, args.data_dir)
     all_tokens = vocab.encode(data.load_text(own, cfg.preprocess))
     parts = data.splits(all_tokens, cfg)
@@ -452,7 +452,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return Exit.USAGE
     except OSError as e:
-        print(f"error: {rundir.describe_os_error(e)}", file=sys.stderr)
+        print(f"error: {files.describe_os_error(e)}", file=sys.stderr)
         return Exit.FAILED
     except NonFinite as e:
         hint = "; try a smaller --dynamic-lr" if args.dynamic else ""

@@ -232,7 +232,7 @@ def main(argv=None) -> int:
     import rnn_jax
     from rnn_jax import checkpoint, config
     from rnn_jax.exitcodes import Exit
-    from rnn_jax.rundir import load_run
+    from rnn_jax.runs import load_run
 
     rnn_jax.started()
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from rnn_jax import checkpoint, rundir
+from rnn_jax import checkpoint, files, rundir
 from rnn_jax import config as config_lib
+from rnn_jax import experiments as experiments_lib
+from rnn_jax import flags as flags_lib
 from rnn_jax.checkpoint import CheckpointError
 from rnn_jax.config import Config
 
@@ -54,14 +56,14 @@ def resolve(req: Request) -> tuple[Config, str, dict]:
         raise config_lib.ConfigError("--init-from-best goes with --init-from RUN")
     if not req.resume:
         exp = req.exp or "seq"
-        kw["corpus"] = kw["corpus"] or config_lib.CORPUS_OF.get(exp)
-        return config_lib.with_overrides(exp, req.overrides), exp, kw
+        kw["corpus"] = kw["corpus"] or experiments_lib.CORPUS_OF.get(exp)
+        return flags_lib.with_overrides(exp, req.overrides), exp, kw
     if not req.run_dir:
         raise config_lib.ConfigError("--resume needs the --run-dir of the run to continue")
     if req.init_from:
         raise config_lib.ConfigError("--init-from starts a new run; a resumed run continues from its own checkpoint")
     exp, base = _from_saved(req, kw)
-    return config_lib.with_overrides(exp, req.overrides, base), exp, kw
+    return flags_lib.with_overrides(exp, req.overrides, base), exp, kw
 
 
 def _from_saved(req: Request, kw: dict) -> tuple[str, Config | None]:
@@ -92,10 +94,10 @@ def _from_saved(req: Request, kw: dict) -> tuple[str, Config | None]:
 
 def chain_of(req: Request) -> str | None:
     """The chained experiment a request runs (by --exp, or recorded in the --run-dir it resumes), if any."""
-    if req.exp in config_lib.CHAINS:
+    if req.exp in experiments_lib.CHAINS:
         return req.exp
     if req.resume and req.run_dir and (Path(req.run_dir) / "chain.json").is_file():
-        return rundir.read_json(Path(req.run_dir) / "chain.json", "a chained run's stages")["experiment"]
+        return files.read_json(Path(req.run_dir) / "chain.json", "a chained run's stages")["experiment"]
     return None
 
 

@@ -12,7 +12,8 @@ from typing import Any
 import jax
 
 from rnn_jax import config as config_lib
-from rnn_jax import data, distributed, launch, model, rundir
+from rnn_jax import data, distributed, files, launch, model, rundir, runs
+from rnn_jax import experiments as experiments_lib
 from rnn_jax import step as step_lib
 from rnn_jax.config import Config
 from rnn_jax.epochs import Diverged
@@ -104,7 +105,7 @@ def run(
         if tensorboard:
             extra["tensorboard"] = True  # remembered: a resume without the flag goes on writing event files
         if init_from:
-            params, extra["init_from"] = rundir.params_from(
+            params, extra["init_from"] = runs.params_from(
                 init_from, best=init_from_best, cfg=cfg, vocab=training.vocab, expect=init_expect
             )
         mesh = distributed.make_mesh(distributed.choose_devices(cfg.devices, cfg.batch_size))
@@ -153,15 +154,15 @@ def run_chain(exp: str, req: launch.Request, run_dir: Path) -> dict:
     """The stages of a chained experiment in run_dir/<stage>, each from the parameters the one before ended
     with; a finished stage is kept, an unfinished one resumed, so running the command again continues it."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    rundir.write_json(run_dir / "chain.json", {"experiment": exp, "stages": list(config_lib.CHAINS[exp])})
+    files.write_json(run_dir / "chain.json", {"experiment": exp, "stages": list(experiments_lib.CHAINS[exp])})
     summary, previous = {}, None
-    for stage in config_lib.CHAINS[exp]:
+    for stage in experiments_lib.CHAINS[exp]:
         stage_dir = run_dir / stage
         if (stage_dir / "summary.json").is_file():
             _check_finished_stage(
                 stage, stage_dir, launch.stage_request(req, stage, stage_dir, resume=True, init_from=None)
             )
-            summary = rundir.read_json(stage_dir / "summary.json", "a finished stage's summary")
+            summary = files.read_json(stage_dir / "summary.json", "a finished stage's summary")
         else:
             resume = (stage_dir / "config.json").is_file()
             stage_req = launch.stage_request(

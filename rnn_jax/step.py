@@ -9,6 +9,7 @@ and optimizer state unchanged and restarts the carried state from zeros, in `mak
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -119,6 +120,15 @@ def _decayed(cfg: Config) -> optax.GradientTransformation:
     return optax.chain(optax.add_decayed_weights(cfg.weight_decay, mask=matrices), optax.sgd(cfg.lr))
 
 
+def lr_scale(cfg: Config, epoch: int) -> float | None:
+    """The factor on every update of `epoch` (1-based) under cfg.lr_schedule; None for a constant step size.
+    The cosine falls over the run's epochs, so its horizon is cfg.epochs: such a run resumes only to the same
+    epochs (a longer run would have had a larger step size all along)."""
+    if cfg.lr_schedule == "constant":
+        return None
+    return 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / cfg.epochs))
+
+
 def init_state(
     cfg: Config, vocab_size: int, tx: optax.GradientTransformation, seed=None, params: model.Params | None = None
 ) -> TrainState:
@@ -157,7 +167,7 @@ def _all_finite(tree) -> jax.Array:
 def _apply(tx, state: TrainState, grads, loss, lr_scale=None):
     """One optimizer update, kept only when loss, gradient and the updated state are finite (else state is
     unchanged): a finite gradient times a huge learning rate can still overflow. `lr_scale` (the schedule's
-    factor of this epoch, config.lr_scale) multiplies the whole update, as a scaled step size would."""
+    factor of this epoch, step_lib.lr_scale) multiplies the whole update, as a scaled step size would."""
     grad_norm = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     if lr_scale is not None:
@@ -214,7 +224,7 @@ def make_train_step(cfg: Config, tx: optax.GradientTransformation):
 
 def make_train_epoch(cfg: Config, tx: optax.GradientTransformation, jitted: bool = True):
     """All minibatches of an epoch in one jitted scan: (state, X_NBT, Y_NBT[, lr_scale]) -> (state, last carried,
-    metrics_N); lr_scale is the epoch's factor under cfg.lr_schedule (config.lr_scale), None for a constant one;
+    metrics_N); lr_scale is the epoch's factor under cfg.lr_schedule (step_lib.lr_scale), None for a constant one;
     seed (optional, may be traced) replaces cfg.seed in the dropout keys, so each model of a vmapped sweep draws its
     own masks.
     jitted=False: the plain function, for a caller that transforms it (vmap) and jits the result itself: JAX

@@ -22,12 +22,13 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from rnn_jax import config as config_lib
-from rnn_jax import data, epochs, rundir, trainer
+from rnn_jax import data, epochs, files, rundir, trainer
 from rnn_jax import evaluate as evaluate_lib
+from rnn_jax import flags as flags_lib
 from rnn_jax import step as step_lib
 from rnn_jax.config import Config
 from rnn_jax.exitcodes import Exit
+from rnn_jax.lock import remove_runs
 
 MODES = ("processes", "vmap")
 
@@ -75,26 +76,20 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def job_state(exp: str, cfg: Config, run_dir: Path) -> str:
-    """'done' (finished, or diverged, with this config), 'shorter' (the same run, stopped or finished before
-    cfg.epochs: continued with --resume) or 'new' (nothing there, or another run: trained afresh)."""
+    """'done' (finished, or diverged, with this config), 'shorter' (the same run by `rundir.resume_conflict`,
+    stopped or finished before cfg.epochs: continued with --resume) or 'new' (nothing there, or another run:
+    trained afresh). The corpus is checked when the run resumes."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file() or not (run_dir / "checkpoints").is_dir():
         return "new"
-    saved_all = rundir.saved_config(run_dir)
-    saved, want = saved_all["config"], config_lib.to_dict(cfg)
-    if saved_all.get("experiment", exp) != exp:
+    if rundir.resume_conflict(run_dir, rundir.saved_config(run_dir), cfg, exp) is not None:
         return "new"
-    defaults = config_lib.to_dict(Config())  # a field added since the run was made: its default, unchanged
-    # fields a resume may change (how often it predicts, validates, checkpoints...) do not make another run
-    if {k for k, v in want.items() if saved.get(k, defaults[k]) != v} - {"epochs"} - config_lib.RESUMABLE_FIELDS:
-        return "new"
-    rows = rundir.read_metrics(run_dir)
+    rows = files.read_metrics(run_dir)
     last = max((r["epoch"] for r in rows), default=0)
     finished = last == cfg.epochs and (run_dir / "summary.json").is_file()
     if finished or (last <= cfg.epochs and any(r.get("nonfinite") for r in rows)):  # a divergence is a result
         return "done"
-    same_schedule = cfg.lr_schedule == "constant" or saved.get("epochs") == cfg.epochs  # a cosine's horizon
-    return "shorter" if last < cfg.epochs and same_schedule else "new"
+    return "shorter" if last < cfg.epochs else "new"
 
 
 def run_processes(
@@ -116,7 +111,7 @@ def run_processes(
 
 def _plan(jobs, keep: bool) -> tuple[list, dict]:
     """(jobs to train, each with the flags it starts with; records of the jobs already done). A run to retrain is
-    removed only while no other process holds it (rundir.remove_runs), before anything trains."""
+    removed only while no other process holds it (remove_runs), before anything trains."""
     todo, done = [], {}
     for i, (exp, cfg, run_dir, *extra) in enumerate(jobs):
         state = job_state(exp, cfg, run_dir) if keep else "new"
@@ -126,18 +121,16 @@ def _plan(jobs, keep: bool) -> tuple[list, dict]:
         if state == "new":
             if (Path(run_dir) / "summary.json").is_file():
                 print(f"{run_dir} holds a finished run of another configuration: it is trained afresh", flush=True)
-            rundir.remove_runs(Path(run_dir))
+            remove_runs(Path(run_dir))
         todo.append((i, exp, cfg, Path(run_dir), ["--resume"] if state == "shorter" else (extra[0] if extra else [])))
     return todo, done
 
 
 def _saved_record(seed: int, run_dir: Path) -> dict:
     """The record of a run that finished (or diverged) earlier, from its files."""
-    rows = rundir.read_metrics(run_dir)
+    rows = files.read_metrics(run_dir)
     summary = (
-        rundir.read_json(run_dir / "summary.json", "the run's summary")
-        if (run_dir / "summary.json").is_file()
-        else None
+        files.read_json(run_dir / "summary.json", "the run's summary") if (run_dir / "summary.json").is_file() else None
     )
     wall = sum(r.get("seconds") or 0.0 for r in rows)
     return _record(seed, rows, summary, wall, len(data.Vocab.load(run_dir / "vocab.json")))
@@ -187,7 +180,7 @@ def run_jobs(
                     "rnn_jax.train",
                     "--exp",
                     exp,
-                    *config_lib.to_flags(cfg),
+                    *flags_lib.to_flags(cfg),
                     "--run-dir",
                     str(run_dir),
                     "--quiet",
@@ -220,7 +213,7 @@ def run_jobs(
                 finished = proc.returncode == Exit.OK
                 summary = json.loads((Path(run_dir) / "summary.json").read_text()) if finished else None
                 vocab_size = len(data.Vocab.load(Path(run_dir) / "vocab.json"))
-                done[i] = _record(cfg.seed, rundir.read_metrics(run_dir), summary, time.perf_counter() - t0, vocab_size)
+                done[i] = _record(cfg.seed, files.read_metrics(run_dir), summary, time.perf_counter() - t0, vocab_size)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -260,7 +253,7 @@ def run_vmap(cfg: Config, seeds, tokens: np.ndarray, vocab: data.Vocab, *, val: 
         X_SNBT, Y_SNBT = (np.stack([b[i][:n] for b in batches]) for i in (0, 1))
         if sharding is not None:
             X_SNBT, Y_SNBT = jax.device_put((X_SNBT, Y_SNBT), sharding)
-        states, _, metrics = epoch_fn(states, X_SNBT, Y_SNBT, config_lib.lr_scale(cfg, epoch), seeds_S)
+        states, _, metrics = epoch_fn(states, X_SNBT, Y_SNBT, step_lib.lr_scale(cfg, epoch), seeds_S)
         metrics = jax.device_get(metrics)
         seconds = time.perf_counter() - t0
         for i, seed in enumerate(seeds):

@@ -16,8 +16,10 @@ import sys
 from pathlib import Path
 
 import rnn_jax
-from rnn_jax import checkpoint, data, distributed, launch, log, rundir
+from rnn_jax import checkpoint, data, distributed, files, launch, log
 from rnn_jax import config as config_lib
+from rnn_jax import experiments as experiments_lib
+from rnn_jax import flags as flags_lib
 from rnn_jax.checkpoint import CheckpointError
 from rnn_jax.epochs import Diverged
 from rnn_jax.exitcodes import Exit
@@ -30,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m rnn_jax.train", description="Train a character-level RNN language model."
     )
-    names = ", ".join([*config_lib.EXPERIMENTS, *config_lib.CHAINS])
+    names = ", ".join([*experiments_lib.EXPERIMENTS, *experiments_lib.CHAINS])
     parser.add_argument("--exp", default=None, help=f"named experiment: {names} (default: seq, or the resumed run's)")
     parser.add_argument("--run-dir", default=None, help="output directory (default: runs/<exp>-<time>)")
     parser.add_argument(
@@ -86,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=distributed.INIT_TIMEOUT,
         help="seconds to wait for every process to join (default: %(default)s)",
     )
-    config_lib.add_config_flags(parser)
+    flags_lib.add_config_flags(parser)
     return parser
 
 
@@ -113,7 +115,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return Exit.USAGE
     except OSError as e:  # disk full, a size limit, a read-only file system: what was written before is intact
-        print(f"error: {rundir.describe_os_error(e)}; the files written before are intact", file=sys.stderr)
+        print(f"error: {files.describe_os_error(e)}; the files written before are intact", file=sys.stderr)
         return Exit.FAILED
     except KeyboardInterrupt:  # a signal before the run's own handler was installed
         print("stopped by SIGINT before the run started; nothing was written", file=sys.stderr)

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnn_jax import baselines, checkpoint, data, distributed, epochs, generate, log, model, rundir, scoring
+from rnn_jax import baselines, checkpoint, data, distributed, epochs, files, generate, log, model, scoring
 from rnn_jax import config as config_lib
 from rnn_jax import evaluate as evaluate_lib
 from rnn_jax import step as step_lib
@@ -104,7 +104,7 @@ class Trainer:
         self.state = distributed.replicate(self.state, mesh)
         self.train_epoch_fn = step_lib.make_train_epoch(cfg, self.tx)
         primary = distributed.is_primary()
-        self.writer = rundir.MetricsWriter(run_dir, self.start - 1 if resume else None) if primary else None
+        self.writer = files.MetricsWriter(run_dir, self.start - 1 if resume else None) if primary else None
         self.progress = None if quiet or not primary else log.Progress(cfg.epochs, self.start - 1)
         self.board = (
             log.TensorBoard(run_dir / "tensorboard", {"experiment": exp, **self.meta["config"]}, self.start)
@@ -144,9 +144,8 @@ class Trainer:
         X_NBT, Y_NBT = data.epoch_batches(self.data.tokens, self.cfg, epoch)
         shard = lambda a: distributed.shard_rows(a, self.mesh)
         self.state, _, metrics = self.train_epoch_fn(
-            self.state, shard(X_NBT), shard(Y_NBT), config_lib.lr_scale(self.cfg, epoch)
+            self.state, shard(X_NBT), shard(Y_NBT), step_lib.lr_scale(self.cfg, epoch)
         )
-        rundir.fault_injection("mid-epoch", epoch)
         metrics = distributed.to_host(metrics)
         seconds = time.perf_counter() - t0
         if epoch > self.start or self.cfg.epochs == self.start:  # a process's first epoch includes compilation
@@ -192,7 +191,7 @@ class Trainer:
             prefixes = self.prefixes if self.board else self.prefixes[:1]
             texts = predictions(distributed.to_host(self.state.params), self.data.vocab, self.cfg, prefixes)
         if self.board:
-            scale = config_lib.lr_scale(self.cfg, epoch)
+            scale = step_lib.lr_scale(self.cfg, epoch)
             self.board.write(row, self.cfg.lr * (1.0 if scale is None else scale), texts)
         if not self.progress or row["perplexity"] is None:
             return
@@ -206,7 +205,6 @@ class Trainer:
         if self._due(epoch, self.cfg.checkpoint_every) or stopping or "val_perplexity" in row:
             tree = distributed.to_host(self._checkpoint_tree(epoch))
             self.ckpts.save(epoch, tree, self.meta, val_perplexity=row.get("val_perplexity"))
-            rundir.fault_injection("after-checkpoint", epoch)
 
     def close(self, draw: bool = True) -> None:
         """Closes the checkpoint manager and metrics file, and draws the curve of what was written."""
@@ -219,13 +217,13 @@ class Trainer:
         if self.writer:
             with contextlib.nullcontext() if draw else contextlib.suppress(OSError):  # report the first failure
                 self.writer.close()
-            rows = rundir.read_metrics(self.run_dir) if draw else []
+            rows = files.read_metrics(self.run_dir) if draw else []
             if rows:
-                rundir.plot_atomic(rows, self.run_dir / "perplexity.png", f"{self.exp}: {self.data.path.name}")
+                files.plot_atomic(rows, self.run_dir / "perplexity.png", f"{self.exp}: {self.data.path.name}")
 
     def summary(self) -> dict:
         """summary.json's content: final figures, speed, predictions, and (with validation) the baselines."""
-        row = self.last_row or rundir.last_row(self.run_dir, self.cfg.epochs)
+        row = self.last_row or files.last_row(self.run_dir, self.cfg.epochs)
         params = distributed.to_host(self.state.params)
         summary = {
             "experiment": self.exp,

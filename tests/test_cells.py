@@ -14,8 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnn_jax import cells, config, data, evaluate, generate, model, rundir, train
+from rnn_jax import cells, config, data, evaluate, generate, model, train
 from rnn_jax import step as step_lib
+from rnn_jax.files import read_metrics
+from rnn_jax.runs import load_run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -135,7 +137,7 @@ def test_toy_run_checkpoints_resumes_exactly_generates_and_evaluates(toy, data_d
     train.run(dataclasses.replace(cfg, epochs=2), tmp_path / "cut", data_dir=str(data_dir), quiet=True)
     resumed = train.run(cfg, tmp_path / "cut", data_dir=str(data_dir), resume=True, quiet=True)
     assert resumed["perplexity"] == whole["perplexity"] and resumed["val_perplexity"] == whole["val_perplexity"]
-    got_cfg, vocab, params, _ = rundir.load_run(tmp_path / "cut")
+    got_cfg, vocab, params, _ = load_run(tmp_path / "cut")
     assert got_cfg.cell == "toy" and set(params) == {"W_xh", "U", "b_h", "w_c", "W_hq", "b_q"}
     with np.load(tmp_path / "whole" / "params.npz") as ref:
         for name in ref:
@@ -244,7 +246,7 @@ def test_toy_state_under_data_parallelism(data_dir, tmp_path):
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert json.loads((run_dir / "summary.json").read_text())["devices"] == devices
-        losses[devices] = [r["loss"] for r in rundir.read_metrics(run_dir)]
+        losses[devices] = [r["loss"] for r in read_metrics(run_dir)]
     np.testing.assert_allclose(losses[2], losses[1], rtol=1e-4)
 
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import killpoints
 import numpy as np
 import pytest
 
@@ -17,10 +18,9 @@ COMMON = ["--exp", "tiny", "--epochs", "5", "--checkpoint-every", "1", "--max-to
 
 def cli(run_dir, data_dir, *extra, kill_at=None, check=True):
     """Runs the training CLI in a fresh process (optionally SIGKILLed at a fault-injection point)."""
-    env = {**os.environ, "RNN_JAX_KILL_AT": kill_at or ""}
     proc = subprocess.run(
         [
-            sys.executable,
+            *killpoints.python(kill_at),
             "-m",
             "rnn_jax.train",
             *COMMON,
@@ -32,7 +32,6 @@ def cli(run_dir, data_dir, *extra, kill_at=None, check=True):
             *extra,
         ],
         cwd=REPO,
-        env=env,
         capture_output=True,
         text=True,
         timeout=300,

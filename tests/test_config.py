@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 
 from rnn_jax import config, train
+from rnn_jax import experiments as experiments_lib
+from rnn_jax import flags as flags_lib
+from rnn_jax import step as step_lib
 
 # experiments that are one-line changes of the book's base; the others are whole configurations of their own
 DECLARED = {
@@ -29,38 +32,40 @@ OWN = {"tiny", "full", "heldout", "shakespeare"}
 
 
 def test_every_experiment_is_valid_and_round_trips_through_json():
-    assert set(config.EXPERIMENTS) == set(DECLARED) | OWN
-    for name, cfg in config.EXPERIMENTS.items():
+    assert set(experiments_lib.EXPERIMENTS) == set(DECLARED) | OWN
+    for name, cfg in experiments_lib.EXPERIMENTS.items():
         assert config.validate(cfg) is cfg, name
         assert config.from_dict(json.loads(json.dumps(config.to_dict(cfg)))) == cfg, name
 
 
 def test_experiments_differ_from_the_base_only_where_declared():
     for name, fields in DECLARED.items():
-        cfg = config.EXPERIMENTS[name]
-        changed = {f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(config.BASE, f.name)}
+        cfg = experiments_lib.EXPERIMENTS[name]
+        changed = {
+            f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(experiments_lib.BASE, f.name)
+        }
         assert changed == fields, name
-    assert config.EXPERIMENTS["random"] == dataclasses.replace(config.BASE, sampling="random")
+    assert experiments_lib.EXPERIMENTS["random"] == dataclasses.replace(experiments_lib.BASE, sampling="random")
 
 
 def test_a_saved_config_of_another_version_is_refused():
     with pytest.raises(config.ConfigError, match="unknown config field.*colour"):
-        config.from_dict({**config.to_dict(config.BASE), "colour": "blue"})
+        config.from_dict({**config.to_dict(experiments_lib.BASE), "colour": "blue"})
 
 
-@pytest.mark.parametrize("name", sorted(config.EXPERIMENTS))
+@pytest.mark.parametrize("name", sorted(experiments_lib.EXPERIMENTS))
 def test_flags_reproduce_every_experiment(name):
     """Child processes of a sweep get their Config as flags: every field, floats to the last bit."""
-    cfg = dataclasses.replace(config.EXPERIMENTS[name], lr=0.1 + 0.2)
-    args = train.build_parser().parse_args(config.to_flags(cfg))
-    assert config.config_from_args(args, exp="seq") == cfg
+    cfg = dataclasses.replace(experiments_lib.EXPERIMENTS[name], lr=0.1 + 0.2)
+    args = train.build_parser().parse_args(flags_lib.to_flags(cfg))
+    assert flags_lib.config_from_args(args, exp="seq") == cfg
 
 
 def test_cli_overrides_every_config_field_with_its_type():
     parser = train.build_parser()
     args = parser.parse_args(["--exp", "random", "--clip-norm", "none", "--num-steps", "7", "--detach", "false"])
-    cfg = config.config_from_args(args)
-    assert cfg == dataclasses.replace(config.EXPERIMENTS["random"], clip_norm=None, num_steps=7, detach=False)
+    cfg = flags_lib.config_from_args(args)
+    assert cfg == dataclasses.replace(experiments_lib.EXPERIMENTS["random"], clip_norm=None, num_steps=7, detach=False)
     for f in dataclasses.fields(config.Config):
         value = getattr(parser.parse_args([f"--{f.name.replace('_', '-')}", str(f.default)]), f.name)
         assert value == f.default and type(value) is type(f.default), f.name
@@ -100,7 +105,7 @@ def test_cli_overrides_every_config_field_with_its_type():
 )
 def test_an_impossible_hyperparameter_is_refused_naming_its_field(field, value, message):
     with pytest.raises(config.ConfigError, match=message):
-        config.validate(dataclasses.replace(config.BASE, **{field: value}))
+        config.validate(dataclasses.replace(experiments_lib.BASE, **{field: value}))
 
 
 @pytest.mark.parametrize(
@@ -121,29 +126,34 @@ def test_an_impossible_hyperparameter_is_refused_naming_its_field(field, value, 
 )
 def test_settings_that_contradict_each_other_are_refused(changes, message):
     with pytest.raises(config.ConfigError, match=message):
-        config.validate(dataclasses.replace(config.BASE, **changes))
+        config.validate(dataclasses.replace(experiments_lib.BASE, **changes))
 
 
 def test_regularisation_is_off_by_default():
-    assert (config.BASE.dropout, config.BASE.layer_dropout, config.BASE.weight_drop, config.BASE.weight_decay) == (
+    assert (
+        experiments_lib.BASE.dropout,
+        experiments_lib.BASE.layer_dropout,
+        experiments_lib.BASE.weight_drop,
+        experiments_lib.BASE.weight_decay,
+    ) == (
         0.0,
         0.0,
         0.0,
         0.0,
     )
-    assert config.BASE.dropout_mask == "step"
+    assert experiments_lib.BASE.dropout_mask == "step"
 
 
 def test_the_state_is_reset_for_random_sampling_unless_said_otherwise():
-    assert not config.resets_state(config.BASE) and config.resets_state(config.EXPERIMENTS["random"])
-    assert config.resets_state(config.EXPERIMENTS["seq_reset"])
-    assert not config.resets_state(dataclasses.replace(config.EXPERIMENTS["random"], reset_state=False))
+    assert not config.resets_state(experiments_lib.BASE) and config.resets_state(experiments_lib.EXPERIMENTS["random"])
+    assert config.resets_state(experiments_lib.EXPERIMENTS["seq_reset"])
+    assert not config.resets_state(dataclasses.replace(experiments_lib.EXPERIMENTS["random"], reset_state=False))
 
 
 def test_cosine_schedule_falls_over_the_run_and_constant_has_none():
-    cfg = dataclasses.replace(config.BASE, epochs=4, lr_schedule="cosine")
+    cfg = dataclasses.replace(experiments_lib.BASE, epochs=4, lr_schedule="cosine")
     np.testing.assert_allclose(
-        [config.lr_scale(cfg, e) for e in (1, 2, 3, 4)],
+        [step_lib.lr_scale(cfg, e) for e in (1, 2, 3, 4)],
         [1.0, (1 + np.cos(np.pi / 4)) / 2, 0.5, (1 + np.cos(3 * np.pi / 4)) / 2],
     )
-    assert config.lr_scale(config.BASE, 7) is None
+    assert step_lib.lr_scale(experiments_lib.BASE, 7) is None

@@ -6,7 +6,8 @@ import threading
 import numpy as np
 import pytest
 
-from rnn_jax import config, data
+from rnn_jax import data
+from rnn_jax import experiments as experiments_lib
 
 BOOK_VOCAB = [
     "<unk>",
@@ -301,7 +302,7 @@ def test_preprocess_none_keeps_every_character(data_dir):
 def test_the_floor_rule_cuts_where_nanogpt_does(data_dir):
     tokens, _ = data.load_corpus(data_dir / "tinyshakespeare.txt", -1, "none")
     n = len(tokens)
-    cfg = config.EXPERIMENTS["shakespeare"]
+    cfg = experiments_lib.EXPERIMENTS["shakespeare"]
     parts = data.splits(tokens, cfg)
     test, before = parts["test"]
     assert len(before) == int(n * 0.9) == 1_003_854  # nanoGPT: train_data = data[:int(n * 0.9)]
@@ -324,7 +325,7 @@ def test_unseen_is_the_training_part_after_max_tokens_and_leaves_the_other_split
     max_tokens, val_fraction
 ):
     tokens = np.arange(1_000, dtype=np.int32)
-    cfg = dataclasses.replace(config.BASE, max_tokens=max_tokens, val_fraction=val_fraction, test_fraction=0.1)
+    cfg = dataclasses.replace(experiments_lib.BASE, max_tokens=max_tokens, val_fraction=val_fraction, test_fraction=0.1)
     parts = data.splits(tokens, cfg)
     train, val, test = data.split_corpus(tokens, val_fraction, 0.1)
     assert np.array_equal(parts["train"][0], train if max_tokens < 0 else train[:max_tokens])

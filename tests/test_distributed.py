@@ -122,8 +122,9 @@ def test_two_processes_of_two_devices_match_one_process_of_four(four_devices, tm
 
 SWEEP = """
 import dataclasses, json, sys, jax
-from rnn_jax import config, data, sweep
-cfg = dataclasses.replace(config.EXPERIMENTS["tiny"], epochs=2, max_tokens=800, predict_every=0)
+from rnn_jax import data, sweep
+from rnn_jax import experiments as experiments_lib
+cfg = dataclasses.replace(experiments_lib.EXPERIMENTS["tiny"], epochs=2, max_tokens=800, predict_every=0)
 tokens, vocab = data.load_corpus(sys.argv[1] + "/timemachine.txt", cfg.max_tokens)
 print(json.dumps({"devices": jax.device_count(), "curves": [r["curve"] for r in sweep.run_vmap(cfg, [0, 1, 2, 3],
                                                                                                 tokens, vocab)]}))
@@ -134,7 +135,8 @@ def test_vmapped_seeds_shard_over_devices(data_dir):
     """Four seeds sharded over four devices give the curves of the same sweep on this process's one device."""
     import jax
 
-    from rnn_jax import config, data, sweep
+    from rnn_jax import data, sweep
+    from rnn_jax import experiments as experiments_lib
 
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     proc = subprocess.run(
@@ -143,7 +145,9 @@ def test_vmapped_seeds_shard_over_devices(data_dir):
     assert proc.returncode == 0, proc.stderr[-3000:]
     sharded = json.loads(proc.stdout.strip().splitlines()[-1])
     assert sharded["devices"] == 4 and jax.device_count() == 1
-    cfg = dataclasses.replace(config.EXPERIMENTS["tiny"], epochs=2, max_tokens=800, predict_every=0)  # as SWEEP's
+    cfg = dataclasses.replace(
+        experiments_lib.EXPERIMENTS["tiny"], epochs=2, max_tokens=800, predict_every=0
+    )  # as SWEEP's
     tokens, vocab = data.load_corpus(data_dir / "timemachine.txt", cfg.max_tokens)
     one = [r["curve"] for r in sweep.run_vmap(cfg, [0, 1, 2, 3], tokens, vocab)]
     np.testing.assert_allclose(sharded["curves"], one, rtol=2e-5)

@@ -7,7 +7,9 @@ import numpy as np
 import optax
 import pytest
 
-from rnn_jax import baselines, config, data, evaluate, model, rundir, train
+from rnn_jax import baselines, config, data, evaluate, model, train
+from rnn_jax import experiments as experiments_lib
+from rnn_jax.runs import load_run
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +17,7 @@ def run(tmp_path_factory, data_dir):
     """A small model trained on the book with 10% held out."""
     run_dir = tmp_path_factory.mktemp("eval") / "run"
     cfg = dataclasses.replace(
-        config.BASE,
+        experiments_lib.BASE,
         hidden=64,
         epochs=6,
         val_fraction=0.1,
@@ -30,7 +32,7 @@ def run(tmp_path_factory, data_dir):
 
 def test_evaluation_is_one_stream_with_the_state_carried(key):
     params = jax.tree.map(lambda p: 20 * p, model.init_params(key, 28, 16))
-    cfg = dataclasses.replace(config.BASE, hidden=16)
+    cfg = dataclasses.replace(experiments_lib.BASE, hidden=16)
     tokens = np.asarray(jax.random.randint(key, (2_500,), 1, 28), np.int32)  # over two chunks
     context = np.asarray([5, 7], np.int32)
     got = evaluate.evaluate(params, tokens, cfg, context=context)
@@ -76,7 +78,7 @@ def test_best_checkpoint_is_the_lowest_validation_point(run, capsys):
 
 
 def test_best_needs_a_validation_run(tmp_path, data_dir, capsys):
-    cfg = dataclasses.replace(config.EXPERIMENTS["tiny"], epochs=1, predict_every=0)
+    cfg = dataclasses.replace(experiments_lib.EXPERIMENTS["tiny"], epochs=1, predict_every=0)
     train.run(cfg, tmp_path / "r", data_dir=str(data_dir), quiet=True)
     assert evaluate.main(["--run-dir", str(tmp_path / "r"), "--best"]) == 2
     assert "has no best checkpoint" in capsys.readouterr().err
@@ -88,7 +90,7 @@ def test_cli_on_another_book_reports_unknown_characters(run, data_dir, tmp_path,
     out = capsys.readouterr().out
     assert float(out.splitlines()[1].split()[1]) < 28
     run_raw = tmp_path / "raw"
-    cfg = dataclasses.replace(config.EXPERIMENTS["tiny"], preprocess="raw", epochs=1, predict_every=0)
+    cfg = dataclasses.replace(experiments_lib.EXPERIMENTS["tiny"], preprocess="raw", epochs=1, predict_every=0)
     train.run(cfg, run_raw, data_dir=str(data_dir), quiet=True)
     odd = tmp_path / "odd.txt"
     odd.write_text("Time travel — 1895!\n", encoding="utf-8")
@@ -136,14 +138,14 @@ def test_cli_rejects_bad_dynamic_options(tmp_path, capsys, argv, message):
 
 
 def test_without_a_validation_part_the_text_after_the_trained_prefix_is_scored(tmp_path, data_dir, capsys):
-    cfg = dataclasses.replace(config.EXPERIMENTS["tiny"], epochs=1, predict_every=0)
+    cfg = dataclasses.replace(experiments_lib.EXPERIMENTS["tiny"], epochs=1, predict_every=0)
     train.run(cfg, tmp_path / "r", data_dir=str(data_dir), quiet=True)
     assert evaluate.main(["--run-dir", str(tmp_path / "r"), "--baselines"]) == 0
     out, err = capsys.readouterr()
     assert "no validation part: scoring the 168,580 characters after the 2,000 trained on" in err
     lines = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
     tokens, vocab = data.load_corpus(data_dir / "timemachine.txt")
-    params = rundir.load_run(tmp_path / "r")[2]
+    params = load_run(tmp_path / "r")[2]
     want = evaluate.evaluate(params, tokens[2_000:], cfg, context=tokens[:2_000])
     assert lines["rnn"][3] == str(len(tokens) - 2_000) == "168580"
     assert float(lines["rnn"][1]) == pytest.approx(want["perplexity"], rel=1e-4)

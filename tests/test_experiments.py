@@ -12,13 +12,14 @@ import pytest
 
 from experiments import common, report
 from rnn_jax import config, sweep
+from rnn_jax import experiments as experiments_lib
 from rnn_jax import step as step_lib
 
 
-@pytest.mark.parametrize("name", sorted(config.EXPERIMENTS))
+@pytest.mark.parametrize("name", sorted(experiments_lib.EXPERIMENTS))
 def test_every_experiment_trains_a_few_steps(name):
     # the registered configuration, shrunk only in size, so each one's code path runs for real
-    cfg = dataclasses.replace(config.EXPERIMENTS[name], hidden=16, batch_size=4, num_steps=5)
+    cfg = dataclasses.replace(experiments_lib.EXPERIMENTS[name], hidden=16, batch_size=4, num_steps=5)
     tx = step_lib.make_optimizer(cfg)
     X = np.random.default_rng(0).integers(1, 28, (3, 4, 5), dtype=np.int32)
     state, h, metrics = step_lib.make_train_epoch(cfg, tx)(step_lib.init_state(cfg, 28, tx), X, np.roll(X, -1, -1))
@@ -45,7 +46,7 @@ def test_run_seeds_writes_a_record_per_seed(results_dir, data_dir):
     args = common.parser("t").parse_args(
         ["--seeds", "2", "--mode", "vmap", "--epochs", "2", "--data-dir", str(data_dir)]
     )
-    cfg = dataclasses.replace(config.EXPERIMENTS["tiny"], max_tokens=600)
+    cfg = dataclasses.replace(experiments_lib.EXPERIMENTS["tiny"], max_tokens=600)
     rec = common.run_seeds("tiny", "tiny", cfg, args)
     saved = json.loads((results_dir / "results" / "smoke" / "tiny.json").read_text())  # --epochs: a smoke run
     assert saved == json.loads(json.dumps(rec))

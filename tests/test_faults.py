@@ -5,6 +5,7 @@ second writer, SIGKILL in the middle of a rewrite, SIGINT while compiling, a pee
 """
 
 import dataclasses
+import fcntl
 import json
 import os
 import resource
@@ -15,11 +16,15 @@ import sys
 import time
 
 import jax.numpy as jnp
+import killpoints
 import numpy as np
 import pytest
 
 from rnn_jax import checkpoint, config, data, evaluate, generate, rundir, runner, train
+from rnn_jax import experiments as experiments_lib
 from rnn_jax import step as step_lib
+from rnn_jax.files import read_metrics
+from rnn_jax.lock import Lock, remove_runs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--exp", "tiny", "--max-tokens", "600", "--predict-every", "0", "--checkpoint-every", "1", "--quiet"]
@@ -27,10 +32,10 @@ TINY = ["--exp", "tiny", "--max-tokens", "600", "--predict-every", "0", "--check
 BEST_AT_4 = [*TINY, "--val-fraction", "0.1", "--eval-every", "1", "--lr", "4", "--clip-norm", "none"]
 
 
-def child(argv, *, env=None, preexec_fn=None, module="rnn_jax.train", **popen):
-    """A CLI in a fresh process (for a real kill, signal or resource limit)."""
+def child(argv, *, env=None, kill_at=None, preexec_fn=None, module="rnn_jax.train", **popen):
+    """A CLI in a fresh process (for a real kill, signal or resource limit), SIGKILLed at `kill_at` (killpoints)."""
     return subprocess.Popen(
-        [sys.executable, "-m", module, *argv],
+        [*killpoints.python(kill_at), "-m", module, *argv],
         cwd=REPO,
         env={**os.environ, **(env or {})},
         preexec_fn=preexec_fn,
@@ -78,12 +83,12 @@ def test_the_best_checkpoint_survives_every_resume(run):
     for epochs in (5, 6):  # each resume evaluates a worse model first
         assert train.main(["--run-dir", str(run), "--resume", "--epochs", str(epochs), "--quiet"]) == 0
         assert best_epoch(run) == 4
-    rows = rundir.read_metrics(run)
+    rows = read_metrics(run)
     assert min(rows, key=lambda r: r["val_perplexity"])["epoch"] == 4
 
 
 def test_a_second_writer_is_refused_and_readers_go_on(run, capsys):
-    holder = rundir.Lock(run).acquire()
+    holder = Lock(run).acquire()
     try:
         before = snapshot(run)
         assert train.main(["--run-dir", str(run), "--resume", "--epochs", "5", "--quiet"]) == 2
@@ -98,7 +103,7 @@ def test_a_kill_in_the_middle_of_a_rewrite_loses_nothing(run, capsys):
     before = (run / "metrics.jsonl").read_text()
     proc = child(
         ["--run-dir", str(run), "--resume", "--epochs", "5", "--quiet"],
-        env={"RNN_JAX_KILL_AT": "mid-rewrite:metrics.jsonl"},
+        kill_at="mid-rewrite:metrics.jsonl",
     )
     proc.communicate(timeout=120)
     assert proc.returncode == -signal.SIGKILL
@@ -107,7 +112,7 @@ def test_a_kill_in_the_middle_of_a_rewrite_loses_nothing(run, capsys):
     (run / "metrics.jsonl").write_text(before + '{"epoch": 5, "step": 2')
     assert train.main(["--run-dir", str(run), "--resume", "--epochs", "5", "--quiet"]) == 0
     assert "dropped a last line cut short" in capsys.readouterr().err
-    assert [r["epoch"] for r in rundir.read_metrics(run)] == [1, 2, 3, 4, 5]
+    assert [r["epoch"] for r in read_metrics(run)] == [1, 2, 3, 4, 5]
 
 
 def test_a_directory_with_run_files_but_no_config_is_not_reused(run, data_dir, capsys):
@@ -190,7 +195,7 @@ def test_every_number_is_checked_before_anything_is_written(tmp_path, data_dir, 
 
 def test_an_update_that_overflows_the_parameters_is_skipped():
     # loss and gradient are finite, but the updated parameter overflows float32
-    cfg = dataclasses.replace(config.EXPERIMENTS["tiny"], lr=1e38, clip_norm=None)
+    cfg = dataclasses.replace(experiments_lib.EXPERIMENTS["tiny"], lr=1e38, clip_norm=None)
     tx = step_lib.make_optimizer(cfg)
     params = {"w": jnp.array([-3e38, 1.0], jnp.float32)}
     state = step_lib.TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
@@ -323,7 +328,7 @@ def test_a_file_size_limit_fails_cleanly_and_keeps_earlier_checkpoints(tmp_path,
     last = checkpoint.latest_saved_epoch(run / "checkpoints")
     assert last and checkpoint.load_params(run)[1] is not None
     assert train.main(["--run-dir", str(run), "--resume", "--quiet"]) == 0  # the limit lifted
-    assert [r["epoch"] for r in rundir.read_metrics(run)] == list(range(1, 41))
+    assert [r["epoch"] for r in read_metrics(run)] == list(range(1, 41))
     assert "dropped a last line cut short" in capsys.readouterr().err
 
 
@@ -374,7 +379,7 @@ def test_sigint_while_starting_and_compiling_ends_cleanly(tmp_path, data_dir, si
     assert line.startswith("stopped at once" if signals == 2 else "stopped by SIGINT"), err
     if signals == 1:
         # a checkpoint only when an epoch finished since the last one
-        done = [r["epoch"] for r in rundir.read_metrics(run)]
+        done = [r["epoch"] for r in read_metrics(run)]
         assert checkpoint.latest_saved_epoch(run / "checkpoints") == (done[-1] if done else None)
 
 
@@ -397,7 +402,7 @@ def test_a_reader_skips_a_checkpoint_rotated_away_while_it_reads(run, monkeypatc
 def test_a_kill_between_the_checkpoint_and_best_is_completed_on_resume(tmp_path, data_dir):
     run = tmp_path / "r"
     argv = [*BEST_AT_4, "--epochs", "6", "--run-dir", str(run), "--data-dir", str(data_dir)]
-    proc = child(argv, env={"RNN_JAX_KILL_AT": "before-best:4"})  # checkpoints/4 written, best/4 not
+    proc = child(argv, kill_at="before-best:4")  # checkpoints/4 written, best/4 not
     proc.communicate(timeout=120)
     assert proc.returncode == -signal.SIGKILL
     assert checkpoint.latest_saved_epoch(run / "checkpoints") == 4 and best_epoch(run) == 3
@@ -405,7 +410,7 @@ def test_a_kill_between_the_checkpoint_and_best_is_completed_on_resume(tmp_path,
     stale.mkdir()
     (stale / "part").write_text("x")
     assert train.main(["--run-dir", str(run), "--resume", "--epochs", "6", "--quiet"]) == 0
-    rows = rundir.read_metrics(run)
+    rows = read_metrics(run)
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5, 6]
     assert best_epoch(run) == min(rows, key=lambda r: r["val_perplexity"])["epoch"] == 4
     assert not stale.exists()
@@ -415,29 +420,29 @@ def test_a_kill_between_the_checkpoint_and_best_is_completed_on_resume(tmp_path,
 def test_a_run_that_died_before_its_first_checkpoint_does_not_block_the_same_command(tmp_path, data_dir):
     run = tmp_path / "r"
     argv = [*TINY, "--epochs", "2", "--run-dir", str(run), "--data-dir", str(data_dir)]
-    proc = child(argv, env={"RNN_JAX_KILL_AT": "mid-epoch:1"})
+    proc = child(argv, kill_at="mid-epoch:1")
     proc.communicate(timeout=120)
     assert proc.returncode == -signal.SIGKILL and (run / "config.json").is_file()
     assert not rundir.committed(run)
     assert train.main(argv) == 0  # the same command, not --resume
-    assert [r["epoch"] for r in rundir.read_metrics(run)] == [1, 2]
+    assert [r["epoch"] for r in read_metrics(run)] == [1, 2]
 
 
 def test_nothing_removes_a_run_directory_another_process_holds(run):
-    holder = rundir.Lock(run).acquire()
+    holder = Lock(run).acquire()
     try:
         before = snapshot(run)
         with pytest.raises(config.ConfigError, match=f"is in use by pid {os.getpid()}"):
-            rundir.remove_runs(run.parent)
+            remove_runs(run.parent)
         assert snapshot(run) == before
     finally:
         holder.release()
-    rundir.remove_runs(run.parent)  # free: removed
+    remove_runs(run.parent)  # free: removed
     assert not run.parent.exists()
 
 
 def test_a_lock_taken_on_a_removed_file_is_taken_again_on_the_path(run, monkeypatch):
-    real_flock, removed = rundir.fcntl.flock, []
+    real_flock, removed = fcntl.flock, []
 
     def flock_then_replace(f, op):  # the lock file is removed and recreated while this process waits for it
         real_flock(f, op)
@@ -446,8 +451,8 @@ def test_a_lock_taken_on_a_removed_file_is_taken_again_on_the_path(run, monkeypa
             (run / ".lock").unlink()
             (run / ".lock").write_text("")
 
-    monkeypatch.setattr(rundir.fcntl, "flock", flock_then_replace)
-    lock = rundir.Lock(run).acquire()
+    monkeypatch.setattr(fcntl, "flock", flock_then_replace)
+    lock = Lock(run).acquire()
     try:
         assert os.fstat(lock.f.fileno()).st_ino == os.stat(run / ".lock").st_ino
     finally:
@@ -461,7 +466,7 @@ def test_init_from_resumed_before_its_first_checkpoint_starts_from_the_recorded_
     shutil.copytree(source, tmp_path / "src_at_2")
     proc = child(
         [*base, "--epochs", "2", "--init-from", str(source), "--run-dir", str(target)],
-        env={"RNN_JAX_KILL_AT": "mid-epoch:1"},
+        kill_at="mid-epoch:1",
     )
     proc.communicate(timeout=120)
     assert proc.returncode == -signal.SIGKILL
@@ -499,7 +504,7 @@ def test_sighup_stops_a_run_after_its_epoch_like_sigterm(tmp_path, data_dir):
     assert proc.returncode == 130, err
     line = one_clear_line(err)
     assert line.startswith("stopped by SIGHUP after epoch") and f"--run-dir {run} --resume" in line
-    assert checkpoint.latest_saved_epoch(run / "checkpoints") == rundir.read_metrics(run)[-1]["epoch"]
+    assert checkpoint.latest_saved_epoch(run / "checkpoints") == read_metrics(run)[-1]["epoch"]
 
 
 def test_a_finished_chain_stage_refuses_other_flags_with_the_difference(tmp_path, data_dir, capsys):
@@ -552,7 +557,7 @@ def test_a_model_beyond_memory_is_refused_before_the_run_directory(tmp_path, dat
     line = one_clear_line(capsys.readouterr().err)
     assert line.startswith("error: --hidden 2000000") and "needs about" in line and "GiB" in line
     assert not (tmp_path / "r").exists()
-    need, n_params = train.memory_estimate(config.EXPERIMENTS["tiny"], 28)
+    need, n_params = train.memory_estimate(experiments_lib.EXPERIMENTS["tiny"], 28)
     assert n_params == 16 * 16 + 2 * 16 * 28 + 16 + 28 and need > 4 * 2 * n_params  # parameters, gradients, ...
     monkeypatch.setattr(runner, "available_memory", lambda: need - 1)
     assert train.main([*TINY, "--run-dir", str(tmp_path / "r"), "--data-dir", str(data_dir)]) == 2

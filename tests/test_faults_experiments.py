@@ -14,25 +14,29 @@ import sys
 import time
 from pathlib import Path
 
+import killpoints
 import pytest
 
 from experiments import ablations, common
-from rnn_jax import config, rundir, sweep
+from rnn_jax import config, sweep
+from rnn_jax import experiments as experiments_lib
+from rnn_jax.files import read_metrics
+from rnn_jax.lock import Lock
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 
 REPO = EXPERIMENTS.parent
-TINY = dataclasses.replace(config.EXPERIMENTS["tiny"], max_tokens=600)
+TINY = dataclasses.replace(experiments_lib.EXPERIMENTS["tiny"], max_tokens=600)
 # A script over the tiny configuration, its runs and records under ROOT (argv: ROOT, then the script's flags).
 DRIVER = """import dataclasses, sys
 from pathlib import Path
 from experiments import common
-from rnn_jax import config
+from rnn_jax import experiments as experiments_lib
 root = Path(sys.argv[1])
 common.RUNS, common.RESULTS = root / "runs", root / "results"
 def main():
     args = common.parser("tiny").parse_args(sys.argv[2:])
-    common.run_seeds("tiny", "tiny", dataclasses.replace(config.EXPERIMENTS["tiny"], max_tokens=600), args)
+    common.run_seeds("tiny", "tiny", dataclasses.replace(experiments_lib.EXPERIMENTS["tiny"], max_tokens=600), args)
 common.entry(main)
 """
 
@@ -99,12 +103,11 @@ def test_a_record_is_replaced_whole_or_not_at_all(dirs):
         f"common.RESULTS = Path({str(dirs / 'results')!r}); common.write('tiny', {{'name': 'tiny', 'x': [0] * 9}})"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code],
+        [*killpoints.python("mid-rewrite:tiny.json"), "-c", code],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "RNN_JAX_KILL_AT": "mid-rewrite:tiny.json"},
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert record.read_bytes() == before
@@ -148,7 +151,7 @@ def test_a_run_directory_another_process_holds_is_never_removed(dirs, data_dir, 
     args = common.parser("t").parse_args(
         ["--epochs", "2", "--seeds", "1", "--mode", "processes", "--data-dir", str(data_dir)]
     )
-    lock = rundir.Lock(held).acquire()
+    lock = Lock(held).acquire()
     try:
         with pytest.raises(SystemExit) as e:
             common.entry(lambda: common.run_seeds("tiny", "tiny", TINY, args))
@@ -186,12 +189,12 @@ def test_a_signal_reaches_the_training_processes_and_running_again_continues(tmp
     assert proc.returncode == 130, err
     line = one_clear_line(err)
     assert line.startswith("stopped by SIGTERM") and f"Continue with: python {driver}" in line
-    rundir.Lock(run).acquire().release()  # the training process has ended too: no orphan holds the run
-    stopped = rundir.read_metrics(run)
+    Lock(run).acquire().release()  # the training process has ended too: no orphan holds the run
+    stopped = read_metrics(run)
     assert 0 < len(stopped) < 400 and (run / "checkpoints").is_dir()
     again = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
-    rows = rundir.read_metrics(run)
+    rows = read_metrics(run)
     assert [r["epoch"] for r in rows] == list(range(1, 401))
     assert rows[: len(stopped)] == stopped  # continued, not started again
     assert json.loads((run / "config.json").read_text())["resumed"]

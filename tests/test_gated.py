@@ -6,15 +6,17 @@ import json
 import os
 import signal
 import subprocess
-import sys
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import killpoints
 import numpy as np
 import pytest
 
-from rnn_jax import cells, config, data, evaluate, generate, model, rundir, train
+from rnn_jax import cells, config, data, evaluate, generate, model, train
+from rnn_jax import experiments as experiments_lib
+from rnn_jax.runs import load_run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -162,7 +164,7 @@ def test_hand_written_backward_equals_autodiff(key, cell, num_layers, dtype):
 
 def test_configs_of_the_books_sections():
     for name, cell, layers in (("gru", "gru", 1), ("lstm", "lstm", 1), ("deep", "lstm", 2)):
-        cfg = config.validate(config.EXPERIMENTS[name])
+        cfg = config.validate(experiments_lib.EXPERIMENTS[name])
         assert (cfg.cell, cfg.num_layers, cfg.hidden) == (cell, layers, 256)
     with pytest.raises(config.ConfigError, match="activation"):
         config.validate(config.Config(cell="gru", activation="relu"))
@@ -211,11 +213,9 @@ def test_killed_stacked_lstm_run_resumes_bit_identically_generates_and_evaluates
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     extra = ["--val-fraction", "0.1", "--eval-every", "1", "--layer-dropout", "0.2", "--data-dir", str(data_dir)]
     assert train.main([*COMMON, *extra, "--run-dir", str(ref)]) == 0
-    env = {**os.environ, "RNN_JAX_KILL_AT": "mid-epoch:3"}  # killed in the middle of epoch 3
-    proc = subprocess.run(
-        [sys.executable, "-m", "rnn_jax.train", *COMMON, *extra, "--run-dir", str(cut)],
+    proc = subprocess.run(  # killed in the middle of epoch 3
+        [*killpoints.python("mid-epoch:3"), "-m", "rnn_jax.train", *COMMON, *extra, "--run-dir", str(cut)],
         cwd=REPO,
-        env=env,
         capture_output=True,
         text=True,
         timeout=300,
@@ -224,7 +224,7 @@ def test_killed_stacked_lstm_run_resumes_bit_identically_generates_and_evaluates
     assert [r["epoch"] for r in rows(cut)] == [1, 2]
     assert train.main(["--run-dir", str(cut), "--resume", "--quiet"]) == 0
     assert rows(cut) == rows(ref)
-    cfg, vocab, params, _ = rundir.load_run(cut)
+    cfg, vocab, params, _ = load_run(cut)
     with np.load(ref / "params.npz") as want:
         assert set(want) == set(params)
         for name in want:

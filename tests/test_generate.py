@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from rnn_jax import data, generate, model
+from rnn_jax import experiments as experiments_lib
 
 VOCAB = data.Vocab(["<unk>"] + list(" abcdefghijklmnopqrstuvwxyz"))
 V = len(VOCAB)
@@ -142,7 +143,7 @@ def run_dir(tmp_path_factory, data_dir):
     from rnn_jax import config, train
 
     run = tmp_path_factory.mktemp("gen") / "run"
-    cfg = config.dataclasses.replace(config.EXPERIMENTS["tiny"], hidden=32, epochs=3, predict_every=0)
+    cfg = config.dataclasses.replace(experiments_lib.EXPERIMENTS["tiny"], hidden=32, epochs=3, predict_every=0)
     summary = train.run(cfg, run, data_dir=str(data_dir), quiet=True)
     return run, summary
 

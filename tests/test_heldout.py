@@ -6,7 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-from rnn_jax import config, evaluate, model
+from rnn_jax import evaluate, model
+from rnn_jax import experiments as experiments_lib
 
 V, H, SEG = 28, 16, 40
 
@@ -17,7 +18,7 @@ def small(key):
     params = jax.tree.map(lambda p: 30 * p, model.init_params(key, V, H))
     pattern = np.asarray(jax.random.randint(jax.random.fold_in(key, 1), (23,), 1, V), np.int32)
     tokens = np.tile(pattern, 12)[: 7 * SEG - 13]  # a text that repeats itself: adapting to it pays
-    return params, tokens, dataclasses.replace(config.BASE, hidden=H)
+    return params, tokens, dataclasses.replace(experiments_lib.BASE, hidden=H)
 
 
 def textbook_mean_loss(params, state, inputs_L, targets_L):

@@ -9,10 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnn_jax import config, data, rundir, train
+from rnn_jax import config, data, train
+from rnn_jax import experiments as experiments_lib
 from rnn_jax import step as step_lib
+from rnn_jax.files import read_metrics
 
-TINY = dataclasses.replace(config.EXPERIMENTS["tiny"], max_tokens=600, predict_every=0, epochs=2)
+TINY = dataclasses.replace(experiments_lib.EXPERIMENTS["tiny"], max_tokens=600, predict_every=0, epochs=2)
 
 
 def params_of(run_dir):
@@ -39,10 +41,10 @@ def test_init_from_starts_from_the_source_parameters_with_a_fresh_optimizer(sour
     saved = json.loads((tmp_path / "ft" / "config.json").read_text())
     assert saved["init_from"]["run"] == str(source.resolve()) and saved["init_from"]["checkpoint"] == "latest"
     assert saved["init_from"]["config"]["hidden"] == TINY.hidden
-    first = rundir.read_metrics(tmp_path / "ft")[0]["loss"]
-    fresh = rundir.read_metrics(source)[0]["loss"]
+    first = read_metrics(tmp_path / "ft")[0]["loss"]
+    fresh = read_metrics(source)[0]["loss"]
     assert first < fresh  # it continues where the source ended, far from a fresh model's first epoch
-    assert rundir.read_metrics(tmp_path / "ft")[0]["step"] < rundir.read_metrics(source)[-1]["step"]  # fresh count
+    assert read_metrics(tmp_path / "ft")[0]["step"] < read_metrics(source)[-1]["step"]  # fresh count
 
 
 def test_init_from_refuses_another_shape_or_vocabulary(source, data_dir, tmp_path, capsys):
@@ -150,7 +152,7 @@ def test_book_random_chain_continues_the_sequential_model_with_resets(data_dir, 
     saved = json.loads((reset / "config.json").read_text())
     assert saved["init_from"]["run"] == str(seq.resolve()) and saved["config"]["reset_state"] is True
     assert saved["config"]["sampling"] == "seq" and saved["experiment"] == "seq_reset"
-    assert rundir.read_metrics(reset)[0]["loss"] < rundir.read_metrics(seq)[0]["loss"]
+    assert read_metrics(reset)[0]["loss"] < read_metrics(seq)[0]["loss"]
     before = (reset / "metrics.jsonl").read_text()
     assert cli(*argv) == 0  # both stages finished: running it again changes nothing
     assert (reset / "metrics.jsonl").read_text() == before

@@ -11,8 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnn_jax import cells, config, data, generate, model, rundir, train
+from rnn_jax import cells, config, data, generate, model, train
 from rnn_jax import step as step_lib
+from rnn_jax.runs import load_run
 
 LINEAR = [name for name, core in cells.CELLS.items() if core.linear is not None]
 V, H, B, T = 13, 8, 3, 5
@@ -199,7 +200,7 @@ def test_a_run_resumes_exactly_and_generates(data_dir, tmp_path):
     train.run(dataclasses.replace(cfg, epochs=1), tmp_path / "cut", data_dir=str(data_dir), quiet=True)
     resumed = train.run(cfg, tmp_path / "cut", data_dir=str(data_dir), resume=True, quiet=True)
     assert resumed["perplexity"] == whole["perplexity"] and resumed["val_perplexity"] == whole["val_perplexity"]
-    got_cfg, vocab, params, _ = rundir.load_run(tmp_path / "cut")
+    got_cfg, vocab, params, _ = load_run(tmp_path / "cut")
     with np.load(tmp_path / "whole" / "params.npz") as ref:
         for name in ref:
             np.testing.assert_array_equal(np.asarray(params[name]), ref[name], err_msg=name)

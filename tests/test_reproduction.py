@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from rnn_jax import config, data, rundir, sweep, train
+from rnn_jax import config, data, sweep, train
+from rnn_jax import experiments as experiments_lib
+from rnn_jax.files import read_metrics
 
 RESULTS = Path(__file__).resolve().parent.parent / "experiments" / "results"
 EPOCHS = 5
@@ -24,16 +26,16 @@ RECORDED = {"val_fraction": 0.1, "eval_every": 50, "predict_every": 0, "checkpoi
 def test_the_first_epochs_give_the_recorded_perplexities(exp, data_dir, tmp_path):
     record = json.loads((RESULTS / f"{exp}.json").read_text())
     cfg = config.from_dict(record["config"])
-    assert cfg == dataclasses.replace(config.EXPERIMENTS[exp], **RECORDED)  # the book's settings, as recorded
+    assert cfg == dataclasses.replace(experiments_lib.EXPERIMENTS[exp], **RECORDED)  # the book's settings, as recorded
     train.run(dataclasses.replace(cfg, epochs=EPOCHS), tmp_path / "run", data_dir=str(data_dir), exp=exp, quiet=True)
-    curve = [row["perplexity"] for row in rundir.read_metrics(tmp_path / "run") if "perplexity" in row]
+    curve = [row["perplexity"] for row in read_metrics(tmp_path / "run") if "perplexity" in row]
     # within float32 rounding of the epoch's mean loss (one ulp, from the thread count's summation order)
     assert curve == pytest.approx(record["seeds"][0]["curve"][:EPOCHS], rel=1e-6, abs=0)
 
 
 @pytest.mark.full
 def test_full_book_reproduction(data_dir, tmp_path):
-    jobs = [(exp, config.EXPERIMENTS[exp], tmp_path / exp) for exp in ("seq", "random")]
+    jobs = [(exp, experiments_lib.EXPERIMENTS[exp], tmp_path / exp) for exp in ("seq", "random")]
     seq, rand = sweep.run_jobs(jobs, data_dir=str(data_dir))
     assert seq["diverged_epoch"] is None and rand["diverged_epoch"] is None
     assert len(seq["curve"]) == len(rand["curve"]) == 500

@@ -11,7 +11,8 @@ import pytest
 
 from experiments import scored
 from experiments.heldout import parts
-from rnn_jax import config, data, testlog, train
+from rnn_jax import data, testlog, train
+from rnn_jax import experiments as experiments_lib
 
 DRAW = {"windows": 32, "length": 16, "seed": 0}
 
@@ -20,7 +21,13 @@ DRAW = {"windows": 32, "length": 16, "seed": 0}
 def run(tmp_path_factory, data_dir):
     """A small model of the book with validation and test parts, and the parts as the experiment scripts cut them."""
     cfg = dataclasses.replace(
-        config.BASE, hidden=16, epochs=1, val_fraction=0.1, test_fraction=0.1, max_tokens=20_000, predict_every=0
+        experiments_lib.BASE,
+        hidden=16,
+        epochs=1,
+        val_fraction=0.1,
+        test_fraction=0.1,
+        max_tokens=20_000,
+        predict_every=0,
     )
     run_dir = tmp_path_factory.mktemp("scored") / "lstm" / "seed_0"
     train.run(cfg, run_dir, data_dir=str(data_dir), exp="small", quiet=True)

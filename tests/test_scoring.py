@@ -9,12 +9,13 @@ import optax
 import pytest
 
 from rnn_jax import baselines, config, evaluate, model, scoring
+from rnn_jax import experiments as experiments_lib
 
 
 @pytest.fixture(scope="module")
 def lstm():
     """A random 2-layer LSTM (large weights, so the state matters) and its config."""
-    cfg = dataclasses.replace(config.BASE, cell="lstm", num_layers=2, hidden=24)
+    cfg = dataclasses.replace(experiments_lib.BASE, cell="lstm", num_layers=2, hidden=24)
     spec = model.ModelSpec.from_config(cfg)
     params = jax.tree.map(lambda p: 30 * p, model.init_params(jax.random.key(1), 28, cfg.hidden, spec))
     tokens = np.asarray(jax.random.randint(jax.random.key(2), (700,), 1, 28), np.int32)

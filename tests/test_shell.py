@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 
 import experiments.common
-from rnn_jax import baselines, checkpoint, config, data, epochs, evaluate, generate, launch, runner, sweep, train
+from rnn_jax import baselines, checkpoint, data, epochs, evaluate, generate, launch, runner, sweep, train
+from rnn_jax import experiments as experiments_lib
+from rnn_jax import flags as flags_lib
 from rnn_jax import trainer as trainer_lib
 from rnn_jax.bench import cli as bench_cli
 from rnn_jax.exitcodes import Exit
 
-TINY = dataclasses.replace(config.EXPERIMENTS["tiny"], max_tokens=600, epochs=2, predict_every=0)
+TINY = dataclasses.replace(experiments_lib.EXPERIMENTS["tiny"], max_tokens=600, epochs=2, predict_every=0)
 
 
 def test_exit_codes_keep_their_values():
@@ -164,10 +166,10 @@ def test_a_chain_runs_each_stage_from_the_request(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "run", lambda cfg, run_dir, **kw: calls.append((cfg, Path(run_dir), kw)) or {})
     req = launch.Request(exp="book_random", overrides={"epochs": 3, "hidden": 8}, quiet=True)
     runner.run_chain("book_random", req, tmp_path)
-    stages = config.CHAINS["book_random"]
+    stages = experiments_lib.CHAINS["book_random"]
     assert [c[1] for c in calls] == [tmp_path / s for s in stages]
     for (cfg, _, kw), stage in zip(calls, stages, strict=True):
-        assert cfg == config.with_overrides(stage, {"epochs": 3, "hidden": 8}) and kw["exp"] == stage
+        assert cfg == flags_lib.with_overrides(stage, {"epochs": 3, "hidden": 8}) and kw["exp"] == stage
     assert calls[0][2]["init_from"] is None and calls[1][2]["init_from"] == str(tmp_path / stages[0])
     assert "Namespace" not in inspect.getsource(runner) + inspect.getsource(launch)
 
@@ -176,4 +178,4 @@ def test_a_request_carries_the_given_flags_only():
     args = train.build_parser().parse_args(["--exp", "tiny", "--hidden", "8", "--run-dir", "R", "--quiet"])
     req = launch.Request.from_args(args)
     assert req.overrides == {"hidden": 8} and req.run_dir == "R" and req.quiet
-    assert launch.resolve(req)[0] == config.with_overrides("tiny", {"hidden": 8})
+    assert launch.resolve(req)[0] == flags_lib.with_overrides("tiny", {"hidden": 8})

@@ -9,12 +9,15 @@ import jax
 import numpy as np
 import pytest
 
-from rnn_jax import checkpoint, config, generate, model, rundir, train
+from rnn_jax import checkpoint, generate, model, rundir, train
+from rnn_jax import experiments as experiments_lib
 from rnn_jax import step as step_lib
+from rnn_jax.files import read_json
+from rnn_jax.runs import load_run
 
 V, H = 28, 8
 TINY = dataclasses.replace(
-    config.EXPERIMENTS["tiny"], max_tokens=600, predict_every=0, epochs=1, cell="gru", num_layers=3
+    experiments_lib.EXPERIMENTS["tiny"], max_tokens=600, predict_every=0, epochs=1, cell="gru", num_layers=3
 )
 
 
@@ -32,7 +35,7 @@ def per_layer(params: dict) -> dict:
 )
 def test_the_trained_tree_has_one_structure_at_every_depth_from_two(cell, opt):
     def structure(num_layers):
-        cfg = dataclasses.replace(config.BASE, hidden=H, cell=cell, num_layers=num_layers, **opt)
+        cfg = dataclasses.replace(experiments_lib.BASE, hidden=H, cell=cell, num_layers=num_layers, **opt)
         tx = step_lib.make_optimizer(cfg)
         return jax.tree.structure(jax.eval_shape(lambda: step_lib.init_state(cfg, V, tx)))
 
@@ -77,8 +80,8 @@ def test_runs_saved_one_array_per_layer_are_read_converted_and_not_resumed(stack
     ckpts = checkpoint.Checkpoints(old)
     ckpts.save(int(state["epoch"]), {**state, "params": per_layer(state["params"])}, meta)
     ckpts.close()
-    cfg, vocab, params, _ = rundir.load_run(old)
-    _, _, want, _ = rundir.load_run(stacked_run)
+    cfg, vocab, params, _ = load_run(old)
+    _, _, want, _ = load_run(stacked_run)
     assert set(params) == set(want) and all(np.array_equal(params[k], want[k]) for k in want)
     assert generate.predict(params, vocab, "time", 10, model.ModelSpec.from_config(cfg)) == generate.predict(
         want, vocab, "time", 10, model.ModelSpec.from_config(cfg)
@@ -116,10 +119,10 @@ def test_runs_saved_one_array_per_layer_are_read_converted_and_not_resumed(stack
 def test_a_params_npz_saved_one_array_per_layer_is_converted(stacked_run, tmp_path):
     old = tmp_path / "old"
     shutil.copytree(stacked_run, old, ignore=shutil.ignore_patterns("checkpoints"))
-    _, _, want, _ = rundir.load_run(stacked_run)
-    summary = rundir.read_json(old / "summary.json", "summary")
+    _, _, want, _ = load_run(stacked_run)
+    summary = read_json(old / "summary.json", "summary")
     rundir.save_final(old, per_layer(want), summary)
     with np.load(old / "params.npz") as f:
         assert "W_xz_l3" in f and "W_xz_upper" not in f
-    _, _, params, _ = rundir.load_run(old)
+    _, _, params, _ = load_run(old)
     assert set(params) == set(want) and all(np.array_equal(params[k], want[k]) for k in want)

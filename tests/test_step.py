@@ -11,10 +11,11 @@ import numpy as np
 import optax
 import pytest
 
-from rnn_jax import config, model
+from rnn_jax import experiments as experiments_lib
+from rnn_jax import model
 from rnn_jax import step as step_lib
 
-TINY = config.EXPERIMENTS["tiny"]
+TINY = experiments_lib.EXPERIMENTS["tiny"]
 V, H = 28, 16
 
 
@@ -223,7 +224,7 @@ def test_the_cpu_compiler_options_are_options_xla_knows():
 def test_cpu_compiler_options_change_no_number(cell, monkeypatch):
     """The options only change how fast the kernels run: a train epoch with them equals one without, bit for bit
     (wide enough for 512-bit lanes: H 64, 4H = 256 gate columns)."""
-    cfg = dataclasses.replace(config.BASE, cell=cell, hidden=64, batch_size=8, num_steps=12, lr=1.0)
+    cfg = dataclasses.replace(experiments_lib.BASE, cell=cell, hidden=64, batch_size=8, num_steps=12, lr=1.0)
     X, Y = batches(cfg, n=2)
     out = []
     for options in (step_lib.CPU_COMPILER_OPTIONS, {}):
@@ -237,7 +238,7 @@ def test_cpu_compiler_options_change_no_number(cell, monkeypatch):
 
 @pytest.mark.parametrize("how", ["step", "sequence"])
 def test_dropout_masks_per_step_or_per_sequence(key, how):
-    cfg = dataclasses.replace(config.BASE, hidden=64, dropout=0.5, dropout_mask=how)
+    cfg = dataclasses.replace(experiments_lib.BASE, hidden=64, dropout=0.5, dropout_mask=how)
     mask_TBH = step_lib.dropout_mask(cfg, jnp.zeros((8, 20), jnp.int32), key)
     assert mask_TBH.shape == (20, 8, 64) and set(np.unique(mask_TBH)) == {0.0, 2.0}
     assert 0.4 < float((mask_TBH == 0).mean()) < 0.6
@@ -247,7 +248,7 @@ def test_dropout_masks_per_step_or_per_sequence(key, how):
 
 
 def test_weight_drop_zeroes_recurrent_weights_only_and_their_gradient(key):
-    cfg = dataclasses.replace(config.BASE, hidden=32, weight_drop=0.5)
+    cfg = dataclasses.replace(experiments_lib.BASE, hidden=32, weight_drop=0.5)
     params = model.init_params(key, V, 32)
     dropped = step_lib.drop_weights(cfg, params, key)
     assert [k for k in params if not jnp.array_equal(params[k], dropped[k])] == ["W_hh"]
@@ -275,7 +276,7 @@ def test_weight_drop_zeroes_recurrent_weights_only_and_their_gradient(key):
 def test_weight_decay_is_decoupled_and_spares_biases(key, optimizer, cell, num_layers):
     lr, wd = 0.01, 0.5
     cfg = dataclasses.replace(
-        config.BASE, hidden=8, optimizer=optimizer, lr=lr, clip_norm=None, cell=cell, num_layers=num_layers
+        experiments_lib.BASE, hidden=8, optimizer=optimizer, lr=lr, clip_norm=None, cell=cell, num_layers=num_layers
     )
     params = model.init_params(key, V, 8, model.ModelSpec(cell, num_layers))
     grads = jax.tree.map(lambda p: jnp.ones_like(p), params)
@@ -290,7 +291,9 @@ def test_weight_decay_is_decoupled_and_spares_biases(key, optimizer, cell, num_l
 
 def test_the_schedule_scales_the_whole_update(key):
     # AdamW: the schedule's factor scales Adam's step and the decoupled decay alike
-    cfg = dataclasses.replace(config.BASE, hidden=H, optimizer="adam", lr=0.01, weight_decay=0.1, lr_schedule="cosine")
+    cfg = dataclasses.replace(
+        experiments_lib.BASE, hidden=H, optimizer="adam", lr=0.01, weight_decay=0.1, lr_schedule="cosine"
+    )
     tokens = jax.random.randint(key, (2, 6), 0, V)
     tx = step_lib.make_optimizer(cfg)
     state = step_lib.init_state(cfg, V, tx)

@@ -8,10 +8,12 @@ import struct
 import subprocess
 import sys
 
+import killpoints
 import numpy as np
 import pytest
 
-from rnn_jax import rundir, train
+from rnn_jax import train
+from rnn_jax.files import read_metrics
 
 pytest.importorskip("tensorboardX")
 from tensorboardX.proto.event_pb2 import Event, SessionLog  # noqa: E402
@@ -90,7 +92,7 @@ def as_shown(run):
 
 def numbers(run):
     """metrics.jsonl without its timing fields, and params.npz: everything a run computes."""
-    rows = [{k: v for k, v in r.items() if k not in TIMING} for r in rundir.read_metrics(run)]
+    rows = [{k: v for k, v in r.items() if k not in TIMING} for r in read_metrics(run)]
     with np.load(run / "params.npz") as f:
         return rows, {k: f[k] for k in f.files}
 
@@ -109,7 +111,7 @@ def resumed(tmp_path_factory, data_dir):
     run = tmp_path_factory.mktemp("board") / "run"
     proc = subprocess.run(
         [
-            sys.executable,
+            *killpoints.python("mid-epoch:4"),
             "-m",
             "rnn_jax.train",
             *ARGS,
@@ -122,7 +124,6 @@ def resumed(tmp_path_factory, data_dir):
         cwd=REPO,
         capture_output=True,
         text=True,
-        env={**os.environ, "RNN_JAX_KILL_AT": "mid-epoch:4"},
     )
     assert proc.returncode == -9, proc.stderr
     first = event_files(run)
@@ -133,7 +134,7 @@ def resumed(tmp_path_factory, data_dir):
 
 def test_every_epoch_once_with_the_metrics_values(resumed):
     scalars, texts = as_shown(resumed)
-    rows = rundir.read_metrics(resumed)
+    rows = read_metrics(resumed)
     for key, tag in [
         ("loss", "loss/train"),
         ("perplexity", "perplexity/train"),

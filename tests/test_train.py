@@ -6,10 +6,11 @@ import jax
 import numpy as np
 import pytest
 
-from rnn_jax import config, data, model, train
+from rnn_jax import data, model, train
+from rnn_jax import experiments as experiments_lib
 from rnn_jax import step as step_lib
 
-TINY = config.EXPERIMENTS["tiny"]
+TINY = experiments_lib.EXPERIMENTS["tiny"]
 
 
 def batches(cfg, n=3, vocab=28, seed=0):
@@ -19,7 +20,7 @@ def batches(cfg, n=3, vocab=28, seed=0):
 
 
 def test_loss_at_initialisation_is_close_to_ln_vocab(data_dir):
-    cfg = config.BASE
+    cfg = experiments_lib.BASE
     tokens, vocab = data.load_corpus(data_dir / "timemachine.txt", cfg.max_tokens)
     X, Y = data.epoch_batches(tokens, cfg, 1)
     state = step_lib.init_state(cfg, len(vocab), step_lib.make_optimizer(cfg))
@@ -28,7 +29,7 @@ def test_loss_at_initialisation_is_close_to_ln_vocab(data_dir):
 
 
 def test_short_real_run_beats_the_unigram_level(data_dir, tmp_path):
-    cfg = dataclasses.replace(config.BASE, epochs=30, predict_every=0)
+    cfg = dataclasses.replace(experiments_lib.BASE, epochs=30, predict_every=0)
     summary = train.run(cfg, tmp_path / "run", data_dir=str(data_dir), exp="seq", quiet=True)
     assert summary["perplexity"] < 12.0  # a letter-frequency model is stuck near 17.4
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

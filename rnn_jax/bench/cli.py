@@ -16,7 +16,8 @@ from typing import Any
 
 import rnn_jax
 from rnn_jax import config as config_lib
-from rnn_jax import data, log, rundir
+from rnn_jax import data, files, log
+from rnn_jax import experiments as experiments_lib
 from rnn_jax.bench.common import PEER_SCRIPT, ChildFailed, measured, rss_mb, usable_cpus
 from rnn_jax.bench.compile_time import compile_times
 from rnn_jax.bench.contention import contention
@@ -191,7 +192,7 @@ def main(argv=None) -> int:
         if not args.worker:
             check_paths(args)
         corpus = data.resolve_corpus(None, args.data_dir)
-        tokens, vocab = data.load_corpus(corpus, config_lib.BASE.max_tokens)
+        tokens, vocab = data.load_corpus(corpus, experiments_lib.BASE.max_tokens)
         return _run(args, corpus, tokens, vocab)
     except (config_lib.ConfigError, data.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -200,7 +201,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return Exit.FAILED
     except OSError as e:
-        print(f"error: {rundir.describe_os_error(e)}", file=sys.stderr)
+        print(f"error: {files.describe_os_error(e)}", file=sys.stderr)
         return Exit.FAILED
 
 
@@ -221,7 +222,7 @@ def _run(args, corpus: Path, tokens, vocab: data.Vocab) -> int:
         print_report(report)
     print(text.getvalue(), end="", flush=True)
     if args.json_out:
-        rundir.write_json(Path(args.json_out), report)
+        files.write_json(Path(args.json_out), report)
     if args.out:
-        rundir.write_atomic(args.out.with_name(args.out.name + ".txt"), text.getvalue())
+        files.write_atomic(args.out.with_name(args.out.name + ".txt"), text.getvalue())
     return Exit.OK

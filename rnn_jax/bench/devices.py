@@ -10,6 +10,7 @@ import numpy as np
 
 from rnn_jax import config as config_lib
 from rnn_jax import data, distributed
+from rnn_jax import experiments as experiments_lib
 from rnn_jax.bench.variants import fresh_state, jitted_train
 
 
@@ -47,7 +48,7 @@ def device_scaling(args, vocab_size: int, tokens: np.ndarray) -> dict:
     """Data-parallel fused-epoch over 1, 2, 4, ... local devices at one global batch (32 rows per device at most)."""
     available = jax.device_count()
     counts = device_counts(available)
-    cfg = dataclasses.replace(config_lib.BASE, hidden=args.hidden, batch_size=32 * counts[-1])
+    cfg = dataclasses.replace(experiments_lib.BASE, hidden=args.hidden, batch_size=32 * counts[-1])
     rows = [
         {
             "devices": n,

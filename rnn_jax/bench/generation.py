@@ -9,8 +9,8 @@ import time
 import jax
 import jax.numpy as jnp
 
-from rnn_jax import config as config_lib
 from rnn_jax import data, generate
+from rnn_jax import experiments as experiments_lib
 from rnn_jax.bench.common import spread
 from rnn_jax.bench.variants import fresh_state
 
@@ -65,6 +65,6 @@ def summarise(num_chars: int, first: dict, rates: dict) -> dict:
 
 def generation(args, vocab: data.Vocab) -> dict:
     """Greedy characters: generate_ids (one jitted scan) vs predict_loop (the book's loop); 32 samples at once."""
-    cfg = dataclasses.replace(config_lib.BASE, hidden=args.hidden)
+    cfg = dataclasses.replace(experiments_lib.BASE, hidden=args.hidden)
     params = fresh_state(cfg, len(vocab))[1].params
     return summarise(args.gen_chars, *timed(methods(params, vocab, args.gen_chars), args.reps))

@@ -11,6 +11,7 @@ import statistics
 import numpy as np
 
 from rnn_jax import config as config_lib
+from rnn_jax import experiments as experiments_lib
 from rnn_jax.bench.common import PEER_SCRIPT, ChildFailed, measured, run_child, spread
 from rnn_jax.bench.throughput import matmul_limit
 from rnn_jax.bench.variants import build, flop_per_token
@@ -23,7 +24,7 @@ BATCHES_PER_EPOCH = 4  # minibatches of one timed epoch (25,600 tokens)
 
 def recipe_config(dtype: str, hidden: int) -> config_lib.Config:
     """--exp shakespeare with the given product dtype (the recipe trains with bfloat16)."""
-    return dataclasses.replace(config_lib.EXPERIMENTS["shakespeare"], matmul_dtype=dtype, hidden=hidden)
+    return dataclasses.replace(experiments_lib.EXPERIMENTS["shakespeare"], matmul_dtype=dtype, hidden=hidden)
 
 
 def synthetic_batches(cfg: config_lib.Config):

@@ -7,8 +7,8 @@ import functools
 import math
 from pathlib import Path
 
-from rnn_jax import config as config_lib
 from rnn_jax import data
+from rnn_jax import experiments as experiments_lib
 from rnn_jax.bench.common import measured, rss_mb
 from rnn_jax.bench.variants import build, fixed_batches, flop_per_token, xla_mb
 
@@ -26,7 +26,7 @@ def scaling(args, corpus: Path, vocab_size: int) -> list[dict]:
 
 def scaling_row(args, tokens, vocab_size: int, hidden: int, num_steps: int, cell: str = "rnn") -> dict:
     """One (H, T) point: the same fixed minibatches every epoch, about a second's worth, at most --epochs."""
-    cfg = dataclasses.replace(config_lib.BASE, hidden=hidden, num_steps=num_steps, cell=cell)
+    cfg = dataclasses.replace(experiments_lib.BASE, hidden=hidden, num_steps=num_steps, cell=cell)
     X_NBT, Y_NBT = fixed_batches(tokens, max(1, 280 // num_steps), cfg.batch_size, num_steps)
     run, compile_s, xla = build(cfg, vocab_size, lambda e: (X_NBT, Y_NBT), per_step=False)
     epochs = min(args.epochs, math.ceil(run(1) / X_NBT.size))

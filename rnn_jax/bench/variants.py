@@ -10,6 +10,7 @@ import jax
 import numpy as np
 
 from rnn_jax import config as config_lib
+from rnn_jax import experiments as experiments_lib
 from rnn_jax.cells import CELLS
 from rnn_jax.step import init_state, make_optimizer, make_train_epoch, make_train_step, zero_state
 
@@ -37,7 +38,7 @@ def xla_mb(xla: dict) -> float:
 
 def variant_config(name: str, **fields) -> config_lib.Config:
     """The book's Config with the variant's overrides and the given fields."""
-    return dataclasses.replace(config_lib.BASE, **fields, **VARIANTS[name][0])
+    return dataclasses.replace(experiments_lib.BASE, **fields, **VARIANTS[name][0])
 
 
 def fresh_state(cfg: config_lib.Config, vocab_size: int):
