@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnn_jax import checkpoint, data, distributed, log
+from rnn_jax import checkpoint, corpora, data, distributed, log
 from rnn_jax import config as config_lib
 from rnn_jax.config import Config, ConfigError
 
@@ -85,7 +85,7 @@ def write_json(path: Path, obj) -> None:
 
 def read_json(path: Path, what: str) -> dict:
     """A JSON file of a run, with an error naming it when it is missing, damaged or not a regular file."""
-    kind = data.not_regular(path)
+    kind = corpora.not_regular(path)
     if kind:
         raise checkpoint.CheckpointError(f"{path} is {kind}, not a file ({what}); restore it from a copy")
     try:
@@ -103,7 +103,7 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    kind = data.not_regular(path)
+    kind = corpora.not_regular(path)
     if kind:
         raise checkpoint.CheckpointError(f"{path} is {kind}, not a file; restore it from a copy")
     lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
@@ -519,10 +519,10 @@ def params_from(
 def per_layer_converted(where, params: dict) -> dict:
     """Parameters saved with one array per layer of a stack (`W_xi_l2`, ...) in today's stacked layout
     (`W_xi_upper`); a CheckpointError when their layers are not 2..L."""
-    from rnn_jax import model
+    from rnn_jax import stack
 
     try:
-        return model.from_per_layer(params)
+        return stack.from_per_layer(params)
     except ValueError as e:
         raise checkpoint.CheckpointError(
             f"parameters in {where} have per-layer names that do not make a stack ({e})"
@@ -532,9 +532,9 @@ def per_layer_converted(where, params: dict) -> dict:
 def refuse_per_layer(run_dir: Path, params: dict) -> None:
     """Raises CheckpointError, saying what to do, when a checkpoint of run_dir stores a stack's layers 2.. one
     array per layer (`W_xi_l2`, ...): its optimizer state cannot be resumed in the stacked layout."""
-    from rnn_jax import model
+    from rnn_jax import stack
 
-    if model.is_per_layer(params):
+    if stack.is_per_layer(params):
         raise checkpoint.CheckpointError(
             f"the checkpoints in {run_dir} store layers 2.. of the stack one array per layer (`W_xi_l2`, ...), "
             "an earlier layout that --resume cannot continue (layers 2.. are now stacked, `W_xi_upper`); start a "
