@@ -284,7 +284,7 @@ def test_row_scan_in_chains_equals_one_scan_bit_for_bit(key, reverse):
         assert jaxpr.count("dot_general") == chains
 
 
-def test_the_row_chain_policy_is_resolved_once_at_set_up_and_recorded(data_dir, tmp_path):
+def test_the_automatic_split_and_an_explicit_one(data_dir, tmp_path):
     assert jax.default_backend() == "cpu" and jax.device_count() == 1  # what the suite runs on
     assert cells.resolve_chains(0, 32) == 2  # the book's batch: two chains of 16 rows
     assert cells.resolve_chains(0, 2 * cells.MIN_CHAIN_ROWS - 2) == 1  # chains of under MIN_CHAIN_ROWS rows
@@ -293,19 +293,30 @@ def test_the_row_chain_policy_is_resolved_once_at_set_up_and_recorded(data_dir, 
     assert cells.resolve_chains(2, 32, "bfloat16") == 2
     assert cells.resolve_chains(4, 32) == 4
     assert cells.resolve_chains(2, 1) == 1  # evaluation's one row under a training run's --row-chains 2
-    # the spec carries the resolved count (the policy is applied when it is made, never while tracing)
-    assert model.ModelSpec.from_config(config.BASE).chains == 2
-    assert model.ModelSpec.from_config(dataclasses.replace(config.BASE, matmul_dtype="bfloat16")).chains == 1
-    assert model.ModelSpec.from_config(dataclasses.replace(config.BASE, row_chains=4)).chains == 4
-    for unresolved in (0, -1):
-        with pytest.raises(ValueError, match="chains must be >= 1"):
-            model.ModelSpec(chains=unresolved)
     # a run asked for 4 chains trains, validates and predicts one row at a time, and records the policies it ran
     argv = ["--exp", "tiny", "--batch-size", "4", "--row-chains", "4", "--val-fraction", "0.1", "--epochs", "1"]
     assert train.main([*argv, "--data-dir", str(data_dir), "--run-dir", str(tmp_path / "r"), "--quiet"]) == 0
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["val_perplexity"] > 1
     assert (summary["row_chains"], summary["devices"]) == (4, 1)
+
+
+def test_the_row_chain_policy_is_resolved_once_when_the_spec_is_made():
+    assert jax.default_backend() == "cpu" and jax.device_count() == 1  # what the suite runs on
+    assert model.ModelSpec.from_config(config.BASE).chains == 2  # auto, for the book's 32 rows
+    assert model.ModelSpec.from_config(dataclasses.replace(config.BASE, matmul_dtype="bfloat16")).chains == 1
+    assert model.ModelSpec.from_config(dataclasses.replace(config.BASE, row_chains=4)).chains == 4
+    for unresolved in (0, -1):  # nothing left to decide while tracing
+        with pytest.raises(ValueError, match="chains must be >= 1"):
+            model.ModelSpec(chains=unresolved)
+    # a count that does not divide the rows (evaluation's single row) runs as one chain: the same program
+    spec, params = model.ModelSpec(chains=2), model.init_params(jax.random.key(0), V, 16)
+    one_row = lambda s: str(
+        jax.make_jaxpr(lambda p: model.forward_fused(p, model.zero_state(1, 16), jnp.zeros((1, 5), jnp.int32), s))(
+            params
+        )
+    )
+    assert one_row(spec) == one_row(model.BOOK)
 
 
 @pytest.mark.parametrize(
