@@ -88,11 +88,11 @@ def layer_dropout_masks(cfg: Config, tokens_BT: jax.Array, key_dropout) -> jax.A
 
 def loss_fn(params, state, tokens_BT, targets_BT, cfg: Config, mask_BT=None, key_dropout=None, spec=None):
     """Mean softmax cross-entropy over batch x time (over mask_BT's positions when given); aux = last state.
-    spec: cfg's ModelSpec, built once by the caller (None: built here).
 
     With cfg.dropout and a key, that fraction of the states fed to the output layer is zeroed (training only);
     with cfg.layer_dropout, that fraction of the states each layer feeds the layer above;
-    with cfg.weight_drop, that fraction of the recurrent weights.
+    with cfg.weight_drop, that fraction of the recurrent weights. spec: cfg's ModelSpec, built once by the caller
+    (None: built here).
     """
     spec = spec_of(cfg, spec)
     params = drop_weights(cfg, params, key_dropout, spec)
