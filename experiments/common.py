@@ -19,8 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rnn_jax import checkpoint, config, data, sweep
-from rnn_jax import evaluate as evaluate_lib
+from rnn_jax import checkpoint, config, corpora, data, scoring, sweep
 from rnn_jax import experiments as experiments_lib
 from rnn_jax.exitcodes import Exit
 from rnn_jax.files import describe_os_error, write_atomic
@@ -161,7 +160,7 @@ def run_seeds(name: str, exp: str, cfg: config.Config, args, *, corpus: str | No
     if mode == "processes":
         records = sweep.run_processes(exp, cfg, seeds, root, corpus=corpus, data_dir=args.data_dir)
     else:
-        path = data.resolve_corpus(corpus, args.data_dir)
+        path = corpora.resolve_corpus(corpus, args.data_dir)
         tokens, vocab = data.load_corpus(path, -1, cfg.preprocess)
         parts = data.splits(tokens, cfg)
         records = sweep.run_vmap(cfg, seeds, parts["train"][0], vocab, val=parts["val"])
@@ -318,7 +317,7 @@ def record_problem(record) -> str | None:
 
 def read_record(path: Path) -> dict:
     """A record read back and checked (a regular file, JSON, the shape report.py reads); RecordError names it."""
-    kind = data.not_regular(path)
+    kind = corpora.not_regular(path)
     if kind:
         raise RecordError(f"{path} is {kind}, not a record file; remove it or restore the record")
     try:
@@ -356,7 +355,7 @@ def entry(main) -> None:
     except (config.ConfigError, data.DataError, checkpoint.CheckpointError, RecordError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(Exit.USAGE)
-    except evaluate_lib.NonFinite as e:
+    except scoring.NonFinite as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(Exit.DIVERGED)
     except OSError as e:

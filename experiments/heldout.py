@@ -23,8 +23,7 @@ import numpy as np
 
 from experiments.common import entry, fresh, load, parser, placement, results_dir, runs_root, write
 from experiments.counting import counting_models
-from rnn_jax import config, data, scoring, sweep, testlog
-from rnn_jax import evaluate as evaluate_lib
+from rnn_jax import config, corpora, data, heldout, model, scoring, sweep, testlog
 from rnn_jax import experiments as experiments_lib
 from rnn_jax.files import read_metrics
 from rnn_jax.runs import load_run
@@ -107,7 +106,7 @@ def stat(values: list[float]) -> dict:
 
 def corpus(data_dir: str | None) -> dict:
     """Token ids of the three parts, each with the text before it, and the vocabulary size."""
-    tokens, vocab = data.load_corpus(data.resolve_corpus(None, data_dir))
+    tokens, vocab = data.load_corpus(corpora.resolve_corpus(None, data_dir))
     return parts(tokens, vocab, BASE)
 
 
@@ -198,13 +197,14 @@ def final_runs(chosen: dict, args, root: Path) -> dict:
 
 def dynamic_choice(cfg, params, text: dict, steps, segments) -> tuple[dict, list[dict]]:
     """The (rule, lr, segment) with the lowest validation perplexity for one model (seed 0's best checkpoint)."""
+    spec = model.ModelSpec.from_config(cfg)
 
     def score(rule, lr, seg) -> float:
         try:
-            return evaluate_lib.dynamic_evaluate(
-                params, text["val"][0], cfg, lr=lr, segment=seg, rule=rule, context=text["val"][1]
+            return heldout.dynamic_evaluate(
+                params, text["val"][0], spec, lr=lr, segment=seg, rule=rule, context=text["val"][1]
             )["perplexity"]
-        except evaluate_lib.NonFinite:  # a step size too large for this model: never chosen
+        except scoring.NonFinite:  # a step size too large for this model: never chosen
             return float("inf")
 
     grid = [
@@ -218,20 +218,20 @@ def dynamic_choice(cfg, params, text: dict, steps, segments) -> tuple[dict, list
 def rnn_models(fam: str, name: str, cfg, dirs: list[Path], text: dict, args) -> dict:
     """Static and dynamic entries of one family: its runs' best checkpoints scored on val, then once on test."""
     runs = [load_run(d, best=True)[::2] for d in dirs]  # (cfg, params) of each seed's best checkpoint
+    scored = [(model.ModelSpec.from_config(c), p) for c, p in runs]  # (spec, params)
     static = {
-        split: [evaluate_lib.evaluate(p, text[split][0], c, context=text[split][1]) for c, p in runs]
+        split: [heldout.evaluate(p, text[split][0], s, context=text[split][1]) for s, p in scored]
         for split in ("val", "test")
     }
     dyn, grid = dynamic_choice(*runs[0], text, args.dynamic_steps, args.dynamic_segments)  # type: ignore[call-arg]  # runs[0] is (cfg, params)
     kw = {k: dyn[k] for k in ("rule", "lr", "segment")}
     dynamic = {
-        split: [evaluate_lib.dynamic_evaluate(p, text[split][0], c, **kw, context=text[split][1]) for c, p in runs]
+        split: [heldout.dynamic_evaluate(p, text[split][0], s, **kw, context=text[split][1]) for s, p in scored]
         for split in ("val", "test")
     }
     draw = getattr(args, "windows_draw", DRAW)
     windows = {
-        split: [evaluate_lib.evaluate_windows(p, text[split][0], c, **draw) for c, p in runs]
-        for split in ("val", "test")
+        split: [heldout.evaluate_windows(p, text[split][0], s, **draw) for s, p in scored] for split in ("val", "test")
     }
     for d, (c, _), st, dy, w in zip(dirs, runs, static["test"], dynamic["test"], windows["test"], strict=True):
         for label, r, protocol in (("static", st, "stream"), ("dynamic", dy, "stream"), ("static", w, "windows")):

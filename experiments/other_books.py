@@ -12,8 +12,7 @@ from typing import Any
 import numpy as np
 
 from experiments.common import RUNS, entry, load, parser, results_dir, run_seeds, runs_root, write
-from rnn_jax import baselines, data
-from rnn_jax import evaluate as evaluate_lib
+from rnn_jax import baselines, data, heldout, model
 from rnn_jax import experiments as experiments_lib
 from rnn_jax.runs import load_run
 
@@ -47,7 +46,9 @@ def main(argv=None) -> None:
                 for which, best in (("final", False), ("early_stopped", True)):
                     cfg, vocab, params, _ = load_run(run, best=best)
                     val, context, unknown = held_out(path, vocab, cfg)
-                    ppl[which].append(evaluate_lib.evaluate(params, val, cfg, context=context)["perplexity"])
+                    ppl[which].append(
+                        heldout.evaluate(params, val, model.ModelSpec.from_config(cfg), context=context)["perplexity"]
+                    )
             # a 5-gram fit on the same 10,000 training characters, scored on the same text
             train_tokens = data.load_corpus(books[train_book], 10_000)[0]
             val, _, _ = held_out(path, data.load_corpus(books[train_book])[1], cfg)

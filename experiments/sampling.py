@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.common import RUNS, entry, parser, results_dir, write
-from rnn_jax import data, generate
+from rnn_jax import corpora, generate
 from rnn_jax.runs import load_run
 
 ALPHAS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, "greedy")
@@ -48,7 +48,7 @@ def main(argv=None) -> None:
     p.add_argument("--num-samples", type=int, default=8)
     p.add_argument("--num-chars", type=int, default=300)
     args = p.parse_args(argv)
-    raw = data.read_text(data.resolve_corpus(None, args.data_dir))
+    raw = corpora.read_text(corpora.resolve_corpus(None, args.data_dir))
     book_words = set(re.findall(r"[a-z]+", raw.lower()))
     runs = sorted((RUNS / "seq").glob("seed_*"))[: args.seeds]
     if not runs:

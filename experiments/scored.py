@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnn_jax import config, evaluate, model, scoring, testlog
+from rnn_jax import config, heldout, model, scoring, testlog
 from rnn_jax.files import write_json
 from rnn_jax.runs import load_run
 
@@ -75,9 +75,9 @@ def score(run_dir: Path, part: str, text: dict, setting: dict | None, *, best: b
         cfg, _, params, _ = load_run(run_dir, best=best)
         tokens, context = text[part]
         if setting is None:
-            r = evaluate.evaluate(params, tokens, cfg, context=context)
+            r = heldout.evaluate(params, tokens, model.ModelSpec.from_config(cfg), context=context)
         else:
-            r = evaluate.dynamic_evaluate(params, tokens, cfg, **setting, context=context)
+            r = heldout.dynamic_evaluate(params, tokens, model.ModelSpec.from_config(cfg), **setting, context=context)
         if part == "test":
             _log(run_dir, "dynamic" if setting else "static", corpus, cfg, {"dynamic": setting}, r, "stream")
         row = {"part": part, "setting": setting, "best": best, "protocol": "stream", "loss": r["loss"]}
@@ -114,7 +114,7 @@ def token_losses(run_dir: Path, part: str, text: dict, *, best: bool, corpus: st
         nll = _read_npz(path, meta)
         if nll is None:
             cfg, _, params, _ = load_run(run_dir, best=best)
-            nll = evaluate.token_losses(params, text[part][0], cfg, context=text[part][1])
+            nll = heldout.token_losses(params, text[part][0], model.ModelSpec.from_config(cfg), context=text[part][1])
             if part == "test":
                 _log(run_dir, "per-character", corpus, cfg, {}, {"loss": float(nll.mean())}, "stream")
             _write_npz(path, nll, meta)
@@ -131,8 +131,8 @@ def window_losses(run_dir: Path, part: str, text: dict, *, best: bool, corpus: s
             cfg, _, params, _ = load_run(run_dir, best=best)
             spec = model.ModelSpec.from_config(cfg)
             tokens = text[part][0]
-            nll = evaluate.window_losses(
-                params, tokens, spec, cfg.hidden, windows=draw["windows"], length=draw["length"], seed=draw["seed"]
+            nll = heldout.window_losses(
+                params, tokens, spec, windows=draw["windows"], length=draw["length"], seed=draw["seed"]
             )
             if part == "test":
                 _log(run_dir, "static", corpus, cfg, {}, scoring.window_figures(nll, draw["seed"]), "windows")

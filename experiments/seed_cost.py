@@ -13,7 +13,7 @@ from typing import Any
 import jax
 
 from experiments.common import entry, parser, results_dir, runs_root, write
-from rnn_jax import data, sweep
+from rnn_jax import corpora, data, sweep
 from rnn_jax import experiments as experiments_lib
 
 
@@ -33,7 +33,7 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     sweep.run_processes("seq", cfg, seeds, root / "pinned", data_dir=args.data_dir, keep=False)  # timed afresh
     rows["parallel processes, one pinned per core"] = time.perf_counter() - t0
-    tokens, vocab = data.load_corpus(data.resolve_corpus(None, args.data_dir), cfg.max_tokens)
+    tokens, vocab = data.load_corpus(corpora.resolve_corpus(None, args.data_dir), cfg.max_tokens)
     t0 = time.perf_counter()
     sweep.run_vmap(cfg, seeds, tokens, vocab)
     rows["one vmapped program"] = time.perf_counter() - t0

@@ -48,7 +48,7 @@ from experiments.shakespeare_figures import (  # noqa: F401  (the record's figur
     window_stat,
     with_figures,
 )
-from rnn_jax import config, data, generate, model, rundir, scoring, sweep, testlog
+from rnn_jax import config, corpora, data, generate, model, rundir, scoring, sweep, testlog
 from rnn_jax import experiments as experiments_lib
 from rnn_jax.files import read_json, read_metrics, write_atomic
 from rnn_jax.runs import load_run
@@ -88,16 +88,16 @@ SAMPLES: dict[str, Any] = {"prompt": "ROMEO:", "num_chars": 300, "temperature": 
 def split(data_dir: str | None, smoke: bool, root: Path) -> dict:
     """The corpus's parts as token ids, each with the text before it, and a decoder back to text. The smoke check
     uses the first 60,000 characters, written as a file of its own that its runs train on."""
-    path = data.resolve_corpus(CORPUS, data_dir)
+    path = corpora.resolve_corpus(CORPUS, data_dir)
     if smoke:
         root.mkdir(parents=True, exist_ok=True)
-        write_atomic(root / "corpus.txt", data.read_text(path)[:60_000])
+        write_atomic(root / "corpus.txt", corpora.read_text(path)[:60_000])
         path = root / "corpus.txt"
     tokens, vocab = data.load_corpus(path, -1, BASE.preprocess)
     return {
         **parts(tokens, vocab, BASE),
         "corpus": path,
-        "sha1": data.sha1_of(path),
+        "sha1": corpora.sha1_of(path),
         "n": len(tokens),
         "draw": SMOKE_DRAW if smoke else DRAW,
     }

@@ -19,7 +19,7 @@ from typing import cast
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from rnn_jax import scoring
+from rnn_jax import corpora, scoring
 from rnn_jax.exitcodes import Exit
 
 
@@ -288,7 +288,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         _check_args(args.split, args.max_n)
-        ids, vocab = data.load_corpus(data.resolve_corpus(args.corpus, args.data_dir), mode=args.preprocess)
+        ids, vocab = data.load_corpus(corpora.resolve_corpus(args.corpus, args.data_dir), mode=args.preprocess)
         cut = _cut(ids, args.split, args.max_n, len(vocab))
     except (data.DataError, UsageError) as e:
         print(f"error: {e}", file=sys.stderr)

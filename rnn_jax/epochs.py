@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from rnn_jax import evaluate as evaluate_lib
+from rnn_jax import scoring
 from rnn_jax.config import Config
 
 HINT = "try gradient clipping (--clip-norm 1) or a lower --lr"
@@ -96,6 +96,6 @@ class EpochRule:
             return
         try:
             val = evaluate()
-        except evaluate_lib.NonFinite as e:
+        except scoring.NonFinite as e:
             raise Diverged(f"diverged at epoch {epoch}: on the validation text {e}; {HINT}") from None
         row.update(val_loss=val["loss"], val_perplexity=val["perplexity"], val_bits_per_char=val["bits_per_char"])

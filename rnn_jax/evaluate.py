@@ -9,230 +9,19 @@ python -m rnn_jax.evaluate --run-dir RUN --best --split test --dynamic --dynamic
 from __future__ import annotations
 
 import argparse
-import functools
 import math
 import sys
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 
 import rnn_jax
-from rnn_jax import checkpoint, data, files, model, runs, testlog
+from rnn_jax import checkpoint, corpora, data, files, heldout, model, runs, testlog
 from rnn_jax import config as config_lib
-from rnn_jax import step as step_lib
 from rnn_jax.exitcodes import Exit
-from rnn_jax.scoring import (  # noqa: F401
-    POSITION_BANDS,
-    PROTOCOLS,
-    WINDOW_BATCH,
-    WINDOW_LENGTH,
-    WINDOW_SEED,
-    WINDOWS,
-    NonFinite,
-    figures,
-    window_figures,
-    window_starts,
-)
+from rnn_jax.scoring import PROTOCOLS, WINDOW_LENGTH, WINDOW_SEED, WINDOWS, NonFinite
 
-CHUNK = 1024  # tokens per scan chunk; the state flows from chunk to chunk
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # the largest step size the float32 computation can hold
-
-
-@functools.partial(jax.jit, static_argnames=("spec", "hidden"))
-def _sum_nll(params, inputs_CL, targets_CL, mask_CL, *, spec: model.ModelSpec, hidden: int):
-    def chunk(state, batch):
-        inputs_L, targets_L, mask_L = batch
-        logits_L1V, state = model.forward_fused(params, state, inputs_L[None], spec)
-        nll_L = optax.softmax_cross_entropy_with_integer_labels(logits_L1V[:, 0], targets_L)
-        return state, jnp.sum(nll_L * mask_L)
-
-    state = model.zero_state(1, hidden, spec)
-    return jnp.sum(jax.lax.scan(chunk, state, (inputs_CL, targets_CL, mask_CL))[1])
-
-
-def evaluate(params, tokens: np.ndarray, cfg: config_lib.Config, *, context: np.ndarray | None = None) -> dict:
-    """Mean loss (nats), perplexity and bits/char of every token of `tokens`, one stream from a zero state.
-
-    With `context` (the text just before, e.g. the training part), its last token is the first input,
-    so every token of `tokens` is scored; without it the first token is only an input.
-    """
-    inputs, targets = _stream(tokens, context)
-    n_chunks = -(-len(targets) // CHUNK)
-    pad = n_chunks * CHUNK - len(targets)
-    shape = lambda a: np.pad(a, (0, pad)).reshape(n_chunks, CHUNK)
-    total = _sum_nll(
-        params,
-        shape(inputs),
-        shape(targets),
-        shape(np.ones(len(targets), np.float32)),
-        spec=model.ModelSpec.from_config(cfg),
-        hidden=cfg.hidden,
-    )
-    return figures(float(total) / len(targets), len(targets))
-
-
-@functools.partial(jax.jit, static_argnames=("spec", "hidden"))
-def _token_nll(params, inputs_CL, targets_CL, *, spec: model.ModelSpec, hidden: int):
-    def chunk(state, batch):
-        inputs_L, targets_L = batch
-        logits_L1V, state = model.forward_fused(params, state, inputs_L[None], spec)
-        return state, optax.softmax_cross_entropy_with_integer_labels(logits_L1V[:, 0], targets_L)
-
-    state = model.zero_state(1, hidden, spec)
-    return jax.lax.scan(chunk, state, (inputs_CL, targets_CL))[1]
-
-
-def token_losses(params, tokens: np.ndarray, cfg: config_lib.Config, *, context: np.ndarray | None = None):
-    """-ln P(token) of every token `evaluate` scores, in order (float64 on the host): what an ensemble of models,
-    or a mixture with a counting model, averages as probabilities."""
-    inputs, targets = _stream(tokens, context)
-    n_chunks = -(-len(targets) // CHUNK)
-    pad = n_chunks * CHUNK - len(targets)
-    shape = lambda a: np.pad(a, (0, pad)).reshape(n_chunks, CHUNK)
-    nll = _token_nll(params, shape(inputs), shape(targets), spec=model.ModelSpec.from_config(cfg), hidden=cfg.hidden)
-    return np.asarray(nll, np.float64).reshape(-1)[: len(targets)]
-
-
-def _stream(tokens: np.ndarray, context: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """(inputs, targets) of a held-out text: with context its last token is the first input, as in `evaluate`."""
-    tokens = np.asarray(tokens, np.int32)
-    if context is not None and len(context):
-        inputs, targets = np.concatenate([np.asarray(context[-1:], np.int32), tokens[:-1]]), tokens
-    else:
-        inputs, targets = tokens[:-1], tokens[1:]
-    if len(targets) == 0:
-        raise data.DataError("nothing to evaluate: the held-out text is empty (is --val-fraction 0?)")
-    return inputs, targets
-
-
-@functools.partial(jax.jit, static_argnames=("spec", "hidden"))
-def _window_nll(params, inputs_NBL, targets_NBL, *, spec: model.ModelSpec, hidden: int):
-    def batch(_, xy):
-        inputs_BL, targets_BL = xy
-        state = model.zero_state(inputs_BL.shape[0], hidden, spec)  # each window from an empty context
-        logits_LBV, _ = model.forward_fused(params, state, inputs_BL, spec)
-        return None, optax.softmax_cross_entropy_with_integer_labels(logits_LBV, targets_BL.T).T
-
-    return jax.lax.scan(batch, None, (inputs_NBL, targets_NBL))[1]
-
-
-def window_losses(
-    params,
-    tokens: np.ndarray,
-    spec: model.ModelSpec,
-    hidden: int,
-    *,
-    windows: int = WINDOWS,
-    length: int = WINDOW_LENGTH,
-    seed: int = WINDOW_SEED,
-) -> np.ndarray:
-    """-ln P of every target of `windows` random windows of `tokens`, each scored from a zero state with nothing
-    before it: (windows, length) float64, row i the window at window_starts(...)[i]."""
-    tokens = np.asarray(tokens, np.int32)
-    starts = window_starts(len(tokens), windows, length, seed)
-    idx_NL = starts[:, None] + np.arange(length)
-    batch = math.gcd(windows, WINDOW_BATCH)  # nanoGPT's 64 rows per batch when the count allows
-    shape = lambda a: a.reshape(-1, batch, length)
-    nll = _window_nll(params, shape(tokens[idx_NL]), shape(tokens[idx_NL + 1]), spec=spec, hidden=hidden)
-    return np.asarray(nll, np.float64).reshape(windows, length)
-
-
-def evaluate_windows(
-    params,
-    tokens: np.ndarray,
-    cfg: config_lib.Config,
-    *,
-    windows: int = WINDOWS,
-    length: int = WINDOW_LENGTH,
-    seed: int = WINDOW_SEED,
-) -> dict:
-    """nanoGPT's estimate_loss for a recurrent model: the mean loss over every target of `windows` windows of
-    `length` characters drawn uniformly from `tokens` with `seed`, each from a zero state (window_figures)."""
-    spec = model.ModelSpec.from_config(cfg)
-    nll = window_losses(params, tokens, spec, cfg.hidden, windows=windows, length=length, seed=seed)
-    return window_figures(nll, seed)
-
-
-RMS_DECAY, RMS_EPS = 0.99, 1e-8  # RMS-normalised steps: running mean of g^2 over the segments already scored
-
-
-def _dynamic_update(rule: str, lr, decay, params, p, grads, ms, k):
-    """One step of dynamic evaluation: SGD, or SGD on g / RMS(g) with the RMS of the segments so far (bias-corrected,
-    as in RMSprop/Adam); either way then decay * (trained - current) back towards the trained parameters."""
-    if rule == "rms":
-        ms = jax.tree.map(lambda m, g: RMS_DECAY * m + (1 - RMS_DECAY) * g * g, ms, grads)
-        grads = jax.tree.map(lambda g, m: g / (jnp.sqrt(m / (1 - RMS_DECAY**k)) + RMS_EPS), grads, ms)
-    return jax.tree.map(lambda w, g, w0: w - lr * g + decay * (w0 - w), p, grads, params), ms
-
-
-@functools.partial(jax.jit, static_argnames=("cfg", "rule"))
-def _dynamic_nll(params, inputs_SL, targets_SL, mask_SL, lr, decay, *, cfg: config_lib.Config, rule: str):
-    """Summed loss of each segment under the parameters updated on the segments before it only: (S,)."""
-
-    def seg_loss(p, state, inputs_L, targets_L, mask_L):
-        logits_L1V, state = model.forward_fused(p, state, inputs_L[None], model.ModelSpec.from_config(cfg))
-        nll = jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits_L1V[:, 0], targets_L) * mask_L)
-        return nll / jnp.maximum(jnp.sum(mask_L), 1.0), (nll, state)
-
-    def segment(carry, seg):
-        p, state, ms, k = carry
-        # one forward pass both scores the segment and gives its gradient: the score comes before the update
-        grads, (nll, state) = jax.grad(seg_loss, has_aux=True)(p, step_lib.stop_gradient(state), *seg)
-        p, ms = _dynamic_update(rule, lr, decay, params, p, grads, ms, k + 1)
-        return (p, state, ms, k + 1), nll
-
-    carry = (params, step_lib.zero_state(cfg, 1), jax.tree.map(jnp.zeros_like, params), jnp.zeros((), jnp.float32))
-    return jax.lax.scan(segment, carry, (inputs_SL, targets_SL, mask_SL))[1]
-
-
-def dynamic_segment_losses(
-    params,
-    tokens: np.ndarray,
-    cfg: config_lib.Config,
-    *,
-    lr: float,
-    segment: int,
-    decay: float = 0.0,
-    rule: str = "sgd",
-    context: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Dynamic evaluation (Krause et al. 2018), one jitted scan over segments: each segment of the stream is scored,
-    then the parameters take one step on its mean loss (rule "sgd", or "rms": RMS-normalised) and decay * (trained -
-    current) back towards the trained ones, the state carried throughout. Returns (summed loss, tokens) per segment."""
-    inputs, targets = _stream(tokens, context)
-    n_seg = -(-len(targets) // segment)
-    pad = n_seg * segment - len(targets)
-    shape = lambda a: np.pad(a, (0, pad)).reshape(n_seg, segment)
-    mask = shape(np.ones(len(targets), np.float32))
-    nll = _dynamic_nll(
-        params, shape(inputs), shape(targets), mask, jnp.float32(lr), jnp.float32(decay), cfg=cfg, rule=rule
-    )
-    return np.asarray(nll, np.float64), mask.sum(1)
-
-
-def dynamic_evaluate(
-    params,
-    tokens: np.ndarray,
-    cfg: config_lib.Config,
-    *,
-    lr: float,
-    segment: int,
-    decay: float = 0.0,
-    rule: str = "sgd",
-    context: np.ndarray | None = None,
-) -> dict:
-    """`evaluate`'s figures under dynamic evaluation (see dynamic_segment_losses); never trains before scoring."""
-    nll, counts = dynamic_segment_losses(
-        params, tokens, cfg, lr=lr, segment=segment, decay=decay, rule=rule, context=context
-    )
-    return figures(
-        float(nll.sum() / counts.sum()),
-        int(counts.sum()),
-        f"dynamic evaluation ({rule}, step size {lr:g}, segments of {segment})",
-    )
 
 
 def _check_dynamic(args) -> None:
@@ -264,7 +53,7 @@ def window_args(args) -> dict:
 def check_corpus(path: Path, saved: dict) -> None:
     """Raises DataError when the run's splits would be cut from another text than the one it trained on."""
     want = saved["data"]["sha1"]
-    got = data.sha1_of(path)
+    got = corpora.sha1_of(path)
     if got != want:
         raise data.DataError(
             f"{path} is not the corpus the run trained on (SHA-1 {got}, the run's {want}), so its "
@@ -275,13 +64,13 @@ def check_corpus(path: Path, saved: dict) -> None:
 
 def own_corpus(saved: dict, data_dir: str | None) -> Path:
     """The file a run trained on: where config.json says, or, given --data-dir, its file in that directory (a named
-    corpus, data.CORPORA, verified by its SHA-1)."""
+    corpus, corpora.CORPORA, verified by its SHA-1)."""
     path = Path(saved["data"]["path"])
     if not data_dir:
         return path
-    name = data.corpus_name(path, saved["data"]["sha1"])
-    if name in data.CORPORA:
-        return data.resolve_corpus(name, data_dir)
+    name = corpora.corpus_name(path, saved["data"]["sha1"])
+    if name in corpora.CORPORA:
+        return corpora.resolve_corpus(name, data_dir)
     return Path(data_dir).expanduser() / path.name
 
 
@@ -299,6 +88,7 @@ def default_split(parts: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line of `python -m rnn_jax.evaluate`: the run and the text, the protocol, dynamic evaluation."""
     parser = argparse.ArgumentParser(prog="python -m rnn_jax.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--corpus", default=None, help="evaluate on this text (default: the run's own corpus)")
@@ -317,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--baselines", action="store_true", help="also score n-gram baselines fit on the run's training text"
     )
+    _protocol_flags(parser)
+    _dynamic_flags(parser)
+    return parser
+
+
+def _protocol_flags(parser: argparse.ArgumentParser) -> None:
+    """--protocol and the windows protocol's draw."""
     parser.add_argument(
         "--protocol",
         choices=PROTOCOLS,
@@ -337,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--window-seed", type=int, default=WINDOW_SEED, help=f"seed of the windows' starts (default {WINDOW_SEED})"
     )
+
+
+def _dynamic_flags(parser: argparse.ArgumentParser) -> None:
+    """--dynamic and its step size, segment, rule and decay."""
     parser.add_argument(
         "--dynamic",
         action="store_true",
@@ -358,7 +159,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="pull back towards the trained parameters after each step, in [0, 1) (default 0)",
     )
-    return parser
 
 
 def score_run(args) -> tuple[dict, int]:
@@ -377,38 +177,12 @@ def score_run(args) -> tuple[dict, int]:
         check_corpus(own, saved)
     scored_sha1 = saved["data"]["sha1"]
     if args.corpus:
-        corpus_path = data.resolve_corpus(args.corpus)
-        scored_sha1 = data.sha1_of(corpus_path)
-        text = data.load_text(corpus_path, cfg.preprocess)
-        unknown = vocab.unknown(text)
-        if unknown:
-            shown = ", ".join(f"{c!r} x{n}" for c, n in unknown.most_common(10))
-            print(
-                f"{sum(unknown.values())} characters not in the run's vocabulary map to <unk>: {shown}",
-                file=sys.stderr,
-            )
-        split = args.split or "all"
-        all_tokens = vocab.encode(text)
-    else:
-        split = args.split or default_split(parts)
+        all_tokens, scored_sha1 = other_text(args.corpus, vocab, cfg.preprocess)
+    split = args.split or ("all" if args.corpus else default_split(parts))
     tokens, context = data.splits(all_tokens, cfg)[split]
     span = data.span_of(all_tokens, cfg, split)
     args.dynamic_segment = min(args.dynamic_segment, max(len(tokens), 1))  # one segment holds the whole part
-    if args.protocol == "windows":
-        result = {"rnn": evaluate_windows(params, tokens, cfg, **window_args(args))}
-    else:
-        result = {"rnn": evaluate(params, tokens, cfg, context=context)}
-    if args.dynamic:
-        result["rnn-dynamic"] = dynamic_evaluate(
-            params,
-            tokens,
-            cfg,
-            lr=args.dynamic_lr,
-            segment=args.dynamic_segment,
-            decay=args.dynamic_decay,
-            rule=args.dynamic_rule,
-            context=context,
-        )
+    result = score(args, params, model.ModelSpec.from_config(cfg), tokens, context)
     if args.baselines:
         from rnn_jax import baselines
 
@@ -425,6 +199,38 @@ def score_run(args) -> tuple[dict, int]:
     return result, len(tokens)
 
 
+def other_text(corpus: str, vocab: data.Vocab, preprocess: str) -> tuple[np.ndarray, str]:
+    """(token ids, SHA-1) of a --corpus text in the run's vocabulary, saying how many characters map to <unk>."""
+    path = corpora.resolve_corpus(corpus)
+    sha1 = corpora.sha1_of(path)
+    text = data.load_text(path, preprocess)
+    unknown = vocab.unknown(text)
+    if unknown:
+        shown = ", ".join(f"{c!r} x{n}" for c, n in unknown.most_common(10))
+        print(f"{sum(unknown.values())} characters not in the run's vocabulary map to <unk>: {shown}", file=sys.stderr)
+    return vocab.encode(text), sha1
+
+
+def score(args, params, spec: model.ModelSpec, tokens: np.ndarray, context: np.ndarray | None) -> dict:
+    """The recurrent model's figures under the chosen protocol ("rnn"), and with --dynamic its dynamic ones."""
+    if args.protocol == "windows":
+        result = {"rnn": heldout.evaluate_windows(params, tokens, spec, **window_args(args))}
+    else:
+        result = {"rnn": heldout.evaluate(params, tokens, spec, context=context)}
+    if args.dynamic:
+        result["rnn-dynamic"] = heldout.dynamic_evaluate(
+            params,
+            tokens,
+            spec,
+            lr=args.dynamic_lr,
+            segment=args.dynamic_segment,
+            decay=args.dynamic_decay,
+            rule=args.dynamic_rule,
+            context=context,
+        )
+    return result
+
+
 def log_test_scorings(args, result: dict, cfg, own: Path, all_tokens, scored_sha1: str, saved: dict, span) -> None:
     """Logs each figure when the scored text is the run's own by content and the part holds test text."""
     if scored_sha1 == saved["data"]["sha1"] and data.overlap(span, data.span_of(all_tokens, cfg, "test")):
@@ -432,7 +238,7 @@ def log_test_scorings(args, result: dict, cfg, own: Path, all_tokens, scored_sha
         setting = {"run": str(Path(args.run_dir).resolve()), "best": args.best, "config": config_lib.to_dict(cfg)}
         for name, r in result.items():
             testlog.record(
-                data.corpus_name(own, scored_sha1),
+                corpora.corpus_name(own, scored_sha1),
                 "test",
                 name,
                 setting,

@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from rnn_jax import checkpoint, data, log
+from rnn_jax import checkpoint, corpora, log
 
 
 @contextlib.contextmanager
@@ -58,7 +58,7 @@ def write_json(path: Path, obj) -> None:
 
 def read_json(path: Path, what: str) -> dict:
     """A JSON file of a run, with an error naming it when it is missing, damaged or not a regular file."""
-    kind = data.not_regular(path)
+    kind = corpora.not_regular(path)
     if kind:
         raise checkpoint.CheckpointError(f"{path} is {kind}, not a file ({what}); restore it from a copy")
     try:
@@ -76,7 +76,7 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    kind = data.not_regular(path)
+    kind = corpora.not_regular(path)
     if kind:
         raise checkpoint.CheckpointError(f"{path} is {kind}, not a file; restore it from a copy")
     lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]

@@ -12,7 +12,7 @@ from typing import Any
 import jax
 
 from rnn_jax import config as config_lib
-from rnn_jax import data, distributed, files, launch, model, rundir, runs
+from rnn_jax import distributed, files, launch, memory, model, residual, rundir, runs
 from rnn_jax import experiments as experiments_lib
 from rnn_jax import step as step_lib
 from rnn_jax.config import Config
@@ -37,14 +37,14 @@ def memory_estimate(cfg: Config, vocab_size: int) -> tuple[int, int]:
     n_opt = sum(math.prod(x.shape) for x in jax.tree.leaves(jax.eval_shape(step_lib.make_optimizer(cfg).init, shapes)))
     gates = model.CELLS[cfg.cell].gates
     if cfg.block == "residual":  # each block's two norms, W_mix's output and the MLP's three (T, B, width) arrays
-        gates += 4 + 3 * model.MLP_WIDTH
+        gates += 4 + 3 * residual.MLP_WIDTH
     acts = cfg.batch_size * cfg.num_steps * (cfg.num_layers * (gates + 1) * cfg.hidden + 2 * vocab_size)
     return 4 * (2 * n_params + n_opt + acts), n_params
 
 
 def available_memory() -> int | None:
     """Bytes of memory the run's arrays can use: the accelerator's limit, else the process's budget on the host
-    (data.memory_budget: available physical memory, RLIMIT_AS, the cgroup's limit)."""
+    (memory.memory_budget: available physical memory, RLIMIT_AS, the cgroup's limit)."""
     return memory_limit()[0]
 
 
@@ -53,7 +53,7 @@ def memory_limit() -> tuple[int | None, str]:
     stats = getattr(jax.devices()[0], "memory_stats", lambda: None)() if jax.default_backend() != "cpu" else None
     if stats and stats.get("bytes_limit"):
         return int(stats["bytes_limit"]), "the accelerator's memory"
-    budget = data.memory_budget()
+    budget = memory.memory_budget()
     return budget if budget else (None, "")
 
 

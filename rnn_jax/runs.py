@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnn_jax import checkpoint, data, model
+from rnn_jax import checkpoint, data, model, stack
 from rnn_jax import config as config_lib
 from rnn_jax.config import Config, ConfigError
 from rnn_jax.files import read_json
@@ -124,7 +124,7 @@ def per_layer_converted(where, params: dict) -> dict:
     """Parameters saved with one array per layer of a stack (`W_xi_l2`, ...) in today's stacked layout
     (`W_xi_upper`); a CheckpointError when their layers are not 2..L."""
     try:
-        return model.from_per_layer(params)
+        return stack.from_per_layer(params)
     except ValueError as e:
         raise checkpoint.CheckpointError(
             f"parameters in {where} have per-layer names that do not make a stack ({e})"
@@ -134,7 +134,7 @@ def per_layer_converted(where, params: dict) -> dict:
 def refuse_per_layer(run_dir: Path, params: dict) -> None:
     """Raises CheckpointError, saying what to do, when a checkpoint of run_dir stores a stack's layers 2.. one
     array per layer (`W_xi_l2`, ...): its optimizer state cannot be resumed in the stacked layout."""
-    if model.is_per_layer(params):
+    if stack.is_per_layer(params):
         raise checkpoint.CheckpointError(
             f"the checkpoints in {run_dir} store layers 2.. of the stack one array per layer (`W_xi_l2`, ...), "
             "an earlier layout that --resume cannot continue (layers 2.. are now stacked, `W_xi_upper`); start a "

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from rnn_jax import config as config_lib
-from rnn_jax import model
+from rnn_jax import model, stack
 from rnn_jax.config import Config
 
 
@@ -27,8 +27,14 @@ class TrainState(NamedTuple):
     step: jax.Array
 
 
-def zero_state(cfg: Config, batch_size: int) -> model.State:
-    return model.zero_state(batch_size, cfg.hidden, model.ModelSpec.from_config(cfg))
+def spec_of(cfg: Config, spec: model.ModelSpec | None = None) -> model.ModelSpec:
+    """`spec` when given, else cfg's (ModelSpec.from_config): each entry point of this module builds it once."""
+    return model.ModelSpec.from_config(cfg) if spec is None else spec
+
+
+def zero_state(cfg: Config, batch_size: int, spec: model.ModelSpec | None = None) -> model.State:
+    """The carried state before the first minibatch: zeros of the shape of cfg's model."""
+    return model.zero_state(batch_size, cfg.hidden, spec_of(cfg, spec))
 
 
 def stop_gradient(state: model.State) -> model.State:
@@ -56,14 +62,14 @@ def keep_mask(cfg: Config, key, keep: float, shape_TBH: tuple) -> jax.Array:
     return jnp.broadcast_to(jax.random.bernoulli(key, keep, one).astype(jnp.float32) / keep, shape_TBH)
 
 
-def drop_weights(cfg: Config, params, key_dropout):
+def drop_weights(cfg: Config, params, key_dropout, spec: model.ModelSpec):
     """DropConnect (Wan et al. 2013; AWD-LSTM): each recurrent matrix (the cell's `Cell.recurrent`, every layer's)
     with cfg.weight_drop of its entries zeroed, the rest scaled by 1/keep, one mask per minibatch shared by every
     row and step."""
     if not cfg.weight_drop or key_dropout is None:
         return params
     keep, key_weights = 1.0 - cfg.weight_drop, jax.random.fold_in(key_dropout, 2)
-    names = model.recurrent_weights(params, model.ModelSpec.from_config(cfg))
+    names = model.recurrent_weights(params, spec)
     dropped = {
         k: params[k] * jax.random.bernoulli(jax.random.fold_in(key_weights, i), keep, params[k].shape) / keep
         for i, k in enumerate(names)
@@ -81,20 +87,21 @@ def layer_dropout_masks(cfg: Config, tokens_BT: jax.Array, key_dropout) -> jax.A
     return keep_mask(cfg, key_layers, keep, shape)
 
 
-def loss_fn(params, state, tokens_BT, targets_BT, cfg: Config, mask_BT=None, key_dropout=None):
+def loss_fn(params, state, tokens_BT, targets_BT, cfg: Config, mask_BT=None, key_dropout=None, spec=None):
     """Mean softmax cross-entropy over batch x time (over mask_BT's positions when given); aux = last state.
 
     With cfg.dropout and a key, that fraction of the states fed to the output layer is zeroed (training only);
     with cfg.layer_dropout, that fraction of the states each layer feeds the layer above;
-    with cfg.weight_drop, that fraction of the recurrent weights.
+    with cfg.weight_drop, that fraction of the recurrent weights. spec: cfg's ModelSpec, built once by the caller
+    (None: built here).
     """
-    fwd = model.FORWARDS[cfg.backward]
-    params = drop_weights(cfg, params, key_dropout)
-    logits_TBV, state = fwd(
+    spec = spec_of(cfg, spec)
+    params = drop_weights(cfg, params, key_dropout, spec)
+    logits_TBV, state = model.FORWARDS[cfg.backward](
         params,
         state,
         tokens_BT,
-        model.ModelSpec.from_config(cfg),
+        spec,
         keep_TBH=dropout_mask(cfg, tokens_BT, key_dropout),
         keep_LTBH=layer_dropout_masks(cfg, tokens_BT, key_dropout),
     )
@@ -114,7 +121,7 @@ def make_optimizer(cfg: Config) -> optax.GradientTransformation:
 def _decayed(cfg: Config) -> optax.GradientTransformation:
     """w <- w - lr (update + weight_decay w) on the weight matrices (biases are not decayed), outside Adam's scaling
     (Loshchilov & Hutter 2019); for SGD decoupled and L2 decay coincide."""
-    matrices = lambda params: {k: model.layer_ndim(k, p) >= 2 for k, p in params.items()}
+    matrices = lambda params: {k: stack.layer_ndim(k, p) >= 2 for k, p in params.items()}
     if cfg.optimizer == "adam":
         return optax.adamw(cfg.lr, weight_decay=cfg.weight_decay, mask=matrices)
     return optax.chain(optax.add_decayed_weights(cfg.weight_decay, mask=matrices), optax.sgd(cfg.lr))
@@ -130,13 +137,18 @@ def lr_scale(cfg: Config, epoch: int) -> float | None:
 
 
 def init_state(
-    cfg: Config, vocab_size: int, tx: optax.GradientTransformation, seed=None, params: model.Params | None = None
+    cfg: Config,
+    vocab_size: int,
+    tx: optax.GradientTransformation,
+    seed=None,
+    params: model.Params | None = None,
+    spec: model.ModelSpec | None = None,
 ) -> TrainState:
-    """Fresh parameters from `seed` (default cfg.seed; may be traced, to vmap over seeds), or the given
-    `params`, with a fresh optimizer state."""
+    """Fresh parameters of cfg's model (`spec`, None: built here) from `seed` (default cfg.seed; may be traced, to
+    vmap over seeds), or the given `params`, with a fresh optimizer state."""
     if params is None:
         key_init = jax.random.fold_in(jax.random.key(cfg.seed if seed is None else seed), 0)  # purpose 0: params
-        spec = model.ModelSpec.from_config(cfg)
+        spec = spec_of(cfg, spec)
         params = model.init_params(key_init, vocab_size, cfg.hidden, spec, embed_dim=cfg.embed_dim)
         if cfg.init == "scaled":  # purpose 3 of the seed (1: dropout, 2: unused)
             key_scaled = jax.random.fold_in(jax.random.key(cfg.seed if seed is None else seed), 3)
@@ -145,7 +157,7 @@ def init_state(
             gate = spec.core.forget_gate
             params = {
                 **params,
-                **{k: jnp.full_like(v, cfg.forget_bias) for k, v in params.items() if k.split(model.UPPER)[0] == gate},
+                **{k: jnp.full_like(v, cfg.forget_bias) for k, v in params.items() if k.split(stack.UPPER)[0] == gate},
             }
     return TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
 
@@ -188,16 +200,18 @@ def reset_rows(cfg: Config, state: TrainState, carried, seed=None):
     return jax.tree.map(lambda a: jnp.where(keep_B[:, None], a, jnp.zeros_like(a)), carried)
 
 
-def _update(cfg: Config, tx, grad_fn, state: TrainState, carried, tokens_BT, targets_BT, lr_scale=None, seed=None):
+def _update(
+    cfg: Config, spec, tx, grad_fn, state: TrainState, carried, tokens_BT, targets_BT, lr_scale=None, seed=None
+):
     """Gradient step from `carried` (some rows reset, with cfg.reset_fraction); returns (state, the state to carry
     on, metrics)."""
     carried = reset_rows(cfg, state, carried, seed)
     (loss, carried_new), grads = grad_fn(
-        state.params, carried, tokens_BT, targets_BT, cfg, None, _step_key(cfg, state, seed)
+        state.params, carried, tokens_BT, targets_BT, cfg, None, _step_key(cfg, state, seed), spec
     )
     state, metrics = _apply(tx, state, grads, loss, lr_scale)
     # a skipped update restarts the carried state from zeros, as at the start of an epoch
-    return state, _where(metrics["finite"], carried_new, zero_state(cfg, tokens_BT.shape[0])), metrics
+    return state, _where(metrics["finite"], carried_new, zero_state(cfg, tokens_BT.shape[0], spec)), metrics
 
 
 # On AVX-512 CPUs LLVM emits 256-bit vector code unless told otherwise; 512-bit lanes speed up the gated cells'
@@ -212,33 +226,37 @@ def jit(fn, **kwargs):
     return jax.jit(fn, **kwargs)
 
 
-def make_train_step(cfg: Config, tx: optax.GradientTransformation):
-    """One minibatch: (state, carried, X_BT, Y_BT[, lr_scale]) -> (state, carried, metrics), jitted, state donated."""
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+def make_train_step(cfg: Config, tx: optax.GradientTransformation, spec: model.ModelSpec | None = None):
+    """One minibatch: (state, carried, X_BT, Y_BT[, lr_scale]) -> (state, carried, metrics), jitted, state donated.
+    spec: cfg's ModelSpec as the run resolved it (None: built here)."""
+    grad_fn, spec = jax.value_and_grad(loss_fn, has_aux=True), spec_of(cfg, spec)
 
     def step(state: TrainState, carried, tokens_BT, targets_BT, lr_scale=None):
-        return _update(cfg, tx, grad_fn, state, stop_gradient(carried), tokens_BT, targets_BT, lr_scale)
+        return _update(cfg, spec, tx, grad_fn, state, stop_gradient(carried), tokens_BT, targets_BT, lr_scale)
 
     return jit(step, donate_argnums=0)
 
 
-def make_train_epoch(cfg: Config, tx: optax.GradientTransformation, jitted: bool = True):
+def make_train_epoch(
+    cfg: Config, tx: optax.GradientTransformation, jitted: bool = True, spec: model.ModelSpec | None = None
+):
     """All minibatches of an epoch in one jitted scan: (state, X_NBT, Y_NBT[, lr_scale]) -> (state, last carried,
     metrics_N); lr_scale is the epoch's factor under cfg.lr_schedule (step_lib.lr_scale), None for a constant one;
     seed (optional, may be traced) replaces cfg.seed in the dropout keys, so each model of a vmapped sweep draws its
     own masks.
     jitted=False: the plain function, for a caller that transforms it (vmap) and jits the result itself: JAX
-    refuses a jit that carries compiler options (CPU_COMPILER_OPTIONS) inside another jit."""
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    refuses a jit that carries compiler options (CPU_COMPILER_OPTIONS) inside another jit.
+    spec: cfg's ModelSpec as the run resolved it (None: built here)."""
+    grad_fn, spec = jax.value_and_grad(loss_fn, has_aux=True), spec_of(cfg, spec)
     reset = config_lib.resets_state(cfg)
 
     def detached(state, X_NBT, Y_NBT, lr_scale=None, seed=None):
-        zeros = zero_state(cfg, X_NBT.shape[1])
+        zeros = zero_state(cfg, X_NBT.shape[1], spec)
 
         def body(carry, batch):
             state, carried = carry
             state, carried, metrics = _update(
-                cfg, tx, grad_fn, state, stop_gradient(zeros if reset else carried), *batch, lr_scale, seed
+                cfg, spec, tx, grad_fn, state, stop_gradient(zeros if reset else carried), *batch, lr_scale, seed
             )
             return (state, carried), metrics
 
@@ -252,12 +270,13 @@ def make_train_epoch(cfg: Config, tx: optax.GradientTransformation, jitted: bool
         X_BL = X_NBT.transpose(1, 0, 2).reshape(batch_size, -1)
         Y_BL = Y_NBT.transpose(1, 0, 2).reshape(batch_size, -1)
         chunk_L = jnp.arange(X_BL.shape[1]) // num_steps
-        zeros = zero_state(cfg, batch_size)
+        zeros = zero_state(cfg, batch_size, spec)
 
         def body(carry, i):
             state, _ = carry
             mask_BL = jnp.broadcast_to(chunk_L == i, X_BL.shape).astype(jnp.float32)
-            (loss, carried), grads = grad_fn(state.params, zeros, X_BL, Y_BL, cfg, mask_BL, _step_key(cfg, state, seed))
+            key = _step_key(cfg, state, seed)
+            (loss, carried), grads = grad_fn(state.params, zeros, X_BL, Y_BL, cfg, mask_BL, key, spec)
             state, metrics = _apply(tx, state, grads, loss, lr_scale)
             return (state, carried), metrics
 

@@ -22,8 +22,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from rnn_jax import data, epochs, files, rundir, trainer
-from rnn_jax import evaluate as evaluate_lib
+from rnn_jax import data, epochs, files, heldout, model, rundir, trainer
 from rnn_jax import flags as flags_lib
 from rnn_jax import step as step_lib
 from rnn_jax.config import Config
@@ -233,10 +232,11 @@ def run_vmap(cfg: Config, seeds, tokens: np.ndarray, vocab: data.Vocab, *, val: 
     Each seed's rows follow the single run's rule (`rnn_jax.epochs`), --on-nonfinite and --max-skips included: a
     seed stops where its own run would, and its record says at which epoch it diverged."""
     seeds = list(seeds)
-    tx = step_lib.make_optimizer(cfg)
-    states = jax.vmap(lambda s: step_lib.init_state(cfg, len(vocab), tx, seed=s))(np.asarray(seeds))
+    tx, spec = step_lib.make_optimizer(cfg), model.ModelSpec.from_config(cfg)
+    states = jax.vmap(lambda s: step_lib.init_state(cfg, len(vocab), tx, seed=s, spec=spec))(np.asarray(seeds))
     epoch_fn = step_lib.jit(
-        jax.vmap(step_lib.make_train_epoch(cfg, tx, jitted=False), in_axes=(0, 0, 0, None, 0)), donate_argnums=0
+        jax.vmap(step_lib.make_train_epoch(cfg, tx, jitted=False, spec=spec), in_axes=(0, 0, 0, None, 0)),
+        donate_argnums=0,
     )
     sharding = None
     if jax.device_count() > 1 and len(seeds) % jax.device_count() == 0:
@@ -268,7 +268,7 @@ def run_vmap(cfg: Config, seeds, tokens: np.ndarray, vocab: data.Vocab, *, val: 
                     seconds,
                     states.params,
                     i,
-                    cfg,
+                    spec,
                     val,
                 )
             )
@@ -277,7 +277,7 @@ def run_vmap(cfg: Config, seeds, tokens: np.ndarray, vocab: data.Vocab, *, val: 
     for i, seed in enumerate(seeds):
         params = jax.tree.map(lambda p, i=i: p[i], states.params)
         out.append(
-            _record(seed, rows[seed], {"predictions": trainer.predictions(params, vocab, cfg)}, wall, len(vocab))
+            _record(seed, rows[seed], {"predictions": trainer.predictions(params, vocab, spec)}, wall, len(vocab))
         )
     return out
 
@@ -290,7 +290,7 @@ def _vmap_row(
     seconds: float,
     params_S,
     i: int,
-    cfg: Config,
+    spec: model.ModelSpec,
     val: tuple | None,
 ) -> dict:
     """Seed i's row of this epoch by the single run's rule; where that run would stop (Diverged), the row that
@@ -299,7 +299,7 @@ def _vmap_row(
         row = rule.row(epoch, metrics, tokens_per_sec, seconds)
         if val is not None and len(val[0]):
             params = lambda: jax.tree.map(lambda p: p[i], params_S)  # sliced only when this epoch validates
-            rule.validate(epoch, row, lambda: evaluate_lib.evaluate(params(), val[0], cfg, context=val[1]))
+            rule.validate(epoch, row, lambda: heldout.evaluate(params(), val[0], spec, context=val[1]))
         return row
     except epochs.Diverged as e:
         return e.row or {

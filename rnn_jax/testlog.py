@@ -33,9 +33,9 @@ def log_path() -> Path:
         return Path(os.environ["RNN_JAX_TEST_LOG"])
     if (REPO / "experiments" / "results").is_dir():
         return REPO / "experiments" / "results" / "test_log.jsonl"
-    from rnn_jax import data
+    from rnn_jax import corpora
 
-    return data.cache_dir() / "test_log.jsonl"
+    return corpora.cache_dir() / "test_log.jsonl"
 
 
 def config_hash(config: dict) -> str:

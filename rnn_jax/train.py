@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import rnn_jax
-from rnn_jax import checkpoint, data, distributed, files, launch, log
+from rnn_jax import checkpoint, corpora, data, distributed, files, launch, log
 from rnn_jax import config as config_lib
 from rnn_jax import experiments as experiments_lib
 from rnn_jax import flags as flags_lib
@@ -42,13 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir",
         default=None,
         help="directory holding the named corpora's files "
-        f"({', '.join(c.file for c in data.CORPORA.values())}); default: $RNN_JAX_DATA_DIR, else "
+        f"({', '.join(c.file for c in corpora.CORPORA.values())}); default: $RNN_JAX_DATA_DIR, else "
         "a verified download into the cache",
     )
     parser.add_argument(
         "--corpus",
         default=None,
-        help=f"a corpus name ({', '.join(data.CORPORA)}; default: the "
+        help=f"a corpus name ({', '.join(corpora.CORPORA)}; default: the "
         "experiment's, else timemachine) or the path of a UTF-8 text file",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress output")

@@ -13,9 +13,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnn_jax import baselines, checkpoint, data, distributed, epochs, files, generate, log, model, scoring
+from rnn_jax import (
+    baselines,
+    checkpoint,
+    corpora,
+    data,
+    distributed,
+    epochs,
+    files,
+    generate,
+    heldout,
+    log,
+    model,
+    scoring,
+)
 from rnn_jax import config as config_lib
-from rnn_jax import evaluate as evaluate_lib
 from rnn_jax import step as step_lib
 from rnn_jax.checkpoint import Checkpoints
 from rnn_jax.config import Config
@@ -23,8 +35,9 @@ from rnn_jax.config import Config
 PREFIXES = ("time traveller", "traveller")
 
 
-def predictions(params, vocab: data.Vocab, cfg: Config, prefixes=PREFIXES, num_preds: int = 50) -> dict:
-    return {p: generate.predict(params, vocab, p, num_preds, model.ModelSpec.from_config(cfg)) for p in prefixes}
+def predictions(params, vocab: data.Vocab, spec: model.ModelSpec, prefixes=PREFIXES, num_preds: int = 50) -> dict:
+    """The greedy continuation of each prompt."""
+    return {p: generate.predict(params, vocab, p, num_preds, spec) for p in prefixes}
 
 
 class TrainingData(NamedTuple):
@@ -38,7 +51,7 @@ class TrainingData(NamedTuple):
 
 
 def load_data(cfg: Config, corpus: str | None, data_dir: str | None) -> TrainingData:
-    path = data.resolve_corpus(corpus, data_dir)
+    path = corpora.resolve_corpus(corpus, data_dir)
     all_tokens, vocab = data.load_corpus(path, -1, cfg.preprocess)
     parts = data.splits(all_tokens, cfg)
     tokens, val = parts["train"][0], parts["val"]
@@ -47,7 +60,7 @@ def load_data(cfg: Config, corpus: str | None, data_dir: str | None) -> Training
         scoring.window_starts(len(val[0]), cfg.val_windows, scoring.WINDOW_LENGTH)
     info = {
         "path": str(path.resolve()),
-        "sha1": data.sha1_of(path),
+        "sha1": corpora.sha1_of(path),
         "train_tokens": int(len(tokens)),
         "val_tokens": int(len(val[0])),
         "test_tokens": int(len(parts["test"][0])),
@@ -57,9 +70,9 @@ def load_data(cfg: Config, corpus: str | None, data_dir: str | None) -> Training
 
 def default_prefixes(training: TrainingData, cfg: Config) -> tuple[str, ...]:
     """The book's two prompts for the book; for another text its own opening two words, and the second."""
-    if training.info["sha1"] == data.TIME_MACHINE_SHA1 and cfg.preprocess == "book":
+    if training.info["sha1"] == corpora.TIME_MACHINE_SHA1 and cfg.preprocess == "book":
         return PREFIXES
-    if training.info["sha1"] == data.CORPORA["shakespeare"].sha1 and cfg.preprocess == "none":
+    if training.info["sha1"] == corpora.CORPORA["shakespeare"].sha1 and cfg.preprocess == "none":
         return ("ROMEO:",)
     words = training.vocab.decode(training.tokens[:200]).split()
     return (" ".join(words[:2]), words[1]) if len(words) >= 2 else (training.vocab.decode(training.tokens[:10]),)
@@ -89,8 +102,9 @@ class Trainer:
         verified it (None: from epoch 1)."""
         self.cfg, self.run_dir, self.data, self.mesh, self.exp = cfg, run_dir, training, mesh, exp
         self.prefixes = tuple(prefixes)
+        self.spec = model.ModelSpec.from_config(cfg)  # the row-chain policy resolved once, here (summary.json)
         self.tx = step_lib.make_optimizer(cfg)
-        self.state = step_lib.init_state(cfg, len(training.vocab), self.tx, params=params)
+        self.state = step_lib.init_state(cfg, len(training.vocab), self.tx, params=params, spec=self.spec)
         self.meta = {
             "experiment": exp,
             "config": config_lib.to_dict(cfg),
@@ -102,7 +116,7 @@ class Trainer:
         if restored is not None:
             self._restore(*restored)
         self.state = distributed.replicate(self.state, mesh)
-        self.train_epoch_fn = step_lib.make_train_epoch(cfg, self.tx)
+        self.train_epoch_fn = step_lib.make_train_epoch(cfg, self.tx, spec=self.spec)
         primary = distributed.is_primary()
         self.writer = files.MetricsWriter(run_dir, self.start - 1 if resume else None) if primary else None
         self.progress = None if quiet or not primary else log.Progress(cfg.epochs, self.start - 1)
@@ -169,11 +183,9 @@ class Trainer:
         val_tokens, context = self.data.val
         if len(val_tokens):
             params = lambda: distributed.to_host(self.state.params)
-            self.rule.validate(
-                epoch, row, lambda: evaluate_lib.evaluate(params(), val_tokens, self.cfg, context=context)
-            )
+            self.rule.validate(epoch, row, lambda: heldout.evaluate(params(), val_tokens, self.spec, context=context))
             if self.cfg.val_windows and "val_loss" in row:  # nanoGPT's protocol beside the stream
-                w = evaluate_lib.evaluate_windows(params(), val_tokens, self.cfg, windows=self.cfg.val_windows)
+                w = heldout.evaluate_windows(params(), val_tokens, self.spec, windows=self.cfg.val_windows)
                 row.update(val_loss_windows=w["loss"], val_se_windows=w["se"])
 
     def record(self, epoch: int, row: dict) -> None:
@@ -189,7 +201,7 @@ class Trainer:
             and self._due(epoch, self.cfg.predict_every)
         ):
             prefixes = self.prefixes if self.board else self.prefixes[:1]
-            texts = predictions(distributed.to_host(self.state.params), self.data.vocab, self.cfg, prefixes)
+            texts = predictions(distributed.to_host(self.state.params), self.data.vocab, self.spec, prefixes)
         if self.board:
             scale = step_lib.lr_scale(self.cfg, epoch)
             self.board.write(row, self.cfg.lr * (1.0 if scale is None else scale), texts)
@@ -233,8 +245,9 @@ class Trainer:
             "tokens_per_sec": self.timed_tokens / self.timed_seconds if self.timed_seconds else None,
             "wall_seconds": time.perf_counter() - self.t_start,
             "device": jax.devices()[0].platform,
-            "predictions": predictions(params, self.data.vocab, self.cfg, self.prefixes),
-            "devices": self.mesh.size if self.mesh else 1,
+            "predictions": predictions(params, self.data.vocab, self.spec, self.prefixes),
+            "devices": self.mesh.size if self.mesh else 1,  # the policies resolved at set-up
+            "row_chains": self.spec.chains,
         }
         summary.update({k: row[k] for k in ("val_loss", "val_perplexity", "val_bits_per_char") if k in row})
         if len(self.data.val[0]):

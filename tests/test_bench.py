@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rnn_jax import bench, data, log
+from rnn_jax import bench, corpora, log
 from rnn_jax.bench import common, compare, contention, devices, generation, report, throughput, variants
 
 # Checks the book's flags, then reports 1000 tokens/s, x2 for nn.RNN, /2 for random sampling, x threads.
@@ -138,7 +138,7 @@ def test_throughput_sets_the_ratio_to_a_peer_from_the_measured_rate(data_dir, fa
     )
     monkeypatch.setattr(throughput, "matmul_limit", lambda hidden, steps, cell: lambda: 2.0)  # GFLOP/s
     args = quick_args("--variants", "fused-epoch", "--samplings", "seq,random", "--reps", "2", *fake_peer)
-    corpus = data.resolve_corpus(None, str(data_dir))
+    corpus = corpora.resolve_corpus(None, str(data_dir))
     out = throughput.throughput(args, corpus, None, "v" * 28)
     rows = {r["name"]: r for r in out["rows"]}
     assert list(rows) == [
@@ -203,7 +203,7 @@ def test_contention_alternates_quiet_and_busy_and_pins_the_workers(data_dir, fak
     monkeypatch.setattr(contention, "busy_core", fake_busy_core)
     monkeypatch.setattr(contention, "jax_worker", fake_worker)
     args = quick_args("--contention-reps", "2", *fake_peer)
-    out = contention.contention(args, data.resolve_corpus(None, str(data_dir)))
+    out = contention.contention(args, corpora.resolve_corpus(None, str(data_dir)))
     assert out["note"] == "busy loop pinned to cpu 3"
     assert calls == [([0, 1, 2, 3], None, "rnn"), ([0, 1, 2, 3], 3, "rnn"), ([0], None, "rnn"), ([0], 3, "rnn")] * 2
     assert [(r["name"], r["busy_core"], r["tokens_per_s"]["median"], r["vs_quiet"]) for r in out["rows"]] == [
@@ -233,7 +233,7 @@ def test_contention_of_a_gated_cell_runs_its_worker_and_both_its_peers_on_two_th
         contention, "peer_tokens_per_s", lambda args, corpus, flags: (peer_flags.append(flags), 0) and (1.0, 0.0)
     )
     args = quick_args("--cells", "lstm", *fake_peer)
-    out = contention.contention(args, data.resolve_corpus(None, str(data_dir)))
+    out = contention.contention(args, corpora.resolve_corpus(None, str(data_dir)))
     assert [r["name"] for r in out["rows"] if r["busy_core"] is None] == [
         "lstm jax fused-epoch, all 2 cores",
         "lstm jax fused-epoch, pinned to cpu 0",

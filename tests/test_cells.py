@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnn_jax import cells, config, data, evaluate, generate, model, train
+from rnn_jax import cells, config, data, generate, heldout, model, stack, train
+from rnn_jax import experiments as experiments_lib
 from rnn_jax import step as step_lib
 from rnn_jax.files import read_metrics
 from rnn_jax.runs import load_run
@@ -143,14 +144,19 @@ def test_toy_run_checkpoints_resumes_exactly_generates_and_evaluates(toy, data_d
         for name in ref:
             np.testing.assert_array_equal(np.asarray(params[name]), ref[name], err_msg=name)
     text = generate.predict(params, vocab, "time traveller", 20, model.ModelSpec.from_config(got_cfg))
-    assert text == train.predictions(params, vocab, got_cfg, ("time traveller",), 20)["time traveller"]
+    assert (
+        text
+        == train.predictions(params, vocab, model.ModelSpec.from_config(got_cfg), ("time traveller",), 20)[
+            "time traveller"
+        ]
+    )
     loop = generate.predict_loop(params, vocab, "time traveller", 20, model.ModelSpec.from_config(got_cfg))
     assert loop == text  # the scan (fused input projection) and the per-character textbook step agree
     tokens, vocab = data.load_corpus(data_dir / "timemachine.txt")
     val, context = data.splits(tokens, got_cfg)["val"]
-    assert evaluate.evaluate(params, val, got_cfg, context=context)["perplexity"] == pytest.approx(
-        whole["val_perplexity"], rel=1e-6
-    )
+    assert heldout.evaluate(params, val, model.ModelSpec.from_config(got_cfg), context=context)[
+        "perplexity"
+    ] == pytest.approx(whole["val_perplexity"], rel=1e-6)
 
 
 @pytest.mark.parametrize("cell,num_layers", [("toy", 2), ("rnn", 2), ("gru", 2), ("lstm", 3)])
@@ -159,8 +165,8 @@ def test_weight_drop_and_the_scaled_init_take_exactly_the_declared_recurrent_wei
     cfg = tiny_cfg(cell=cell, num_layers=num_layers, weight_drop=0.5, init="scaled")
     spec = model.ModelSpec.from_config(cfg)
     params = model.init_params(key, V, H, spec)
-    declared = sorted(n + suffix for n in cells.CELLS[cell].recurrent for suffix in ("", model.UPPER))
-    dropped = step_lib.drop_weights(cfg, params, key)
+    declared = sorted(n + suffix for n in cells.CELLS[cell].recurrent for suffix in ("", stack.UPPER))
+    dropped = step_lib.drop_weights(cfg, params, key, spec)
     assert sorted(k for k in params if not jnp.array_equal(params[k], dropped[k])) == declared
     for k in declared:
         assert 0.3 < float(jnp.mean(dropped[k] == 0)) < 0.7, k
@@ -168,7 +174,7 @@ def test_weight_drop_and_the_scaled_init_take_exactly_the_declared_recurrent_wei
     for k in declared:  # orthogonal, each layer of a stack on its own
         for W_HH in scaled[k].reshape(-1, H, H):
             np.testing.assert_allclose(W_HH @ W_HH.T, np.eye(H), atol=1e-5, err_msg=k)
-    W_x = scaled[next(k for k in scaled if k.startswith("W_x") and k.endswith(model.UPPER))][0]
+    W_x = scaled[next(k for k in scaled if k.startswith("W_x") and k.endswith(stack.UPPER))][0]
     assert not np.allclose(W_x @ W_x.T, np.eye(H), atol=0.1)  # an input matrix is drawn N(0, 1/I) instead
 
 
@@ -290,12 +296,30 @@ def test_the_automatic_split_and_an_explicit_one(data_dir, tmp_path):
     assert cells.resolve_chains(2, 32, "bfloat16") == 2
     assert cells.resolve_chains(4, 32) == 4
     assert cells.resolve_chains(2, 1) == 1  # evaluation's one row under a training run's --row-chains 2
-    with pytest.raises(ValueError, match="chains must be >= 0"):
-        model.ModelSpec(chains=-1)
-    # a run asked for 4 chains trains, validates and predicts one row at a time
+    # a run asked for 4 chains trains, validates and predicts one row at a time, and records the policies it ran
     argv = ["--exp", "tiny", "--batch-size", "4", "--row-chains", "4", "--val-fraction", "0.1", "--epochs", "1"]
     assert train.main([*argv, "--data-dir", str(data_dir), "--run-dir", str(tmp_path / "r"), "--quiet"]) == 0
-    assert json.loads((tmp_path / "r" / "summary.json").read_text())["val_perplexity"] > 1
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["val_perplexity"] > 1
+    assert (summary["row_chains"], summary["devices"]) == (4, 1)
+
+
+def test_the_row_chain_policy_is_resolved_once_when_the_spec_is_made():
+    assert jax.default_backend() == "cpu" and jax.device_count() == 1  # what the suite runs on
+    assert model.ModelSpec.from_config(experiments_lib.BASE).chains == 2  # auto, for the book's 32 rows
+    assert model.ModelSpec.from_config(dataclasses.replace(experiments_lib.BASE, matmul_dtype="bfloat16")).chains == 1
+    assert model.ModelSpec.from_config(dataclasses.replace(experiments_lib.BASE, row_chains=4)).chains == 4
+    for unresolved in (0, -1):  # nothing left to decide while tracing
+        with pytest.raises(ValueError, match="chains must be >= 1"):
+            model.ModelSpec(chains=unresolved)
+    # a count that does not divide the rows (evaluation's single row) runs as one chain: the same program
+    spec, params = model.ModelSpec(chains=2), model.init_params(jax.random.key(0), V, 16)
+    one_row = lambda s: str(
+        jax.make_jaxpr(lambda p: model.forward_fused(p, model.zero_state(1, 16), jnp.zeros((1, 5), jnp.int32), s))(
+            params
+        )
+    )
+    assert one_row(spec) == one_row(model.BOOK)
 
 
 @pytest.mark.parametrize(
@@ -326,7 +350,7 @@ def test_fused_recurrences_in_row_chains_give_the_same_loss_and_gradients_bit_fo
 
     grad = jax.jit(jax.value_and_grad(objective, argnums=(0, 1)), static_argnums=2)
     ref = grad(params, state, 1)
-    for chains in (0, 2, 4):  # 0: the default (two chains at this batch in float32, one in bfloat16)
+    for chains in (2, 4):
         got = grad(params, state, chains)
         for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(ref), strict=True):
             assert np.array_equal(a, b), f"{chains} chains: {jax.tree_util.keystr(path)}"

@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from rnn_jax import data
+from rnn_jax import corpora, data
 from rnn_jax import experiments as experiments_lib
 
 BOOK_VOCAB = [
@@ -173,26 +173,26 @@ def test_explicit_corpus_and_data_dir_win(tmp_path, monkeypatch, data_dir):
     monkeypatch.setenv("RNN_JAX_DATA_DIR", str(tmp_path / "nowhere"))
     other = tmp_path / "other.txt"
     other.write_text("abc")
-    assert data.resolve_corpus(corpus=str(other)) == other
-    assert data.resolve_corpus(data_dir=str(data_dir)) == data_dir / "timemachine.txt"
+    assert corpora.resolve_corpus(corpus=str(other)) == other
+    assert corpora.resolve_corpus(data_dir=str(data_dir)) == data_dir / "timemachine.txt"
 
 
 def test_env_variable_then_cache(tmp_path, monkeypatch, data_dir):
     monkeypatch.setenv("RNN_JAX_DATA_DIR", str(data_dir))
-    assert data.resolve_corpus() == data_dir / "timemachine.txt"
+    assert corpora.resolve_corpus() == data_dir / "timemachine.txt"
     monkeypatch.delenv("RNN_JAX_DATA_DIR")
     monkeypatch.setenv("RNN_JAX_CACHE", str(tmp_path))
     (tmp_path / "timemachine.txt").write_bytes((data_dir / "timemachine.txt").read_bytes())
     monkeypatch.setenv("RNN_JAX_DATA_URL", "http://127.0.0.1:9/unreachable")  # must not be used
-    assert data.resolve_corpus() == tmp_path / "timemachine.txt"
+    assert corpora.resolve_corpus() == tmp_path / "timemachine.txt"
 
 
 def test_wrong_file_in_data_dir_names_the_sha1(tmp_path):
     (tmp_path / "timemachine.txt").write_text("not the book")
     with pytest.raises(data.DataError, match="SHA-1 .* not the book's 090b5e7e"):
-        data.resolve_corpus(data_dir=str(tmp_path))
+        corpora.resolve_corpus(data_dir=str(tmp_path))
     with pytest.raises(data.DataError, match="does not exist"):
-        data.resolve_corpus(data_dir=str(tmp_path / "missing"))
+        corpora.resolve_corpus(data_dir=str(tmp_path / "missing"))
 
 
 @pytest.fixture
@@ -220,9 +220,9 @@ def test_download_is_verified_and_cached(tmp_path, monkeypatch, data_dir, http_s
     monkeypatch.setenv("RNN_JAX_CACHE", str(tmp_path / "cache"))
     (root / "timemachine.txt").write_bytes((data_dir / "timemachine.txt").read_bytes())
     monkeypatch.setenv("RNN_JAX_DATA_URL", f"{url}/timemachine.txt")
-    path = data.resolve_corpus()
+    path = corpora.resolve_corpus()
     assert path == tmp_path / "cache" / "timemachine.txt"
-    assert hashlib.sha1(path.read_bytes()).hexdigest() == data.TIME_MACHINE_SHA1
+    assert hashlib.sha1(path.read_bytes()).hexdigest() == corpora.TIME_MACHINE_SHA1
 
 
 def test_download_with_wrong_sha1_keeps_nothing(tmp_path, monkeypatch, http_server):
@@ -232,7 +232,7 @@ def test_download_with_wrong_sha1_keeps_nothing(tmp_path, monkeypatch, http_serv
     (root / "timemachine.txt").write_text("tampered")
     monkeypatch.setenv("RNN_JAX_DATA_URL", f"{url}/timemachine.txt")
     with pytest.raises(data.DataError, match="SHA-1 .*expected 090b5e7e.*nothing was kept"):
-        data.resolve_corpus()
+        corpora.resolve_corpus()
     assert list((tmp_path / "cache").iterdir()) == []
 
 
@@ -242,12 +242,12 @@ def test_failed_download_says_what_to_do(tmp_path, monkeypatch, http_server):
     monkeypatch.setenv("RNN_JAX_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("RNN_JAX_DATA_URL", f"{url}/missing.txt")
     with pytest.raises(data.DataError, match="could not download .*--data-dir"):
-        data.resolve_corpus()
+        corpora.resolve_corpus()
 
 
 def test_unreadable_corpora_are_clear_errors(tmp_path):
     with pytest.raises(data.DataError, match="no such file"):
-        data.resolve_corpus(corpus=str(tmp_path / "nope.txt"))
+        corpora.resolve_corpus(corpus=str(tmp_path / "nope.txt"))
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("caf\xe9 au lait".encode("latin-1"))
     with pytest.raises(data.DataError, match="not valid UTF-8"):
@@ -260,14 +260,15 @@ def test_unreadable_corpora_are_clear_errors(tmp_path):
 
 # ------------------------------------------------------------------ named corpora
 def test_corpus_names_resolve_in_the_data_dir_and_are_verified(tmp_path, data_dir):
-    shakespeare = data.resolve_corpus("shakespeare", str(data_dir))
+    shakespeare = corpora.resolve_corpus("shakespeare", str(data_dir))
     assert shakespeare == data_dir / "tinyshakespeare.txt"
-    assert data.sha1_of(shakespeare) == data.CORPORA["shakespeare"].sha1
-    assert data.resolve_corpus("timemachine", str(data_dir)) == data_dir / "timemachine.txt"
-    assert data.corpus_name(shakespeare) == "shakespeare" and data.corpus_name(tmp_path / "x.txt", "0" * 40) == "x.txt"
+    assert corpora.sha1_of(shakespeare) == corpora.CORPORA["shakespeare"].sha1
+    assert corpora.resolve_corpus("timemachine", str(data_dir)) == data_dir / "timemachine.txt"
+    assert corpora.corpus_name(shakespeare) == "shakespeare"
+    assert corpora.corpus_name(tmp_path / "x.txt", "0" * 40) == "x.txt"
     (tmp_path / "tinyshakespeare.txt").write_text("First Citizen:\nnot the published file\n")
     with pytest.raises(data.DataError, match="SHA-1 .* not tiny Shakespeare's 04486597"):
-        data.resolve_corpus("shakespeare", str(tmp_path))
+        corpora.resolve_corpus("shakespeare", str(tmp_path))
 
 
 def test_a_named_corpus_is_downloaded_verified_and_cached(tmp_path, monkeypatch, data_dir, http_server):
@@ -277,16 +278,16 @@ def test_a_named_corpus_is_downloaded_verified_and_cached(tmp_path, monkeypatch,
     monkeypatch.setenv("RNN_JAX_URL_SHAKESPEARE", f"{url}/input.txt")
     (root / "input.txt").write_text("tampered")
     with pytest.raises(data.DataError, match="expected 04486597.*nothing was kept"):
-        data.resolve_corpus("shakespeare")
+        corpora.resolve_corpus("shakespeare")
     (root / "input.txt").write_bytes((data_dir / "tinyshakespeare.txt").read_bytes())
-    assert data.resolve_corpus("shakespeare") == tmp_path / "cache" / "tinyshakespeare.txt"
+    assert corpora.resolve_corpus("shakespeare") == tmp_path / "cache" / "tinyshakespeare.txt"
     (root / "input.txt").unlink()  # the cached copy is used from now on
-    assert data.resolve_corpus("shakespeare") == tmp_path / "cache" / "tinyshakespeare.txt"
+    assert corpora.resolve_corpus("shakespeare") == tmp_path / "cache" / "tinyshakespeare.txt"
 
 
 def test_an_unknown_name_that_is_not_a_file_lists_the_names():
     with pytest.raises(data.DataError, match="not a corpus name \\(timemachine, shakespeare\\)"):
-        data.resolve_corpus("hamlet")
+        corpora.resolve_corpus("hamlet")
 
 
 def test_preprocess_none_keeps_every_character(data_dir):

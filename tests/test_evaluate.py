@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from rnn_jax import baselines, config, data, evaluate, model, train
+from rnn_jax import baselines, config, corpora, data, evaluate, heldout, model, train
 from rnn_jax import experiments as experiments_lib
 from rnn_jax.runs import load_run
 
@@ -35,14 +35,14 @@ def test_evaluation_is_one_stream_with_the_state_carried(key):
     cfg = dataclasses.replace(experiments_lib.BASE, hidden=16)
     tokens = np.asarray(jax.random.randint(key, (2_500,), 1, 28), np.int32)  # over two chunks
     context = np.asarray([5, 7], np.int32)
-    got = evaluate.evaluate(params, tokens, cfg, context=context)
+    got = heldout.evaluate(params, tokens, model.ModelSpec.from_config(cfg), context=context)
     stream = np.concatenate([context[-1:], tokens])
     logits_T1V, _ = model.forward(params, model.init_hidden(1, 16), stream[None, :-1])
     nll = optax.softmax_cross_entropy_with_integer_labels(logits_T1V[:, 0], stream[1:])
     assert got["tokens"] == len(tokens)
     np.testing.assert_allclose(got["loss"], float(nll.mean()), rtol=1e-5)
     assert math.isclose(got["bits_per_char"], got["loss"] / math.log(2))
-    without = evaluate.evaluate(params, tokens, cfg)
+    without = heldout.evaluate(params, tokens, model.ModelSpec.from_config(cfg))
     assert without["tokens"] == len(tokens) - 1
     np.testing.assert_allclose(without["loss"], float(nll[1:].mean()), rtol=1e-5)
 
@@ -146,7 +146,7 @@ def test_without_a_validation_part_the_text_after_the_trained_prefix_is_scored(t
     lines = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
     tokens, vocab = data.load_corpus(data_dir / "timemachine.txt")
     params = load_run(tmp_path / "r")[2]
-    want = evaluate.evaluate(params, tokens[2_000:], cfg, context=tokens[:2_000])
+    want = heldout.evaluate(params, tokens[2_000:], model.ModelSpec.from_config(cfg), context=tokens[:2_000])
     assert lines["rnn"][3] == str(len(tokens) - 2_000) == "168580"
     assert float(lines["rnn"][1]) == pytest.approx(want["perplexity"], rel=1e-4)
     ngrams = baselines.evaluate_baselines(tokens[:2_000], tokens[2_000:], len(vocab), context=tokens[:2_000])
@@ -200,7 +200,7 @@ def test_a_scoring_of_test_text_is_logged_by_content_and_span_whatever_the_spell
     copy = tmp_path / "copy.txt"
     copy.write_bytes(book.read_bytes())
     n, n_test = 170_580, round(170_580 * 0.05)
-    sha1 = data.sha1_of(book)
+    sha1 = corpora.sha1_of(book)
     cases = [
         (["--split", "test"], True),
         (["--split", "test", "--corpus", str(book)], True),

@@ -20,7 +20,7 @@ import killpoints
 import numpy as np
 import pytest
 
-from rnn_jax import checkpoint, config, data, evaluate, generate, rundir, runner, train
+from rnn_jax import checkpoint, config, evaluate, generate, memory, rundir, runner, train
 from rnn_jax import experiments as experiments_lib
 from rnn_jax import step as step_lib
 from rnn_jax.files import read_metrics
@@ -658,19 +658,21 @@ def test_the_memory_budget_is_the_smallest_limit_the_cgroup_included(
     for name, text in files.items():
         (tmp_path / "cg" / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "cg" / name).write_text(text)
-    monkeypatch.setattr(data, "CGROUP_ROOT", tmp_path / "cg")
-    assert data.cgroup_memory_limit() == limit
+    monkeypatch.setattr(memory, "CGROUP_ROOT", tmp_path / "cg")
+    assert memory.cgroup_memory_limit() == limit
     if limit is None:
-        assert data.memory_budget()[1] == "available physical memory"
+        assert memory.memory_budget()[1] == "available physical memory"
         return
-    assert data.memory_budget() == (limit, "the cgroup's memory limit")
+    assert memory.memory_budget() == (limit, "the cgroup's memory limit")
     argv = [*TINY, "--hidden", "4096", "--run-dir", str(tmp_path / "r"), "--data-dir", str(data_dir)]
     assert train.main(argv) == 2  # about 0.3 GiB: fits the machine, not the cgroup
     line = one_clear_line(capsys.readouterr().err)
     assert "more than the 0.1 GiB of the cgroup's memory limit here" in line and not (tmp_path / "r").exists()
 
 
-BUDGET = "import sys; from rnn_jax import data; print(data.memory_budget()); data.read_text(sys.argv[1])"
+BUDGET = (
+    "import sys; from rnn_jax import corpora, memory; print(memory.memory_budget()); corpora.read_text(sys.argv[1])"
+)
 
 
 @FORK_WARNING

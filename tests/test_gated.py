@@ -14,7 +14,7 @@ import killpoints
 import numpy as np
 import pytest
 
-from rnn_jax import cells, config, data, evaluate, generate, model, train
+from rnn_jax import cells, config, data, generate, heldout, model, stack, train
 from rnn_jax import experiments as experiments_lib
 from rnn_jax.runs import load_run
 
@@ -26,7 +26,7 @@ sigmoid = jax.nn.sigmoid
 
 def setup(key, cell, num_layers=1):
     params = model.init_params(key, V, H, model.ModelSpec(cell, num_layers))
-    params = {k: p * 30 if model.layer_ndim(k, p) == 2 else p + 0.1 for k, p in params.items()}  # non-linear
+    params = {k: p * 30 if stack.layer_ndim(k, p) == 2 else p + 0.1 for k, p in params.items()}  # non-linear
     tokens_BT = jax.random.randint(jax.random.fold_in(key, 1), (B, T), 0, V)
     zeros = model.zero_state(B, H, model.ModelSpec(cell, num_layers))
     leaves, treedef = jax.tree.flatten(zeros)
@@ -69,13 +69,13 @@ def close(a, b, **kw):
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 def test_init_follows_the_book(key, cell):
     params = model.init_params(key, V, 256, model.ModelSpec(cell, num_layers=2))
-    first = {k: v for k, v in params.items() if not k.endswith(model.UPPER)}
+    first = {k: v for k, v in params.items() if not k.endswith(stack.UPPER)}
     assert list(first) == NAMES[cell] + ["W_hq", "b_q"]
-    assert set(model.upper_params(params)) == set(NAMES[cell])
+    assert set(stack.upper_params(params)) == set(NAMES[cell])
     for n in NAMES[cell]:  # layer 1 reads one-hot characters, layer 2 the (B, H) outputs of layer 1
         want = (256,) if n.startswith("b_") else (V if n.startswith("W_x") else 256, 256)
         assert params[n].shape == want
-        assert params[n + model.UPPER].shape == (1, *(want if want[0] != V else (256, 256)))
+        assert params[n + stack.UPPER].shape == (1, *(want if want[0] != V else (256, 256)))
     assert all(np.all(params[n] == 0) for n in params if n.startswith("b_"))
     assert abs(float(jnp.std(params["W_hh" if cell == "gru" else "W_hc"])) - 0.01) < 5e-4
 
@@ -117,9 +117,9 @@ def test_a_two_layer_stack_equals_two_one_layer_unrolls_chained(key, cell):
     params, tokens_BT, state = setup(key, cell, num_layers=2)
     x_TBI = jax.nn.one_hot(tokens_BT.T, V)
     core = model.CELLS[cell]
-    s1, hs1_TBH = jax.lax.scan(lambda s, x: core.step(model.layer_params(params, 0), s, x), state[0], x_TBI)
-    s2, hs2_TBH = jax.lax.scan(lambda s, x: core.step(model.layer_params(params, 1), s, x), state[1], hs1_TBH)
-    assert set(model.layer_params(params, 1)) == set(core.init(key, key, H, H))
+    s1, hs1_TBH = jax.lax.scan(lambda s, x: core.step(stack.layer_params(params, 0), s, x), state[0], x_TBI)
+    s2, hs2_TBH = jax.lax.scan(lambda s, x: core.step(stack.layer_params(params, 1), s, x), state[1], hs1_TBH)
+    assert set(stack.layer_params(params, 1)) == set(core.init(key, key, H, H))
     for fwd in (model.forward, model.forward_fused):
         logits_TBV, last = fwd(params, state, tokens_BT, model.ModelSpec(cell, num_layers=2))
         close(logits_TBV, model.output_layer(params, hs2_TBH), rtol=1e-4, atol=1e-4)
@@ -235,7 +235,7 @@ def test_killed_stacked_lstm_run_resumes_bit_identically_generates_and_evaluates
     tokens, _ = data.load_corpus(data_dir / "timemachine.txt")
     val, context = data.splits(tokens, cfg)["val"]
     summary = json.loads((ref / "summary.json").read_text())
-    assert evaluate.evaluate(params, val, cfg, context=context)["perplexity"] == pytest.approx(
-        summary["val_perplexity"], rel=1e-6
-    )
+    assert heldout.evaluate(params, val, model.ModelSpec.from_config(cfg), context=context)[
+        "perplexity"
+    ] == pytest.approx(summary["val_perplexity"], rel=1e-6)
     assert isinstance(cells.CELLS["lstm"].zero_state(1, H), tuple)

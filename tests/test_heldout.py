@@ -6,8 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-from rnn_jax import evaluate, model
 from rnn_jax import experiments as experiments_lib
+from rnn_jax import heldout, model
 
 V, H, SEG = 28, 16, 40
 
@@ -31,7 +31,9 @@ def textbook_mean_loss(params, state, inputs_L, targets_L):
 def test_dynamic_scores_each_segment_before_training_on_it(small, rule, lr):
     params, tokens, cfg = small
     context = np.asarray([3, 9], np.int32)
-    got, counts = evaluate.dynamic_segment_losses(params, tokens, cfg, lr=lr, segment=SEG, rule=rule, context=context)
+    got, counts = heldout.dynamic_segment_losses(
+        params, tokens, model.ModelSpec.from_config(cfg), lr=lr, segment=SEG, rule=rule, context=context
+    )
     stream = np.concatenate([context[-1:], tokens])
     p, state, ms = params, model.init_hidden(1, H), jax.tree.map(jnp.zeros_like, params)
     grad_fn = jax.jit(jax.value_and_grad(textbook_mean_loss, has_aux=True))
@@ -47,7 +49,7 @@ def test_dynamic_scores_each_segment_before_training_on_it(small, rule, lr):
             grads = jax.tree.map(lambda g, m, c=correction: g / (jnp.sqrt(m / c) + 1e-8), grads, ms)
         p = jax.tree.map(lambda w, g: w - lr * g, p, grads)
         state = new_state
-    static = evaluate.evaluate(params, tokens, cfg, context=context)
+    static = heldout.evaluate(params, tokens, model.ModelSpec.from_config(cfg), context=context)
     assert got.sum() / counts.sum() < static["loss"]  # adapting to the text it has just read pays here
     np.testing.assert_allclose(
         got[0] / counts[0],
@@ -62,15 +64,17 @@ def test_changing_later_text_never_changes_earlier_scores(small):
     changed = tokens.copy()
     changed[k * SEG :] = (changed[k * SEG :] % (V - 1)) + 1  # segment k (inputs and targets) onwards differ
     kw = {"lr": 0.01, "segment": SEG, "decay": 0.1, "rule": "rms", "context": np.asarray([4], np.int32)}
-    before, _ = evaluate.dynamic_segment_losses(params, tokens, cfg, **kw)
-    after, _ = evaluate.dynamic_segment_losses(params, changed, cfg, **kw)
+    before, _ = heldout.dynamic_segment_losses(params, tokens, model.ModelSpec.from_config(cfg), **kw)
+    after, _ = heldout.dynamic_segment_losses(params, changed, model.ModelSpec.from_config(cfg), **kw)
     np.testing.assert_array_equal(before[:k], after[:k])
     assert np.all(before[k:] != after[k:])
 
 
 def test_dynamic_with_no_step_is_static_evaluation(small):
     params, tokens, cfg = small
-    static = evaluate.evaluate(params, tokens, cfg, context=np.asarray([5], np.int32))
-    dynamic = evaluate.dynamic_evaluate(params, tokens, cfg, lr=0.0, segment=SEG, context=np.asarray([5], np.int32))
+    static = heldout.evaluate(params, tokens, model.ModelSpec.from_config(cfg), context=np.asarray([5], np.int32))
+    dynamic = heldout.dynamic_evaluate(
+        params, tokens, model.ModelSpec.from_config(cfg), lr=0.0, segment=SEG, context=np.asarray([5], np.int32)
+    )
     assert dynamic["tokens"] == static["tokens"] == len(tokens)
     np.testing.assert_allclose(dynamic["loss"], static["loss"], rtol=1e-5)

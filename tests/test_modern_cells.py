@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnn_jax import cells, config, data, generate, model, train
+from rnn_jax import cells, config, data, generate, model, modelspec, stack, train
 from rnn_jax import step as step_lib
 from rnn_jax.runs import load_run
 
@@ -25,7 +25,7 @@ def _perturbed(params, key):
     kept = ("nu_log", "theta_log", "gamma_log", "lam")
     return {
         k: v
-        if k.removesuffix(model.UPPER) in kept
+        if k.removesuffix(stack.UPPER) in kept
         else v + 0.3 * jax.random.normal(jax.random.fold_in(key, i), v.shape)
         for i, (k, v) in enumerate(sorted(params.items()))
     }
@@ -109,7 +109,7 @@ def test_carrying_the_state_across_two_minibatches_equals_one_long_sequence(key,
     @jax.jit
     def halves_and_whole(state, xw_TBG):
         out = {}
-        for scan in model.SCANS:
+        for scan in modelspec.SCANS:
             run = functools.partial(cells.unroll, core, params, scan=scan)
             first, carried = run(state, xw_TBG[:T])
             second, last = run(carried, xw_TBG[T:])
@@ -146,7 +146,7 @@ def test_the_model_forwards_agree_and_carry_the_state(key, cell, block):
 
     grad = jax.jit(jax.value_and_grad(loss, has_aux=True), static_argnums=(3, 4))
     ref = grad(params, start, tokens_BT, "autodiff", "linear")  # the textbook unroll of the paper's step
-    for scan in model.SCANS:
+    for scan in modelspec.SCANS:
         _close(grad(params, start, tokens_BT, "fused", scan), ref, 1e-3, scan)
         (_, (first, carried)), _ = grad(params, start, tokens_BT[:, :T], "fused", scan)
         (_, (second, last)), _ = grad(params, carried, tokens_BT[:, T:], "fused", scan)
@@ -222,7 +222,7 @@ def test_the_initialisations_are_the_papers(key):
 def test_the_options_that_read_parameter_names_take_what_each_cell_declares(key):
     cfg = tiny_cfg(cell="minlstm", num_layers=2, forget_bias=1.0)
     params = step_lib.init_state(cfg, V, step_lib.make_optimizer(cfg)).params
-    assert np.all(params["b_f"] == 1.0) and np.all(params["b_f" + model.UPPER] == 1.0)
+    assert np.all(params["b_f"] == 1.0) and np.all(params["b_f" + stack.UPPER] == 1.0)
     assert np.all(params["b_i"] == 0.0)
     for cell in LINEAR:  # no recurrent matrix: nothing to drop, nothing made orthogonal
         spec = model.ModelSpec(cell, 2, block="residual")

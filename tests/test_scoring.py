@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from rnn_jax import baselines, config, evaluate, model, scoring
+from rnn_jax import baselines, config, heldout, model, scoring
 from rnn_jax import experiments as experiments_lib
 
 
@@ -34,11 +34,11 @@ def hand_loss(params, spec, window):
 
 def test_windows_equal_a_hand_loop_over_each_window(lstm):
     cfg, spec, params, tokens = lstm
-    got = evaluate.window_losses(params, tokens, spec, cfg.hidden, windows=6, length=20, seed=3)
+    got = heldout.window_losses(params, tokens, spec, windows=6, length=20, seed=3)
     starts = scoring.window_starts(len(tokens), 6, 20, 3)
     want = np.stack([hand_loss(params, spec, tokens[s : s + 21]) for s in starts])
     np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)
-    r = evaluate.evaluate_windows(params, tokens, cfg, windows=6, length=20, seed=3)
+    r = heldout.evaluate_windows(params, tokens, spec, windows=6, length=20, seed=3)
     assert r["loss"] == pytest.approx(want.mean(), rel=1e-5) and r["tokens"] == 120
     assert r["se"] == pytest.approx(want.mean(1).std(ddof=1) / math.sqrt(6), rel=1e-4)
     assert r["by_position"]["0"] == pytest.approx(want[:, 0].mean(), rel=1e-5)
@@ -50,9 +50,9 @@ def test_a_window_ignores_everything_before_it(lstm):
     start = scoring.window_starts(len(tokens), 1, 30, 5)[0]
     other = tokens.copy()
     other[:start] = (other[:start] + 7) % 27 + 1  # different text before the window, the same window
-    a, b = (evaluate.window_losses(params, t, spec, cfg.hidden, windows=1, length=30, seed=5) for t in (tokens, other))
+    a, b = (heldout.window_losses(params, t, spec, windows=1, length=30, seed=5) for t in (tokens, other))
     np.testing.assert_array_equal(a, b)
-    stream = evaluate.token_losses(params, tokens[: start + 31], cfg)[start:]  # the same window with its past
+    stream = heldout.token_losses(params, tokens[: start + 31], spec)[start:]  # the same window with its past
     assert not np.allclose(a[0], stream, rtol=1e-3)  # so the past does change a stream's losses
 
 

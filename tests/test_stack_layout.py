@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from rnn_jax import checkpoint, generate, model, rundir, train
+from rnn_jax import checkpoint, generate, model, rundir, stack, train
 from rnn_jax import experiments as experiments_lib
 from rnn_jax import step as step_lib
 from rnn_jax.files import read_json
@@ -23,8 +23,8 @@ TINY = dataclasses.replace(
 
 def per_layer(params: dict) -> dict:
     """params in the layout with one array per layer of the stack (`W_xz_l2`, `W_xz_l3`, ...)."""
-    out = {k: v for k, v in params.items() if not k.endswith(model.UPPER)}
-    for name, stacked in model.upper_params(params).items():
+    out = {k: v for k, v in params.items() if not k.endswith(stack.UPPER)}
+    for name, stacked in stack.upper_params(params).items():
         out |= {f"{name}_l{row + 2}": np.asarray(v) for row, v in enumerate(stacked)}
     return out
 
@@ -45,10 +45,10 @@ def test_the_trained_tree_has_one_structure_at_every_depth_from_two(cell, opt):
 @pytest.mark.parametrize("cell", list(model.CELLS))
 def test_each_upper_layer_is_one_row_of_the_stacked_arrays(key, cell):
     params = model.init_params(key, V, H, model.ModelSpec(cell, num_layers=4))
-    upper = model.upper_params(params)
+    upper = stack.upper_params(params)
     assert set(upper) == set(model.CELLS[cell].init(key, key, H, H))
     for layer in (1, 2, 3):
-        got = model.layer_params(params, layer)
+        got = stack.layer_params(params, layer)
         assert set(got) == set(upper) and all(np.array_equal(got[k], upper[k][layer - 1]) for k in got)
     for n in (n for n in upper if n.startswith("W_")):  # each layer drawn from its own key
         assert not np.array_equal(upper[n][0], upper[n][1]), n
@@ -57,12 +57,12 @@ def test_each_upper_layer_is_one_row_of_the_stacked_arrays(key, cell):
 def test_per_layer_names_convert_to_the_stacked_layout(key):
     params = model.init_params(key, V, H, model.ModelSpec("lstm", num_layers=3))
     old = per_layer(params)
-    assert model.is_per_layer(old) and not model.is_per_layer(params)
-    new = model.from_per_layer(old)
+    assert stack.is_per_layer(old) and not stack.is_per_layer(params)
+    new = stack.from_per_layer(old)
     assert set(new) == set(params) and all(np.array_equal(new[k], params[k]) for k in params)
-    assert model.from_per_layer(params) is params
+    assert stack.from_per_layer(params) is params
     with pytest.raises(ValueError, match="W_hc"):
-        model.from_per_layer({k: v for k, v in old.items() if k != "W_hc_l2"})
+        stack.from_per_layer({k: v for k, v in old.items() if k != "W_hc_l2"})
 
 
 @pytest.fixture(scope="module")

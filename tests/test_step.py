@@ -12,7 +12,7 @@ import optax
 import pytest
 
 from rnn_jax import experiments as experiments_lib
-from rnn_jax import model
+from rnn_jax import model, stack
 from rnn_jax import step as step_lib
 
 TINY = experiments_lib.EXPERIMENTS["tiny"]
@@ -250,7 +250,7 @@ def test_dropout_masks_per_step_or_per_sequence(key, how):
 def test_weight_drop_zeroes_recurrent_weights_only_and_their_gradient(key):
     cfg = dataclasses.replace(experiments_lib.BASE, hidden=32, weight_drop=0.5)
     params = model.init_params(key, V, 32)
-    dropped = step_lib.drop_weights(cfg, params, key)
+    dropped = step_lib.drop_weights(cfg, params, key, model.BOOK)
     assert [k for k in params if not jnp.array_equal(params[k], dropped[k])] == ["W_hh"]
     zero = dropped["W_hh"] == 0
     assert 0.4 < float(zero.mean()) < 0.6
@@ -260,7 +260,7 @@ def test_weight_drop_zeroes_recurrent_weights_only_and_their_gradient(key):
         jax.grad(lambda p: step_lib.loss_fn(p, model.init_hidden(4, 32), tokens, tokens, cfg, key_dropout=key)[0])
     )(params)
     assert bool(jnp.all(grads["W_hh"][zero] == 0)) and bool(jnp.any(grads["W_hh"][~zero] != 0))
-    assert step_lib.drop_weights(dataclasses.replace(cfg, weight_drop=0.0), params, key) is params
+    assert step_lib.drop_weights(dataclasses.replace(cfg, weight_drop=0.0), params, key, model.BOOK) is params
     gru = model.init_params(key, V, 8, model.ModelSpec("gru", num_layers=2))
     assert model.recurrent_weights(gru, model.ModelSpec("gru")) == [
         "W_hh",
@@ -284,7 +284,7 @@ def test_weight_decay_is_decoupled_and_spares_biases(key, optimizer, cell, num_l
     u_plain, _ = plain.update(grads, plain.init(params), params)
     u_decayed, _ = decayed.update(grads, decayed.init(params), params)
     for name, p in params.items():
-        want = -lr * wd * p if model.layer_ndim(name, p) == 2 else jnp.zeros_like(p)  # outside Adam's scaling,
+        want = -lr * wd * p if stack.layer_ndim(name, p) == 2 else jnp.zeros_like(p)  # outside Adam's scaling,
         # weight matrices only (layers 2..'s biases are (L - 1, H), stacked)
         np.testing.assert_allclose(u_decayed[name] - u_plain[name], want, atol=1e-7, err_msg=name)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import rnn_jax
 from rnn_jax import config as config_lib
-from rnn_jax import data, files, log
+from rnn_jax import corpora, data, files, log
 from rnn_jax import experiments as experiments_lib
 from rnn_jax.bench.common import PEER_SCRIPT, ChildFailed, measured, rss_mb, usable_cpus
 from rnn_jax.bench.compile_time import compile_times
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m rnn_jax.bench", description=description)
     ints = lambda s: [int(x) for x in s.split(",")]
     strs = lambda s: [x for x in s.split(",") if x]
-    p.add_argument("--data-dir", default=None, help=f"directory holding {data.TIME_MACHINE_FILE}")
+    p.add_argument("--data-dir", default=None, help=f"directory holding {corpora.TIME_MACHINE_FILE}")
     p.add_argument(
         "--sections",
         type=strs,
@@ -191,7 +191,7 @@ def main(argv=None) -> int:
     try:
         if not args.worker:
             check_paths(args)
-        corpus = data.resolve_corpus(None, args.data_dir)
+        corpus = corpora.resolve_corpus(None, args.data_dir)
         tokens, vocab = data.load_corpus(corpus, experiments_lib.BASE.max_tokens)
         return _run(args, corpus, tokens, vocab)
     except (config_lib.ConfigError, data.DataError) as e:

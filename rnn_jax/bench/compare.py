@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from rnn_jax import data
+from rnn_jax import corpora
 from rnn_jax.bench.report import host_line, print_table
 from rnn_jax.exitcodes import Exit
 
@@ -23,7 +23,7 @@ FIGURES = (
 
 def load(path: Path) -> dict:
     """A benchmark report read back and checked: a regular file holding a JSON object of the expected shape."""
-    data.check_regular(path, "benchmark report")
+    corpora.check_regular(path, "benchmark report")
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:

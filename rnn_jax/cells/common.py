@@ -88,7 +88,8 @@ MIN_CHAIN_ROWS = 8  # the automatic split gives each chain at least this many ro
 
 
 def resolve_chains(chains: int, rows: int, dtype: str = "float32") -> int:
-    """The number of row chains a recurrence over `rows` batch rows runs as: `chains` when given (> 0) and it
+    """The row-chain policy, applied once at set-up (`ModelSpec.from_config`) to a run's minibatch rows: the number
+    of row chains a recurrence over `rows` batch rows runs as: `chains` when given (> 0) and it
     divides the rows, else 1 (evaluation's single row under a training run's --row-chains); 0 (auto): 2 for float32
     products on a CPU with one device when each half gets >= MIN_CHAIN_ROWS rows, else 1. On a 2-core CPU a
     whole-batch float32 product of a step is split over both threads, which wait on each other at every step; two
@@ -170,19 +171,19 @@ def unroll(
     *,
     activation: str = "tanh",
     dtype: str = "float32",
-    chains: int = 0,
+    chains: int = 1,
     scan: str = "linear",
 ) -> tuple[jax.Array, State]:
     """The recurrent part over all steps, every gate's input part given: returns (hs_TBH, last state). A cell's
-    fused recurrence runs its rows as `resolve_chains(chains, B, dtype)` chains (the same numbers); the generic
-    scan, whose gradient jax.grad accumulates step by step, stays one chain. scan == "associative": a linear
-    cell's recurrence by lax.associative_scan."""
+    fused recurrence runs its rows as `chains` chains (the same numbers; one when `chains` does not divide the B
+    rows, as for evaluation's single row); the generic scan, whose gradient jax.grad accumulates step by step, stays
+    one chain. scan == "associative": a linear cell's recurrence by lax.associative_scan."""
     if scan == "associative":
         if cell.linear is None:
             raise ValueError("scan='associative' needs a cell with a linear recurrence (Cell.linear)")
         return linear_unroll(cell, params, state, xw_TBG, dtype=dtype, associative=True)
     if cell.recurrence is not None:
-        chains = resolve_chains(chains, xw_TBG.shape[1], dtype)
+        chains = chains if xw_TBG.shape[1] % chains == 0 else 1
         return cell.recurrence(params, state, xw_TBG, activation=activation, dtype=dtype, chains=chains)
     step = functools.partial(cell.recurrent_step, params, activation=activation, dtype=dtype)
     state, hs_TBH = jax.lax.scan(step, state, xw_TBG)
