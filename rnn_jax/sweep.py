@@ -23,9 +23,7 @@ import jax
 import numpy as np
 
 from rnn_jax import config as config_lib
-from rnn_jax import data, epochs, rundir, trainer
-from rnn_jax import evaluate as evaluate_lib
-from rnn_jax import step as step_lib
+from rnn_jax import data, rundir, trainer
 from rnn_jax.config import Config
 from rnn_jax.exitcodes import Exit
 
@@ -235,87 +233,17 @@ def run_jobs(
 
 
 def run_vmap(cfg: Config, seeds, tokens: np.ndarray, vocab: data.Vocab, *, val: tuple | None = None) -> list[dict]:
-    """All seeds in one jitted, vmapped epoch; the seed axis is sharded over the devices when it divides.
-
-    Each seed's rows follow the single run's rule (`rnn_jax.epochs`), --on-nonfinite and --max-skips included: a
-    seed stops where its own run would, and its record says at which epoch it diverged."""
-    seeds = list(seeds)
-    tx = step_lib.make_optimizer(cfg)
-    states = jax.vmap(lambda s: step_lib.init_state(cfg, len(vocab), tx, seed=s))(np.asarray(seeds))
-    epoch_fn = step_lib.jit(
-        jax.vmap(step_lib.make_train_epoch(cfg, tx, jitted=False), in_axes=(0, 0, 0, None, 0)), donate_argnums=0
-    )
-    sharding = None
-    if jax.device_count() > 1 and len(seeds) % jax.device_count() == 0:
-        mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("models",))
-        sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("models"))
-        states = jax.device_put(states, sharding)
-    rows, seeds_S = {s: list[dict]() for s in seeds}, np.asarray(seeds, np.int32)  # each model's own dropout masks
-    rules = {s: epochs.EpochRule(cfg) for s in seeds}  # the single run's record and stop rule, per seed
+    """All seeds in one jitted, vmapped epoch (`trainer.Seeds`), through the single run's loop; the seed axis is
+    sharded over the devices when it divides. A seed stops where its own run would (--on-nonfinite and
+    --max-skips included), and its record says at which epoch it diverged."""
+    members = trainer.Seeds(cfg, seeds, tokens, len(vocab), val)
     t_start = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
-        t0 = time.perf_counter()
-        batches = [data.epoch_batches(tokens, dataclasses.replace(cfg, seed=s), epoch) for s in seeds]
-        n = min(len(X) for X, _ in batches)  # book settings: always equal (8); else the shortest for all
-        X_SNBT, Y_SNBT = (np.stack([b[i][:n] for b in batches]) for i in (0, 1))
-        if sharding is not None:
-            X_SNBT, Y_SNBT = jax.device_put((X_SNBT, Y_SNBT), sharding)
-        states, _, metrics = epoch_fn(states, X_SNBT, Y_SNBT, config_lib.lr_scale(cfg, epoch), seeds_S)
-        metrics = jax.device_get(metrics)
-        seconds = time.perf_counter() - t0
-        for i, seed in enumerate(seeds):
-            if rows[seed] and rows[seed][-1].get("nonfinite"):
-                continue  # stopped earlier: its state no longer counts
-            rows[seed].append(
-                _vmap_row(
-                    rules[seed],
-                    epoch,
-                    {k: v[i] for k, v in metrics.items()},
-                    X_SNBT[i].size / seconds,
-                    seconds,
-                    states.params,
-                    i,
-                    cfg,
-                    val,
-                )
-            )
+    trainer.loop(members, cfg)
     wall = time.perf_counter() - t_start
-    out = []
-    for i, seed in enumerate(seeds):
-        params = jax.tree.map(lambda p, i=i: p[i], states.params)
-        out.append(
-            _record(seed, rows[seed], {"predictions": trainer.predictions(params, vocab, cfg)}, wall, len(vocab))
-        )
-    return out
-
-
-def _vmap_row(
-    rule: epochs.EpochRule,
-    epoch: int,
-    metrics: dict,
-    tokens_per_sec: float,
-    seconds: float,
-    params_S,
-    i: int,
-    cfg: Config,
-    val: tuple | None,
-) -> dict:
-    """Seed i's row of this epoch by the single run's rule; where that run would stop (Diverged), the row that
-    records it, marked nonfinite, after which the seed is left out."""
-    try:
-        row = rule.row(epoch, metrics, tokens_per_sec, seconds)
-        if val is not None and len(val[0]):
-            params = lambda: jax.tree.map(lambda p: p[i], params_S)  # sliced only when this epoch validates
-            rule.validate(epoch, row, lambda: evaluate_lib.evaluate(params(), val[0], cfg, context=val[1]))
-        return row
-    except epochs.Diverged as e:
-        return e.row or {
-            "epoch": epoch,
-            "step": rule.step,
-            "nonfinite": True,
-            "tokens_per_sec": tokens_per_sec,
-            "seconds": seconds,
-        }
+    return [
+        _record(seed, rows, {"predictions": trainer.predictions(members.params(i), vocab, cfg)}, wall, len(vocab))
+        for i, (seed, rows) in enumerate(zip(members.seeds, members.rows_of, strict=True))
+    ]
 
 
 def summarize(records: list[dict]) -> dict:

@@ -15,7 +15,11 @@ def separate(tmp_path_factory, data_dir):
     root = tmp_path_factory.mktemp("separate")
     out = {}
     for s in SEEDS:
-        train.run(dataclasses.replace(CFG, seed=s), root / str(s), data_dir=str(data_dir), exp="tiny", quiet=True)
+        train.run(
+            train.RunRequest(
+                dataclasses.replace(CFG, seed=s), root / str(s), data_dir=str(data_dir), exp="tiny", quiet=True
+            )
+        )
         out[s] = [r["perplexity"] for r in rundir.read_metrics(root / str(s))]
     return out
 
@@ -39,7 +43,7 @@ def test_vmap_mode_equals_separate_runs(data_dir, separate):
 
 def test_vmap_mode_follows_the_schedule_like_a_single_run(tmp_path, data_dir, separate):
     cfg = dataclasses.replace(CFG, lr_schedule="cosine")
-    train.run(cfg, tmp_path / "one", data_dir=str(data_dir), exp="tiny", quiet=True)
+    train.run(train.RunRequest(cfg, tmp_path / "one", data_dir=str(data_dir), exp="tiny", quiet=True))
     single = [r["perplexity"] for r in rundir.read_metrics(tmp_path / "one")]
     tokens, vocab = data.load_corpus(data_dir / "timemachine.txt", CFG.max_tokens)
     [record] = sweep.run_vmap(cfg, [0], tokens, vocab)
@@ -82,7 +86,11 @@ def test_each_vmapped_seed_draws_its_own_dropout_masks(tmp_path, data_dir):
     cfg = dataclasses.replace(CFG, dropout=0.5, weight_drop=0.3)
     single = {}
     for s in SEEDS:
-        train.run(dataclasses.replace(cfg, seed=s), tmp_path / str(s), data_dir=str(data_dir), exp="tiny", quiet=True)
+        train.run(
+            train.RunRequest(
+                dataclasses.replace(cfg, seed=s), tmp_path / str(s), data_dir=str(data_dir), exp="tiny", quiet=True
+            )
+        )
         single[s] = [r["perplexity"] for r in rundir.read_metrics(tmp_path / str(s))]
     tokens, vocab = data.load_corpus(data_dir / "timemachine.txt", CFG.max_tokens)
     records = sweep.run_vmap(cfg, SEEDS, tokens, vocab)
