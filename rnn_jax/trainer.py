@@ -50,9 +50,9 @@ class Outputs(NamedTuple):
     board: log.TensorBoard | None
 
 
-class Epochs(Protocol):
-    """What `loop` drives: a run, or several vmapped seeds over a batched state. `rows` is one row, or one per
-    member (whatever `rows` returns, the other steps take)."""
+class Steps(Protocol):
+    """What `loop` drives each epoch: a run, or several vmapped seeds over a batched state. `rows` is one row, or
+    one per member (whatever `rows` returns, the other steps take)."""
 
     start: int
 
@@ -64,21 +64,21 @@ class Epochs(Protocol):
     def checkpoint(self, epoch: int, rows, stopping: bool) -> None: ...
 
 
-def loop(epochs: Epochs, cfg: Config, stop: StopSignals | None = None, run_dir: Path | None = None) -> None:
+def loop(steps: Steps, cfg: Config, stop: StopSignals | None = None, run_dir: Path | None = None) -> None:
     """Each epoch: batches -> the schedule's factor -> the jitted epoch -> host -> rows -> validate, record,
     checkpoint. With `stop`, a signal stops the run of `run_dir` before an epoch, or after its checkpoint."""
     resume = f"Continue with: python -m rnn_jax.train --run-dir {run_dir} --resume"
-    for epoch in range(epochs.start, cfg.epochs + 1):
+    for epoch in range(steps.start, cfg.epochs + 1):
         if stop:
             stop.check(f"before epoch {epoch}; no epoch finished since the last checkpoint. {resume}")
         t0 = time.perf_counter()
-        X, Y = epochs.batches(epoch)
-        metrics = epochs.train(X, Y, config_lib.lr_scale(cfg, epoch), epoch)
-        rows = epochs.rows(epoch, metrics, X.size, time.perf_counter() - t0)
-        epochs.validate(epoch, rows)
-        epochs.record(epoch, rows)
+        X, Y = steps.batches(epoch)
+        metrics = steps.train(X, Y, config_lib.lr_scale(cfg, epoch), epoch)
+        rows = steps.rows(epoch, metrics, X.size, time.perf_counter() - t0)
+        steps.validate(epoch, rows)
+        steps.record(epoch, rows)
         stopping = stop is not None and stop.received is not None
-        epochs.checkpoint(epoch, rows, stopping=stopping)
+        steps.checkpoint(epoch, rows, stopping=stopping)
         if stopping:
             assert stop is not None and run_dir is not None
             raise Interrupted(
@@ -93,7 +93,7 @@ def start_epoch(restored: tuple[dict, dict] | None) -> int:
 
 
 class Trainer:
-    """One run's training state and what its epochs are handed; each method is one step of an epoch (`Epochs`)."""
+    """One run's training state and what its epochs are handed; each method is one step of an epoch (`Steps`)."""
 
     last_row: dict[str, Any]  # the metrics row of the latest epoch
 

@@ -28,7 +28,7 @@ def training_data(val_chars: int = 0) -> trainer.TrainingData:
 class Sink:
     """Stands for every writer a run is handed (checkpoints, metrics.jsonl, progress, TensorBoard): keeps each call."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.calls: list[tuple] = []
 
     def __getattr__(self, name):
@@ -83,7 +83,7 @@ def test_a_diverging_run_writes_the_bad_steps_row_then_raises():
 
 
 class Recorder:
-    """An `Epochs` that records the loop's calls."""
+    """A `Steps` that records the loop's calls."""
 
     def __init__(self, start: int = 1):
         self.start, self.calls = start, list[tuple]()
