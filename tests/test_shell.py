@@ -6,7 +6,6 @@ import ast
 import dataclasses
 import inspect
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -169,14 +168,14 @@ def test_the_vmapped_sweep_follows_the_skip_flags_of_a_single_run(tmp_path, data
 def test_a_chain_runs_each_stage_from_the_request(tmp_path, monkeypatch):
     """Each stage resolves from the command's Request with its own experiment, directory and starting point."""
     calls = []
-    monkeypatch.setattr(runner, "run", lambda cfg, run_dir, **kw: calls.append((cfg, Path(run_dir), kw)) or {})
+    monkeypatch.setattr(runner, "run", lambda run_req: calls.append(run_req) or {})
     req = launch.Request(exp="book_random", overrides={"epochs": 3, "hidden": 8}, quiet=True)
     runner.run_chain("book_random", req, tmp_path)
     stages = config.CHAINS["book_random"]
-    assert [c[1] for c in calls] == [tmp_path / s for s in stages]
-    for (cfg, _, kw), stage in zip(calls, stages, strict=True):
-        assert cfg == config.with_overrides(stage, {"epochs": 3, "hidden": 8}) and kw["exp"] == stage
-    assert calls[0][2]["init_from"] is None and calls[1][2]["init_from"] == str(tmp_path / stages[0])
+    assert [c.run_dir for c in calls] == [tmp_path / s for s in stages]
+    for run_req, stage in zip(calls, stages, strict=True):
+        assert run_req.cfg == config.with_overrides(stage, {"epochs": 3, "hidden": 8}) and run_req.exp == stage
+    assert calls[0].init_from is None and calls[1].init_from == str(tmp_path / stages[0])
     assert "Namespace" not in inspect.getsource(runner) + inspect.getsource(launch)
 
 
