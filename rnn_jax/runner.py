@@ -20,7 +20,9 @@ from rnn_jax.config import Config
 from rnn_jax.epochs import Diverged
 from rnn_jax.launch import RunRequest
 from rnn_jax.signals import Interrupted, StopSignals
-from rnn_jax.trainer import PREFIXES, Outputs, Trainer, TrainingData
+from rnn_jax.trainer import Outputs, Trainer, TrainingData
+
+PREFIXES = ("time traveller", "traveller")  # the book's prompts
 
 
 def memory_estimate(cfg: Config, vocab_size: int) -> tuple[int, int]:

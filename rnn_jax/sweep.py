@@ -23,7 +23,7 @@ import jax
 import numpy as np
 
 from rnn_jax import config as config_lib
-from rnn_jax import data, rundir, trainer
+from rnn_jax import data, rundir, runner, trainer
 from rnn_jax.config import Config
 from rnn_jax.exitcodes import Exit
 
@@ -265,7 +265,13 @@ def run_vmap(cfg: Config, seeds, tokens: np.ndarray, vocab: data.Vocab, *, val: 
     trainer.loop(members, cfg)
     wall = time.perf_counter() - t_start
     return [
-        _record(seed, rows, {"predictions": trainer.predictions(members.params(i), vocab, cfg)}, wall, len(vocab))
+        _record(
+            seed,
+            rows,
+            {"predictions": trainer.predictions(members.params(i), vocab, cfg, runner.PREFIXES)},
+            wall,
+            len(vocab),
+        )
         for i, (seed, rows) in enumerate(zip(members.seeds, members.rows_of, strict=True))
     ]
 

@@ -22,9 +22,9 @@ from rnn_jax.checkpoint import CheckpointError
 from rnn_jax.epochs import Diverged
 from rnn_jax.exitcodes import Exit
 from rnn_jax.launch import RunRequest, default_run_dir  # noqa: F401 (API)
-from rnn_jax.runner import check_memory, memory_estimate, run, run_chain  # noqa: F401 (API)
+from rnn_jax.runner import PREFIXES, check_memory, memory_estimate, run, run_chain  # noqa: F401 (API)
 from rnn_jax.signals import Interrupted
-from rnn_jax.trainer import PREFIXES, Trainer, predictions  # noqa: F401 (API)
+from rnn_jax.trainer import Trainer, predictions  # noqa: F401 (API)
 
 
 def build_parser() -> argparse.ArgumentParser:

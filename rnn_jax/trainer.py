@@ -23,10 +23,9 @@ from rnn_jax.checkpoint import Checkpoints
 from rnn_jax.config import Config
 from rnn_jax.signals import Interrupted, StopSignals
 
-PREFIXES = ("time traveller", "traveller")
 
-
-def predictions(params, vocab: data.Vocab, cfg: Config, prefixes=PREFIXES, num_preds: int = 50) -> dict:
+def predictions(params, vocab: data.Vocab, cfg: Config, prefixes: Sequence[str], num_preds: int = 50) -> dict:
+    """{prompt: the prompt and num_preds greedy characters after it} for each prompt."""
     return {p: generate.predict(params, vocab, p, num_preds, model.ModelSpec.from_config(cfg)) for p in prefixes}
 
 
@@ -106,12 +105,13 @@ class Trainer:
         outputs: Outputs,
         *,
         exp: str,
-        prefixes: Sequence[str] = PREFIXES,
+        prefixes: Sequence[str],
         params: dict | None = None,
         restored: tuple[dict, dict] | None = None,
     ):
-        """params: where the run starts (None: a fresh init from cfg.seed). restored: the (state, meta) of the
-        checkpoint a resume continues from, as `rundir.open_run` read and verified it (None: from epoch 1)."""
+        """prefixes: the prompts of its predictions. params: where the run starts (None: a fresh init from cfg.seed).
+        restored: the (state, meta) of the checkpoint a resume continues from, as `rundir.open_run` read and verified
+        it (None: from epoch 1)."""
         self.cfg, self.run_dir, self.data, self.mesh, self.exp = cfg, run_dir, training, mesh, exp
         self.ckpts, self.writer, self.progress, self.board = outputs
         self.prefixes = tuple(prefixes)
