@@ -1,5 +1,6 @@
-"""The per-epoch record and stop rule of a run, shared by a single run (`rnn_jax.trainer`) and the vmapped sweep
-(`rnn_jax.sweep.run_vmap`), so both turn one epoch's step metrics into the same row and stop on the same steps.
+"""The per-epoch record and stop rule of a run, shared by a single run and each seed of a vmapped sweep
+(`rnn_jax.trainer.Trainer` and `Seeds`), so both turn one epoch's step metrics into the same row and stop on the
+same steps.
 
 The jitted epoch already leaves the parameters unchanged at a non-finite step (`rnn_jax.step`); this rule decides
 whether the run may go on: with --on-nonfinite stop, not after any such step; with skip, not after more than

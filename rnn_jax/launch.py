@@ -1,5 +1,5 @@
-"""What a training command asks for (`Request`), and what it resolves to: a new run's config from its experiment
-and flags, or a resumed run's from the config.json it saved.
+"""What a training command asks for (`Request`), and what it resolves to (`RunRequest`, what `runner.run` trains):
+a new run's config from its experiment and flags, or a resumed run's from the config.json it saved.
 
 A chained experiment runs each stage from the same Request with the stage's experiment, directory and starting
 point replaced, so a stage resolves exactly as the command line `--exp STAGE --run-dir RUN/STAGE` would.
@@ -8,7 +8,9 @@ point replaced, so a stage resolves exactly as the command line `--exp STAGE --r
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
+from typing import Any
 
 from rnn_jax import checkpoint, files, rundir
 from rnn_jax import config as config_lib
@@ -42,9 +44,48 @@ class Request:
         return cls(**own, overrides=overrides)
 
 
-def resolve(req: Request) -> tuple[Config, str, dict]:
-    """(config, experiment, `runner.run`'s keyword arguments) of a request; a resume starts from the run's own."""
-    kw = {
+@dataclasses.dataclass(frozen=True)
+class RunRequest:
+    """One run `runner.run` trains: its config and directory, and where its data, starting point, prompts and writers
+    come from. Refuses (ConfigError) an invalid config, an empty prompt, or --init-from-best without --init-from.
+
+    init_from: a run directory whose parameters (its latest, or best with init_from_best) the run starts from, with a
+    fresh optimizer. prefixes: the prompts of the predictions (None: `runner.default_prefixes`). tensorboard: also
+    write TensorBoard event files to run_dir/tensorboard. init_expect: what config.json recorded of init_from, for a
+    resume before the first checkpoint (the same parameters, or a ConfigError)."""
+
+    cfg: Config
+    run_dir: Path
+    exp: str = "custom"
+    resume: bool = False
+    quiet: bool = False
+    corpus: str | None = None
+    data_dir: str | None = None
+    init_from: str | None = None
+    init_from_best: bool = False
+    init_expect: dict | None = None
+    prefixes: tuple[str, ...] | None = None
+    tensorboard: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.cfg, Config) or not isinstance(self.run_dir, Path):
+            raise TypeError(
+                f"RunRequest needs a Config and a Path, got {type(self.cfg).__name__} and {type(self.run_dir).__name__}"
+            )
+        config_lib.validate(self.cfg)
+        if self.prefixes is not None and not (isinstance(self.prefixes, tuple) and all(self.prefixes)):
+            raise config_lib.ConfigError("--predict-prefix must be non-empty text (a prompt to warm up on)")
+        if self.init_from_best and not self.init_from:
+            raise config_lib.ConfigError("--init-from-best goes with --init-from RUN")
+
+
+def default_run_dir(exp: str) -> Path:
+    return Path("runs") / f"{exp}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def resolve(req: Request) -> RunRequest:
+    """The run a request asks for; a resume starts from the run's own config and recorded choices."""
+    kw: dict[str, Any] = {
         "corpus": req.corpus,
         "data_dir": req.data_dir,
         "init_from": req.init_from,
@@ -57,13 +98,17 @@ def resolve(req: Request) -> tuple[Config, str, dict]:
     if not req.resume:
         exp = req.exp or "seq"
         kw["corpus"] = kw["corpus"] or experiments_lib.CORPUS_OF.get(exp)
-        return flags_lib.with_overrides(exp, req.overrides), exp, kw
-    if not req.run_dir:
+        cfg = flags_lib.with_overrides(exp, req.overrides)
+    elif not req.run_dir:
         raise config_lib.ConfigError("--resume needs the --run-dir of the run to continue")
-    if req.init_from:
+    elif req.init_from:
         raise config_lib.ConfigError("--init-from starts a new run; a resumed run continues from its own checkpoint")
-    exp, base = _from_saved(req, kw)
-    return flags_lib.with_overrides(exp, req.overrides, base), exp, kw
+    else:
+        exp, base = _from_saved(req, kw)
+        cfg = flags_lib.with_overrides(exp, req.overrides, base)
+    kw["prefixes"] = None if kw["prefixes"] is None else tuple(kw["prefixes"])
+    run_dir = Path(req.run_dir) if req.run_dir else default_run_dir(exp)
+    return RunRequest(cfg, run_dir, exp=exp, resume=req.resume, quiet=req.quiet, **kw)
 
 
 def _from_saved(req: Request, kw: dict) -> tuple[str, Config | None]:

@@ -1,28 +1,29 @@
-"""A run from start to end: its data, memory check and run directory, the epochs (each a short list of
-`Trainer` steps, stopped cleanly by a signal), then its closing files; and the stages of a chained experiment."""
+"""A run from start to end: what its `Trainer` is handed (data, prompts, checkpoints, writers), its memory check and
+run directory, the epochs (`trainer.loop`, stopped cleanly by a signal), then its closing files with the n-gram
+baselines; and the stages of a chained experiment."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from pathlib import Path
 from typing import Any
 
 import jax
 
+from rnn_jax import baselines, data, distributed, files, launch, log, memory, model, residual, rundir, runs, scoring
 from rnn_jax import config as config_lib
-from rnn_jax import distributed, files, launch, memory, model, residual, rundir, runs
 from rnn_jax import experiments as experiments_lib
 from rnn_jax import step as step_lib
+from rnn_jax import trainer as trainer_lib
+from rnn_jax.checkpoint import Checkpoints
 from rnn_jax.config import Config
 from rnn_jax.epochs import Diverged
+from rnn_jax.launch import RunRequest
 from rnn_jax.signals import Interrupted, StopSignals
-from rnn_jax.trainer import Trainer, default_prefixes, load_data
+from rnn_jax.trainer import Outputs, Trainer, TrainingData
 
-
-def default_run_dir(exp: str) -> Path:
-    return Path("runs") / f"{exp}-{time.strftime('%Y%m%d-%H%M%S')}"
+PREFIXES = ("time traveller", "traveller")  # the book's prompts
 
 
 def memory_estimate(cfg: Config, vocab_size: int) -> tuple[int, int]:
@@ -70,71 +71,87 @@ def check_memory(cfg: Config, vocab_size: int) -> None:
         )
 
 
-def run(
-    cfg: Config,
-    run_dir: str | Path,
-    *,
-    corpus: str | None = None,
-    data_dir: str | None = None,
-    exp: str = "custom",
-    resume: bool = False,
-    quiet: bool = False,
-    init_from: str | None = None,
-    init_from_best: bool = False,
-    prefixes: tuple[str, ...] | None = None,
-    tensorboard: bool = False,
-    init_expect: dict | None = None,
-) -> dict:
-    """Trains cfg in run_dir (config, vocab, metrics, checkpoints, curve), or continues it; returns a summary.
+def load_data(cfg: Config, corpus: str | None, data_dir: str | None) -> TrainingData:
+    """The corpus a run trains and validates on, checked against cfg before anything is written."""
+    path = data.resolve_corpus(corpus, data_dir)
+    all_tokens, vocab = data.load_corpus(path, -1, cfg.preprocess)
+    parts = data.splits(all_tokens, cfg)
+    tokens, val = parts["train"][0], parts["val"]
+    data.check_length(len(tokens), cfg.batch_size, cfg.num_steps, cfg.sampling)
+    if cfg.val_windows:  # refused before the first epoch, not at the first validation
+        scoring.window_starts(len(val[0]), cfg.val_windows, scoring.WINDOW_LENGTH)
+    info = {
+        "path": str(path.resolve()),
+        "sha1": data.sha1_of(path),
+        "train_tokens": int(len(tokens)),
+        "val_tokens": int(len(val[0])),
+        "test_tokens": int(len(parts["test"][0])),
+    }
+    return TrainingData(path, vocab, tokens, val, info)  # type: ignore[arg-type]  # val's text before is never None
 
-    init_from: a run directory whose parameters (its latest, or best with init_from_best) this run starts from,
-    with a fresh optimizer. prefixes: the prompts of the predictions (default: see `default_prefixes`).
-    tensorboard: also write TensorBoard event files to run_dir/tensorboard (needs tensorboardX).
-    init_expect: what config.json recorded of init_from, for a resume before the first checkpoint (the same
-    parameters, or a ConfigError).
-    """
-    config_lib.validate(cfg)
-    if prefixes is not None and not all(prefixes):
-        raise config_lib.ConfigError("--predict-prefix must be non-empty text (a prompt to warm up on)")
-    run_dir = Path(run_dir)
+
+def default_prefixes(training: TrainingData, cfg: Config) -> tuple[str, ...]:
+    """The book's two prompts for the book; for another text its own opening two words, and the second."""
+    if training.info["sha1"] == data.TIME_MACHINE_SHA1 and cfg.preprocess == "book":
+        return PREFIXES
+    if training.info["sha1"] == data.CORPORA["shakespeare"].sha1 and cfg.preprocess == "none":
+        return ("ROMEO:",)
+    words = training.vocab.decode(training.tokens[:200]).split()
+    return (" ".join(words[:2]), words[1]) if len(words) >= 2 else (training.vocab.decode(training.tokens[:10]),)
+
+
+def run(req: RunRequest) -> dict:
+    """Trains req.cfg in req.run_dir (config, vocab, metrics, checkpoints, curve), or continues it; returns a
+    summary."""
+    cfg, run_dir = req.cfg, req.run_dir
     with StopSignals() as stop:  # before the data is read and anything compiles
-        training = load_data(cfg, corpus, data_dir)
+        training = load_data(cfg, req.corpus, req.data_dir)
         check_memory(cfg, len(training.vocab))
         params = None
-        extra: dict[str, Any] = {"predict_prefixes": list(prefixes or default_prefixes(training, cfg))}
-        if tensorboard:
+        prefixes = req.prefixes or default_prefixes(training, cfg)
+        extra: dict[str, Any] = {"predict_prefixes": list(prefixes)}
+        if req.tensorboard:
             extra["tensorboard"] = True  # remembered: a resume without the flag goes on writing event files
-        if init_from:
+        if req.init_from:
             params, extra["init_from"] = runs.params_from(
-                init_from, best=init_from_best, cfg=cfg, vocab=training.vocab, expect=init_expect
+                req.init_from, best=req.init_from_best, cfg=cfg, vocab=training.vocab, expect=req.init_expect
             )
         mesh = distributed.make_mesh(distributed.choose_devices(cfg.devices, cfg.batch_size))
         stop.check("before the run started; nothing was written")
-        lock, restored = rundir.open_run(run_dir, cfg, exp, resume, training.vocab, training.info, extra)
+        lock, restored = rundir.open_run(run_dir, cfg, req.exp, req.resume, training.vocab, training.info, extra)
         try:
+            outputs = _outputs(req, trainer_lib.start_epoch(restored))
             trainer = Trainer(
-                cfg,
-                run_dir,
-                training,
-                mesh,
-                exp=exp,
-                resume=resume,
-                quiet=quiet,
-                params=params,
-                prefixes=extra["predict_prefixes"],
-                tensorboard=tensorboard,
-                restored=restored,
+                cfg, run_dir, training, mesh, outputs, exp=req.exp, prefixes=prefixes, params=params, restored=restored
             )
-            return _train(trainer, cfg, run_dir, stop, quiet)
+            return _train(trainer, req, stop)
         finally:
             if lock:
                 lock.release()
 
 
-def _train(trainer: Trainer, cfg: Config, run_dir: Path, stop: StopSignals, quiet: bool) -> dict:
-    """The epochs, then the run's closing files: the curve, params.npz and summary.json."""
+def _outputs(req: RunRequest, start: int) -> Outputs:
+    """Where the epochs of a run starting at epoch `start` go; only the primary process writes files."""
+    ckpts = Checkpoints(req.run_dir, req.cfg.keep_checkpoints)
+    if not distributed.is_primary():
+        return Outputs(ckpts, None, None, None)
+    board = None
+    if req.tensorboard:
+        hparams = {"experiment": req.exp, **config_lib.to_dict(req.cfg)}
+        board = log.TensorBoard(req.run_dir / "tensorboard", hparams, start)
+    return Outputs(
+        ckpts,
+        files.MetricsWriter(req.run_dir, start - 1 if req.resume else None),
+        None if req.quiet else log.Progress(req.cfg.epochs, start - 1),
+        board,
+    )
+
+
+def _train(trainer: Trainer, req: RunRequest, stop: StopSignals) -> dict:
+    """The epochs, then the run's closing files: the curve, params.npz and summary.json (with the n-gram baselines
+    on the validation text when there is one)."""
     try:
-        _loop(trainer, cfg, run_dir, stop)
+        trainer_lib.loop(trainer, req.cfg, stop, req.run_dir)
     except (Interrupted, Diverged):
         trainer.close()
         raise
@@ -143,9 +160,14 @@ def _train(trainer: Trainer, cfg: Config, run_dir: Path, stop: StopSignals, quie
         raise
     trainer.close()
     summary = trainer.summary()
+    val_tokens, context = trainer.data.val
+    if len(val_tokens):
+        summary["baselines"] = baselines.evaluate_baselines(
+            trainer.data.tokens, val_tokens, len(trainer.data.vocab), context=context
+        )
     if distributed.is_primary():
-        rundir.save_final(run_dir, distributed.to_host(trainer.state.params), summary)
-        if not quiet:
+        rundir.save_final(req.run_dir, distributed.to_host(trainer.state.params), summary)
+        if not req.quiet:
             _print_summary(summary)
     return summary
 
@@ -168,8 +190,7 @@ def run_chain(exp: str, req: launch.Request, run_dir: Path) -> dict:
             stage_req = launch.stage_request(
                 req, stage, stage_dir, resume=resume, init_from=None if resume else previous
             )
-            cfg, _, kw = launch.resolve(stage_req)
-            summary = run(cfg, stage_dir, exp=stage, resume=resume, quiet=req.quiet, **kw)
+            summary = run(launch.resolve(stage_req))
         previous = str(stage_dir)
     return summary
 
@@ -177,7 +198,7 @@ def run_chain(exp: str, req: launch.Request, run_dir: Path) -> dict:
 def _check_finished_stage(stage: str, stage_dir: Path, req: launch.Request) -> None:
     """Raises ConfigError, naming the difference, when the flags ask a finished stage of a chain for another
     configuration (a finished stage is kept as it is, and the next stage started from it)."""
-    asked, _, _ = launch.resolve(req)
+    asked = launch.resolve(req).cfg
     saved = config_lib.from_dict(rundir.saved_config(stage_dir)["config"])
     for f in dataclasses.fields(Config):
         a, b = getattr(saved, f.name), getattr(asked, f.name)
@@ -186,22 +207,6 @@ def _check_finished_stage(stage: str, stage_dir: Path, req: launch.Request) -> N
                 f"stage {stage} of {stage_dir.parent} has finished with {f.name} {a!r}, "
                 f"asked {b!r}; a finished stage is kept as it is: run it with its own "
                 "flags, or choose another --run-dir"
-            )
-
-
-def _loop(trainer: Trainer, cfg: Config, run_dir: Path, stop: StopSignals) -> None:
-    """What happens each epoch: train, validate, record, checkpoint; a signal stops after the checkpoint."""
-    resume = f"Continue with: python -m rnn_jax.train --run-dir {run_dir} --resume"
-    for epoch in range(trainer.start, cfg.epochs + 1):
-        stop.check(f"before epoch {epoch}; no epoch finished since the last checkpoint. {resume}")
-        row = trainer.train_epoch(epoch)
-        trainer.validate(epoch, row)
-        trainer.record(epoch, row)
-        trainer.checkpoint(epoch, row, stopping=stop.received is not None)
-        if stop.received:
-            raise Interrupted(
-                f"stopped by {stop.received} after epoch {epoch}; its checkpoint is in "
-                f"{run_dir / 'checkpoints'}. {resume}"
             )
 
 

@@ -22,9 +22,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from rnn_jax import data, epochs, files, heldout, model, rundir, trainer
+from rnn_jax import data, files, rundir, runner, trainer
 from rnn_jax import flags as flags_lib
-from rnn_jax import step as step_lib
 from rnn_jax.config import Config
 from rnn_jax.exitcodes import Exit
 from rnn_jax.lock import remove_runs
@@ -153,162 +152,121 @@ def run_jobs(
     for every process to stop after its epoch, and raises Stopped. A failing process raises JobFailed (after the
     others stop)."""
     cores = sorted(os.sched_getaffinity(0))
-    workers = min(workers or len(cores), len(cores))
-    pending, done = _plan(jobs, keep)
-    running: dict[int, tuple[subprocess.Popen[str], int, float]] = {}
-    received: list[str] = []
-    failure = None
     source = ["--corpus", str(corpus)] if corpus else ["--data-dir", str(data_dir)] if data_dir else []
-
-    def forward(signum, frame):
-        received.append(signal.Signals(signum).name)
-        for proc, _, _ in list(running.values()):
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signum)
-
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED} if main_thread else {}
-    try:
-        while (pending and not received and failure is None) or running:
-            while pending and len(running) < workers and not received and failure is None:
-                i, exp, cfg, run_dir, flags = pending.pop(0)
-                core = next(c for c in cores[:workers] if c not in {c for _, c, _ in running.values()})
-                argv = [
-                    sys.executable,
-                    "-m",
-                    "rnn_jax.train",
-                    "--exp",
-                    exp,
-                    *flags_lib.to_flags(cfg),
-                    "--run-dir",
-                    str(run_dir),
-                    "--quiet",
-                    *source,
-                    *flags,
-                ]
-                proc = subprocess.Popen(
-                    argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
-                )
-                if pin:
-                    os.sched_setaffinity(proc.pid, {core})  # before its JAX starts, which sizes its pool by affinity
-                running[i] = (proc, core, time.perf_counter())
+    pool = _Pool(cores[: min(workers or len(cores), len(cores))], pin, source)
+    pending, done = _plan(jobs, keep)
+    with _forwarding(pool.forward):
+        while (pending and pool.accepting()) or pool.running:
+            while pending and len(pool.running) < len(pool.cores) and pool.accepting():
+                pool.start(*pending.pop(0))
             time.sleep(0.05)
-            for i, (proc, _, t0) in list(running.items()):
-                if proc.poll() is None:
-                    continue
-                assert proc.stderr is not None  # stderr=PIPE
-                err = proc.stderr.read()
-                del running[i]
-                _, cfg, run_dir, *_ = jobs[i]
-                if received and proc.returncode in (Exit.INTERRUPTED, *(-s for s in FORWARDED)):
-                    continue  # stopped by the forwarded signal (after its epoch, or while it was starting)
-                if proc.returncode not in (Exit.OK, Exit.DIVERGED):  # a divergence is a result
-                    last = (err.strip().splitlines() or [""])[-1].removeprefix("error: ")
-                    failure = failure or JobFailed(f"{run_dir} failed (exit {proc.returncode}): {last}")
-                    for other, _, _ in running.values():  # the sweep ends: the others stop after their epoch
-                        with contextlib.suppress(ProcessLookupError):
-                            other.send_signal(signal.SIGTERM)
-                    continue
-                finished = proc.returncode == Exit.OK
-                summary = json.loads((Path(run_dir) / "summary.json").read_text()) if finished else None
-                vocab_size = len(data.Vocab.load(Path(run_dir) / "vocab.json"))
-                done[i] = _record(cfg.seed, files.read_metrics(run_dir), summary, time.perf_counter() - t0, vocab_size)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if failure is not None:
-        raise failure
-    if received:
+            for i, code, err, t0 in pool.reap():
+                record = _outcome(pool, jobs[i], code, err, t0)
+                if record is not None:
+                    done[i] = record
+    if pool.failure is not None:
+        raise pool.failure
+    if pool.received:
         raise Stopped(
-            f"stopped by {received[0]}: every training process stopped after its epoch with a checkpoint "
+            f"stopped by {pool.received[0]}: every training process stopped after its epoch with a checkpoint "
             f"({len(done)} of {len(jobs)} runs done)"
         )
     return [done[i] for i in range(len(jobs))]
 
 
-def run_vmap(cfg: Config, seeds, tokens: np.ndarray, vocab: data.Vocab, *, val: tuple | None = None) -> list[dict]:
-    """All seeds in one jitted, vmapped epoch; the seed axis is sharded over the devices when it divides.
-
-    Each seed's rows follow the single run's rule (`rnn_jax.epochs`), --on-nonfinite and --max-skips included: a
-    seed stops where its own run would, and its record says at which epoch it diverged."""
-    seeds = list(seeds)
-    tx, spec = step_lib.make_optimizer(cfg), model.ModelSpec.from_config(cfg)
-    states = jax.vmap(lambda s: step_lib.init_state(cfg, len(vocab), tx, seed=s, spec=spec))(np.asarray(seeds))
-    epoch_fn = step_lib.jit(
-        jax.vmap(step_lib.make_train_epoch(cfg, tx, jitted=False, spec=spec), in_axes=(0, 0, 0, None, 0)),
-        donate_argnums=0,
-    )
-    sharding = None
-    if jax.device_count() > 1 and len(seeds) % jax.device_count() == 0:
-        mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("models",))
-        sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("models"))
-        states = jax.device_put(states, sharding)
-    rows, seeds_S = {s: list[dict]() for s in seeds}, np.asarray(seeds, np.int32)  # each model's own dropout masks
-    rules = {s: epochs.EpochRule(cfg) for s in seeds}  # the single run's record and stop rule, per seed
-    t_start = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
-        t0 = time.perf_counter()
-        batches = [data.epoch_batches(tokens, dataclasses.replace(cfg, seed=s), epoch) for s in seeds]
-        n = min(len(X) for X, _ in batches)  # book settings: always equal (8); else the shortest for all
-        X_SNBT, Y_SNBT = (np.stack([b[i][:n] for b in batches]) for i in (0, 1))
-        if sharding is not None:
-            X_SNBT, Y_SNBT = jax.device_put((X_SNBT, Y_SNBT), sharding)
-        states, _, metrics = epoch_fn(states, X_SNBT, Y_SNBT, step_lib.lr_scale(cfg, epoch), seeds_S)
-        metrics = jax.device_get(metrics)
-        seconds = time.perf_counter() - t0
-        for i, seed in enumerate(seeds):
-            if rows[seed] and rows[seed][-1].get("nonfinite"):
-                continue  # stopped earlier: its state no longer counts
-            rows[seed].append(
-                _vmap_row(
-                    rules[seed],
-                    epoch,
-                    {k: v[i] for k, v in metrics.items()},
-                    X_SNBT[i].size / seconds,
-                    seconds,
-                    states.params,
-                    i,
-                    spec,
-                    val,
-                )
-            )
-    wall = time.perf_counter() - t_start
-    out = []
-    for i, seed in enumerate(seeds):
-        params = jax.tree.map(lambda p, i=i: p[i], states.params)
-        out.append(
-            _record(seed, rows[seed], {"predictions": trainer.predictions(params, vocab, spec)}, wall, len(vocab))
-        )
-    return out
-
-
-def _vmap_row(
-    rule: epochs.EpochRule,
-    epoch: int,
-    metrics: dict,
-    tokens_per_sec: float,
-    seconds: float,
-    params_S,
-    i: int,
-    spec: model.ModelSpec,
-    val: tuple | None,
-) -> dict:
-    """Seed i's row of this epoch by the single run's rule; where that run would stop (Diverged), the row that
-    records it, marked nonfinite, after which the seed is left out."""
+@contextlib.contextmanager
+def _forwarding(handler):
+    """SIGINT, SIGTERM and SIGHUP go to `handler` while the block runs (signals reach the main thread only)."""
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, handler) for sig in FORWARDED} if main_thread else {}
     try:
-        row = rule.row(epoch, metrics, tokens_per_sec, seconds)
-        if val is not None and len(val[0]):
-            params = lambda: jax.tree.map(lambda p: p[i], params_S)  # sliced only when this epoch validates
-            rule.validate(epoch, row, lambda: heldout.evaluate(params(), val[0], spec, context=val[1]))
-        return row
-    except epochs.Diverged as e:
-        return e.row or {
-            "epoch": epoch,
-            "step": rule.step,
-            "nonfinite": True,
-            "tokens_per_sec": tokens_per_sec,
-            "seconds": seconds,
-        }
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+class _Pool:
+    """A sweep's training processes, each on a core of its own; the signals it received, and its first failure."""
+
+    def __init__(self, cores: list[int], pin: bool, source: list[str]):
+        self.cores, self.pin, self.source = cores, pin, source
+        self.running: dict[int, tuple[subprocess.Popen[str], int, float]] = {}
+        self.received: list[str] = []
+        self.failure: JobFailed | None = None
+
+    def accepting(self) -> bool:
+        """Whether new processes may start: no signal received and no process failed."""
+        return not self.received and self.failure is None
+
+    def forward(self, signum, frame=None) -> None:
+        """Records a signal and passes it to every running process."""
+        self.received.append(signal.Signals(signum).name)
+        self.signal_all(signum)
+
+    def signal_all(self, signum) -> None:
+        for proc, _, _ in list(self.running.values()):
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signum)
+
+    def start(self, i: int, exp: str, cfg: Config, run_dir: Path, flags: list[str]) -> None:
+        """Starts job i's `python -m rnn_jax.train` on a free core."""
+        core = next(c for c in self.cores if c not in {c for _, c, _ in self.running.values()})
+        argv = [sys.executable, "-m", "rnn_jax.train", "--exp", exp, *flags_lib.to_flags(cfg)]
+        argv += ["--run-dir", str(run_dir), "--quiet", *self.source, *flags]
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
+        if self.pin:
+            os.sched_setaffinity(proc.pid, {core})  # before its JAX starts, which sizes its pool by affinity
+        self.running[i] = (proc, core, time.perf_counter())
+
+    def reap(self) -> list[tuple[int, int, str, float]]:
+        """(job index, exit status, stderr, start time) of each process that has ended since the last call."""
+        ended = []
+        for i, (proc, _, t0) in list(self.running.items()):
+            if proc.poll() is None:
+                continue
+            assert proc.stderr is not None  # stderr=PIPE
+            ended.append((i, proc.returncode, proc.stderr.read(), t0))
+            del self.running[i]
+        return ended
+
+
+def _outcome(pool: _Pool, job, code: int, err: str, t0: float) -> dict | None:
+    """The record of a job whose process ended, or None: stopped by a forwarded signal, or failed (then
+    pool.failure is set and the others are stopped after their epoch)."""
+    _, cfg, run_dir, *_ = job
+    if pool.received and code in (Exit.INTERRUPTED, *(-s for s in FORWARDED)):
+        return None  # stopped by the forwarded signal (after its epoch, or while it was starting)
+    if code not in (Exit.OK, Exit.DIVERGED):  # a divergence is a result
+        last = (err.strip().splitlines() or [""])[-1].removeprefix("error: ")
+        pool.failure = pool.failure or JobFailed(f"{run_dir} failed (exit {code}): {last}")
+        pool.signal_all(signal.SIGTERM)  # the sweep ends: the others stop after their epoch
+        return None
+    summary = json.loads((Path(run_dir) / "summary.json").read_text()) if code == Exit.OK else None
+    vocab_size = len(data.Vocab.load(Path(run_dir) / "vocab.json"))
+    return _record(cfg.seed, files.read_metrics(run_dir), summary, time.perf_counter() - t0, vocab_size)
+
+
+def run_vmap(cfg: Config, seeds, tokens: np.ndarray, vocab: data.Vocab, *, val: tuple | None = None) -> list[dict]:
+    """All seeds in one jitted, vmapped epoch (`trainer.Seeds`), through the single run's loop; the seed axis is
+    sharded over the devices when it divides. A seed stops where its own run would (--on-nonfinite and
+    --max-skips included), and its record says at which epoch it diverged."""
+    members = trainer.Seeds(cfg, seeds, tokens, len(vocab), val)
+    t_start = time.perf_counter()
+    trainer.loop(members, cfg)
+    wall = time.perf_counter() - t_start
+    return [
+        _record(
+            seed,
+            rows,
+            {"predictions": trainer.predictions(members.params(i), vocab, members.spec, runner.PREFIXES)},
+            wall,
+            len(vocab),
+        )
+        for i, (seed, rows) in enumerate(zip(members.seeds, members.rows_of, strict=True))
+    ]
 
 
 def summarize(records: list[dict]) -> dict:

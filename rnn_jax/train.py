@@ -23,9 +23,10 @@ from rnn_jax import flags as flags_lib
 from rnn_jax.checkpoint import CheckpointError
 from rnn_jax.epochs import Diverged
 from rnn_jax.exitcodes import Exit
-from rnn_jax.runner import check_memory, default_run_dir, memory_estimate, run, run_chain  # noqa: F401 (API)
+from rnn_jax.launch import RunRequest, default_run_dir  # noqa: F401 (API)
+from rnn_jax.runner import PREFIXES, check_memory, memory_estimate, run, run_chain  # noqa: F401 (API)
 from rnn_jax.signals import Interrupted
-from rnn_jax.trainer import PREFIXES, Trainer, predictions  # noqa: F401 (API)
+from rnn_jax.trainer import Trainer, predictions  # noqa: F401 (API)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,10 +143,10 @@ def _start(req: launch.Request, args: argparse.Namespace) -> None:
         join()
         run_chain(chain, req, Path(req.run_dir) if req.run_dir else default_run_dir(chain))
         return
-    cfg, exp, kw = launch.resolve(req)
-    _check_tensorboard(kw["tensorboard"])  # a resumed run remembers the flag
+    run_req = launch.resolve(req)
+    _check_tensorboard(run_req.tensorboard)  # a resumed run remembers the flag
     join()
-    run(cfg, req.run_dir or default_run_dir(exp), exp=exp, resume=req.resume, quiet=req.quiet, **kw)
+    run(run_req)
 
 
 if __name__ == "__main__":

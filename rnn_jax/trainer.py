@@ -1,22 +1,22 @@
-"""One run's training loop: each epoch trains, validates, records (metrics.jsonl, TensorBoard, progress) and
-checkpoints; the per-epoch record and stop rule is `rnn_jax.epochs`, the math of a step `rnn_jax.step`."""
+"""The one training loop (`loop`), over one run (`Trainer`) or several vmapped seeds (`Seeds`): each epoch trains,
+validates, records (metrics.jsonl, TensorBoard, progress) and checkpoints what the runner handed in; the per-epoch
+record and stop rule is `rnn_jax.epochs`, the math of a step `rnn_jax.step`."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from rnn_jax import (
-    baselines,
     checkpoint,
-    corpora,
     data,
     distributed,
     epochs,
@@ -25,18 +25,16 @@ from rnn_jax import (
     heldout,
     log,
     model,
-    scoring,
 )
 from rnn_jax import config as config_lib
 from rnn_jax import step as step_lib
 from rnn_jax.checkpoint import Checkpoints
 from rnn_jax.config import Config
+from rnn_jax.signals import Interrupted, StopSignals
 
-PREFIXES = ("time traveller", "traveller")
 
-
-def predictions(params, vocab: data.Vocab, spec: model.ModelSpec, prefixes=PREFIXES, num_preds: int = 50) -> dict:
-    """The greedy continuation of each prompt."""
+def predictions(params, vocab: data.Vocab, spec: model.ModelSpec, prefixes: Sequence[str], num_preds: int = 50) -> dict:
+    """{prompt: the prompt and num_preds greedy characters after it} for each prompt."""
     return {p: generate.predict(params, vocab, p, num_preds, spec) for p in prefixes}
 
 
@@ -50,36 +48,60 @@ class TrainingData(NamedTuple):
     info: dict  # what config.json records of it
 
 
-def load_data(cfg: Config, corpus: str | None, data_dir: str | None) -> TrainingData:
-    path = corpora.resolve_corpus(corpus, data_dir)
-    all_tokens, vocab = data.load_corpus(path, -1, cfg.preprocess)
-    parts = data.splits(all_tokens, cfg)
-    tokens, val = parts["train"][0], parts["val"]
-    data.check_length(len(tokens), cfg.batch_size, cfg.num_steps, cfg.sampling)
-    if cfg.val_windows:  # refused before the first epoch, not at the first validation
-        scoring.window_starts(len(val[0]), cfg.val_windows, scoring.WINDOW_LENGTH)
-    info = {
-        "path": str(path.resolve()),
-        "sha1": corpora.sha1_of(path),
-        "train_tokens": int(len(tokens)),
-        "val_tokens": int(len(val[0])),
-        "test_tokens": int(len(parts["test"][0])),
-    }
-    return TrainingData(path, vocab, tokens, val, info)  # type: ignore[arg-type]  # val's text before is never None
+class Outputs(NamedTuple):
+    """Where a run's epochs go, built by the runner: its checkpoints, then metrics.jsonl, the progress bar and
+    TensorBoard (each None where this process does not write it)."""
+
+    ckpts: Checkpoints
+    metrics: files.MetricsWriter | None
+    progress: log.Progress | None
+    board: log.TensorBoard | None
 
 
-def default_prefixes(training: TrainingData, cfg: Config) -> tuple[str, ...]:
-    """The book's two prompts for the book; for another text its own opening two words, and the second."""
-    if training.info["sha1"] == corpora.TIME_MACHINE_SHA1 and cfg.preprocess == "book":
-        return PREFIXES
-    if training.info["sha1"] == corpora.CORPORA["shakespeare"].sha1 and cfg.preprocess == "none":
-        return ("ROMEO:",)
-    words = training.vocab.decode(training.tokens[:200]).split()
-    return (" ".join(words[:2]), words[1]) if len(words) >= 2 else (training.vocab.decode(training.tokens[:10]),)
+class Steps(Protocol):
+    """What `loop` drives each epoch: a run, or several vmapped seeds over a batched state. `rows` is one row, or
+    one per member (whatever `rows` returns, the other steps take)."""
+
+    start: int
+
+    def batches(self, epoch: int) -> tuple[jax.Array | np.ndarray, jax.Array | np.ndarray]: ...
+    def train(self, X, Y, lr_scale: float | None, epoch: int) -> dict: ...
+    def rows(self, epoch: int, metrics: dict, tokens: int, seconds: float) -> Any: ...
+    def validate(self, epoch: int, rows) -> None: ...
+    def record(self, epoch: int, rows) -> None: ...
+    def checkpoint(self, epoch: int, rows, stopping: bool) -> None: ...
+
+
+def loop(steps: Steps, cfg: Config, stop: StopSignals | None = None, run_dir: Path | None = None) -> None:
+    """Each epoch: batches -> the schedule's factor -> the jitted epoch -> host -> rows -> validate, record,
+    checkpoint. With `stop`, a signal stops the run of `run_dir` before an epoch, or after its checkpoint."""
+    resume = f"Continue with: python -m rnn_jax.train --run-dir {run_dir} --resume"
+    for epoch in range(steps.start, cfg.epochs + 1):
+        if stop:
+            stop.check(f"before epoch {epoch}; no epoch finished since the last checkpoint. {resume}")
+        t0 = time.perf_counter()
+        X, Y = steps.batches(epoch)
+        metrics = steps.train(X, Y, step_lib.lr_scale(cfg, epoch), epoch)
+        rows = steps.rows(epoch, metrics, X.size, time.perf_counter() - t0)
+        steps.validate(epoch, rows)
+        steps.record(epoch, rows)
+        stopping = stop is not None and stop.received is not None
+        steps.checkpoint(epoch, rows, stopping=stopping)
+        if stopping:
+            assert stop is not None and run_dir is not None
+            raise Interrupted(
+                f"stopped by {stop.received} after epoch {epoch}; its checkpoint is in "
+                f"{run_dir / 'checkpoints'}. {resume}"
+            )
+
+
+def start_epoch(restored: tuple[dict, dict] | None) -> int:
+    """The first epoch a run trains: 1, or the one after the checkpoint it continues from."""
+    return 1 if restored is None else int(checkpoint.conform(restored[0], {"epoch": 0})["epoch"]) + 1
 
 
 class Trainer:
-    """One run's training state and the run directory's writers; each method is one step of an epoch."""
+    """One run's training state and what its epochs are handed; each method is one step of an epoch (`Steps`)."""
 
     last_row: dict[str, Any]  # the metrics row of the latest epoch
 
@@ -89,18 +111,18 @@ class Trainer:
         run_dir: Path,
         training: TrainingData,
         mesh,
+        outputs: Outputs,
         *,
         exp: str,
-        resume: bool,
-        quiet: bool,
+        prefixes: Sequence[str],
         params: dict | None = None,
-        prefixes: Sequence[str] = PREFIXES,
-        tensorboard: bool = False,
         restored: tuple[dict, dict] | None = None,
     ):
-        """restored: the (state, meta) of the checkpoint a resume continues from, as `rundir.open_run` read and
-        verified it (None: from epoch 1)."""
+        """prefixes: the prompts of its predictions. params: where the run starts (None: a fresh init from cfg.seed).
+        restored: the (state, meta) of the checkpoint a resume continues from, as `rundir.open_run` read and verified
+        it (None: from epoch 1)."""
         self.cfg, self.run_dir, self.data, self.mesh, self.exp = cfg, run_dir, training, mesh, exp
+        self.ckpts, self.writer, self.progress, self.board = outputs
         self.prefixes = tuple(prefixes)
         self.spec = model.ModelSpec.from_config(cfg)  # the row-chain policy resolved once, here (summary.json)
         self.tx = step_lib.make_optimizer(cfg)
@@ -111,20 +133,11 @@ class Trainer:
             "vocab": training.vocab.idx_to_token,
             "corpus_sha1": training.info["sha1"],
         }
-        self.ckpts = Checkpoints(run_dir, cfg.keep_checkpoints)
         self.start, self.rule = 1, epochs.EpochRule(cfg)
         if restored is not None:
             self._restore(*restored)
         self.state = distributed.replicate(self.state, mesh)
         self.train_epoch_fn = step_lib.make_train_epoch(cfg, self.tx, spec=self.spec)
-        primary = distributed.is_primary()
-        self.writer = files.MetricsWriter(run_dir, self.start - 1 if resume else None) if primary else None
-        self.progress = None if quiet or not primary else log.Progress(cfg.epochs, self.start - 1)
-        self.board = (
-            log.TensorBoard(run_dir / "tensorboard", {"experiment": exp, **self.meta["config"]}, self.start)
-            if tensorboard and primary
-            else None
-        )
         self.timed_tokens, self.timed_seconds, self.t_start, self.last_row = 0, 0.0, time.perf_counter(), {}
 
     def _checkpoint_tree(self, epoch: int) -> dict:
@@ -146,25 +159,27 @@ class Trainer:
         self.state = jax.tree.map(
             jnp.asarray, step_lib.TrainState(restored["params"], restored["opt_state"], restored["step"])
         )
-        self.start = int(restored["epoch"]) + 1
+        self.start = start_epoch((saved, meta))
         self.rule = epochs.EpochRule(
             self.cfg, step=int(restored["step"]), skips_in_a_row=int(restored["skips_in_a_row"])
         )
         self.ckpts.complete_best(self.start - 1, restored, meta)  # a kill between checkpoints/K and best/K
 
-    def train_epoch(self, epoch: int) -> dict:
-        """Trains one epoch (one jitted call, one host sync); returns its metrics row."""
-        t0 = time.perf_counter()
+    def batches(self, epoch: int) -> tuple[jax.Array, jax.Array]:
+        """The epoch's minibatches, their rows sharded over the run's devices."""
         X_NBT, Y_NBT = data.epoch_batches(self.data.tokens, self.cfg, epoch)
-        shard = lambda a: distributed.shard_rows(a, self.mesh)
-        self.state, _, metrics = self.train_epoch_fn(
-            self.state, shard(X_NBT), shard(Y_NBT), step_lib.lr_scale(self.cfg, epoch)
-        )
-        metrics = distributed.to_host(metrics)
-        seconds = time.perf_counter() - t0
+        return distributed.shard_rows(X_NBT, self.mesh), distributed.shard_rows(Y_NBT, self.mesh)
+
+    def train(self, X_NBT, Y_NBT, lr_scale: float | None, epoch: int) -> dict:
+        """Trains one epoch (one jitted call, one host sync); returns its step metrics on the host."""
+        self.state, _, metrics = self.train_epoch_fn(self.state, X_NBT, Y_NBT, lr_scale)
+        return distributed.to_host(metrics)
+
+    def rows(self, epoch: int, metrics: dict, tokens: int, seconds: float) -> dict:
+        """The epoch's metrics row (a divergence writes it, then raises Diverged)."""
         if epoch > self.start or self.cfg.epochs == self.start:  # a process's first epoch includes compilation
-            self.timed_tokens, self.timed_seconds = self.timed_tokens + X_NBT.size, self.timed_seconds + seconds
-        return self._row(epoch, metrics, X_NBT.size / seconds, seconds)
+            self.timed_tokens, self.timed_seconds = self.timed_tokens + tokens, self.timed_seconds + seconds
+        return self._row(epoch, metrics, tokens / seconds, seconds)
 
     def _row(self, epoch: int, metrics: dict, tokens_per_sec: float, seconds: float) -> dict:
         try:
@@ -234,7 +249,7 @@ class Trainer:
                 files.plot_atomic(rows, self.run_dir / "perplexity.png", f"{self.exp}: {self.data.path.name}")
 
     def summary(self) -> dict:
-        """summary.json's content: final figures, speed, predictions, and (with validation) the baselines."""
+        """summary.json's content: final figures, speed, predictions (the runner adds the n-gram baselines)."""
         row = self.last_row or files.last_row(self.run_dir, self.cfg.epochs)
         params = distributed.to_host(self.state.params)
         summary = {
@@ -250,8 +265,87 @@ class Trainer:
             "row_chains": self.spec.chains,
         }
         summary.update({k: row[k] for k in ("val_loss", "val_perplexity", "val_bits_per_char") if k in row})
-        if len(self.data.val[0]):
-            summary["baselines"] = baselines.evaluate_baselines(
-                self.data.tokens, self.data.val[0], len(self.data.vocab), context=self.data.val[1]
-            )
         return summary
+
+
+class Seeds:
+    """Several seeds of one config as one vmapped program over a batched state (the seed axis sharded over the
+    devices when it divides), run by `loop` as a single run is. Each seed's rows follow the single run's rule
+    (`rnn_jax.epochs`): a seed stops where its own run would, recorded by a row marked nonfinite, and is left out
+    after it. Nothing is written: `rows_of` holds each seed's rows."""
+
+    start = 1
+
+    def __init__(self, cfg: Config, seeds: Sequence[int], tokens: np.ndarray, vocab_size: int, val: tuple | None):
+        self.cfg, self.seeds, self.tokens, self.val = cfg, list(seeds), tokens, val
+        tx, self.spec = step_lib.make_optimizer(cfg), model.ModelSpec.from_config(cfg)
+        init = lambda s: step_lib.init_state(cfg, vocab_size, tx, seed=s, spec=self.spec)
+        self.state = jax.vmap(init)(np.asarray(self.seeds))
+        self.epoch_fn = step_lib.jit(
+            jax.vmap(step_lib.make_train_epoch(cfg, tx, jitted=False, spec=self.spec), in_axes=(0, 0, 0, None, 0)),
+            donate_argnums=0,
+        )
+        self.sharding = None
+        if jax.device_count() > 1 and len(self.seeds) % jax.device_count() == 0:
+            mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("models",))
+            self.sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("models"))
+            self.state = jax.device_put(self.state, self.sharding)
+        self.seeds_S = np.asarray(self.seeds, np.int32)  # each model's own dropout masks
+        self.rules = [epochs.EpochRule(cfg) for _ in self.seeds]  # the single run's record and stop rule, per seed
+        self.rows_of: list[list[dict]] = [[] for _ in self.seeds]
+
+    def params(self, i: int) -> dict:
+        """Seed i's parameters."""
+        return jax.tree.map(lambda p: p[i], self.state.params)
+
+    def batches(self, epoch: int):
+        """Each seed's minibatches, stacked (book settings: always the same count; else the shortest for all)."""
+        batches = [data.epoch_batches(self.tokens, dataclasses.replace(self.cfg, seed=s), epoch) for s in self.seeds]
+        n = min(len(X) for X, _ in batches)
+        X_SNBT, Y_SNBT = (np.stack([b[i][:n] for b in batches]) for i in (0, 1))
+        if self.sharding is not None:
+            X_SNBT, Y_SNBT = jax.device_put((X_SNBT, Y_SNBT), self.sharding)
+        return X_SNBT, Y_SNBT
+
+    def train(self, X_SNBT, Y_SNBT, lr_scale: float | None, epoch: int) -> dict:
+        """Trains every seed one epoch (one jitted call, one host sync); returns the step metrics, seed axis first."""
+        self.state, _, metrics = self.epoch_fn(self.state, X_SNBT, Y_SNBT, lr_scale, self.seeds_S)
+        return jax.device_get(metrics)
+
+    def rows(self, epoch: int, metrics: dict, tokens: int, seconds: float) -> dict[int, dict]:
+        """{seed index: its row} for the seeds still running; a seed's divergence becomes its nonfinite row."""
+        out = {}
+        for i, rule in enumerate(self.rules):
+            if self.rows_of[i] and self.rows_of[i][-1].get("nonfinite"):
+                continue  # stopped earlier: its state no longer counts
+            try:
+                out[i] = rule.row(
+                    epoch, {k: v[i] for k, v in metrics.items()}, tokens // len(self.seeds) / seconds, seconds
+                )
+            except epochs.Diverged as e:
+                assert e.row is not None  # the rule's error carries the bad step's row
+                out[i] = e.row
+        return out
+
+    def validate(self, epoch: int, rows: dict[int, dict]) -> None:
+        """Adds validation figures to each running seed's row when this epoch evaluates; a seed whose validation
+        diverges gets a nonfinite row instead."""
+        if self.val is None or not len(self.val[0]):
+            return
+        for i, row in rows.items():
+            if row.get("nonfinite"):
+                continue
+            evaluate = lambda i=i: heldout.evaluate(self.params(i), self.val[0], self.spec, context=self.val[1])
+            try:
+                self.rules[i].validate(epoch, row, evaluate)
+            except epochs.Diverged:
+                keep = {k: row[k] for k in ("tokens_per_sec", "seconds")}
+                rows[i] = {"epoch": epoch, "step": self.rules[i].step, "nonfinite": True, **keep}
+
+    def record(self, epoch: int, rows: dict[int, dict]) -> None:
+        """Appends each running seed's row to its rows."""
+        for i, row in rows.items():
+            self.rows_of[i].append(row)
+
+    def checkpoint(self, epoch: int, rows: dict[int, dict], stopping: bool) -> None:
+        """Nothing: a vmapped sweep keeps no checkpoints."""

@@ -134,9 +134,11 @@ def test_epoch_scan_carries_or_resets_the_pytree_state_like_a_loop_of_steps(toy,
 
 def test_toy_run_checkpoints_resumes_exactly_generates_and_evaluates(toy, data_dir, tmp_path):
     cfg = tiny_cfg(val_fraction=0.1, eval_every=1)
-    whole = train.run(cfg, tmp_path / "whole", data_dir=str(data_dir), quiet=True)
-    train.run(dataclasses.replace(cfg, epochs=2), tmp_path / "cut", data_dir=str(data_dir), quiet=True)
-    resumed = train.run(cfg, tmp_path / "cut", data_dir=str(data_dir), resume=True, quiet=True)
+    whole = train.run(train.RunRequest(cfg, tmp_path / "whole", data_dir=str(data_dir), quiet=True))
+    train.run(
+        train.RunRequest(dataclasses.replace(cfg, epochs=2), tmp_path / "cut", data_dir=str(data_dir), quiet=True)
+    )
+    resumed = train.run(train.RunRequest(cfg, tmp_path / "cut", data_dir=str(data_dir), resume=True, quiet=True))
     assert resumed["perplexity"] == whole["perplexity"] and resumed["val_perplexity"] == whole["val_perplexity"]
     got_cfg, vocab, params, _ = load_run(tmp_path / "cut")
     assert got_cfg.cell == "toy" and set(params) == {"W_xh", "U", "b_h", "w_c", "W_hq", "b_q"}

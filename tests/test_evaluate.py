@@ -26,7 +26,7 @@ def run(tmp_path_factory, data_dir):
         predict_every=0,
         max_tokens=20_000,
     )
-    summary = train.run(cfg, run_dir, data_dir=str(data_dir), exp="small", quiet=True)
+    summary = train.run(train.RunRequest(cfg, run_dir, data_dir=str(data_dir), exp="small", quiet=True))
     return run_dir, cfg, summary
 
 
@@ -79,7 +79,7 @@ def test_best_checkpoint_is_the_lowest_validation_point(run, capsys):
 
 def test_best_needs_a_validation_run(tmp_path, data_dir, capsys):
     cfg = dataclasses.replace(experiments_lib.EXPERIMENTS["tiny"], epochs=1, predict_every=0)
-    train.run(cfg, tmp_path / "r", data_dir=str(data_dir), quiet=True)
+    train.run(train.RunRequest(cfg, tmp_path / "r", data_dir=str(data_dir), quiet=True))
     assert evaluate.main(["--run-dir", str(tmp_path / "r"), "--best"]) == 2
     assert "has no best checkpoint" in capsys.readouterr().err
 
@@ -91,7 +91,7 @@ def test_cli_on_another_book_reports_unknown_characters(run, data_dir, tmp_path,
     assert float(out.splitlines()[1].split()[1]) < 28
     run_raw = tmp_path / "raw"
     cfg = dataclasses.replace(experiments_lib.EXPERIMENTS["tiny"], preprocess="raw", epochs=1, predict_every=0)
-    train.run(cfg, run_raw, data_dir=str(data_dir), quiet=True)
+    train.run(train.RunRequest(cfg, run_raw, data_dir=str(data_dir), quiet=True))
     odd = tmp_path / "odd.txt"
     odd.write_text("Time travel — 1895!\n", encoding="utf-8")
     assert evaluate.main(["--run-dir", str(run_raw), "--corpus", str(odd)]) == 0
@@ -139,7 +139,7 @@ def test_cli_rejects_bad_dynamic_options(tmp_path, capsys, argv, message):
 
 def test_without_a_validation_part_the_text_after_the_trained_prefix_is_scored(tmp_path, data_dir, capsys):
     cfg = dataclasses.replace(experiments_lib.EXPERIMENTS["tiny"], epochs=1, predict_every=0)
-    train.run(cfg, tmp_path / "r", data_dir=str(data_dir), quiet=True)
+    train.run(train.RunRequest(cfg, tmp_path / "r", data_dir=str(data_dir), quiet=True))
     assert evaluate.main(["--run-dir", str(tmp_path / "r"), "--baselines"]) == 0
     out, err = capsys.readouterr()
     assert "no validation part: scoring the 168,580 characters after the 2,000 trained on" in err

@@ -234,7 +234,7 @@ def test_heldout_scores_both_protocols_and_logs_every_test_scoring(tmp_path, dat
     from rnn_jax import testlog, train
 
     cfg = dataclasses.replace(heldout.BASE, hidden=16, epochs=1, batch_size=16, num_steps=16)
-    train.run(cfg, tmp_path / "seed_0", data_dir=str(data_dir), exp="heldout", quiet=True)
+    train.run(train.RunRequest(cfg, tmp_path / "seed_0", data_dir=str(data_dir), exp="heldout", quiet=True))
     args = argparse.Namespace(
         dynamic_steps=(("sgd", 0.0),), dynamic_segments=(50,), windows_draw={"windows": 64, "length": 32, "seed": 0}
     )

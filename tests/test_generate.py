@@ -144,7 +144,7 @@ def run_dir(tmp_path_factory, data_dir):
 
     run = tmp_path_factory.mktemp("gen") / "run"
     cfg = config.dataclasses.replace(experiments_lib.EXPERIMENTS["tiny"], hidden=32, epochs=3, predict_every=0)
-    summary = train.run(cfg, run, data_dir=str(data_dir), quiet=True)
+    summary = train.run(train.RunRequest(cfg, run, data_dir=str(data_dir), quiet=True))
     return run, summary
 
 

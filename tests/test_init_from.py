@@ -29,13 +29,15 @@ def cli(*argv):
 @pytest.fixture(scope="module")
 def source(tmp_path_factory, data_dir):
     run = tmp_path_factory.mktemp("src") / "run"
-    train.run(TINY, run, data_dir=str(data_dir), exp="tiny", quiet=True)
+    train.run(train.RunRequest(TINY, run, data_dir=str(data_dir), exp="tiny", quiet=True))
     return run
 
 
 def test_init_from_starts_from_the_source_parameters_with_a_fresh_optimizer(source, data_dir, tmp_path):
     cfg = dataclasses.replace(TINY, epochs=1, lr=1e-30)  # a step this small leaves the parameters as they were
-    train.run(cfg, tmp_path / "ft", data_dir=str(data_dir), exp="tiny", quiet=True, init_from=str(source))
+    train.run(
+        train.RunRequest(cfg, tmp_path / "ft", data_dir=str(data_dir), exp="tiny", quiet=True, init_from=str(source))
+    )
     for name, value in params_of(source).items():
         np.testing.assert_allclose(params_of(tmp_path / "ft")[name], value, rtol=1e-6, err_msg=name)
     saved = json.loads((tmp_path / "ft" / "config.json").read_text())
@@ -161,7 +163,7 @@ def test_book_random_chain_continues_the_sequential_model_with_resets(data_dir, 
 def test_predictions_use_the_texts_own_opening_words_or_the_given_prompts(data_dir, tmp_path):
     wotw = data_dir / "war_of_the_worlds.txt"
     cfg = dataclasses.replace(TINY, preprocess="raw", epochs=1)
-    summary = train.run(cfg, tmp_path / "w", corpus=str(wotw), exp="tiny", quiet=True)
+    summary = train.run(train.RunRequest(cfg, tmp_path / "w", corpus=str(wotw), exp="tiny", quiet=True))
     opening = data.load_text(wotw, "raw").split()[:2]
     assert list(summary["predictions"]) == [" ".join(opening), opening[1]]
     assert not any("traveller" in p for p in summary["predictions"])
@@ -186,7 +188,7 @@ def test_predictions_use_the_texts_own_opening_words_or_the_given_prompts(data_d
     )
     assert list(json.loads((tmp_path / "p" / "summary.json").read_text())["predictions"]) == ["the time", "machine"]
     assert json.loads((tmp_path / "p" / "config.json").read_text())["predict_prefixes"] == ["the time", "machine"]
-    book = train.run(TINY, tmp_path / "b", data_dir=str(data_dir), exp="tiny", quiet=True)
+    book = train.run(train.RunRequest(TINY, tmp_path / "b", data_dir=str(data_dir), exp="tiny", quiet=True))
     assert list(book["predictions"]) == list(train.PREFIXES)
 
 

@@ -196,9 +196,11 @@ def test_a_short_training_run_lowers_the_loss(cell):
 def test_a_run_resumes_exactly_and_generates(data_dir, tmp_path):
     """The LRU in residual blocks by the associative scan: a state of two arrays, every option this file adds."""
     cfg = tiny_cfg(cell="lru", block="residual", scan="associative", epochs=2, val_fraction=0.1, eval_every=1)
-    whole = train.run(cfg, tmp_path / "whole", data_dir=str(data_dir), quiet=True)
-    train.run(dataclasses.replace(cfg, epochs=1), tmp_path / "cut", data_dir=str(data_dir), quiet=True)
-    resumed = train.run(cfg, tmp_path / "cut", data_dir=str(data_dir), resume=True, quiet=True)
+    whole = train.run(train.RunRequest(cfg, tmp_path / "whole", data_dir=str(data_dir), quiet=True))
+    train.run(
+        train.RunRequest(dataclasses.replace(cfg, epochs=1), tmp_path / "cut", data_dir=str(data_dir), quiet=True)
+    )
+    resumed = train.run(train.RunRequest(cfg, tmp_path / "cut", data_dir=str(data_dir), resume=True, quiet=True))
     assert resumed["perplexity"] == whole["perplexity"] and resumed["val_perplexity"] == whole["val_perplexity"]
     got_cfg, vocab, params, _ = load_run(tmp_path / "cut")
     with np.load(tmp_path / "whole" / "params.npz") as ref:

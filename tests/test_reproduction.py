@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from rnn_jax import config, data, sweep, train
+from rnn_jax import config, data, files, sweep, train
 from rnn_jax import experiments as experiments_lib
-from rnn_jax.files import read_metrics
 
 RESULTS = Path(__file__).resolve().parent.parent / "experiments" / "results"
 EPOCHS = 5
@@ -27,8 +26,12 @@ def test_the_first_epochs_give_the_recorded_perplexities(exp, data_dir, tmp_path
     record = json.loads((RESULTS / f"{exp}.json").read_text())
     cfg = config.from_dict(record["config"])
     assert cfg == dataclasses.replace(experiments_lib.EXPERIMENTS[exp], **RECORDED)  # the book's settings, as recorded
-    train.run(dataclasses.replace(cfg, epochs=EPOCHS), tmp_path / "run", data_dir=str(data_dir), exp=exp, quiet=True)
-    curve = [row["perplexity"] for row in read_metrics(tmp_path / "run") if "perplexity" in row]
+    train.run(
+        train.RunRequest(
+            dataclasses.replace(cfg, epochs=EPOCHS), tmp_path / "run", data_dir=str(data_dir), exp=exp, quiet=True
+        )
+    )
+    curve = [row["perplexity"] for row in files.read_metrics(tmp_path / "run") if "perplexity" in row]
     # within float32 rounding of the epoch's mean loss (one ulp, from the thread count's summation order)
     assert curve == pytest.approx(record["seeds"][0]["curve"][:EPOCHS], rel=1e-6, abs=0)
 

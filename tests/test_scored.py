@@ -30,7 +30,7 @@ def run(tmp_path_factory, data_dir):
         predict_every=0,
     )
     run_dir = tmp_path_factory.mktemp("scored") / "lstm" / "seed_0"
-    train.run(cfg, run_dir, data_dir=str(data_dir), exp="small", quiet=True)
+    train.run(train.RunRequest(cfg, run_dir, data_dir=str(data_dir), exp="small", quiet=True))
     tokens, vocab = data.load_corpus(data_dir / "timemachine.txt", -1, cfg.preprocess)
     return run_dir, {**parts(tokens, vocab, cfg), "draw": DRAW}
 

@@ -6,7 +6,6 @@ import ast
 import dataclasses
 import inspect
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -63,7 +62,7 @@ def test_a_usage_error_is_the_enum(capsys):
 @pytest.mark.slow
 def test_a_resume_restores_and_verifies_its_checkpoint_once(tmp_path, data_dir, monkeypatch):
     run = tmp_path / "r"
-    train.run(TINY, run, data_dir=str(data_dir), exp="tiny", quiet=True)
+    train.run(train.RunRequest(TINY, run, data_dir=str(data_dir), exp="tiny", quiet=True))
     calls = {"restore": 0, "verify": 0}
 
     def counted(name, fn):
@@ -75,14 +74,20 @@ def test_a_resume_restores_and_verifies_its_checkpoint_once(tmp_path, data_dir, 
 
     monkeypatch.setattr(checkpoint, "restore_from", counted("restore", checkpoint.restore_from))
     monkeypatch.setattr(checkpoint, "verify", counted("verify", checkpoint.verify))
-    train.run(dataclasses.replace(TINY, epochs=3), run, data_dir=str(data_dir), exp="tiny", resume=True, quiet=True)
+    train.run(
+        train.RunRequest(
+            dataclasses.replace(TINY, epochs=3), run, data_dir=str(data_dir), exp="tiny", resume=True, quiet=True
+        )
+    )
     assert calls == {"restore": 1, "verify": 1}
 
 
 @pytest.mark.slow
 def test_checkpoints_hold_only_what_a_resume_reads_and_old_ones_still_resume(tmp_path, data_dir, monkeypatch):
     whole = train.run(
-        dataclasses.replace(TINY, epochs=3), tmp_path / "whole", data_dir=str(data_dir), exp="tiny", quiet=True
+        train.RunRequest(
+            dataclasses.replace(TINY, epochs=3), tmp_path / "whole", data_dir=str(data_dir), exp="tiny", quiet=True
+        )
     )
     state, _ = checkpoint.restore_newest(tmp_path / "whole" / "checkpoints", None)
     assert set(state) == {"params", "opt_state", "step", "epoch", "skips_in_a_row"}
@@ -96,15 +101,17 @@ def test_checkpoints_hold_only_what_a_resume_reads_and_old_ones_still_resume(tmp
     }
     with monkeypatch.context() as m:
         m.setattr(trainer_lib.Trainer, "_checkpoint_tree", legacy)
-        train.run(TINY, tmp_path / "old", data_dir=str(data_dir), exp="tiny", quiet=True)
+        train.run(train.RunRequest(TINY, tmp_path / "old", data_dir=str(data_dir), exp="tiny", quiet=True))
     assert "h" in checkpoint.restore_newest(tmp_path / "old" / "checkpoints", None)[0]
     resumed = train.run(
-        dataclasses.replace(TINY, epochs=3),
-        tmp_path / "old",
-        data_dir=str(data_dir),
-        exp="tiny",
-        resume=True,
-        quiet=True,
+        train.RunRequest(
+            dataclasses.replace(TINY, epochs=3),
+            tmp_path / "old",
+            data_dir=str(data_dir),
+            exp="tiny",
+            resume=True,
+            quiet=True,
+        )
     )
     assert resumed["perplexity"] == whole["perplexity"]
     with np.load(tmp_path / "whole" / "params.npz") as a, np.load(tmp_path / "old" / "params.npz") as b:
@@ -135,7 +142,7 @@ def test_a_single_run_and_the_vmapped_sweep_share_the_rule(tmp_path, data_dir, m
     rows = []
     row = epochs.EpochRule.row
     monkeypatch.setattr(epochs.EpochRule, "row", lambda self, *a: rows.append(a[0]) or row(self, *a))
-    train.run(TINY, tmp_path / "r", data_dir=str(data_dir), exp="tiny", quiet=True)
+    train.run(train.RunRequest(TINY, tmp_path / "r", data_dir=str(data_dir), exp="tiny", quiet=True))
     assert rows == [1, 2]
     tokens, vocab = data.load_corpus(data_dir / "timemachine.txt", TINY.max_tokens)
     sweep.run_vmap(TINY, [0, 1], tokens, vocab)
@@ -149,7 +156,7 @@ def test_the_vmapped_sweep_follows_the_skip_flags_of_a_single_run(tmp_path, data
         TINY, activation="relu", clip_norm=None, lr=1e30, on_nonfinite="skip", max_skips=max_skips
     )
     try:
-        train.run(cfg, tmp_path / "r", data_dir=str(data_dir), exp="tiny", quiet=True)
+        train.run(train.RunRequest(cfg, tmp_path / "r", data_dir=str(data_dir), exp="tiny", quiet=True))
     except epochs.Diverged:
         assert max_skips == 5
     single = list(map(json.loads, (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()))
@@ -163,14 +170,14 @@ def test_the_vmapped_sweep_follows_the_skip_flags_of_a_single_run(tmp_path, data
 def test_a_chain_runs_each_stage_from_the_request(tmp_path, monkeypatch):
     """Each stage resolves from the command's Request with its own experiment, directory and starting point."""
     calls = []
-    monkeypatch.setattr(runner, "run", lambda cfg, run_dir, **kw: calls.append((cfg, Path(run_dir), kw)) or {})
+    monkeypatch.setattr(runner, "run", lambda run_req: calls.append(run_req) or {})
     req = launch.Request(exp="book_random", overrides={"epochs": 3, "hidden": 8}, quiet=True)
     runner.run_chain("book_random", req, tmp_path)
     stages = experiments_lib.CHAINS["book_random"]
-    assert [c[1] for c in calls] == [tmp_path / s for s in stages]
-    for (cfg, _, kw), stage in zip(calls, stages, strict=True):
-        assert cfg == flags_lib.with_overrides(stage, {"epochs": 3, "hidden": 8}) and kw["exp"] == stage
-    assert calls[0][2]["init_from"] is None and calls[1][2]["init_from"] == str(tmp_path / stages[0])
+    assert [c.run_dir for c in calls] == [tmp_path / s for s in stages]
+    for run_req, stage in zip(calls, stages, strict=True):
+        assert run_req.cfg == flags_lib.with_overrides(stage, {"epochs": 3, "hidden": 8}) and run_req.exp == stage
+    assert calls[0].init_from is None and calls[1].init_from == str(tmp_path / stages[0])
     assert "Namespace" not in inspect.getsource(runner) + inspect.getsource(launch)
 
 
@@ -178,4 +185,4 @@ def test_a_request_carries_the_given_flags_only():
     args = train.build_parser().parse_args(["--exp", "tiny", "--hidden", "8", "--run-dir", "R", "--quiet"])
     req = launch.Request.from_args(args)
     assert req.overrides == {"hidden": 8} and req.run_dir == "R" and req.quiet
-    assert launch.resolve(req)[0] == flags_lib.with_overrides("tiny", {"hidden": 8})
+    assert launch.resolve(req).cfg == flags_lib.with_overrides("tiny", {"hidden": 8})

@@ -68,7 +68,7 @@ def test_per_layer_names_convert_to_the_stacked_layout(key):
 @pytest.fixture(scope="module")
 def stacked_run(tmp_path_factory, data_dir):
     run = tmp_path_factory.mktemp("stack") / "run"
-    train.run(TINY, run, data_dir=str(data_dir), exp="tiny", quiet=True)
+    train.run(train.RunRequest(TINY, run, data_dir=str(data_dir), exp="tiny", quiet=True))
     return run
 
 

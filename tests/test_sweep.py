@@ -3,9 +3,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from rnn_jax import data, sweep, train
+from rnn_jax import data, files, sweep, train
 from rnn_jax import experiments as experiments_lib
-from rnn_jax.files import read_metrics
 
 CFG = dataclasses.replace(experiments_lib.EXPERIMENTS["tiny"], epochs=3, max_tokens=800, predict_every=0)
 SEEDS = [0, 1]
@@ -17,8 +16,12 @@ def separate(tmp_path_factory, data_dir):
     root = tmp_path_factory.mktemp("separate")
     out = {}
     for s in SEEDS:
-        train.run(dataclasses.replace(CFG, seed=s), root / str(s), data_dir=str(data_dir), exp="tiny", quiet=True)
-        out[s] = [r["perplexity"] for r in read_metrics(root / str(s))]
+        train.run(
+            train.RunRequest(
+                dataclasses.replace(CFG, seed=s), root / str(s), data_dir=str(data_dir), exp="tiny", quiet=True
+            )
+        )
+        out[s] = [r["perplexity"] for r in files.read_metrics(root / str(s))]
     return out
 
 
@@ -41,8 +44,8 @@ def test_vmap_mode_equals_separate_runs(data_dir, separate):
 
 def test_vmap_mode_follows_the_schedule_like_a_single_run(tmp_path, data_dir, separate):
     cfg = dataclasses.replace(CFG, lr_schedule="cosine")
-    train.run(cfg, tmp_path / "one", data_dir=str(data_dir), exp="tiny", quiet=True)
-    single = [r["perplexity"] for r in read_metrics(tmp_path / "one")]
+    train.run(train.RunRequest(cfg, tmp_path / "one", data_dir=str(data_dir), exp="tiny", quiet=True))
+    single = [r["perplexity"] for r in files.read_metrics(tmp_path / "one")]
     tokens, vocab = data.load_corpus(data_dir / "timemachine.txt", CFG.max_tokens)
     [record] = sweep.run_vmap(cfg, [0], tokens, vocab)
     np.testing.assert_allclose(record["curve"], single, rtol=1e-5)
@@ -84,8 +87,12 @@ def test_each_vmapped_seed_draws_its_own_dropout_masks(tmp_path, data_dir):
     cfg = dataclasses.replace(CFG, dropout=0.5, weight_drop=0.3)
     single = {}
     for s in SEEDS:
-        train.run(dataclasses.replace(cfg, seed=s), tmp_path / str(s), data_dir=str(data_dir), exp="tiny", quiet=True)
-        single[s] = [r["perplexity"] for r in read_metrics(tmp_path / str(s))]
+        train.run(
+            train.RunRequest(
+                dataclasses.replace(cfg, seed=s), tmp_path / str(s), data_dir=str(data_dir), exp="tiny", quiet=True
+            )
+        )
+        single[s] = [r["perplexity"] for r in files.read_metrics(tmp_path / str(s))]
     tokens, vocab = data.load_corpus(data_dir / "timemachine.txt", CFG.max_tokens)
     records = sweep.run_vmap(cfg, SEEDS, tokens, vocab)
     assert [r["seed"] for r in records] == SEEDS and single[0] != single[1]

@@ -30,7 +30,7 @@ def test_loss_at_initialisation_is_close_to_ln_vocab(data_dir):
 
 def test_short_real_run_beats_the_unigram_level(data_dir, tmp_path):
     cfg = dataclasses.replace(experiments_lib.BASE, epochs=30, predict_every=0)
-    summary = train.run(cfg, tmp_path / "run", data_dir=str(data_dir), exp="seq", quiet=True)
+    summary = train.run(train.RunRequest(cfg, tmp_path / "run", data_dir=str(data_dir), exp="seq", quiet=True))
     assert summary["perplexity"] < 12.0  # a letter-frequency model is stuck near 17.4
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == list(range(1, 31))
@@ -41,7 +41,9 @@ def test_short_real_run_beats_the_unigram_level(data_dir, tmp_path):
 def test_same_seed_same_numbers_other_seed_other_numbers(data_dir, tmp_path):
     cfg = dataclasses.replace(TINY, epochs=3, predict_every=0)
     runs = [
-        train.run(dataclasses.replace(cfg, seed=s), tmp_path / f"r{i}", data_dir=str(data_dir), quiet=True)
+        train.run(
+            train.RunRequest(dataclasses.replace(cfg, seed=s), tmp_path / f"r{i}", data_dir=str(data_dir), quiet=True)
+        )
         for i, s in enumerate([0, 0, 1])
     ]
     losses = [[r["loss"] for r in _rows(tmp_path / f"r{i}")] for i in range(3)]
