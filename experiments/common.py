@@ -19,8 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rnn_jax import checkpoint, config, data, rundir, sweep
-from rnn_jax import evaluate as evaluate_lib
+from rnn_jax import config, data, exitcodes, rundir, sweep
 from rnn_jax.exitcodes import Exit
 
 HERE = Path(__file__).resolve().parent
@@ -283,6 +282,8 @@ def write(name: str, result: dict, directory: Path | None = None) -> Path:
 class RecordError(ValueError):
     """A record under results/ that cannot be read back as one; the message names the file."""
 
+    exit_status = Exit.USAGE
+
 
 def record_problem(record) -> str | None:
     """What makes a parsed record unusable (not an object, a collection of the wrong shape), else None."""
@@ -342,23 +343,6 @@ def command() -> str:
 
 def entry(main) -> None:
     """Runs a script's main as a command: a failure is one `error:` line, a signal says how to continue."""
-    try:
-        main()
-    except sweep.Stopped as e:
-        print(f"{e}. Continue with: {command()}", file=sys.stderr)
-        sys.exit(Exit.INTERRUPTED)
-    except sweep.JobFailed as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(Exit.FAILED)
-    except (config.ConfigError, data.DataError, checkpoint.CheckpointError, RecordError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(Exit.USAGE)
-    except evaluate_lib.NonFinite as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(Exit.DIVERGED)
-    except OSError as e:
-        print(f"error: {rundir.describe_os_error(e)}", file=sys.stderr)
-        sys.exit(Exit.FAILED)
-    except KeyboardInterrupt:
-        print(f"stopped by SIGINT. Continue with: {command()}", file=sys.stderr)
-        sys.exit(Exit.INTERRUPTED)
+    status = exitcodes.run(main, notes={Exit.INTERRUPTED: f". Continue with: {command()}"})
+    if status != Exit.OK:
+        sys.exit(status)

@@ -18,6 +18,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from rnn_jax.exitcodes import Exit
+
 TIME_MACHINE_URL = "http://d2l-data.s3-accelerate.amazonaws.com/timemachine.txt"
 TIME_MACHINE_SHA1 = "090b5e7e70c295757f55df93cb0a180b9691891a"
 TIME_MACHINE_FILE = "timemachine.txt"
@@ -48,6 +50,8 @@ CORPORA = {
 
 class DataError(ValueError):
     """A corpus problem the user can fix; the message says what happened and what to do."""
+
+    exit_status = Exit.USAGE
 
 
 # ----------------------------------------------------------------------------- text

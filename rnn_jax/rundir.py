@@ -392,12 +392,6 @@ def plot_atomic(rows: list[dict], path: Path, title: str) -> None:
         log.plot_curve(rows, tmp, title=title)
 
 
-def describe_os_error(e: OSError) -> str:
-    """'<path>: <errno text>' of a failed file-system call."""
-    where = e.filename if e.filename is not None else "a file of the run"
-    return f"{where}: {e.strerror or e}"
-
-
 # ----------------------------------------------------------------------------- reading a run back
 def last_row(run_dir: Path, epoch: int) -> dict:
     """metrics.jsonl's row of `epoch`, for the summary of a run that had nothing left to train."""
