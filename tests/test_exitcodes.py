@@ -32,6 +32,7 @@ def failing(e: BaseException):
         (sweep.Stopped("x"), Exit.INTERRUPTED),
         (KeyboardInterrupt(), Exit.INTERRUPTED),
     ],
+    ids=lambda v: v.name if isinstance(v, Exit) else type(v).__name__,
 )
 def test_each_expected_exception_has_its_status(error, status, capsys):
     assert exitcodes.status_of(error) is status

@@ -15,6 +15,7 @@ from rnn_jax import config, sweep
 from rnn_jax import step as step_lib
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(config.EXPERIMENTS))
 def test_every_experiment_trains_a_few_steps(name):
     # the registered configuration, shrunk only in size, so each one's code path runs for real
@@ -41,6 +42,7 @@ def results_dir(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_run_seeds_writes_a_record_per_seed(results_dir, data_dir):
     args = common.parser("t").parse_args(
         ["--seeds", "2", "--mode", "vmap", "--epochs", "2", "--data-dir", str(data_dir)]
@@ -226,6 +228,7 @@ def test_runs_share_every_core_when_the_machine_is_otherwise_idle():
     assert common.placement("per-core", load=lambda: (0.0, 0.0, 0.0)) == {}
 
 
+@pytest.mark.slow
 def test_heldout_scores_both_protocols_and_logs_every_test_scoring(tmp_path, data_dir, test_log):
     import argparse
 

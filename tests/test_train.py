@@ -18,6 +18,7 @@ def batches(cfg, n=3, vocab=28, seed=0):
     return X, np.roll(X, -1, axis=-1)
 
 
+@pytest.mark.slow
 def test_loss_at_initialisation_is_close_to_ln_vocab(data_dir):
     cfg = config.BASE
     tokens, vocab = data.load_corpus(data_dir / "timemachine.txt", cfg.max_tokens)
@@ -27,6 +28,7 @@ def test_loss_at_initialisation_is_close_to_ln_vocab(data_dir):
     assert abs(float(loss) - math.log(28)) < 0.01
 
 
+@pytest.mark.slow
 def test_short_real_run_beats_the_unigram_level(data_dir, tmp_path):
     cfg = dataclasses.replace(config.BASE, epochs=30, predict_every=0)
     summary = train.run(cfg, tmp_path / "run", data_dir=str(data_dir), exp="seq", quiet=True)
@@ -37,6 +39,7 @@ def test_short_real_run_beats_the_unigram_level(data_dir, tmp_path):
     assert {"epoch", "perplexity", "loss", "tokens_per_sec"} <= set(rows[0])
 
 
+@pytest.mark.slow
 def test_same_seed_same_numbers_other_seed_other_numbers(data_dir, tmp_path):
     cfg = dataclasses.replace(TINY, epochs=3, predict_every=0)
     runs = [
@@ -52,6 +55,7 @@ def _rows(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_cli_writes_the_run_directory(data_dir, tmp_path, capsys):
     rc = train.main(
         [
@@ -120,6 +124,7 @@ def test_cli_wrong_types_and_unknown_flags_exit_2(argv, capsys):
     assert "error:" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_divergence_stops_with_the_epoch_and_step(data_dir, tmp_path, capsys):
     rc = train.main(
         [
