@@ -123,16 +123,6 @@ def test_settings_that_contradict_each_other_are_refused(changes, message):
         config.validate(dataclasses.replace(config.BASE, **changes))
 
 
-def test_regularisation_is_off_by_default():
-    assert (config.BASE.dropout, config.BASE.layer_dropout, config.BASE.weight_drop, config.BASE.weight_decay) == (
-        0.0,
-        0.0,
-        0.0,
-        0.0,
-    )
-    assert config.BASE.dropout_mask == "step"
-
-
 def test_the_state_is_reset_for_random_sampling_unless_said_otherwise():
     assert not config.resets_state(config.BASE) and config.resets_state(config.EXPERIMENTS["random"])
     assert config.resets_state(config.EXPERIMENTS["seq_reset"])

@@ -30,7 +30,12 @@ COMMON = [
 
 
 def train(run_dir, data_dir, *argv, devices=4, extra_env=None, check=True, wait=True):
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", **(extra_env or {})}
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",  # the host devices, on a machine with an accelerator too
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        **(extra_env or {}),
+    }
     cmd = [
         sys.executable,
         "-m",
@@ -140,7 +145,7 @@ def test_vmapped_seeds_shard_over_devices(data_dir):
 
     from rnn_jax import config, data, sweep
 
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     proc = subprocess.run(
         [sys.executable, "-c", SWEEP, str(data_dir)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
     )

@@ -75,7 +75,7 @@ def test_cli_writes_the_run_directory(data_dir, tmp_path, capsys):
     )
     assert rc == 0
     out = capsys.readouterr().out
-    assert "tokens/sec on cpu" in out and "\ntime traveller" in out and "epoch 3/3" in out
+    assert f"tokens/sec on {jax.devices()[0].platform}" in out and "\ntime traveller" in out and "epoch 3/3" in out
     run = tmp_path / "run"
     saved = json.loads((run / "config.json").read_text())
     assert saved["config"]["hidden"] == 8 and saved["experiment"] == "tiny"
