@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rnn_jax import checkpoint, config, corpora, data, scoring, sweep
+from rnn_jax import config, corpora, data, exitcodes, sweep
 from rnn_jax import experiments as experiments_lib
 from rnn_jax.exitcodes import Exit
-from rnn_jax.files import describe_os_error, write_atomic
+from rnn_jax.files import write_atomic
 from rnn_jax.lock import remove_runs
 
 HERE = Path(__file__).resolve().parent
@@ -285,6 +285,8 @@ def write(name: str, result: dict, directory: Path | None = None) -> Path:
 class RecordError(ValueError):
     """A record under results/ that cannot be read back as one; the message names the file."""
 
+    exit_status = Exit.USAGE
+
 
 def record_problem(record) -> str | None:
     """What makes a parsed record unusable (not an object, a collection of the wrong shape), else None."""
@@ -344,23 +346,6 @@ def command() -> str:
 
 def entry(main) -> None:
     """Runs a script's main as a command: a failure is one `error:` line, a signal says how to continue."""
-    try:
-        main()
-    except sweep.Stopped as e:
-        print(f"{e}. Continue with: {command()}", file=sys.stderr)
-        sys.exit(Exit.INTERRUPTED)
-    except sweep.JobFailed as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(Exit.FAILED)
-    except (config.ConfigError, data.DataError, checkpoint.CheckpointError, RecordError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(Exit.USAGE)
-    except scoring.NonFinite as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(Exit.DIVERGED)
-    except OSError as e:
-        print(f"error: {describe_os_error(e)}", file=sys.stderr)
-        sys.exit(Exit.FAILED)
-    except KeyboardInterrupt:
-        print(f"stopped by SIGINT. Continue with: {command()}", file=sys.stderr)
-        sys.exit(Exit.INTERRUPTED)
+    status = exitcodes.run(main, notes={Exit.INTERRUPTED: f". Continue with: {command()}"})
+    if status != Exit.OK:
+        sys.exit(status)

@@ -19,8 +19,8 @@ from typing import cast
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from rnn_jax import corpora, scoring
-from rnn_jax.exitcodes import Exit
+from rnn_jax import corpora, exitcodes, scoring
+from rnn_jax.exitcodes import UsageError
 
 
 @dataclass(frozen=True)
@@ -243,10 +243,6 @@ def ppm_cross_entropy(context: str, text: str, order: int, variant: str = "I") -
     return ppm_bits(enc(context), enc(text), order, variant) * math.log(2) / len(text)
 
 
-class UsageError(ValueError):
-    """A command-line value the baselines cannot run with."""
-
-
 def _check_args(split: float, max_n: int) -> None:
     """Rejects options no corpus could make sense of, before reading one."""
     if not 0 < split < 1:  # also false for nan
@@ -268,12 +264,8 @@ def _cut(ids: np.ndarray, split: float, max_n: int, vocab_size: int) -> int:
     return cut
 
 
-def main(argv=None) -> int:
-    """Prints the baselines on the first `split` of the corpus vs the rest."""
-    import sys
-
-    from rnn_jax import data
-
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of `python -m rnn_jax.baselines`."""
     parser = argparse.ArgumentParser(prog="python -m rnn_jax.baselines", description=main.__doc__)
     parser.add_argument("--corpus", help="a corpus name (timemachine, shakespeare) or a text file's path")
     parser.add_argument("--data-dir", help="directory holding the named corpora's files")
@@ -285,17 +277,24 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--split", type=float, default=0.9, help="fraction of the text to fit on, in (0, 1)")
     parser.add_argument("--max-n", type=int, default=5, help="largest n-gram order (1: uniform and unigram only)")
-    args = parser.parse_args(argv)
-    try:
-        _check_args(args.split, args.max_n)
-        ids, vocab = data.load_corpus(corpora.resolve_corpus(args.corpus, args.data_dir), mode=args.preprocess)
-        cut = _cut(ids, args.split, args.max_n, len(vocab))
-    except (data.DataError, UsageError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return Exit.USAGE
+    return parser
+
+
+def main(argv=None) -> int:
+    """Prints the baselines on the first `split` of the corpus vs the rest."""
+    args = build_parser().parse_args(argv)
+    return exitcodes.run(lambda: _print_baselines(args))
+
+
+def _print_baselines(args) -> None:
+    """Each baseline's loss, perplexity and bits per character on the held-out part."""
+    from rnn_jax import data
+
+    _check_args(args.split, args.max_n)
+    ids, vocab = data.load_corpus(corpora.resolve_corpus(args.corpus, args.data_dir), mode=args.preprocess)
+    cut = _cut(ids, args.split, args.max_n, len(vocab))
     for name, m in evaluate_baselines(ids[:cut], ids[cut:], len(vocab), args.max_n, context=ids[:cut]).items():
         print(f"{name:>8}  loss {m['loss']:.4f}  perplexity {m['perplexity']:7.3f}  bits/char {m['bits_per_char']:.3f}")
-    return Exit.OK
 
 
 if __name__ == "__main__":

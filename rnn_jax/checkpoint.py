@@ -30,6 +30,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from rnn_jax.exitcodes import Exit
+
 logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every save at INFO
 _failed_writes: list[str] = []  # checkpoints this process could not write (see write_failed)
 
@@ -70,6 +72,8 @@ class _MainThreadOnly:
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message names the path and the reason."""
+
+    exit_status = Exit.USAGE
 
 
 def _leaf_digest(x, dtype=None) -> str:

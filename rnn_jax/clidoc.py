@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 from rnn_jax import config as config_lib
@@ -17,41 +16,14 @@ from rnn_jax import experiments as experiments_lib
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class _Captured(Exception):
-    def __init__(self, parser: argparse.ArgumentParser):
-        super().__init__()
-        self.parser = parser
-
-
-def _parser_of_main(main: Callable) -> argparse.ArgumentParser:
-    """The parser a CLI's main builds, taken at its parse_args call (for CLIs without a parser function)."""
-
-    def capture(self, *args, **kwargs):
-        raise _Captured(self)
-
-    original = argparse.ArgumentParser.parse_args
-    argparse.ArgumentParser.parse_args = capture  # type: ignore[method-assign]  # patched for the capture only
-    try:
-        main([])
-    except _Captured as c:
-        return c.parser
-    finally:
-        argparse.ArgumentParser.parse_args = original  # type: ignore[method-assign]  # restored
-    raise RuntimeError(f"{main.__module__}.main did not parse arguments")
-
-
 def parsers() -> list[argparse.ArgumentParser]:
-    from rnn_jax import evaluate, generate, train
+    """The parser of every command, in the order docs/cli.md lists them."""
+    from rnn_jax import baselines, evaluate, generate, train
     from rnn_jax.bench import cli as bench_cli
+    from rnn_jax.bench import compare
 
-    evaluate_parser = getattr(evaluate, "build_parser", None)
-    generate_parser = getattr(generate, "build_parser", None) or generate._parser
-    return [
-        train.build_parser(),
-        generate_parser(),
-        evaluate_parser() if evaluate_parser else _parser_of_main(evaluate.main),
-        bench_cli.build_parser(),
-    ]
+    builders = (train, generate, evaluate, baselines, bench_cli, compare)
+    return [m.build_parser() for m in builders]
 
 
 def _text(v) -> str:
@@ -78,7 +50,7 @@ def _value(action: argparse.Action) -> str:
         return action.metavar
     name = getattr(action.type, "__name__", None) if action.type is not None else "text"
     names: dict[str | None, str] = {"<lambda>": "comma-separated list", "str": "text", "Path": "path"}
-    return names.get(name, name or "text")
+    return names.get(name, name or "text") + (" ..." if action.nargs in ("+", "*") else "")
 
 
 def _row(parser: argparse.ArgumentParser, action: argparse.Action, fields: dict) -> str:
@@ -91,7 +63,7 @@ def _row(parser: argparse.ArgumentParser, action: argparse.Action, fields: dict)
     if "%" in text:
         text = text % {**vars(action), "prog": parser.prog}
     choices = ", ".join(f"`{c}`" for c in action.choices) if action.choices is not None else ""
-    flags = ", ".join(f"`{s}`" for s in action.option_strings)
+    flags = ", ".join(f"`{s}`" for s in action.option_strings) or f"`{action.metavar or action.dest}`"  # positional
     return (
         f"| {flags} | {_cell(_value(action))} | {_cell(f'`{default}`' if default else '')} | {choices} | "
         f"{_cell(text)} |"

@@ -8,6 +8,8 @@ import importlib
 import math
 import typing
 
+from rnn_jax.exitcodes import Exit
+
 
 def _field(default, help: str):
     """A Config field whose help text (for --help and docs/cli.md) lives with it."""
@@ -191,6 +193,8 @@ def choices() -> dict[str, tuple[str, ...]]:
 
 class ConfigError(ValueError):
     """A configuration that cannot run; the message says which field and why."""
+
+    exit_status = Exit.USAGE
 
 
 INT_LIMIT = 2**31 - 1  # every count and seed must fit the int32 that JAX computes with

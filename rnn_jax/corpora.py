@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 from typing import NamedTuple
 
+from rnn_jax.exitcodes import Exit
 from rnn_jax.memory import memory_budget
 
 TIME_MACHINE_URL = "http://d2l-data.s3-accelerate.amazonaws.com/timemachine.txt"
@@ -43,6 +44,8 @@ CORPORA = {
 
 class DataError(ValueError):
     """A corpus problem the user can fix; the message says what happened and what to do."""
+
+    exit_status = Exit.USAGE
 
 
 # ----------------------------------------------------------------------------- reading a text file

@@ -17,6 +17,7 @@ import numpy as np
 
 from rnn_jax import scoring
 from rnn_jax.config import Config
+from rnn_jax.exitcodes import Exit
 
 HINT = "try gradient clipping (--clip-norm 1) or a lower --lr"
 
@@ -24,6 +25,8 @@ HINT = "try gradient clipping (--clip-norm 1) or a lower --lr"
 class Diverged(RuntimeError):
     """The loss or the gradient became NaN/Inf; the message names the epoch and step. `row` is the metrics row that
     records the bad step (None when the validation text diverged)."""
+
+    exit_status = Exit.DIVERGED
 
     def __init__(self, message: str, row: dict | None = None):
         super().__init__(message)

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 
 import rnn_jax
-from rnn_jax import checkpoint, corpora, data, files, heldout, model, runs, testlog
 from rnn_jax import config as config_lib
+from rnn_jax import corpora, data, exitcodes, heldout, model, runs, testlog
 from rnn_jax.exitcodes import Exit
-from rnn_jax.scoring import PROTOCOLS, WINDOW_LENGTH, WINDOW_SEED, WINDOWS, NonFinite
+from rnn_jax.scoring import PROTOCOLS, WINDOW_LENGTH, WINDOW_SEED, WINDOWS
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # the largest step size the float32 computation can hold
 
@@ -252,20 +252,8 @@ def log_test_scorings(args, result: dict, cfg, own: Path, all_tokens, scored_sha
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     rnn_jax.started()
-    try:
-        result, tokens = score_run(args)
-    except (data.DataError, checkpoint.CheckpointError, config_lib.ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return Exit.USAGE
-    except OSError as e:
-        print(f"error: {files.describe_os_error(e)}", file=sys.stderr)
-        return Exit.FAILED
-    except NonFinite as e:
-        hint = "; try a smaller --dynamic-lr" if args.dynamic else ""
-        print(f"error: {e}{hint}", file=sys.stderr)
-        return Exit.DIVERGED
-    print_result(args, result, tokens)
-    return Exit.OK
+    notes = {Exit.DIVERGED: "; try a smaller --dynamic-lr"} if args.dynamic else {}
+    return exitcodes.run(lambda: print_result(args, *score_run(args)), notes=notes)
 
 
 def print_result(args, result: dict, tokens: int) -> None:

@@ -128,9 +128,3 @@ def plot_atomic(rows: list[dict], path: Path, title: str) -> None:
     """The perplexity curve, drawn to a temporary file and renamed (a failed draw leaves the old one)."""
     with replacing(path) as tmp:
         log.plot_curve(rows, tmp, title=title)
-
-
-def describe_os_error(e: OSError) -> str:
-    """'<path>: <errno text>' of a failed file-system call."""
-    where = e.filename if e.filename is not None else "a file of the run"
-    return f"{where}: {e.strerror or e}"

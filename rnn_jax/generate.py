@@ -10,7 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnn_jax import data, model
+from rnn_jax import data, exitcodes, model
+from rnn_jax.exitcodes import UsageError
 
 
 def _choose(logits_SV: jax.Array, key: jax.Array, temperature: float, top_k: int):
@@ -108,25 +109,25 @@ def clean_prompt(prompt: str, mode: str) -> str:
 
 
 def read_prompt(path: str) -> str:
-    """The UTF-8 text of a prompt file, its final newline dropped; ValueError says why it cannot be used."""
+    """The UTF-8 text of a prompt file, its final newline dropped; UsageError says why it cannot be used."""
     if Path(path).exists() and not Path(path).is_file():
-        raise ValueError(f"cannot read --prefix-file {path}: not a regular file")
+        raise UsageError(f"cannot read --prefix-file {path}: not a regular file")
     if Path(path).is_file() and Path(path).stat().st_size > MAX_BYTES:  # each character costs more than a byte
-        raise ValueError(
+        raise UsageError(
             f"--prefix-file {path} is {Path(path).stat().st_size / 2**30:.1f} GiB: a prompt that long "
             f"cannot be warmed up on (at most {MAX_BYTES / 2**30:.0f} GiB of device memory)"
         )
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ValueError(f"--prefix-file {path}: no such file") from None
+        raise UsageError(f"--prefix-file {path}: no such file") from None
     except UnicodeDecodeError as e:
-        raise ValueError(f"--prefix-file {path} is not valid UTF-8 ({e.reason} at byte {e.start})") from None
+        raise UsageError(f"--prefix-file {path} is not valid UTF-8 ({e.reason} at byte {e.start})") from None
     except OSError as e:
-        raise ValueError(f"cannot read --prefix-file {path}: {e.strerror}") from None
+        raise UsageError(f"cannot read --prefix-file {path}: {e.strerror}") from None
     text = text[:-1] if text.endswith("\n") else text  # an editor's final newline ends the file, not the prompt
     if not text.strip():
-        raise ValueError(f"--prefix-file {path} is empty")
+        raise UsageError(f"--prefix-file {path} is empty")
     return text
 
 
@@ -198,7 +199,7 @@ def _notes(prompt: str, warm: str, cfg, vocab) -> list[str]:
     return notes
 
 
-def _parser():
+def build_parser():
     import argparse
 
     parser = argparse.ArgumentParser(
@@ -227,43 +228,33 @@ def _parser():
 
 
 def main(argv=None) -> int:
-    import sys
-
     import rnn_jax
-    from rnn_jax import checkpoint, config
-    from rnn_jax.exitcodes import Exit
-    from rnn_jax.runs import load_run
 
     rnn_jax.started()
+    args = build_parser().parse_args(argv)
+    return exitcodes.run(lambda: _generate(args))
 
-    args = _parser().parse_args(argv)
 
-    def fail(message: str) -> int:
-        print(f"error: {message}", file=sys.stderr)
-        return Exit.USAGE
+def _generate(args) -> None:
+    """Prints the samples the options ask for, one per line; UsageError says which option cannot be used."""
+    import sys
 
-    error = _option_error(args)
-    if error:
-        return fail(error)
-    try:
-        prompt = read_prompt(args.prefix_file) if args.prefix_file else args.prefix
-    except ValueError as e:
-        return fail(str(e))
-    error = _size_error(args, prompt_chars=len(prompt or ""))
-    if error:
-        return fail(error)
-    try:
-        cfg, vocab, params, saved = load_run(args.run_dir, best=args.best)
-    except (checkpoint.CheckpointError, config.ConfigError, data.DataError) as e:
-        return fail(str(e))
+    from rnn_jax.rundir import load_run
+
+    def check(error: str | None) -> None:
+        if error:
+            raise UsageError(error)
+
+    check(_option_error(args))
+    prompt = read_prompt(args.prefix_file) if args.prefix_file else args.prefix
+    check(_size_error(args, prompt_chars=len(prompt or "")))
+    cfg, vocab, params, saved = load_run(args.run_dir, best=args.best)
     if prompt is None:  # the run's own first prompt ('time traveller' for the book)
         prompt = (saved.get("predict_prefixes") or ["time traveller"])[0]
     if args.top_k > len(vocab):
-        return fail(f"--top-k {args.top_k} is more than the {len(vocab)} tokens of this model's vocabulary")
+        check(f"--top-k {args.top_k} is more than the {len(vocab)} tokens of this model's vocabulary")
     prefix = clean_prompt(prompt, cfg.preprocess)
-    error = _size_error(args, cfg.hidden, len(vocab), len(prefix), cfg.cell)
-    if error:
-        return fail(error)
+    check(_size_error(args, cfg.hidden, len(vocab), len(prefix), cfg.cell))
     for note in _notes(prompt, prefix, cfg, vocab):
         print(note, file=sys.stderr)
     # an empty prefix warms up on nothing: start from the zero state fed a word boundary
@@ -280,7 +271,6 @@ def main(argv=None) -> int:
     )
     for row in jax.device_get(ids):
         print(prefix + vocab.decode(row))
-    return Exit.OK
 
 
 if __name__ == "__main__":

@@ -15,10 +15,13 @@ import sys
 import numpy as np
 
 from rnn_jax.config import ConfigError
+from rnn_jax.exitcodes import Exit
 
 
 class NonFinite(ArithmeticError):
     """An evaluation whose loss is NaN or infinite, or whose perplexity overflows; the message says why."""
+
+    exit_status = Exit.DIVERGED
 
 
 def figures(loss: float, tokens: int, what: str = "the model") -> dict:

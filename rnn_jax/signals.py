@@ -12,6 +12,8 @@ from rnn_jax.exitcodes import Exit
 class Interrupted(RuntimeError):
     """SIGINT/SIGTERM/SIGHUP: the checkpoint was written; the message says how to resume."""
 
+    exit_status = Exit.INTERRUPTED
+
 
 class StopSignals:
     """Turns SIGINT/SIGTERM/SIGHUP into a flag the run checks between epochs; a second signal ends the process at once.

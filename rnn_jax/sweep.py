@@ -64,10 +64,14 @@ def _record(seed: int, rows: list[dict], summary: dict | None, wall: float, voca
 class JobFailed(RuntimeError):
     """A training process of a sweep failed; the message names its run directory and its error line."""
 
+    exit_status = Exit.FAILED
+
 
 class Stopped(RuntimeError):
     """A signal stopped the sweep: it was passed to every training process, each of which stopped after its
     epoch with a checkpoint; running the same sweep again continues them."""
+
+    exit_status = Exit.INTERRUPTED
 
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

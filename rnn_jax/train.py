@@ -16,16 +16,13 @@ import sys
 from pathlib import Path
 
 import rnn_jax
-from rnn_jax import checkpoint, corpora, data, distributed, files, launch, log
+from rnn_jax import checkpoint, corpora, distributed, exitcodes, launch, log
 from rnn_jax import config as config_lib
 from rnn_jax import experiments as experiments_lib
 from rnn_jax import flags as flags_lib
-from rnn_jax.checkpoint import CheckpointError
-from rnn_jax.epochs import Diverged
 from rnn_jax.exitcodes import Exit
 from rnn_jax.launch import RunRequest, default_run_dir  # noqa: F401 (API)
 from rnn_jax.runner import PREFIXES, check_memory, memory_estimate, run, run_chain  # noqa: F401 (API)
-from rnn_jax.signals import Interrupted
 from rnn_jax.trainer import Trainer, predictions  # noqa: F401 (API)
 
 
@@ -110,24 +107,12 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if hasattr(signal, "SIGXFSZ"):  # a file-size limit: a failed write to report, not a core dump
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    try:
-        _start(launch.Request.from_args(args), args)
-    except (config_lib.ConfigError, data.DataError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return Exit.USAGE
-    except OSError as e:  # disk full, a size limit, a read-only file system: what was written before is intact
-        print(f"error: {files.describe_os_error(e)}; the files written before are intact", file=sys.stderr)
-        return Exit.FAILED
-    except KeyboardInterrupt:  # a signal before the run's own handler was installed
-        print("stopped by SIGINT before the run started; nothing was written", file=sys.stderr)
-        return Exit.INTERRUPTED
-    except Diverged as e:
-        print(f"error: {e}", file=sys.stderr)
-        return Exit.DIVERGED
-    except Interrupted as e:
-        print(str(e), file=sys.stderr)
-        return Exit.INTERRUPTED
-    return Exit.OK
+    return exitcodes.run(
+        lambda: _start(launch.Request.from_args(args), args),
+        # disk full, a size limit, a read-only file system: what was written before is intact
+        notes={Exit.FAILED: "; the files written before are intact"},
+        sigint="stopped by SIGINT before the run started; nothing was written",  # before the run's own handler
+    )
 
 
 def _start(req: launch.Request, args: argparse.Namespace) -> None:

@@ -68,6 +68,7 @@ def test_ngram_is_a_proper_distribution_for_seen_and_unseen_contexts(split, n):
         assert p.sum() == pytest.approx(1.0, abs=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n", [1, 2, 3, 4])
 def test_ngram_matches_a_direct_dict_implementation_of_kneser_ney(split, n):
     train, _, V = split
@@ -245,6 +246,7 @@ def test_cli_checks_options_before_reading_the_corpus(tmp_path, capsys):
     assert "--split" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n", [2, 3, 4])
 def test_modified_kneser_ney_matches_the_reference_and_is_normalised(split, n):
     train, _, V = split

@@ -92,6 +92,7 @@ def setup(key):
     return params, tokens_BT, state
 
 
+@pytest.mark.slow
 def test_toy_unroll_equals_a_python_loop_and_both_forwards_agree(toy, key):
     params, tokens_BT, state = setup(key)
     logits_TBV, last = model.forward(params, state, tokens_BT, model.ModelSpec("toy"))
@@ -106,12 +107,14 @@ def test_toy_unroll_equals_a_python_loop_and_both_forwards_agree(toy, key):
         np.testing.assert_allclose(c, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_toy_gradients_reach_both_state_arrays(toy, key):
     params, tokens_BT, state = setup(key)
     grad = jax.grad(lambda s: jnp.sum(model.forward_fused(params, s, tokens_BT, model.ModelSpec("toy"))[0]))(state)
     assert all(float(jnp.abs(g).max()) > 0 for g in grad)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampling", ["seq", "random"])
 def test_epoch_scan_carries_or_resets_the_pytree_state_like_a_loop_of_steps(toy, sampling):
     cfg = tiny_cfg(sampling=sampling)
@@ -132,6 +135,7 @@ def test_epoch_scan_carries_or_resets_the_pytree_state_like_a_loop_of_steps(toy,
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_toy_run_checkpoints_resumes_exactly_generates_and_evaluates(toy, data_dir, tmp_path):
     cfg = tiny_cfg(val_fraction=0.1, eval_every=1)
     whole = train.run(train.RunRequest(cfg, tmp_path / "whole", data_dir=str(data_dir), quiet=True))
@@ -208,6 +212,7 @@ def test_the_config_accepts_the_activations_a_cell_declares_and_refuses_others(t
         model.ModelSpec("toy_tanh", activation="relu")  # what the model is given directly is checked too
 
 
+@pytest.mark.slow
 def test_toy_state_under_data_parallelism(data_dir, tmp_path):
     """Two CPU devices (rows and so the carried pytree state sharded) match one device's losses (up to the order
     of the gradient sums across devices, which the book's fused cell happens to keep bit for bit)."""
@@ -289,6 +294,7 @@ def test_row_scan_in_chains_equals_one_scan_bit_for_bit(key, reverse):
         assert jaxpr.count("dot_general") == chains
 
 
+@pytest.mark.slow
 def test_the_automatic_split_and_an_explicit_one(data_dir, tmp_path):
     assert jax.default_backend() == "cpu" and jax.device_count() == 1  # what the suite runs on
     assert cells.resolve_chains(0, 32) == 2  # the book's batch: two chains of 16 rows
@@ -324,6 +330,7 @@ def test_the_row_chain_policy_is_resolved_once_when_the_spec_is_made():
     assert one_row(spec) == one_row(model.BOOK)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "cell,activation,num_layers,dtype",
     [

@@ -52,6 +52,7 @@ def params(run_dir):
         return dict(f)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags", [["--sampling", "seq"], ["--sampling", "random", "--lr-schedule", "cosine"]])
 def test_killed_runs_resume_bit_identically(tmp_path, data_dir, flags):
     ref, cut = tmp_path / "ref", tmp_path / "cut"
@@ -68,6 +69,7 @@ def test_killed_runs_resume_bit_identically(tmp_path, data_dir, flags):
     assert len(json.loads((cut / "config.json").read_text())["resumed"]) == 2
 
 
+@pytest.mark.slow
 def test_resume_extends_a_finished_run(tmp_path, data_dir):
     cli(tmp_path / "r", data_dir, "--epochs", "2")
     assert train.main(["--run-dir", str(tmp_path / "r"), "--resume", "--epochs", "3", "--quiet"]) == 0
@@ -86,6 +88,7 @@ def copy_of(run, tmp_path):
     return tmp_path / "run"
 
 
+@pytest.mark.slow
 def test_a_partly_written_checkpoint_is_ignored(finished, tmp_path, capsys):
     run = copy_of(finished, tmp_path)
     partial = run / "checkpoints" / "4.orbax-checkpoint-tmp-1700000000"  # what a write cut short leaves
@@ -96,6 +99,7 @@ def test_a_partly_written_checkpoint_is_ignored(finished, tmp_path, capsys):
     assert [r["epoch"] for r in rows(run)] == [1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_a_corrupt_checkpoint_fails_loudly_and_is_kept(finished, tmp_path, capsys):
     run = copy_of(finished, tmp_path)
     for f in (run / "checkpoints" / "3" / "state").rglob("*"):
@@ -108,6 +112,7 @@ def test_a_corrupt_checkpoint_fails_loudly_and_is_kept(finished, tmp_path, capsy
     assert (run / "checkpoints" / "3").is_dir()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "argv,message",
     [
@@ -123,6 +128,7 @@ def test_resume_refuses_another_run(finished, tmp_path, data_dir, capsys, argv, 
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_scheduled_run_resumes_only_to_its_own_length(tmp_path, data_dir, capsys):
     run = tmp_path / "r"
     cli(run, data_dir, "--epochs", "2", "--lr-schedule", "cosine")
@@ -132,11 +138,13 @@ def test_a_scheduled_run_resumes_only_to_its_own_length(tmp_path, data_dir, caps
     assert rows(run) == before
 
 
+@pytest.mark.slow
 def test_a_new_run_never_overwrites_an_old_one(finished, data_dir, capsys):
     assert train.main([*COMMON, "--run-dir", str(finished), "--data-dir", str(data_dir), "--quiet"]) == 2
     assert "already holds a run; continue it with --resume" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_sigterm_writes_a_checkpoint_and_says_how_to_resume(tmp_path, data_dir):
     run = tmp_path / "run"
     proc = subprocess.Popen(
@@ -172,6 +180,7 @@ def test_sigterm_writes_a_checkpoint_and_says_how_to_resume(tmp_path, data_dir):
     assert train.main(["--run-dir", str(run), "--resume", "--epochs", str(last + 1), "--quiet"]) == 0
 
 
+@pytest.mark.slow
 def test_skip_mode_counts_skips_and_stops_after_too_many(tmp_path, data_dir, capsys):
     diverging = ["--activation", "relu", "--clip-norm", "none", "--lr", "1e30", "--data-dir", str(data_dir)]
     argv = [*COMMON, *diverging, "--on-nonfinite", "skip", "--quiet"]
@@ -184,6 +193,7 @@ def test_skip_mode_counts_skips_and_stops_after_too_many(tmp_path, data_dir, cap
     assert "more than 5 updates in a row were skipped" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_stop_mode_writes_no_nonfinite_checkpoint(tmp_path, data_dir):
     run = tmp_path / "r"
     argv = [
@@ -205,6 +215,7 @@ def test_stop_mode_writes_no_nonfinite_checkpoint(tmp_path, data_dir):
     assert checkpoint.Checkpoints(run).latest_epoch() is None
 
 
+@pytest.mark.slow
 def test_load_params_reads_the_latest_checkpoint(finished):
     got, meta = checkpoint.load_params(finished)
     for name, value in params(finished).items():

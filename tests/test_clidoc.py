@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+import rnn_jax
 from rnn_jax import cells, clidoc, config, data, model, train
 
 CLI_MD = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
@@ -12,6 +13,20 @@ CLI_MD = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
 
 def test_cli_md_is_current():
     assert CLI_MD.read_text() == clidoc.markdown(), "docs/cli.md is stale: run make docs"
+
+
+def test_every_command_of_the_package_is_in_cli_md():
+    """Each module run as `python -m` (a main guard or a package's __main__) has its section, from its parser."""
+    package = Path(rnn_jax.__file__).parent
+    commands = {
+        "python -m " + ".".join(path.relative_to(package.parent).with_suffix("").parts).removesuffix(".__main__")
+        for path in package.rglob("*.py")
+        if path.name == "__main__.py" or 'if __name__ == "__main__"' in path.read_text()
+    }
+    commands.discard("python -m rnn_jax.clidoc")  # writes this file
+    assert {p.prog for p in clidoc.parsers()} == commands
+    md = CLI_MD.read_text()
+    assert all(f"## `{c}`" in md for c in commands)
 
 
 def test_every_config_field_has_help_in_help_and_in_cli_md():
@@ -32,12 +47,16 @@ def test_choices_are_the_registries_keys():
     assert set(allowed) == set(config.REGISTRIES) | set(config.CHOICES)
 
 
-def test_a_registry_entry_is_an_allowed_value_of_its_field_and_flag(monkeypatch):
-    with pytest.raises(config.ConfigError, match=f"cell='toy' is not one of {', '.join(cells.CELLS)}"):
-        config.validate(config.Config(cell="toy"))
-    monkeypatch.setitem(cells.CELLS, "toy", cells.CELLS["rnn"])
-    assert config.validate(config.Config(cell="toy")).cell == "toy"
-    assert train.build_parser().parse_args(["--cell", "toy"]).cell == "toy"
+def test_a_cell_registered_in_a_test_is_a_choice_of_the_config_the_flags_and_the_docs(monkeypatch):
+    """A new cell is one registry entry: nothing else lists the cells."""
+    with pytest.raises(config.ConfigError, match=f"cell='throwaway' is not one of {', '.join(cells.CELLS)}"):
+        config.validate(config.Config(cell="throwaway"))
+    monkeypatch.setitem(cells.CELLS, "throwaway", cells.CELLS["rnn"])
+    assert config.validate(config.Config(cell="throwaway")).cell == "throwaway"
+    assert config.choices()["cell"] == tuple(cells.CELLS)
+    assert train.build_parser().parse_args(["--cell", "throwaway"]).cell == "throwaway"
+    cell_row = next(line for line in clidoc.markdown().splitlines() if line.startswith("| `--cell` |"))
+    assert all(f"`{name}`" in cell_row for name in cells.CELLS)
 
 
 def test_flags_keep_their_types_defaults_and_choices():

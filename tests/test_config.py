@@ -129,21 +129,6 @@ def test_settings_that_contradict_each_other_are_refused(changes, message):
         config.validate(dataclasses.replace(experiments_lib.BASE, **changes))
 
 
-def test_regularisation_is_off_by_default():
-    assert (
-        experiments_lib.BASE.dropout,
-        experiments_lib.BASE.layer_dropout,
-        experiments_lib.BASE.weight_drop,
-        experiments_lib.BASE.weight_decay,
-    ) == (
-        0.0,
-        0.0,
-        0.0,
-        0.0,
-    )
-    assert experiments_lib.BASE.dropout_mask == "step"
-
-
 def test_the_state_is_reset_for_random_sampling_unless_said_otherwise():
     assert not config.resets_state(experiments_lib.BASE) and config.resets_state(experiments_lib.EXPERIMENTS["random"])
     assert config.resets_state(experiments_lib.EXPERIMENTS["seq_reset"])

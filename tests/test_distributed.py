@@ -30,7 +30,12 @@ COMMON = [
 
 
 def train(run_dir, data_dir, *argv, devices=4, extra_env=None, check=True, wait=True):
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", **(extra_env or {})}
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",  # the host devices, on a machine with an accelerator too
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        **(extra_env or {}),
+    }
     cmd = [
         sys.executable,
         "-m",
@@ -71,6 +76,7 @@ def four_devices(tmp_path_factory, data_dir):
     return run
 
 
+@pytest.mark.slow
 def test_four_devices_train_like_one_and_resume_on_one(one_device, four_devices, tmp_path, data_dir):
     np.testing.assert_allclose(losses(four_devices), losses(one_device)[:2], rtol=2e-5)
     run = tmp_path / "run"
@@ -79,6 +85,7 @@ def test_four_devices_train_like_one_and_resume_on_one(one_device, four_devices,
     np.testing.assert_allclose(losses(run), losses(one_device), rtol=2e-5)
 
 
+@pytest.mark.slow
 def test_indivisible_batch_is_refused(tmp_path, data_dir):
     proc = train(tmp_path / "r", data_dir, "--devices", "3", check=False)
     assert proc.returncode == 2
@@ -91,6 +98,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_of_two_devices_match_one_process_of_four(four_devices, tmp_path, data_dir):
     coordinator = f"127.0.0.1:{_free_port()}"
     procs = [
@@ -131,6 +139,7 @@ print(json.dumps({"devices": jax.device_count(), "curves": [r["curve"] for r in 
 """
 
 
+@pytest.mark.slow
 def test_vmapped_seeds_shard_over_devices(data_dir):
     """Four seeds sharded over four devices give the curves of the same sweep on this process's one device."""
     import jax
@@ -138,7 +147,7 @@ def test_vmapped_seeds_shard_over_devices(data_dir):
     from rnn_jax import data, sweep
     from rnn_jax import experiments as experiments_lib
 
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     proc = subprocess.run(
         [sys.executable, "-c", SWEEP, str(data_dir)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
     )

@@ -30,6 +30,7 @@ def run(tmp_path_factory, data_dir):
     return run_dir, cfg, summary
 
 
+@pytest.mark.slow
 def test_evaluation_is_one_stream_with_the_state_carried(key):
     params = jax.tree.map(lambda p: 20 * p, model.init_params(key, 28, 16))
     cfg = dataclasses.replace(experiments_lib.BASE, hidden=16)
@@ -47,6 +48,7 @@ def test_evaluation_is_one_stream_with_the_state_carried(key):
     np.testing.assert_allclose(without["loss"], float(nll[1:].mean()), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_validation_is_logged_and_beats_the_unigram(run):
     run_dir, cfg, summary = run
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -59,6 +61,7 @@ def test_validation_is_logged_and_beats_the_unigram(run):
     assert (run_dir / "best").is_dir()
 
 
+@pytest.mark.slow
 def test_cli_scores_the_runs_split_with_baselines(run, capsys):
     run_dir, _, summary = run
     assert evaluate.main(["--run-dir", str(run_dir), "--baselines"]) == 0
@@ -68,6 +71,7 @@ def test_cli_scores_the_runs_split_with_baselines(run, capsys):
     assert "5-gram" in out and "unigram" in out
 
 
+@pytest.mark.slow
 def test_best_checkpoint_is_the_lowest_validation_point(run, capsys):
     run_dir, _, _ = run
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -77,6 +81,7 @@ def test_best_checkpoint_is_the_lowest_validation_point(run, capsys):
     assert float(line.split()[1]) == pytest.approx(best, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_best_needs_a_validation_run(tmp_path, data_dir, capsys):
     cfg = dataclasses.replace(experiments_lib.EXPERIMENTS["tiny"], epochs=1, predict_every=0)
     train.run(train.RunRequest(cfg, tmp_path / "r", data_dir=str(data_dir), quiet=True))
@@ -84,6 +89,7 @@ def test_best_needs_a_validation_run(tmp_path, data_dir, capsys):
     assert "has no best checkpoint" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_on_another_book_reports_unknown_characters(run, data_dir, tmp_path, capsys):
     run_dir, _, _ = run
     assert evaluate.main(["--run-dir", str(run_dir), "--corpus", str(data_dir / "war_of_the_worlds.txt")]) == 0
@@ -110,6 +116,7 @@ def test_cli_errors_for_a_missing_run(tmp_path, capsys):
     assert "is not a run directory" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_reports_dynamic_beside_static(run, capsys):
     run_dir, _, _ = run
     assert (
@@ -137,6 +144,7 @@ def test_cli_rejects_bad_dynamic_options(tmp_path, capsys, argv, message):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_without_a_validation_part_the_text_after_the_trained_prefix_is_scored(tmp_path, data_dir, capsys):
     cfg = dataclasses.replace(experiments_lib.EXPERIMENTS["tiny"], epochs=1, predict_every=0)
     train.run(train.RunRequest(cfg, tmp_path / "r", data_dir=str(data_dir), quiet=True))
@@ -156,6 +164,7 @@ def test_without_a_validation_part_the_text_after_the_trained_prefix_is_scored(t
     assert err == "" and float(out.splitlines()[1].split()[1]) == pytest.approx(want["perplexity"], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_cli_scores_under_the_windows_protocol_and_logs_it(run, capsys, test_log):
     from rnn_jax import testlog
 
@@ -180,6 +189,7 @@ def test_a_segment_beyond_the_range_is_refused_with_it(tmp_path, capsys, segment
     assert f"--dynamic-segment must be in [1, {config.INT_LIMIT}], got {segment}" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_segment_longer_than_the_text_is_capped_at_it(run, capsys):
     run_dir, _, _ = run
     argv = ["--run-dir", str(run_dir), "--split", "test", "--dynamic", "--dynamic-lr", "0.1"]
@@ -194,6 +204,7 @@ def scorings(test_log):
     return [json.loads(line) for line in test_log.read_text().splitlines()] if test_log.exists() else []
 
 
+@pytest.mark.slow
 def test_a_scoring_of_test_text_is_logged_by_content_and_span_whatever_the_spelling(run, data_dir, tmp_path, test_log):
     run_dir, _, _ = run
     book = data_dir / "timemachine.txt"

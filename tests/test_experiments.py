@@ -16,6 +16,7 @@ from rnn_jax import experiments as experiments_lib
 from rnn_jax import step as step_lib
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(experiments_lib.EXPERIMENTS))
 def test_every_experiment_trains_a_few_steps(name):
     # the registered configuration, shrunk only in size, so each one's code path runs for real
@@ -42,6 +43,7 @@ def results_dir(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_run_seeds_writes_a_record_per_seed(results_dir, data_dir):
     args = common.parser("t").parse_args(
         ["--seeds", "2", "--mode", "vmap", "--epochs", "2", "--data-dir", str(data_dir)]
@@ -227,6 +229,7 @@ def test_runs_share_every_core_when_the_machine_is_otherwise_idle():
     assert common.placement("per-core", load=lambda: (0.0, 0.0, 0.0)) == {}
 
 
+@pytest.mark.slow
 def test_heldout_scores_both_protocols_and_logs_every_test_scoring(tmp_path, data_dir, test_log):
     import argparse
 

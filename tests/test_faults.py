@@ -78,6 +78,7 @@ def best_epoch(run):
 
 
 # ----------------------------------------------------------------------------- data loss and mixing
+@pytest.mark.slow
 def test_the_best_checkpoint_survives_every_resume(run):
     assert best_epoch(run) == 4
     for epochs in (5, 6):  # each resume evaluates a worse model first
@@ -87,6 +88,7 @@ def test_the_best_checkpoint_survives_every_resume(run):
     assert min(rows, key=lambda r: r["val_perplexity"])["epoch"] == 4
 
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_and_readers_go_on(run, capsys):
     holder = Lock(run).acquire()
     try:
@@ -99,6 +101,7 @@ def test_a_second_writer_is_refused_and_readers_go_on(run, capsys):
         holder.release()
 
 
+@pytest.mark.slow
 def test_a_kill_in_the_middle_of_a_rewrite_loses_nothing(run, capsys):
     before = (run / "metrics.jsonl").read_text()
     proc = child(
@@ -115,6 +118,7 @@ def test_a_kill_in_the_middle_of_a_rewrite_loses_nothing(run, capsys):
     assert [r["epoch"] for r in read_metrics(run)] == [1, 2, 3, 4, 5]
 
 
+@pytest.mark.slow
 def test_a_directory_with_run_files_but_no_config_is_not_reused(run, data_dir, capsys):
     (run / "config.json").unlink()
     before = snapshot(run)
@@ -123,6 +127,7 @@ def test_a_directory_with_run_files_but_no_config_is_not_reused(run, data_dir, c
     assert snapshot(run) == before
 
 
+@pytest.mark.slow
 def test_a_resume_to_fewer_epochs_changes_nothing(run, capsys):
     before = snapshot(run)
     for epochs in ("2", "4"):
@@ -145,6 +150,7 @@ def array_files(step_dir):
     return [p for p in (step_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d"]
 
 
+@pytest.mark.slow
 def test_overwritten_checkpoint_bytes_are_refused_everywhere(run, capsys):
     for step_dir in (run / "checkpoints" / "4", run / "best" / "4"):
         for path in array_files(step_dir):
@@ -165,6 +171,7 @@ def test_overwritten_checkpoint_bytes_are_refused_everywhere(run, capsys):
     assert snapshot(run) == before
 
 
+@pytest.mark.slow
 def test_a_changed_params_npz_is_refused(run, capsys):
     shutil.rmtree(run / "checkpoints")
     with np.load(run / "params.npz") as f:
@@ -204,6 +211,7 @@ def test_an_update_that_overflows_the_parameters_is_skipped():
     np.testing.assert_array_equal(new.params["w"], params["w"])
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_another_corpus_for_the_runs_splits(run, tmp_path, data_dir, capsys):
     changed = tmp_path / "timemachine.txt"  # the run's corpus, changed where the run recorded it
     changed.write_text((data_dir / "timemachine.txt").read_text() + "one more line\n")
@@ -215,6 +223,7 @@ def test_evaluate_refuses_another_corpus_for_the_runs_splits(run, tmp_path, data
 
 
 # ----------------------------------------------------------------------------- tracebacks where a message belongs
+@pytest.mark.slow
 def test_a_huge_finite_loss_is_divergence(tmp_path, data_dir, capsys):
     assert (
         train.main(
@@ -237,6 +246,7 @@ def test_a_huge_finite_loss_is_divergence(tmp_path, data_dir, capsys):
     assert "diverged at epoch" in one_clear_line(capsys.readouterr().err)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["config.json", "vocab.json", "metrics.jsonl"])
 def test_damaged_run_files_are_one_line(run, capsys, damage):
     path = run / damage
@@ -280,6 +290,7 @@ def test_bad_multi_process_flags(tmp_path, capsys, argv, message):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_a_peer_that_never_joins_is_one_line(tmp_path, data_dir):
     proc = child(
         [
@@ -315,6 +326,7 @@ def limited(size):
     return apply
 
 
+@pytest.mark.slow
 @FORK_WARNING
 def test_a_file_size_limit_fails_cleanly_and_keeps_earlier_checkpoints(tmp_path, data_dir, capsys):
     # 6000 bytes: the checkpoints fit, metrics.jsonl outgrows the limit in its 32nd row
@@ -332,6 +344,7 @@ def test_a_file_size_limit_fails_cleanly_and_keeps_earlier_checkpoints(tmp_path,
     assert "dropped a last line cut short" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @FORK_WARNING
 def test_a_checkpoint_that_cannot_be_written_is_one_line(tmp_path, data_dir):
     run = tmp_path / "r"
@@ -350,6 +363,7 @@ def wait_for(path, proc, timeout=120):
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signals", [1, 2])
 def test_sigint_while_starting_and_compiling_ends_cleanly(tmp_path, data_dir, signals):
     run = tmp_path / "r"
@@ -383,6 +397,7 @@ def test_sigint_while_starting_and_compiling_ends_cleanly(tmp_path, data_dir, si
         assert checkpoint.latest_saved_epoch(run / "checkpoints") == (done[-1] if done else None)
 
 
+@pytest.mark.slow
 def test_a_reader_skips_a_checkpoint_rotated_away_while_it_reads(run, monkeypatch):
     real = checkpoint.restore_from
     rotated = []
@@ -399,6 +414,7 @@ def test_a_reader_skips_a_checkpoint_rotated_away_while_it_reads(run, monkeypatc
 
 
 # ----------------------------------------------------------------------------- an epoch commits as a whole
+@pytest.mark.slow
 def test_a_kill_between_the_checkpoint_and_best_is_completed_on_resume(tmp_path, data_dir):
     run = tmp_path / "r"
     argv = [*BEST_AT_4, "--epochs", "6", "--run-dir", str(run), "--data-dir", str(data_dir)]
@@ -417,6 +433,7 @@ def test_a_kill_between_the_checkpoint_and_best_is_completed_on_resume(tmp_path,
     assert evaluate.main(["--run-dir", str(run), "--best"]) == 0
 
 
+@pytest.mark.slow
 def test_a_run_that_died_before_its_first_checkpoint_does_not_block_the_same_command(tmp_path, data_dir):
     run = tmp_path / "r"
     argv = [*TINY, "--epochs", "2", "--run-dir", str(run), "--data-dir", str(data_dir)]
@@ -428,6 +445,7 @@ def test_a_run_that_died_before_its_first_checkpoint_does_not_block_the_same_com
     assert [r["epoch"] for r in read_metrics(run)] == [1, 2]
 
 
+@pytest.mark.slow
 def test_nothing_removes_a_run_directory_another_process_holds(run):
     holder = Lock(run).acquire()
     try:
@@ -441,6 +459,7 @@ def test_nothing_removes_a_run_directory_another_process_holds(run):
     assert not run.parent.exists()
 
 
+@pytest.mark.slow
 def test_a_lock_taken_on_a_removed_file_is_taken_again_on_the_path(run, monkeypatch):
     real_flock, removed = fcntl.flock, []
 
@@ -459,6 +478,7 @@ def test_a_lock_taken_on_a_removed_file_is_taken_again_on_the_path(run, monkeypa
         lock.release()
 
 
+@pytest.mark.slow
 def test_init_from_resumed_before_its_first_checkpoint_starts_from_the_recorded_parameters(tmp_path, data_dir, capsys):
     source, target, reference = tmp_path / "src", tmp_path / "ft", tmp_path / "ref"
     base = [*TINY, "--data-dir", str(data_dir)]
@@ -490,6 +510,7 @@ def test_init_from_resumed_before_its_first_checkpoint_starts_from_the_recorded_
 
 
 # ----------------------------------------------------------------------------- exit 0 means the result asked for
+@pytest.mark.slow
 def test_sighup_stops_a_run_after_its_epoch_like_sigterm(tmp_path, data_dir):
     run = tmp_path / "r"
     proc = child(
@@ -507,6 +528,7 @@ def test_sighup_stops_a_run_after_its_epoch_like_sigterm(tmp_path, data_dir):
     assert checkpoint.latest_saved_epoch(run / "checkpoints") == read_metrics(run)[-1]["epoch"]
 
 
+@pytest.mark.slow
 def test_a_finished_chain_stage_refuses_other_flags_with_the_difference(tmp_path, data_dir, capsys):
     argv = [
         "--exp",
@@ -537,6 +559,7 @@ def test_a_finished_chain_stage_refuses_other_flags_with_the_difference(tmp_path
     assert train.main(argv) == 0  # the same flags: nothing to do
 
 
+@pytest.mark.slow
 def test_an_empty_predict_prefix_is_refused_up_front_and_an_old_one_does_not_break_a_resume(tmp_path, data_dir, capsys):
     run = tmp_path / "r"
     argv = [*TINY, "--epochs", "1", "--run-dir", str(run), "--data-dir", str(data_dir)]
@@ -564,6 +587,7 @@ def test_a_model_beyond_memory_is_refused_before_the_run_directory(tmp_path, dat
     assert "needs about" in one_clear_line(capsys.readouterr().err) and not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "lr,code,message",
     [
@@ -581,6 +605,7 @@ def test_dynamic_evaluation_is_checked_against_float32_and_a_nonfinite_result_is
     assert message in one_clear_line(err) and "nan" not in out.lower()
 
 
+@pytest.mark.slow
 def test_generates_memory_guard_counts_the_prompt(run, tmp_path, capsys):
     prompt = tmp_path / "prompt.txt"
     prompt.write_text("the time machine " * 6000)  # about 100,000 characters
@@ -623,6 +648,7 @@ def test_bench_checks_its_peer_corpus_and_output_before_measuring(tmp_path, data
     }[case] in line
 
 
+@pytest.mark.slow
 def test_sigint_while_importing_is_one_line(tmp_path, data_dir):
     proc = child([*TINY, "--run-dir", str(tmp_path / "r"), "--data-dir", str(data_dir)])
     time.sleep(0.3)  # inside the imports (jax, orbax), before main()
@@ -632,6 +658,7 @@ def test_sigint_while_importing_is_one_line(tmp_path, data_dir):
     assert len(err.strip().splitlines()) <= 1 and not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_input_files_that_cannot_be_loaded_are_refused_before_reading(run, tmp_path, data_dir, capsys):
     huge = tmp_path / "huge.txt"
     with open(huge, "wb") as f:  # sparse: its size, not its bytes, is what is checked
@@ -707,6 +734,7 @@ def special_files(tmp_path):
     return [(tmp_path, "a directory"), (fifo, "a FIFO"), ("/dev/zero", "a character device")]
 
 
+@pytest.mark.slow
 def test_a_corpus_that_is_not_a_regular_file_is_refused_without_reading(run, tmp_path, data_dir, capsys):
     for path, kind in special_files(tmp_path):
         assert train.main([*TINY, "--corpus", str(path), "--run-dir", str(tmp_path / "r")]) == 2
@@ -757,6 +785,7 @@ def test_compare_refuses_what_is_not_a_regular_file(tmp_path, capsys):
         )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "name,main,message",
     [

@@ -61,6 +61,7 @@ def committed_record(dirs) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_smoke_run_never_replaces_the_committed_record(dirs, data_dir, capsys):
     record = committed_record(dirs)
     before = record.read_bytes()
@@ -133,6 +134,7 @@ def test_impossible_arguments_are_refused_before_anything_runs(dirs, capsys, arg
     assert not (dirs / "runs").exists() and not (dirs / "results").exists()
 
 
+@pytest.mark.slow
 def test_a_failing_training_process_is_one_error_line(tmp_path, data_dir, capsys):
     (tmp_path / "f").write_text("")  # a run directory that is a file
     with pytest.raises(SystemExit) as e:
@@ -142,6 +144,7 @@ def test_a_failing_training_process_is_one_error_line(tmp_path, data_dir, capsys
     assert line == f"error: {tmp_path / 'f'} failed (exit 2): --run-dir {tmp_path / 'f'} is a file, not a directory"
 
 
+@pytest.mark.slow
 def test_a_run_directory_another_process_holds_is_never_removed(dirs, data_dir, capsys):
     held = dirs / "runs" / "smoke" / "tiny" / "seed_0"  # another configuration's run, in use
     (held / "checkpoints").mkdir(parents=True)
@@ -162,6 +165,7 @@ def test_a_run_directory_another_process_holds_is_never_removed(dirs, data_dir, 
         lock.release()
 
 
+@pytest.mark.slow
 def test_a_signal_reaches_the_training_processes_and_running_again_continues(tmp_path, data_dir):
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)

@@ -66,6 +66,7 @@ def close(a, b, **kw):
         np.testing.assert_allclose(x, y, **({"rtol": 1e-5, "atol": 1e-5} | kw))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 def test_init_follows_the_book(key, cell):
     params = model.init_params(key, V, 256, model.ModelSpec(cell, num_layers=2))
@@ -80,6 +81,7 @@ def test_init_follows_the_book(key, cell):
     assert abs(float(jnp.std(params["W_hh" if cell == "gru" else "W_hc"])) - 0.01) < 5e-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 def test_unrolls_equal_a_python_loop_over_the_books_equations(key, cell):
     params, tokens_BT, state = setup(key, cell)
@@ -93,6 +95,7 @@ def test_unrolls_equal_a_python_loop_over_the_books_equations(key, cell):
         close(last, s)
 
 
+@pytest.mark.slow
 def test_lstm_equals_flax_lstmcell(key):
     params, tokens_BT, (h_BH, c_BH) = setup(key, "lstm")
     flax_params = {
@@ -112,6 +115,7 @@ def test_lstm_equals_flax_lstmcell(key):
     close((h_last, c_last), (h_flax, c_flax))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 def test_a_two_layer_stack_equals_two_one_layer_unrolls_chained(key, cell):
     params, tokens_BT, state = setup(key, cell, num_layers=2)
@@ -126,6 +130,7 @@ def test_a_two_layer_stack_equals_two_one_layer_unrolls_chained(key, cell):
         close(last, (s1, s2))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "cell,num_layers,dtype",
     [
@@ -172,6 +177,7 @@ def test_configs_of_the_books_sections():
         config.validate(config.Config(num_layers=0))
 
 
+@pytest.mark.slow
 def test_layer_dropout_masks_only_between_layers_and_only_in_training(key):
     from rnn_jax import step as step_lib
 
@@ -209,6 +215,7 @@ def rows(run_dir):
     return [{k: r.get(k) for k in keys} for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())]
 
 
+@pytest.mark.slow
 def test_killed_stacked_lstm_run_resumes_bit_identically_generates_and_evaluates(tmp_path, data_dir):
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     extra = ["--val-fraction", "0.1", "--eval-every", "1", "--layer-dropout", "0.2", "--data-dir", str(data_dir)]

@@ -30,12 +30,14 @@ def random_params(key, hidden=32):
     return jax.tree.map(lambda p: 60 * p, params)  # far from uniform, so argmax is decisive
 
 
+@pytest.mark.slow
 def test_greedy_prediction_on_a_model_with_known_choices():
     params = successor_params()
     assert generate.predict(params, VOCAB, "ab", 5) == "abcdefg"
     assert generate.predict(params, VOCAB, "x", 4) == "xyz<unk> "
 
 
+@pytest.mark.slow
 def test_warm_up_uses_the_prefix_state(key):
     # a model that copies the character two steps back: only a warmed-up state can know it
     eye = jnp.eye(V)
@@ -50,6 +52,7 @@ def test_warm_up_uses_the_prefix_state(key):
     assert generate.predict(params, VOCAB, "ab", 6) == "abababab"
 
 
+@pytest.mark.slow
 def test_scan_generation_equals_the_books_per_character_loop(key):
     params = random_params(key)
     for prefix in ["time traveller", "t", "the "]:
@@ -61,6 +64,7 @@ def test_empty_prefix_is_refused():
         generate.predict(successor_params(), VOCAB, "", 3)
 
 
+@pytest.mark.slow
 def test_sampling_is_reproducible_by_key_and_batched(key):
     params = model.init_params(key, V, 16)  # near-uniform: samples vary
     prefix = jnp.asarray(VOCAB.encode("the"))
@@ -74,6 +78,7 @@ def test_sampling_is_reproducible_by_key_and_batched(key):
     assert len({tuple(row) for row in np.asarray(a)}) > 1  # the samples of one call differ
 
 
+@pytest.mark.slow
 def test_low_temperature_equals_greedy(key):
     params = random_params(key)
     params["b_q"] = params["b_q"].at[0].set(-100.0)  # sampling never draws <unk>; keep greedy off it too
@@ -83,6 +88,7 @@ def test_low_temperature_equals_greedy(key):
     np.testing.assert_array_equal(greedy, cold)
 
 
+@pytest.mark.slow
 def test_top_k_never_leaves_the_top_k(key):
     params = model.init_params(key, V, 16)
     params = {
@@ -97,18 +103,21 @@ def test_top_k_never_leaves_the_top_k(key):
     assert set(np.unique(ids)) == {V - 3, V - 2, V - 1}
 
 
+@pytest.mark.slow
 def test_top_k_keeps_exactly_k_candidates_when_logits_tie(key):
     logits_SV = jnp.broadcast_to(jnp.asarray([0.0, 1, 1, 1, 1, 0.5]), (2000, 6))  # four ids tie for the top
     drawn = np.asarray(generate._choose(logits_SV, key, 1.0, 2))
     assert set(np.unique(drawn)) == {1, 2}  # exactly two ids, the tie broken by id
 
 
+@pytest.mark.slow
 def test_huge_temperature_is_uniform_and_still_never_unk(key):
     logits_SV = jnp.broadcast_to(jnp.arange(6.0), (2000, 6))
     drawn = np.asarray(generate._choose(logits_SV, key, 1e38, 0))
     assert set(np.unique(drawn)) == {1, 2, 3, 4, 5}
 
 
+@pytest.mark.slow
 def test_predict_and_the_books_loop_agree_on_unknown_prefix_characters(key):
     params = random_params(key)
     params["b_q"] = params["b_q"].at[0].set(-100.0)  # no generated <unk>, so each new character is one char
@@ -148,6 +157,7 @@ def run_dir(tmp_path_factory, data_dir):
     return run, summary
 
 
+@pytest.mark.slow
 def test_cli_greedy_equals_what_training_printed(run_dir, capsys):
     run, summary = run_dir
     for prefix, text in summary["predictions"].items():
@@ -155,6 +165,7 @@ def test_cli_greedy_equals_what_training_printed(run_dir, capsys):
         assert capsys.readouterr().out == text + "\n"
 
 
+@pytest.mark.slow
 def test_cli_samples_one_per_line_reproducibly(run_dir, capsys):
     run, _ = run_dir
     argv = ["--run-dir", str(run), "--prefix", "the", "--num-chars", "40", "--alpha", "0.5", "--num-samples", "3"]
@@ -166,6 +177,7 @@ def test_cli_samples_one_per_line_reproducibly(run_dir, capsys):
     assert len(outs[0]) == 3 and all(line.startswith("the") and len(line) == 43 for line in outs[0])
 
 
+@pytest.mark.slow
 def test_cli_cleans_a_prompt_like_the_training_text(run_dir, capsys):
     run, _ = run_dir
     argv = ["--run-dir", str(run), "--num-chars", "20"]
@@ -178,6 +190,7 @@ def test_cli_cleans_a_prompt_like_the_training_text(run_dir, capsys):
     assert "<unk>" not in captured.err and captured.out == plain.out  # capitals are not <unk>
 
 
+@pytest.mark.slow
 def test_cli_reads_a_prompt_file(run_dir, tmp_path, capsys):
     run, _ = run_dir
     argv = ["--run-dir", str(run), "--num-chars", "20"]
@@ -191,6 +204,7 @@ def test_cli_reads_a_prompt_file(run_dir, tmp_path, capsys):
     assert capsys.readouterr().out == captured.out
 
 
+@pytest.mark.slow
 def test_cli_reports_characters_unknown_after_cleaning(run_dir, tmp_path, capsys):
     run, _ = run_dir
     raw = tmp_path / "raw"  # the same model, said to have kept case and digits: cleaning leaves 'T' and '2'
@@ -204,6 +218,7 @@ def test_cli_reports_characters_unknown_after_cleaning(run_dir, tmp_path, capsys
     assert captured.out.startswith("The 2") and len(captured.out.strip("\n")) == 10
 
 
+@pytest.mark.slow
 def test_cli_empty_prefix_starts_from_a_space(run_dir, capsys):
     run, _ = run_dir
     assert generate.main(["--run-dir", str(run), "--prefix", "", "--num-chars", "7"]) == 0
@@ -222,6 +237,7 @@ def _bad_files(tmp_path):
     }
 
 
+@pytest.mark.slow
 def test_cli_prompt_file_errors(run_dir, tmp_path, capsys):
     for name, message in _bad_files(tmp_path).items():
         assert generate.main(["--run-dir", str(run_dir[0]), "--prefix-file", str(tmp_path / name)]) == 2
@@ -230,6 +246,7 @@ def test_cli_prompt_file_errors(run_dir, tmp_path, capsys):
         assert message in err and err.count("\n") == 1, err
 
 
+@pytest.mark.slow
 def test_cli_prefix_and_prefix_file_exclude_each_other(run_dir, tmp_path, capsys):
     (tmp_path / "p.txt").write_text("the")
     with pytest.raises(SystemExit) as e:
@@ -237,6 +254,7 @@ def test_cli_prefix_and_prefix_file_exclude_each_other(run_dir, tmp_path, capsys
     assert e.value.code == 2 and "not allowed with" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "argv,message",
     [

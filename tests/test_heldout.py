@@ -27,6 +27,7 @@ def textbook_mean_loss(params, state, inputs_L, targets_L):
     return optax.softmax_cross_entropy_with_integer_labels(logits_L1V[:, 0], targets_L).mean(), state
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rule,lr", [("sgd", 0.5), ("rms", 0.02)])
 def test_dynamic_scores_each_segment_before_training_on_it(small, rule, lr):
     params, tokens, cfg = small
@@ -58,6 +59,7 @@ def test_dynamic_scores_each_segment_before_training_on_it(small, rule, lr):
     )
 
 
+@pytest.mark.slow
 def test_changing_later_text_never_changes_earlier_scores(small):
     params, tokens, cfg = small
     k = 3
@@ -70,6 +72,7 @@ def test_changing_later_text_never_changes_earlier_scores(small):
     assert np.all(before[k:] != after[k:])
 
 
+@pytest.mark.slow
 def test_dynamic_with_no_step_is_static_evaluation(small):
     params, tokens, cfg = small
     static = heldout.evaluate(params, tokens, model.ModelSpec.from_config(cfg), context=np.asarray([5], np.int32))

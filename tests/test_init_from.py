@@ -33,6 +33,7 @@ def source(tmp_path_factory, data_dir):
     return run
 
 
+@pytest.mark.slow
 def test_init_from_starts_from_the_source_parameters_with_a_fresh_optimizer(source, data_dir, tmp_path):
     cfg = dataclasses.replace(TINY, epochs=1, lr=1e-30)  # a step this small leaves the parameters as they were
     train.run(
@@ -49,6 +50,7 @@ def test_init_from_starts_from_the_source_parameters_with_a_fresh_optimizer(sour
     assert read_metrics(tmp_path / "ft")[0]["step"] < read_metrics(source)[-1]["step"]  # fresh count
 
 
+@pytest.mark.slow
 def test_init_from_refuses_another_shape_or_vocabulary(source, data_dir, tmp_path, capsys):
     assert (
         cli(
@@ -102,6 +104,7 @@ def test_init_from_refuses_another_shape_or_vocabulary(source, data_dir, tmp_pat
     assert "--init-from-best goes with --init-from" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_reset_state_zeroes_every_minibatch_of_sequential_windows():
     cfg = dataclasses.replace(TINY, reset_state=True)
     assert config.resets_state(cfg) and not config.resets_state(TINY)
@@ -117,6 +120,7 @@ def test_reset_state_zeroes_every_minibatch_of_sequential_windows():
     assert got[0] == carried[0] and not np.allclose(got[1:], carried[1:])
 
 
+@pytest.mark.slow
 def test_a_skipped_update_restarts_the_carried_state_in_step_and_epoch_alike():
     tx = step_lib.make_optimizer(TINY)
     state = step_lib.init_state(TINY, 28, tx)
@@ -130,6 +134,7 @@ def test_a_skipped_update_restarts_the_carried_state_in_step_and_epoch_alike():
     np.testing.assert_array_equal(h_epoch, np.zeros_like(h_BH))
 
 
+@pytest.mark.slow
 def test_book_random_chain_continues_the_sequential_model_with_resets(data_dir, tmp_path):
     argv = [
         "--exp",
@@ -160,6 +165,7 @@ def test_book_random_chain_continues_the_sequential_model_with_resets(data_dir, 
     assert (reset / "metrics.jsonl").read_text() == before
 
 
+@pytest.mark.slow
 def test_predictions_use_the_texts_own_opening_words_or_the_given_prompts(data_dir, tmp_path):
     wotw = data_dir / "war_of_the_worlds.txt"
     cfg = dataclasses.replace(TINY, preprocess="raw", epochs=1)
@@ -192,6 +198,7 @@ def test_predictions_use_the_texts_own_opening_words_or_the_given_prompts(data_d
     assert list(book["predictions"]) == list(train.PREFIXES)
 
 
+@pytest.mark.slow
 def test_resume_refuses_another_backward_with_bfloat16(data_dir, tmp_path, capsys):
     run = tmp_path / "bf"
     assert (
@@ -216,6 +223,7 @@ def test_resume_refuses_another_backward_with_bfloat16(data_dir, tmp_path, capsy
     assert cli("--run-dir", str(run), "--resume", "--epochs", "2") == 0
 
 
+@pytest.mark.slow
 def test_bf16_backwards_differ_so_the_refusal_is_needed():
     cfg = dataclasses.replace(TINY, matmul_dtype="bfloat16")
     X, Y = data.epoch_batches(np.arange(600) % 28, cfg, 1)

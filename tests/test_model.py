@@ -22,6 +22,7 @@ def setup(key, encoder="onehot"):
     return params, tokens_BT, h_BH
 
 
+@pytest.mark.slow
 def test_init_follows_the_book(key):
     params = model.init_params(key, V, 512)
     assert {k: v.shape for k, v in params.items()} == {
@@ -36,6 +37,7 @@ def test_init_follows_the_book(key):
     assert abs(float(jnp.mean(params["W_hh"]))) < 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation,encoder", PAIRS)
 @pytest.mark.parametrize("fwd", ["autodiff", "fused"])
 def test_shapes_and_finiteness(key, activation, encoder, fwd):
@@ -46,6 +48,7 @@ def test_shapes_and_finiteness(key, activation, encoder, fwd):
     assert np.all(np.isfinite(logits_TBV))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation,encoder", PAIRS)
 def test_scan_equals_a_python_loop_over_the_cell(key, activation, encoder):
     params, tokens_BT, h_BH = setup(key, encoder)
@@ -59,6 +62,7 @@ def test_scan_equals_a_python_loop_over_the_cell(key, activation, encoder):
     np.testing.assert_allclose(h_last, h, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_one_hot_times_W_xh_is_the_row_gather(key):
     params, tokens_BT, _ = setup(key)
     x_TBV = model.ENCODERS["onehot"](params, tokens_BT.T)
@@ -76,6 +80,7 @@ def test_one_hot_equals_an_embedding_whose_table_is_W_xh(key):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_cell_equals_flax_simple_cell(key):
     params, tokens_BT, h_BH = setup(key)
     x_BV = jax.nn.one_hot(tokens_BT[:, 0], V)
@@ -87,6 +92,7 @@ def test_cell_equals_flax_simple_cell(key):
     np.testing.assert_allclose(h_ours, h_flax, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation,encoder", PAIRS)
 def test_fused_forward_and_gradients_equal_autodiff(key, activation, encoder):
     params, tokens_BT, h_BH = setup(key, encoder)
@@ -105,6 +111,7 @@ def test_fused_forward_and_gradients_equal_autodiff(key, activation, encoder):
             )
 
 
+@pytest.mark.slow
 def test_bfloat16_matmuls_stay_close_to_float32(key):
     params, tokens_BT, h_BH = setup(key)
     params = jax.tree.map(lambda p: p / 30 if p.ndim == 2 else p, params)
@@ -115,6 +122,7 @@ def test_bfloat16_matmuls_stay_close_to_float32(key):
     assert not np.array_equal(a, b)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fwd", ["autodiff", "fused"])
 def test_chunked_unroll_with_carried_state_equals_one_pass(key, fwd):
     params, _, h_BH = setup(key)
@@ -130,6 +138,7 @@ def test_chunked_unroll_with_carried_state_equals_one_pass(key, fwd):
 INPUT_TABLE = {"onehot": "W_xh", "embed": "embed"}  # the rows an input token selects
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("encoder", model.ENCODERS)
 @pytest.mark.parametrize("fwd", ["autodiff", "fused"])
 def test_outputs_are_causal(key, fwd, encoder):
@@ -149,6 +158,7 @@ def test_outputs_are_causal(key, fwd, encoder):
         assert np.any(jac[t, b][:, now] != 0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("encoder", model.ENCODERS)
 @pytest.mark.parametrize("fwd", ["autodiff", "fused"])
 def test_changing_later_tokens_leaves_earlier_logits_bit_exact(key, fwd, encoder):

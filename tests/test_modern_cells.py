@@ -134,6 +134,7 @@ def _model_params(key, spec):
 MODELS = [(cell, "residual") for cell in LINEAR] + [("lru", "plain")]  # plain: the LRU's first layer widens
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell,block", MODELS)
 def test_the_model_forwards_agree_and_carry_the_state(key, cell, block):
     spec, params = _model(key, cell, block)
@@ -153,6 +154,7 @@ def test_the_model_forwards_agree_and_carry_the_state(key, cell, block):
         _close((jnp.concatenate([first, second]), last), ref[0][1], 1e-3, f"{scan}, carried")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell,block", MODELS)
 def test_greedy_generation_is_the_argmax_of_the_training_forward(key, cell, block):
     spec, params = _model(key, cell, block)
@@ -180,6 +182,7 @@ def tiny_cfg(**kw):
     return config.validate(config.Config(**(fields | kw)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", LINEAR)
 def test_a_short_training_run_lowers_the_loss(cell):
     cfg = tiny_cfg(cell=cell, block="residual")
@@ -193,6 +196,7 @@ def test_a_short_training_run_lowers_the_loss(cell):
     assert losses[-1] < 0.5 * losses[0], losses
 
 
+@pytest.mark.slow
 def test_a_run_resumes_exactly_and_generates(data_dir, tmp_path):
     """The LRU in residual blocks by the associative scan: a state of two arrays, every option this file adds."""
     cfg = tiny_cfg(cell="lru", block="residual", scan="associative", epochs=2, val_fraction=0.1, eval_every=1)

@@ -21,6 +21,7 @@ EPOCHS = 5
 RECORDED = {"val_fraction": 0.1, "eval_every": 50, "predict_every": 0, "checkpoint_every": 0}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("exp", ["seq", "random"])
 def test_the_first_epochs_give_the_recorded_perplexities(exp, data_dir, tmp_path):
     record = json.loads((RESULTS / f"{exp}.json").read_text())
@@ -36,6 +37,7 @@ def test_the_first_epochs_give_the_recorded_perplexities(exp, data_dir, tmp_path
     assert curve == pytest.approx(record["seeds"][0]["curve"][:EPOCHS], rel=1e-6, abs=0)
 
 
+@pytest.mark.slow
 @pytest.mark.full
 def test_full_book_reproduction(data_dir, tmp_path):
     jobs = [(exp, experiments_lib.EXPERIMENTS[exp], tmp_path / exp) for exp in ("seq", "random")]

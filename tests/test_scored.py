@@ -75,6 +75,7 @@ scored.window_losses(__import__("pathlib").Path(sys.argv[1]), "test", text, best
 """
 
 
+@pytest.mark.slow
 def test_two_processes_never_score_the_same_test_part_twice(run, data_dir, test_log):
     run_dir, _ = run
     argv = [sys.executable, "-c", SCORE, str(run_dir), str(data_dir / "timemachine.txt")]

@@ -33,6 +33,7 @@ def run(tmp_path_factory, data_dir):
     return run_dir
 
 
+@pytest.mark.slow
 def test_the_experiment_trains_on_its_own_corpus_every_character_kept(run):
     saved = json.loads((run / "config.json").read_text())
     assert Path(saved["data"]["path"]).name == "tinyshakespeare.txt"
@@ -44,6 +45,7 @@ def test_the_experiment_trains_on_its_own_corpus_every_character_kept(run):
     assert summary["predictions"]["ROMEO:"].startswith("ROMEO:")
 
 
+@pytest.mark.slow
 def test_each_scoring_of_a_test_part_is_logged_and_counted(run, data_dir, test_log, capsys):
     assert evaluate.main(["--run-dir", str(run), "--split", "val", "--data-dir", str(data_dir)]) == 0
     assert testlog.read(test_log) == []  # validation is not the test part
@@ -67,6 +69,7 @@ def test_a_torn_last_line_of_the_log_is_skipped(test_log):
     assert testlog.config_hash({"a": 1, "b": 2}) == testlog.config_hash({"b": 2, "a": 1})
 
 
+@pytest.mark.slow
 def test_the_benchmark_script_runs_end_to_end(tmp_path, data_dir, monkeypatch, test_log):
     from experiments import common, report, shakespeare
 

@@ -72,6 +72,7 @@ def stacked_run(tmp_path_factory, data_dir):
     return run
 
 
+@pytest.mark.slow
 def test_runs_saved_one_array_per_layer_are_read_converted_and_not_resumed(stacked_run, data_dir, tmp_path, capsys):
     old = tmp_path / "old"
     shutil.copytree(stacked_run, old)
@@ -116,6 +117,7 @@ def test_runs_saved_one_array_per_layer_are_read_converted_and_not_resumed(stack
     )
 
 
+@pytest.mark.slow
 def test_a_params_npz_saved_one_array_per_layer_is_converted(stacked_run, tmp_path):
     old = tmp_path / "old"
     shutil.copytree(stacked_run, old, ignore=shutil.ignore_patterns("checkpoints"))

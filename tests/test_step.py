@@ -25,6 +25,7 @@ def batches(cfg, n=3, vocab=28, seed=0):
     return X, np.roll(X, -1, axis=-1)
 
 
+@pytest.mark.slow
 def test_clipping_matches_the_global_norm_formula(key):
     cfg = dataclasses.replace(TINY, clip_norm=1.0, lr=1.0)
     tx = step_lib.make_optimizer(cfg)
@@ -56,6 +57,7 @@ def test_the_optimizer_steps_on_the_clipped_gradient(key, optimizer):
             np.testing.assert_allclose(u, w, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_huge_clip_norm_steps_exactly_like_no_clipping():
     X, Y = batches(TINY)
     results = []
@@ -68,6 +70,7 @@ def test_huge_clip_norm_steps_exactly_like_no_clipping():
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampling", ["seq", "random"])
 def test_epoch_scan_equals_a_loop_of_train_steps(sampling):
     cfg = dataclasses.replace(TINY, sampling=sampling)
@@ -91,6 +94,7 @@ def test_epoch_scan_equals_a_loop_of_train_steps(sampling):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_sequential_carries_state_and_random_resets_it():
     X, Y = batches(TINY)
     X[1:] = X[0]
@@ -104,6 +108,7 @@ def test_sequential_carries_state_and_random_resets_it():
     assert losses["seq"][0] == losses["random"][0] and losses["seq"][1] != losses["seq"][0]
 
 
+@pytest.mark.slow
 def test_fused_and_autodiff_training_agree():
     X, Y = batches(TINY)
     out = {}
@@ -117,6 +122,7 @@ def test_fused_and_autodiff_training_agree():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_undetached_gradient_reaches_earlier_minibatches():
     X, Y = batches(TINY)
     grads = {}
@@ -132,6 +138,7 @@ def test_undetached_gradient_reaches_earlier_minibatches():
     assert not np.allclose(grads[False]["grad_norm"][1:], grads[True]["grad_norm"][1:], rtol=1e-2)
 
 
+@pytest.mark.slow
 def test_tiny_model_overfits_a_tiny_corpus():
     cfg = dataclasses.replace(TINY, hidden=32, lr=1.0)
     tx = step_lib.make_optimizer(cfg)
@@ -145,6 +152,7 @@ def test_tiny_model_overfits_a_tiny_corpus():
     assert float(m["loss"][0]) < 0.1 * first
 
 
+@pytest.mark.slow
 def test_nonfinite_update_is_not_applied():
     cfg = dataclasses.replace(TINY, lr=1.0)
     tx = step_lib.make_optimizer(cfg)
@@ -157,6 +165,7 @@ def test_nonfinite_update_is_not_applied():
     np.testing.assert_array_equal(state.params["W_hh"], before["W_hh"])
 
 
+@pytest.mark.slow
 def test_dropout_changes_training_only_and_is_reproducible():
     X, Y = batches(TINY)
     out = {}
@@ -174,6 +183,7 @@ def test_dropout_changes_training_only_and_is_reproducible():
     assert step_lib.loss_fn(params, h, X[0], Y[0], cfg)[0] == plain
 
 
+@pytest.mark.slow
 def test_dropout_mask_keeps_the_expected_fraction_scaled(key):
     cfg = dataclasses.replace(TINY, dropout=0.25, hidden=64)
     params = model.init_params(key, 28, 64)
@@ -199,6 +209,7 @@ def test_dropout_mask_keeps_the_expected_fraction_scaled(key):
     np.testing.assert_allclose(np.asarray(dropped)[kept], np.asarray(plain)[kept] / 0.75, rtol=1e-6)
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the options are the CPU compiler's")
 def test_train_jits_carry_the_cpu_compiler_options(monkeypatch):
     seen = []
     real_jit = jax.jit
@@ -208,7 +219,7 @@ def test_train_jits_carry_the_cpu_compiler_options(monkeypatch):
         tx = step_lib.make_optimizer(cfg)
         step_lib.make_train_epoch(cfg, tx)
         step_lib.make_train_step(cfg, tx)
-    assert jax.default_backend() == "cpu" and seen == [step_lib.CPU_COMPILER_OPTIONS] * 4
+    assert seen == [step_lib.CPU_COMPILER_OPTIONS] * 4
 
 
 def test_the_cpu_compiler_options_are_options_xla_knows():
@@ -220,6 +231,7 @@ def test_the_cpu_compiler_options_are_options_xla_knows():
         lowered.compile({"xla_cpu_prefer_vector_widht": 512})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", ["rnn", "lstm"])
 def test_cpu_compiler_options_change_no_number(cell, monkeypatch):
     """The options only change how fast the kernels run: a train epoch with them equals one without, bit for bit
@@ -236,6 +248,7 @@ def test_cpu_compiler_options_change_no_number(cell, monkeypatch):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["step", "sequence"])
 def test_dropout_masks_per_step_or_per_sequence(key, how):
     cfg = dataclasses.replace(experiments_lib.BASE, hidden=64, dropout=0.5, dropout_mask=how)
@@ -247,6 +260,7 @@ def test_dropout_masks_per_step_or_per_sequence(key, how):
     assert not jnp.all(mask_TBH[:, :1] == mask_TBH[:, 1:2])  # rows differ either way
 
 
+@pytest.mark.slow
 def test_weight_drop_zeroes_recurrent_weights_only_and_their_gradient(key):
     cfg = dataclasses.replace(experiments_lib.BASE, hidden=32, weight_drop=0.5)
     params = model.init_params(key, V, 32)
@@ -272,6 +286,7 @@ def test_weight_drop_zeroes_recurrent_weights_only_and_their_gradient(key):
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer,cell,num_layers", [("adam", "rnn", 1), ("sgd", "rnn", 1), ("adam", "gru", 3)])
 def test_weight_decay_is_decoupled_and_spares_biases(key, optimizer, cell, num_layers):
     lr, wd = 0.01, 0.5
@@ -289,6 +304,7 @@ def test_weight_decay_is_decoupled_and_spares_biases(key, optimizer, cell, num_l
         np.testing.assert_allclose(u_decayed[name] - u_plain[name], want, atol=1e-7, err_msg=name)
 
 
+@pytest.mark.slow
 def test_the_schedule_scales_the_whole_update(key):
     # AdamW: the schedule's factor scales Adam's step and the decoupled decay alike
     cfg = dataclasses.replace(

@@ -25,6 +25,7 @@ def separate(tmp_path_factory, data_dir):
     return out
 
 
+@pytest.mark.slow
 def test_processes_mode_equals_separate_runs(tmp_path, data_dir, separate):
     records = sweep.run_processes("tiny", CFG, SEEDS, tmp_path, data_dir=str(data_dir))
     assert [r["seed"] for r in records] == SEEDS
@@ -34,6 +35,7 @@ def test_processes_mode_equals_separate_runs(tmp_path, data_dir, separate):
     assert separate[0] != separate[1]
 
 
+@pytest.mark.slow
 def test_vmap_mode_equals_separate_runs(data_dir, separate):
     tokens, vocab = data.load_corpus(data_dir / "timemachine.txt", CFG.max_tokens)
     records = sweep.run_vmap(CFG, SEEDS, tokens, vocab)
@@ -42,6 +44,7 @@ def test_vmap_mode_equals_separate_runs(data_dir, separate):
         np.testing.assert_allclose(r["curve"], separate[r["seed"]], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_vmap_mode_follows_the_schedule_like_a_single_run(tmp_path, data_dir, separate):
     cfg = dataclasses.replace(CFG, lr_schedule="cosine")
     train.run(train.RunRequest(cfg, tmp_path / "one", data_dir=str(data_dir), exp="tiny", quiet=True))
@@ -52,6 +55,7 @@ def test_vmap_mode_follows_the_schedule_like_a_single_run(tmp_path, data_dir, se
     assert single[0] == separate[0][0] and single[-1] != separate[0][-1]  # the factor is 1 in epoch 1 only
 
 
+@pytest.mark.slow
 def test_a_diverging_seed_is_recorded_not_averaged(tmp_path, data_dir):
     diverging = dataclasses.replace(CFG, activation="relu", clip_norm=None, lr=1e30)
     tokens, vocab = data.load_corpus(data_dir / "timemachine.txt", CFG.max_tokens)
@@ -82,6 +86,7 @@ def test_a_finite_blow_up_counts_as_divergence():
     assert sweep.divergence_epoch([{"epoch": 4, "nonfinite": True}], 28) == 4
 
 
+@pytest.mark.slow
 def test_each_vmapped_seed_draws_its_own_dropout_masks(tmp_path, data_dir):
     """Seed k of a vmapped sweep with dropout follows the standalone run of seed k (its masks come from k)."""
     cfg = dataclasses.replace(CFG, dropout=0.5, weight_drop=0.3)

@@ -132,6 +132,7 @@ def resumed(tmp_path_factory, data_dir):
     return run
 
 
+@pytest.mark.slow
 def test_every_epoch_once_with_the_metrics_values(resumed):
     scalars, texts = as_shown(resumed)
     rows = read_metrics(resumed)
@@ -157,6 +158,7 @@ def test_every_epoch_once_with_the_metrics_values(resumed):
     assert json.loads(texts["config/text_summary"][3])["hidden"] == 16
 
 
+@pytest.mark.slow
 def test_each_process_starts_a_session_at_its_first_epoch(resumed):
     first, second = event_files(resumed)
     assert starts(first) == [1] and starts(second) == [3]  # the killed process's epoch 3 is dropped, then rewritten
@@ -164,6 +166,7 @@ def test_each_process_starts_a_session_at_its_first_epoch(resumed):
     assert {e.step for e in second if e.summary.value} == {3, 4}
 
 
+@pytest.mark.slow
 def test_the_flag_changes_no_training_number(plain, resumed):
     rows, params = numbers(plain)
     rows_tb, params_tb = numbers(resumed)
@@ -174,6 +177,7 @@ def test_the_flag_changes_no_training_number(plain, resumed):
     assert not (plain / "tensorboard").exists()
 
 
+@pytest.mark.slow
 def test_a_resume_may_add_the_flag(plain, tmp_path):
     run = shutil.copytree(plain, tmp_path / "run")
     assert train.main(["--run-dir", str(run), "--resume", "--epochs", "5", "--tensorboard", "--quiet"]) == 0
@@ -190,6 +194,7 @@ def test_without_tensorboardx_the_flag_is_one_clear_error(monkeypatch, tmp_path,
     assert not run.exists()
 
 
+@pytest.mark.slow
 def test_a_resume_remembers_the_flag_and_says_what_it_changes(plain, tmp_path, data_dir, capsys):
     run = shutil.copytree(plain, tmp_path / "run")
     capsys.readouterr()

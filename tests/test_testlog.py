@@ -93,6 +93,7 @@ def test_a_failed_append_leaves_the_log_as_it_was_and_names_it(test_log):
     assert [r["model"] for r in testlog.read(test_log)] == ["m0", "m1", "m2", "m3"]
 
 
+@pytest.mark.slow
 def test_concurrent_writers_each_write_whole_lines(test_log):
     procs = [appender(test_log, f"p{k}-", 40) for k in range(4)]
     for p in procs:
@@ -102,6 +103,7 @@ def test_concurrent_writers_each_write_whole_lines(test_log):
     assert len({json.loads(line)["model"] for line in lines}) == 160
 
 
+@pytest.mark.slow
 def test_a_writer_waits_for_the_lock_another_process_holds(test_log):
     log_rows(1, test_log)
     fd = os.open(testlog.lock_path(test_log), os.O_RDWR | os.O_CREAT)

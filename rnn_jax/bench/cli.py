@@ -16,9 +16,9 @@ from typing import Any
 
 import rnn_jax
 from rnn_jax import config as config_lib
-from rnn_jax import corpora, data, files, log
+from rnn_jax import corpora, data, exitcodes, files, log
 from rnn_jax import experiments as experiments_lib
-from rnn_jax.bench.common import PEER_SCRIPT, ChildFailed, measured, rss_mb, usable_cpus
+from rnn_jax.bench.common import PEER_SCRIPT, measured, rss_mb, usable_cpus
 from rnn_jax.bench.compile_time import compile_times
 from rnn_jax.bench.contention import contention
 from rnn_jax.bench.devices import device_scaling
@@ -188,25 +188,15 @@ def run_sections(args, corpus: Path, tokens, vocab: data.Vocab) -> dict:
 def main(argv=None) -> int:
     rnn_jax.started()
     args = parse_args(argv)
-    try:
-        if not args.worker:
-            check_paths(args)
-        corpus = corpora.resolve_corpus(None, args.data_dir)
-        tokens, vocab = data.load_corpus(corpus, experiments_lib.BASE.max_tokens)
-        return _run(args, corpus, tokens, vocab)
-    except (config_lib.ConfigError, data.DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return Exit.USAGE
-    except ChildFailed as e:
-        print(f"error: {e}", file=sys.stderr)
-        return Exit.FAILED
-    except OSError as e:
-        print(f"error: {files.describe_os_error(e)}", file=sys.stderr)
-        return Exit.FAILED
+    return exitcodes.run(lambda: _run(args))
 
 
-def _run(args, corpus: Path, tokens, vocab: data.Vocab) -> int:
+def _run(args) -> int:
     """The worker's measurement, or the chosen sections with their report."""
+    if not args.worker:
+        check_paths(args)
+    corpus = corpora.resolve_corpus(None, args.data_dir)
+    tokens, vocab = data.load_corpus(corpus, experiments_lib.BASE.max_tokens)
     if args.worker:
         run_worker(args, tokens, vocab)
         return Exit.OK

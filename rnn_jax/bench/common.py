@@ -11,6 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from rnn_jax.exitcodes import Exit
+
 PEER_SCRIPT = Path(__file__).resolve().parents[3] / "shared" / "bench" / "d2l_torch_ref.py"
 
 
@@ -69,6 +71,8 @@ def vm_hwm_kb(pid: int) -> int:
 class ChildFailed(RuntimeError):
     """A measured child process (a worker, a training run, a PyTorch peer) ended with an error; the message names
     the command and its last line of output."""
+
+    exit_status = Exit.FAILED
 
 
 def run_child(cmd: list[str]) -> tuple[str, float, float]:

@@ -9,9 +9,9 @@ import json
 import sys
 from pathlib import Path
 
-from rnn_jax import corpora
+from rnn_jax import corpora, exitcodes
 from rnn_jax.bench.report import host_line, print_table
-from rnn_jax.exitcodes import Exit
+from rnn_jax.exitcodes import UsageError
 
 FIGURES = (
     ("vs torch", "ratio_to_torch_scratch", ".2f"),
@@ -27,14 +27,14 @@ def load(path: Path) -> dict:
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not a readable benchmark report ({e})") from None
+        raise UsageError(f"{path}: not a readable benchmark report ({e})") from None
     if not isinstance(report, dict):
-        raise ValueError(f"{path}: a JSON {type(report).__name__}, not a benchmark report (an object)")
+        raise UsageError(f"{path}: a JSON {type(report).__name__}, not a benchmark report (an object)")
     if "throughput" not in report:
-        raise ValueError(f"{path}: no throughput section (run the benchmark with --sections throughput)")
+        raise UsageError(f"{path}: no throughput section (run the benchmark with --sections throughput)")
     problem = shape_problem(report)
     if problem:
-        raise ValueError(f"{path}: not a benchmark report as `make bench` writes it ({problem})")
+        raise UsageError(f"{path}: not a benchmark report as `make bench` writes it ({problem})")
     return report
 
 
@@ -87,23 +87,31 @@ def side_by_side(reports: dict[str, dict]) -> list[dict]:
     return rows
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m rnn_jax.bench.compare", description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of `python -m rnn_jax.bench.compare`."""
+    p = argparse.ArgumentParser(
+        prog="python -m rnn_jax.bench.compare",
+        description="Figures of several hosts side by side, from the JSON reports the benchmark wrote.",
+    )
     p.add_argument("reports", nargs="+", type=Path, help="JSON reports of the benchmark")
-    args = p.parse_args(argv)
-    try:
-        reports = {f"[{i}]": load(path) for i, path in enumerate(args.reports, 1)}
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return Exit.USAGE
-    for (label, rep), path in zip(reports.items(), args.reports, strict=True):
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return exitcodes.run(lambda: _compare(args.reports))
+
+
+def _compare(paths: list[Path]) -> None:
+    """Each report's host line, then the throughput figures side by side."""
+    reports = {f"[{i}]": load(path) for i, path in enumerate(paths, 1)}
+    for (label, rep), path in zip(reports.items(), paths, strict=True):
         print(f"{label} {path}: {host_line(rep)}")
     print_table(
         "throughput by host",
         side_by_side(reports),
         [("variant", "variant", ""), ("figure", "figure", ""), *[(k, k, "") for k in reports]],
     )
-    return Exit.OK
 
 
 if __name__ == "__main__":
