@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from rnn_jax import baselines, testlog
+from rnn_jax import baselines, stats, testlog
 
 KN_DISCOUNTS = (None, 0.6, 0.7, 0.8, 0.9, 1.0)  # None: Ney's estimate per order
 PPM_ORDERS = range(2, 17)
@@ -24,11 +24,7 @@ PPM_VARIANTS = ("H", "I")
 
 def stat(values: list[float]) -> dict:
     """mean, sample std and the values themselves (over seeds; one value for a deterministic model)."""
-    return {
-        "mean": float(np.mean(values)),
-        "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-        "seeds": [float(v) for v in values],
-    }
+    return {**stats.mean_std(values), "seeds": [float(v) for v in values]}
 
 
 def entry(

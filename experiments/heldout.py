@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from experiments.common import entry, fresh, load, parser, placement, results_dir, runs_root, write
-from experiments.counting import counting_models
-from rnn_jax import config, data, rundir, scoring, sweep, testlog
+from experiments.counting import counting_models, stat
+from rnn_jax import config, data, rundir, scoring, stats, sweep, testlog
 from rnn_jax import evaluate as evaluate_lib
 
 BASE = dataclasses.replace(config.EXPERIMENTS["heldout"], predict_every=0)
@@ -94,14 +94,6 @@ SMOKE_FAMILIES: dict[str, tuple[dict, dict]] = {
 }
 
 
-def stat(values: list[float]) -> dict:
-    return {
-        "mean": float(np.mean(values)),
-        "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-        "seeds": [float(v) for v in values],
-    }
-
-
 def corpus(data_dir: str | None) -> dict:
     """Token ids of the three parts, each with the text before it, and the vocabulary size."""
     tokens, vocab = data.load_corpus(data.resolve_corpus(None, data_dir))
@@ -132,11 +124,7 @@ def ngram_models(text: dict, orders=None) -> dict:
 
 def with_losses(models: dict) -> dict:
     """Each model's test and validation loss in nats per character (ln of its perplexities, seed by seed)."""
-    ln = lambda st: {
-        "mean": float(np.mean(np.log(st["seeds"]))),
-        "std": float(np.std(np.log(st["seeds"]), ddof=1)) if len(st["seeds"]) > 1 else 0.0,
-        "seeds": [float(np.log(v)) for v in st["seeds"]],
-    }
+    ln = lambda st: {**stats.mean_std(np.log(st["seeds"])), "seeds": [float(np.log(v)) for v in st["seeds"]]}
     return {
         n: {
             **m,

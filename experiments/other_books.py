@@ -9,10 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from experiments.common import RUNS, entry, load, parser, results_dir, run_seeds, runs_root, write
-from rnn_jax import baselines, config, data
+from rnn_jax import baselines, config, data, stats
 from rnn_jax import evaluate as evaluate_lib
 from rnn_jax.rundir import load_run
 
@@ -56,10 +54,7 @@ def main(argv=None) -> None:
                 "tested_on": test_book,
                 "unknown_chars": unknown,
                 "ngram5_same_training": ngram["perplexity"],
-                **{
-                    k: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, "n": len(v)}
-                    for k, v in ppl.items()
-                },
+                **{k: {**stats.mean_std(v), "n": len(v)} for k, v in ppl.items()},
             }
             table.append(row)
             print(

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.common import RUNS, entry, parser, results_dir, write
-from rnn_jax import data, generate
+from rnn_jax import data, generate, stats
 from rnn_jax.rundir import load_run
 
 ALPHAS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, "greedy")
@@ -75,7 +75,7 @@ def main(argv=None) -> None:
         row: dict[str, Any] = {"alpha": alpha}
         for key in per_seed[0]:
             vals = [s[key] for s in per_seed]
-            row[key] = {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0}
+            row[key] = stats.mean_std(vals)
         rows.append(row)
         print(
             f"alpha {alpha!s:>6}: distinct words {row['distinct_word_ratio']['mean']:.2f}  in book "

@@ -23,7 +23,7 @@ import jax
 import numpy as np
 
 from rnn_jax import config as config_lib
-from rnn_jax import data, epochs, rundir, trainer
+from rnn_jax import data, epochs, rundir, stats, trainer
 from rnn_jax import evaluate as evaluate_lib
 from rnn_jax import step as step_lib
 from rnn_jax.config import Config
@@ -328,9 +328,5 @@ def summarize(records: list[dict]) -> dict:
     for key in ("perplexity", "val_perplexity", "tokens_per_sec", "wall_seconds"):
         vals = [r[key] for r in ok if r.get(key) is not None]
         if vals:
-            out[key] = {
-                "mean": float(np.mean(vals)),
-                "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
-                "n": len(vals),
-            }
+            out[key] = {**stats.mean_std(vals), "n": len(vals)}
     return out
