@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 
+from experiments.common import test_log
 from rnn_jax import baselines, stats, testlog
 
 KN_DISCOUNTS = (None, 0.6, 0.7, 0.8, 0.9, 1.0)  # None: Ney's estimate per order
@@ -71,7 +72,7 @@ def counting_models(
 
     def score_test(name: str, cfg: dict, loss_fn) -> float:
         loss = loss_fn()
-        testlog.record(corpus, "test", name, cfg, {"loss": loss, "perplexity": float(np.exp(loss))})
+        testlog.record(corpus, "test", name, cfg, {"loss": loss, "perplexity": float(np.exp(loss))}, test_log())
         return loss
 
     for label, discounts in (("KN", KN_DISCOUNTS), ("modified KN", ("modified",))):

@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from experiments.common import entry, fresh, load, parser, placement, results_dir, runs_root, write
+if __name__ == "__main__":  # run as a file: this checkout's experiments package, never one found elsewhere
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments.common import entry, fresh, load, parser, placement, results_dir, runs_root, test_log, write
 from experiments.counting import counting_models, stat
 from rnn_jax import config, data, rundir, scoring, stats, sweep, testlog
 from rnn_jax import evaluate as evaluate_lib
@@ -221,7 +225,7 @@ def rnn_models(fam: str, name: str, cfg, dirs: list[Path], text: dict, args) -> 
     for d, (c, _), st, dy, w in zip(dirs, runs, static["test"], dynamic["test"], windows["test"], strict=True):
         for label, r, protocol in (("static", st, "stream"), ("dynamic", dy, "stream"), ("static", w, "windows")):
             details = {"config": config.to_dict(c), "run": d.name, "dynamic": kw if label == "dynamic" else None}
-            testlog.record("timemachine", "test", f"{fam} {label}", details, r, protocol=protocol)
+            testlog.record("timemachine", "test", f"{fam} {label}", details, r, test_log(), protocol=protocol)
     curves = [[v for _, v in r] for r in (val_curve(d) for d in dirs)]
     common = {
         "kind": "rnn",

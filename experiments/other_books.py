@@ -6,8 +6,12 @@ The War of the Worlds directly (its Project Gutenberg header and licence strippe
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
+
+if __name__ == "__main__":  # run as a file: this checkout's experiments package, never one found elsewhere
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments.common import RUNS, entry, load, parser, results_dir, run_seeds, runs_root, write
 from rnn_jax import baselines, config, data, stats

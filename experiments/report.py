@@ -14,8 +14,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+if __name__ == "__main__":  # run as a file: this checkout's experiments package, never one found elsewhere
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from experiments import common
-from experiments.common import RecordError, lost_rows, read_record
+from experiments.records import RecordError, lost_rows, read_record
 from experiments.sections import heldout, hparams, levers, other_books, readme, sampling, seed_cost, shakespeare
 from experiments.sections.book import book_sections
 from experiments.sections.summary import summary_table

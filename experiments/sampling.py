@@ -9,11 +9,16 @@ samples from the same prefix, and properties of the text they make.
 from __future__ import annotations
 
 import re
+import sys
+from pathlib import Path
 from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+if __name__ == "__main__":  # run as a file: this checkout's experiments package, never one found elsewhere
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments.common import RUNS, entry, parser, results_dir, write
 from rnn_jax import data, generate, stats

@@ -23,6 +23,7 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,12 @@ from typing import Any
 import jax
 import numpy as np
 
+if __name__ == "__main__":  # run as a file: this checkout's experiments package, never one found elsewhere
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from experiments import scored
 from experiments.classes import class_of
-from experiments.common import entry, parser, results_dir, runs_root, write
+from experiments.common import entry, parser, results_dir, runs_root, test_log, write
 from experiments.counting import counting_models, stat
 from experiments.heldout import parts, train
 from experiments.shakespeare_figures import (  # noqa: F401  (the record's figures; MIX_WEIGHTS read by tests)
@@ -294,7 +298,7 @@ def ngram_windows(name: str, m: dict, text: dict) -> dict:
     assert kn is not None
     val, test = kn_window_losses(kn, text, "val"), kn_window_losses(kn, text, "test")
     r = scoring.window_figures(test, text["draw"]["seed"])
-    testlog.record(CORPUS, "test", name, m["config"], r, protocol="windows")
+    testlog.record(CORPUS, "test", name, m["config"], r, test_log(), protocol="windows")
     return {"val_loss_windows": window_stat([val]), "test_loss_windows": window_stat([test])}
 
 
@@ -332,7 +336,7 @@ def main(argv=None) -> None:
         "models": models,
         "counting_grids": grids,
         "samples": samples(next(d for d in finals[best] if finished(d))) if best else previous.get("samples"),
-        "test_scorings": testlog.counts(testlog.read())[(CORPUS, "test")],
+        "test_scorings": testlog.counts(testlog.read(test_log()))[(CORPUS, "test")],
         "wall_seconds": time.perf_counter() - t0,
     }
     write(out, result, results_dir(out, args))

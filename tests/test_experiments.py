@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import common, report
+from experiments import common, records, report
 from experiments.sections import readme
 from experiments.sections.heldout import heldout_section
 from rnn_jax import config, sweep
@@ -318,7 +318,7 @@ def test_a_record_written_again_merges_and_never_drops_an_entry(results_dir, cap
     rec = common.load("seq")
     assert [s["seed"] for s in rec["seeds"]] == [0, 1, 2] and rec["seeds"][0]["perplexity"] == 4.0
     assert rec["summary"]["seeds"] == 3 and rec["summary"]["perplexity"]["mean"] == pytest.approx((4.0 + 1.1 + 1.2) / 3)
-    assert common.merge_records(rec, rec) == rec
+    assert records.merge_records(rec, rec) == rec
     common.write("seq", {**one, "config": {"epochs": 7}})  # another configuration: the old record is kept aside
     aside = list((results_dir / "results").glob("seq.json.replaced-*"))
     assert len(aside) == 1 and [s["seed"] for s in json.loads(aside[0].read_text())["seeds"]] == [0, 1, 2]

@@ -69,7 +69,7 @@ def test_a_torn_last_line_of_the_log_is_skipped(test_log):
 
 def test_the_benchmark_script_runs_end_to_end(tmp_path, data_dir, monkeypatch, test_log):
     from experiments import common, shakespeare
-    from experiments.sections.records import pm
+    from experiments.sections.figures import pm
     from experiments.sections.shakespeare import shakespeare_section
 
     monkeypatch.setattr(common, "RESULTS", tmp_path / "results")

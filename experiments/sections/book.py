@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from experiments.common import load
-from experiments.sections.records import at_epoch, diverged, diverged_text, loaded, mean_of, pm, versus
+from experiments.sections.figures import at_epoch, diverged, diverged_text, loaded, mean_of, pm, versus
 from experiments.sections.seeds import section
 
 

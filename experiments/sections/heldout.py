@@ -6,9 +6,9 @@ import numpy as np
 
 from experiments.common import load
 from experiments.sections import plots
+from experiments.sections.figures import pm
 from experiments.sections.models import COUNTING, best_by_val, chosen, test_scorings
 from experiments.sections.plots import save_figure
-from experiments.sections.records import pm
 
 
 def heldout_section(name: str = "heldout") -> list[str]:

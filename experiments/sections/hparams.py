@@ -6,8 +6,8 @@ import math
 
 from experiments import common
 from experiments.sections import plots
+from experiments.sections.figures import best_val, diverged, diverged_text, loaded
 from experiments.sections.plots import val_curves
-from experiments.sections.records import best_val, diverged, diverged_text, loaded
 from experiments.sections.seeds import table
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from experiments import classes
+from experiments.common import test_log
 from rnn_jax import testlog
 
 COUNTING = ("ngram", "ppm")
@@ -48,7 +49,7 @@ def no_windows(klass: str) -> str:
 
 def test_scorings(corpus: str, rec: dict) -> list[str]:
     """How many times this table's test part has been scored: the test log's count, and earlier sweeps'."""
-    logged = testlog.counts(testlog.read())[(corpus, "test")]
+    logged = testlog.counts(testlog.read(test_log()))[(corpus, "test")]
     prior = rec.get("prior_test_scorings")
     text = f"Test-part scorings recorded in `results/test_log.jsonl`: {logged}."
     if prior:

@@ -12,7 +12,7 @@ import numpy as np
 
 from experiments import common
 from experiments.common import load
-from experiments.sections.records import loaded
+from experiments.sections.figures import loaded
 
 
 def figures_dir() -> Path:

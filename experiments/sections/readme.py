@@ -6,8 +6,8 @@ from pathlib import Path
 
 from experiments import classes
 from experiments.common import load
+from experiments.sections.figures import best_val, loaded, pm
 from experiments.sections.models import no_windows
-from experiments.sections.records import best_val, loaded, pm
 from experiments.sections.shakespeare import NANOGPT
 
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from experiments.common import load
-from experiments.sections.records import pm
+from experiments.sections.figures import pm
 
 
 def sampling_section() -> list[str]:

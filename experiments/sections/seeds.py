@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from experiments.common import load
 from experiments.sections import plots
-from experiments.sections.records import best_val, pm
+from experiments.sections.figures import best_val, pm
 
 
 def table(names: list[str]) -> list[str]:

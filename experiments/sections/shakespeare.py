@@ -13,9 +13,9 @@ import numpy as np
 from experiments import classes, common
 from experiments.common import load
 from experiments.sections import plots
+from experiments.sections.figures import pm
 from experiments.sections.levers import LEVER_RECORDS
 from experiments.sections.models import COUNTING, chosen, no_windows, test_scorings
-from experiments.sections.records import pm
 from rnn_jax import data
 from rnn_jax.cells import CELLS
 

@@ -6,8 +6,8 @@ import math
 
 from experiments import common
 from experiments.common import load
+from experiments.sections.figures import best_val, loaded, pm, seeds_text
 from experiments.sections.models import COUNTING, best_by_val
-from experiments.sections.records import best_val, loaded, pm, seeds_text
 
 SEED_RECORDS = (
     "seq",
