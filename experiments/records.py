@@ -12,8 +12,6 @@ from pathlib import Path
 from rnn_jax import data, sweep
 
 ROWS = ("models", "seeds", "rows")  # a record's collections of entries, each entry a row of its tables
-
-
 ROW_FIELDS = ("seed", "alpha", "mode", "trained_on", "tested_on", "name")  # what names a row of a list
 
 

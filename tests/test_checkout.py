@@ -1,6 +1,7 @@
 """Paths belong to the checkout a command runs in: results, the test log and the benchmark's peers, never the
 folders of the copy the package was installed from."""
 
+import importlib
 import os
 import shutil
 import subprocess
@@ -69,3 +70,15 @@ def test_a_script_run_from_another_clone_writes_into_that_clone(tmp_path):
     assert (clone / "experiments" / "RESULTS.md").read_text().startswith("# Results of the experiments")
     assert "old" not in (clone / "README.md").read_text()
     assert {p: p.read_bytes() for p in ours} == ours
+
+
+def test_every_console_entry_point_is_a_main_that_parses_its_flags():
+    tomllib = pytest.importorskip("tomllib")
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert {"rnn-jax-train", "rnn-jax-generate", "rnn-jax-evaluate", "rnn-jax-bench"} <= set(scripts)
+    for name, target in scripts.items():
+        module, func = target.split(":")
+        main = getattr(importlib.import_module(module), func)
+        with pytest.raises(SystemExit) as exit_:
+            main(["--help"])
+        assert exit_.value.code == 0, name
