@@ -12,6 +12,7 @@ Every choice is made on validation; each model's test part is scored once and re
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 
@@ -135,7 +136,7 @@ def ppm_models(text: dict, corpus: str, log) -> tuple[dict, list[dict]]:
     decode = text["decode"]
     (val, val_ctx), (test, test_ctx) = text["val"], text["test"]
     val_text, val_before, test_text, test_before = decode(val), decode(val_ctx), decode(test), decode(test_ctx)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for variant in PPM_VARIANTS:
         for order in PPM_ORDERS:
             rows.append(
