@@ -8,6 +8,12 @@ over several seeds; records land in experiments/results/.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # run as a file: this checkout's experiments package, never one found elsewhere
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from experiments.common import entry, run_named
 
 NAMES = ("seq", "random", "relu", "relu_noclip", "embed", "noclip", "nodetach", "bf16")

@@ -9,7 +9,12 @@ describes. Records land in experiments/results/book_random*.json.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
+from pathlib import Path
+
+if __name__ == "__main__":  # run as a file: this checkout's experiments package, never one found elsewhere
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments.common import HELD_OUT, entry, parser, record, results_dir, runs_root, write
 from rnn_jax import experiments as experiments_lib

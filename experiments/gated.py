@@ -7,6 +7,12 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # run as a file: this checkout's experiments package, never one found elsewhere
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from experiments.common import entry, run_named
 
 NAMES = ("gru", "lstm", "deep")

@@ -16,92 +16,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from experiments.common import entry, fresh, load, parser, placement, results_dir, runs_root, write
-from experiments.counting import counting_models
-from rnn_jax import config, corpora, data, heldout, model, scoring, sweep, testlog
-from rnn_jax import experiments as experiments_lib
+if __name__ == "__main__":  # run as a file: this checkout's experiments package, never one found elsewhere
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from experiments.common import entry, fresh, load, parser, placement, results_dir, runs_root, test_log, write
+from experiments.counting import counting_models, stat
+from experiments.heldout_grid import BASE, DRAW, DYNAMIC_SEGMENTS, DYNAMIC_STEPS, FAMILIES, NGRAM_ORDERS, SMOKE_FAMILIES
+from rnn_jax import config, corpora, data, heldout, model, scoring, stats, sweep, testlog
 from rnn_jax.files import read_metrics
 from rnn_jax.runs import load_run
-
-BASE = dataclasses.replace(experiments_lib.EXPERIMENTS["heldout"], predict_every=0)
-# the windows protocol (nanoGPT's estimate_loss) beside the stream: 12,800 windows of 256 characters, seed 0
-DRAW = {"windows": scoring.WINDOWS, "length": scoring.WINDOW_LENGTH, "seed": scoring.WINDOW_SEED}
-NGRAM_ORDERS = range(2, 11)
-# Dynamic evaluation: (update rule, step size) x segment length, chosen on the validation text of seed 0.
-DYNAMIC_STEPS = (
-    ("sgd", 0.01),
-    ("sgd", 0.02),
-    ("sgd", 0.04),
-    ("rms", 1e-4),
-    ("rms", 2e-4),
-    ("rms", 4e-4),
-    ("rms", 8e-4),
-    ("rms", 1.6e-3),
-)
-DYNAMIC_SEGMENTS = (10, 20, 50)
-
-# Each family (cell and depth, with its step size) and the regularisation settings its screening compares;
-# a setting may give its own number of epochs (a cosine step size falls over exactly that many).
-SEQ = {"dropout_mask": "sequence"}
-COS = {"lr_schedule": "cosine"}
-TANH_REG = {"dropout": 0.25, **SEQ, "weight_drop": 0.25}  # the tanh RNN's winner of the first screening
-FAMILIES: dict[str, tuple[dict, dict]] = {
-    "rnn-tanh-1x512": (
-        {"epochs": 100},
-        {
-            "none": {"epochs": 50},
-            "out0.25-seq+wdrop0.25": TANH_REG,
-            "out0.25-seq+wdrop0.25+cosine150": {**TANH_REG, **COS, "epochs": 150},
-            "out0.25-seq+wdrop0.25+cosine300": {**TANH_REG, **COS, "epochs": 300},
-        },
-    ),
-    # the gated cells learn faster at a larger step
-    "gru-1x256": (
-        {"cell": "gru", "hidden": 256, "lr": 0.005, "epochs": 40},
-        {
-            "out0.25-seq+wdrop0.25": TANH_REG,
-            "out0.25-seq+wdrop0.25+cosine60": {**TANH_REG, **COS, "epochs": 60},
-        },
-    ),
-    "lstm-1x256": (
-        {"cell": "lstm", "hidden": 256, "lr": 0.005, "epochs": 40},
-        {
-            "out0.25-seq+wdrop0.25": TANH_REG,
-            "out0.25-seq+wdrop0.25+cosine60": {**TANH_REG, **COS, "epochs": 60},
-        },
-    ),
-    "lstm-2x256": (
-        {"cell": "lstm", "num_layers": 2, "hidden": 256, "lr": 0.005, "epochs": 40},
-        {
-            "out0.25-seq+layer0.25+wdrop0.25": {**TANH_REG, "layer_dropout": 0.25},
-            "out0.25-seq+layer0.25+wdrop0.25+cosine60": {**TANH_REG, "layer_dropout": 0.25, **COS, "epochs": 60},
-            "out0.4-seq+layer0.3+wdrop0.5+cosine80": {
-                "dropout": 0.4,
-                **SEQ,
-                "layer_dropout": 0.3,
-                "weight_drop": 0.5,
-                **COS,
-                "epochs": 80,
-            },
-        },
-    ),
-}
-SMOKE_FAMILIES: dict[str, tuple[dict, dict]] = {
-    "rnn-tanh-1x32": ({"hidden": 32}, {"none": {}, "out0.3-seq": {"dropout": 0.3, **SEQ}})
-}
-
-
-def stat(values: list[float]) -> dict:
-    return {
-        "mean": float(np.mean(values)),
-        "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-        "seeds": [float(v) for v in values],
-    }
 
 
 def corpus(data_dir: str | None) -> dict:
@@ -134,11 +63,7 @@ def ngram_models(text: dict, orders=None) -> dict:
 
 def with_losses(models: dict) -> dict:
     """Each model's test and validation loss in nats per character (ln of its perplexities, seed by seed)."""
-    ln = lambda st: {
-        "mean": float(np.mean(np.log(st["seeds"]))),
-        "std": float(np.std(np.log(st["seeds"]), ddof=1)) if len(st["seeds"]) > 1 else 0.0,
-        "seeds": [float(np.log(v)) for v in st["seeds"]],
-    }
+    ln = lambda st: {**stats.mean_std(np.log(st["seeds"])), "seeds": [float(np.log(v)) for v in st["seeds"]]}
     return {
         n: {
             **m,
@@ -236,7 +161,7 @@ def rnn_models(fam: str, name: str, cfg, dirs: list[Path], text: dict, args) -> 
     for d, (c, _), st, dy, w in zip(dirs, runs, static["test"], dynamic["test"], windows["test"], strict=True):
         for label, r, protocol in (("static", st, "stream"), ("dynamic", dy, "stream"), ("static", w, "windows")):
             details = {"config": config.to_dict(c), "run": d.name, "dynamic": kw if label == "dynamic" else None}
-            testlog.record("timemachine", "test", f"{fam} {label}", details, r, protocol=protocol)
+            testlog.record("timemachine", "test", f"{fam} {label}", details, r, test_log(), protocol=protocol)
     curves = [[v for _, v in r] for r in (val_curve(d) for d in dirs)]
     common = {
         "kind": "rnn",
@@ -291,13 +216,13 @@ PROTOCOL = (
 PRIOR_SCORINGS = {"sweeps": 3, "commits": ["2fd37d3", "ebcc41e", "a8ab222"], "model_seed_scorings": 15 + 33 + 33}
 
 
-def refresh_counting(out: str, text: dict, t0: float) -> None:
+def refresh_counting(out: str, text: dict, t0: float, orders=None) -> None:
     """Replaces the counting models of results/<out>.json with both classes, adds nats-per-character losses to the
     recorded recurrent ones, and writes it back."""
     rec = load(out)
     if rec is None:
         raise SystemExit(f"error: no results/{out}.json to refresh; run the whole sweep first")
-    ngrams = ngram_models(text)
+    ngrams = ngram_models(text, orders)
     rnn = {n: m for n, m in rec["models"].items() if m["kind"] == "rnn"}
     rec.update(
         models=with_losses({**ngrams["models"], **rnn}),
@@ -310,7 +235,8 @@ def refresh_counting(out: str, text: dict, t0: float) -> None:
         print(f"{name:<32} {m['evaluation']:<9} test {m['test_perplexity']['mean']:.3f}", flush=True)
 
 
-def main(argv=None) -> None:
+def build_parser():
+    """The scripts' common flags and the sweep's own."""
     p = parser(__doc__.splitlines()[0])
     p.add_argument(
         "--smoke",
@@ -336,21 +262,43 @@ def main(argv=None) -> None:
         default=list(FAMILIES),
         help="the model families to run (default: all)",
     )
-    args = p.parse_args(argv)
+    return p
+
+
+def settings(args) -> tuple[dict, str]:
+    """(families, record name) of the sweep, with its dynamic grid and windows draw set on args; --smoke shrinks
+    every one of them."""
     families, out = {f: FAMILIES[f] for f in args.families}, "heldout"
     args.dynamic_steps, args.dynamic_segments, args.windows_draw = DYNAMIC_STEPS, DYNAMIC_SEGMENTS, DRAW
+    args.ngram_orders = NGRAM_ORDERS
     if args.smoke:
         args.windows_draw = {**DRAW, "windows": 256, "length": 64}
         families, out = SMOKE_FAMILIES, "heldout_smoke"
         args.epochs, args.seeds = args.epochs or 2, min(args.seeds, 2)
         args.dynamic_steps, args.dynamic_segments = (("sgd", 0.0), ("sgd", 0.01)), (50, 200)
-        global NGRAM_ORDERS
-        NGRAM_ORDERS = range(2, 5)
+        args.ngram_orders = range(2, 5)
+    return families, out
+
+
+def print_models(models: dict) -> None:
+    """Each model's test and validation perplexity, best first."""
+    for name, m in sorted(models.items(), key=lambda kv: kv[1]["test_perplexity"]["mean"]):
+        print(
+            f"{name:<32} test {m['test_perplexity']['mean']:.3f} ± {m['test_perplexity']['std']:.3f}  "
+            f"val {m['val_perplexity']['mean']:.3f}",
+            flush=True,
+        )
+
+
+def main(argv=None) -> None:
+    """Counting models, the screening, the final runs and their scores, into results/heldout.json."""
+    args = build_parser().parse_args(argv)
+    families, out = settings(args)
     t0 = time.perf_counter()
     text = corpus(args.data_dir)
     if args.counting_only:
-        return refresh_counting(out, text, t0)
-    ngrams = ngram_models(text)
+        return refresh_counting(out, text, t0, args.ngram_orders)
+    ngrams = ngram_models(text, args.ngram_orders)
     print(f"n-grams chosen on validation ({time.perf_counter() - t0:.0f} s)", flush=True)
     root = runs_root(out, args) / out
     if args.fresh or args.smoke:  # a smoke test always trains (a run another process holds is never removed)
@@ -374,12 +322,7 @@ def main(argv=None) -> None:
         "wall_seconds": time.perf_counter() - t0,
     }
     write(out, result, results_dir(out, args))
-    for name, m in sorted(models.items(), key=lambda kv: kv[1]["test_perplexity"]["mean"]):
-        print(
-            f"{name:<32} test {m['test_perplexity']['mean']:.3f} ± {m['test_perplexity']['std']:.3f}  "
-            f"val {m['val_perplexity']['mean']:.3f}",
-            flush=True,
-        )
+    print_models(models)
     print(json.dumps({"wall_seconds": result["wall_seconds"]}))
 
 

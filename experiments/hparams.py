@@ -8,7 +8,12 @@ Epochs come from the validation curve of each run (scored every 25 epochs).
 from __future__ import annotations
 
 import dataclasses
+import sys
+from pathlib import Path
 from typing import Any
+
+if __name__ == "__main__":  # run as a file: this checkout's experiments package, never one found elsewhere
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments.common import HELD_OUT, entry, parser, run_seeds
 from rnn_jax import experiments as experiments_lib

@@ -6,13 +6,15 @@ The War of the Worlds directly (its Project Gutenberg header and licence strippe
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+if __name__ == "__main__":  # run as a file: this checkout's experiments package, never one found elsewhere
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments.common import RUNS, entry, load, parser, results_dir, run_seeds, runs_root, write
-from rnn_jax import baselines, data, heldout, model
+from rnn_jax import baselines, data, heldout, model, stats
 from rnn_jax import experiments as experiments_lib
 from rnn_jax.runs import load_run
 
@@ -58,10 +60,7 @@ def main(argv=None) -> None:
                 "tested_on": test_book,
                 "unknown_chars": unknown,
                 "ngram5_same_training": ngram["perplexity"],
-                **{
-                    k: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, "n": len(v)}
-                    for k, v in ppl.items()
-                },
+                **{k: {**stats.mean_std(v), "n": len(v)} for k, v in ppl.items()},
             }
             table.append(row)
             print(

@@ -9,14 +9,19 @@ samples from the same prefix, and properties of the text they make.
 from __future__ import annotations
 
 import re
+import sys
+from pathlib import Path
 from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+if __name__ == "__main__":  # run as a file: this checkout's experiments package, never one found elsewhere
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from experiments.common import RUNS, entry, parser, results_dir, write
-from rnn_jax import corpora, generate
+from rnn_jax import corpora, generate, stats
 from rnn_jax.runs import load_run
 
 ALPHAS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, "greedy")
@@ -75,7 +80,7 @@ def main(argv=None) -> None:
         row: dict[str, Any] = {"alpha": alpha}
         for key in per_seed[0]:
             vals = [s[key] for s in per_seed]
-            row[key] = {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0}
+            row[key] = stats.mean_std(vals)
         rows.append(row)
         print(
             f"alpha {alpha!s:>6}: distinct words {row['distinct_word_ratio']['mean']:.2f}  in book "

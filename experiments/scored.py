@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from experiments.common import test_log
 from rnn_jax import config, heldout, model, scoring, testlog
 from rnn_jax.files import write_json
 from rnn_jax.runs import load_run
@@ -55,7 +56,7 @@ def _stored(path: Path) -> list[dict]:
 
 def _log(run_dir: Path, name: str, corpus: str, cfg, extra: dict, result: dict, protocol: str) -> None:
     details = {"config": config.to_dict(cfg), "run": run_dir.name, **extra}
-    testlog.record(corpus, "test", f"{run_dir.parent.name} {name}", details, result, protocol=protocol)
+    testlog.record(corpus, "test", f"{run_dir.parent.name} {name}", details, result, test_log(), protocol=protocol)
 
 
 def score(run_dir: Path, part: str, text: dict, setting: dict | None, *, best: bool, corpus: str) -> float:

@@ -7,10 +7,15 @@ processes (one per core), and as one vmapped program; same configuration, wall t
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import jax
+
+if __name__ == "__main__":  # run as a file: this checkout's experiments package, never one found elsewhere
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments.common import entry, parser, results_dir, runs_root, write
 from rnn_jax import corpora, data, sweep

@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -30,9 +29,12 @@ from typing import Any
 import jax
 import numpy as np
 
+if __name__ == "__main__":  # run as a file: this checkout's experiments package, never one found elsewhere
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from experiments import scored
 from experiments.classes import class_of
-from experiments.common import entry, parser, results_dir, runs_root, write
+from experiments.common import entry, parser, results_dir, runs_root, test_log, write
 from experiments.counting import counting_models, stat
 from experiments.heldout import parts, train
 from experiments.shakespeare_figures import (  # noqa: F401  (the record's figures; MIX_WEIGHTS read by tests)
@@ -48,7 +50,8 @@ from experiments.shakespeare_figures import (  # noqa: F401  (the record's figur
     window_stat,
     with_figures,
 )
-from rnn_jax import config, corpora, data, generate, model, rundir, scoring, sweep, testlog
+from experiments.shakespeare_record import load_record, merged, print_models, samples, split_record
+from rnn_jax import config, corpora, data, rundir, scoring, sweep, testlog
 from rnn_jax import experiments as experiments_lib
 from rnn_jax.files import read_json, read_metrics, write_atomic
 from rnn_jax.runs import load_run
@@ -82,7 +85,6 @@ DYNAMIC_GRID: tuple[tuple[str, float, int], ...] = (
 # nanoGPT's estimate_loss: 200 batches of 64 windows of 256 characters, each from an empty context (seed 0 here)
 DRAW = {"windows": scoring.WINDOWS, "length": scoring.WINDOW_LENGTH, "seed": scoring.WINDOW_SEED}
 SMOKE_DRAW = {"windows": 256, "length": 64, "seed": 0}
-SAMPLES: dict[str, Any] = {"prompt": "ROMEO:", "num_chars": 300, "temperature": 0.8, "seeds": (0, 1, 2)}
 
 
 def split(data_dir: str | None, smoke: bool, root: Path) -> dict:
@@ -236,30 +238,6 @@ def combined(name, common, entry, select, finals, text, kn, windowed) -> dict:
     return out
 
 
-def samples(run_dir: Path) -> dict:
-    """Seeded samples from a final run, and the command that prints the same text."""
-    cfg, vocab, params, _ = load_run(run_dir)
-    out = []
-    for seed in SAMPLES["seeds"]:
-        ids = generate.generate_ids(
-            params,
-            jax.numpy.asarray(vocab.encode(SAMPLES["prompt"])),
-            jax.random.key(seed),
-            num_chars=SAMPLES["num_chars"],
-            num_samples=1,
-            temperature=SAMPLES["temperature"],
-            top_k=0,
-            spec=model.ModelSpec.from_config(cfg),
-        )
-        out.append(SAMPLES["prompt"] + vocab.decode(np.asarray(ids)[0]))
-    run_dir = Path(os.path.relpath(run_dir, Path(__file__).resolve().parent.parent))  # from the repository
-    command = (
-        f"python -m rnn_jax.generate --run-dir {run_dir} --prefix '{SAMPLES['prompt']}' "
-        f"--num-chars {SAMPLES['num_chars']} --temperature {SAMPLES['temperature']} --seed S"
-    )
-    return {"run": str(run_dir), "command": command, **SAMPLES, "texts": out}
-
-
 def arguments(argv=None) -> argparse.Namespace:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS), help="recurrent models to run")
@@ -298,7 +276,7 @@ def ngram_windows(name: str, m: dict, text: dict) -> dict:
     assert kn is not None
     val, test = kn_window_losses(kn, text, "val"), kn_window_losses(kn, text, "test")
     r = scoring.window_figures(test, text["draw"]["seed"])
-    testlog.record(CORPUS, "test", name, m["config"], r, protocol="windows")
+    testlog.record(CORPUS, "test", name, m["config"], r, test_log(), protocol="windows")
     return {"val_loss_windows": window_stat([val]), "test_loss_windows": window_stat([test])}
 
 
@@ -336,40 +314,11 @@ def main(argv=None) -> None:
         "models": models,
         "counting_grids": grids,
         "samples": samples(next(d for d in finals[best] if finished(d))) if best else previous.get("samples"),
-        "test_scorings": testlog.counts(testlog.read())[(CORPUS, "test")],
+        "test_scorings": testlog.counts(testlog.read(test_log()))[(CORPUS, "test")],
         "wall_seconds": time.perf_counter() - t0,
     }
     write(out, result, results_dir(out, args))
-    for name, m in sorted(models.items(), key=lambda kv: kv[1]["test_loss"]["mean"]):
-        w = m.get("test_loss_windows")
-        windows_text = f"  windows {w['mean']:.4f}" if w else ""
-        print(
-            f"{name:<30} {m.get('class', m['evaluation']):<17} test {m['test_loss']['mean']:.4f} ± "
-            f"{m['test_loss']['std']:.4f} nats{windows_text}  val {m['val_loss']['mean']:.4f}",
-            flush=True,
-        )
-
-
-def load_record(path: Path) -> dict:
-    """The last record of this study ({} when there is none); one of another shape is an error naming it."""
-    if not path.is_file():
-        return {}
-    try:
-        rec = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise data.DataError(f"{path} is not a JSON record ({e}); restore it (git checkout) or move it away") from None
-    if not isinstance(rec, dict) or not isinstance(rec.get("models"), dict):
-        raise data.DataError(f"{path} is not a record of this study (no 'models' object); restore or move it away")
-    return rec
-
-
-def merged(previous: dict, now: dict) -> dict:
-    """The record's entries: those scored now, and every earlier one not scored again (a subset of the models, or
-    runs that are not on this machine, never drops an entry); says which were kept."""
-    kept = [n for n in previous if n not in now]
-    if kept:
-        print(f"kept from the last record (not scored now): {', '.join(kept)}", flush=True)
-    return {n: {**m, "class": class_of(m)} for n, m in {**{n: previous[n] for n in kept}, **now}.items()}
+    print_models(models)
 
 
 def chosen_ngram(counting: dict) -> dict | None:
@@ -383,22 +332,6 @@ def chosen_ngram(counting: dict) -> dict | None:
         return None
     d = static_kn["config"]["discount"]
     return {"n": static_kn["config"]["n"], "discount": None if d == "Ney estimate" else d}
-
-
-def split_record(text: dict) -> dict:
-    return {
-        "corpus": text["corpus"].name,
-        "sha1": text["sha1"],
-        "characters": text["n"],
-        "vocab_size": text["vocab_size"],
-        "train": int(len(text["train"])),
-        "val": int(len(text["val"][0])),
-        "test": int(len(text["test"][0])),
-        "rule": "test = the last n - int(0.9 n) characters (nanoGPT's val); val = the "
-        "5% of the corpus before it, chosen on by models that did not train on "
-        "it; final models train on train + val (nanoGPT's 90%)",
-        "windows": text["draw"],
-    }
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def check_corpus(path: Path, saved: dict) -> None:
     want = saved["data"]["sha1"]
     got = corpora.sha1_of(path)
     if got != want:
-        raise data.DataError(
+        raise corpora.DataError(
             f"{path} is not the corpus the run trained on (SHA-1 {got}, the run's {want}), so its "
             "splits would be other text; pass the original with --data-dir, or score any text "
             "with --corpus"

@@ -81,5 +81,5 @@ EXPERIMENTS: dict[str, Config] = {
 # minibatch.
 CHAINS: dict[str, tuple[str, ...]] = {"book_random": ("seq", "seq_reset")}
 
-# The corpus (a data.CORPORA name) an experiment trains on when --corpus is not given; the book's otherwise.
+# The corpus (a corpora.CORPORA name) an experiment trains on when --corpus is not given; the book's otherwise.
 CORPUS_OF: dict[str, str] = {"shakespeare": "shakespeare"}

@@ -239,7 +239,7 @@ def _generate(args) -> None:
     """Prints the samples the options ask for, one per line; UsageError says which option cannot be used."""
     import sys
 
-    from rnn_jax.rundir import load_run
+    from rnn_jax.runs import load_run
 
     def check(error: str | None) -> None:
         if error:

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rnn_jax import data, model
+from rnn_jax import corpora, model
 from rnn_jax import step as step_lib
 from rnn_jax.scoring import WINDOW_BATCH, WINDOW_LENGTH, WINDOW_SEED, WINDOWS, figures, window_figures, window_starts
 
@@ -29,7 +29,7 @@ def _stream(tokens: np.ndarray, context: np.ndarray | None) -> tuple[np.ndarray,
     else:
         inputs, targets = tokens[:-1], tokens[1:]
     if len(targets) == 0:
-        raise data.DataError("nothing to evaluate: the held-out text is empty (is --val-fraction 0?)")
+        raise corpora.DataError("nothing to evaluate: the held-out text is empty (is --val-fraction 0?)")
     return inputs, targets
 
 

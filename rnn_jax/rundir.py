@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnn_jax import checkpoint, data, distributed, log, runs
+from rnn_jax import checkpoint, corpora, data, distributed, log, runs
 from rnn_jax import config as config_lib
 from rnn_jax.config import Config, ConfigError
 from rnn_jax.files import read_json, write_atomic, write_json, write_synced
@@ -174,7 +174,7 @@ def _resumed_config(
     try:
         check_resumable(run_dir, saved, cfg, data_info["sha1"], exp)
         saved_vocab = data.Vocab(read_json(run_dir / "vocab.json", "the run's vocabulary")["idx_to_token"])
-    except (KeyError, TypeError, data.DataError) as e:
+    except (KeyError, TypeError, corpora.DataError) as e:
         raise checkpoint.CheckpointError(
             f"{run_dir}/config.json or vocab.json is not a run's ({e}); restore it from a copy"
         ) from None

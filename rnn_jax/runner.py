@@ -11,7 +11,21 @@ from typing import Any
 
 import jax
 
-from rnn_jax import baselines, data, distributed, files, launch, log, memory, model, residual, rundir, runs, scoring
+from rnn_jax import (
+    baselines,
+    corpora,
+    data,
+    distributed,
+    files,
+    launch,
+    log,
+    memory,
+    model,
+    residual,
+    rundir,
+    runs,
+    scoring,
+)
 from rnn_jax import config as config_lib
 from rnn_jax import experiments as experiments_lib
 from rnn_jax import step as step_lib
@@ -73,7 +87,7 @@ def check_memory(cfg: Config, vocab_size: int) -> None:
 
 def load_data(cfg: Config, corpus: str | None, data_dir: str | None) -> TrainingData:
     """The corpus a run trains and validates on, checked against cfg before anything is written."""
-    path = data.resolve_corpus(corpus, data_dir)
+    path = corpora.resolve_corpus(corpus, data_dir)
     all_tokens, vocab = data.load_corpus(path, -1, cfg.preprocess)
     parts = data.splits(all_tokens, cfg)
     tokens, val = parts["train"][0], parts["val"]
@@ -82,7 +96,7 @@ def load_data(cfg: Config, corpus: str | None, data_dir: str | None) -> Training
         scoring.window_starts(len(val[0]), cfg.val_windows, scoring.WINDOW_LENGTH)
     info = {
         "path": str(path.resolve()),
-        "sha1": data.sha1_of(path),
+        "sha1": corpora.sha1_of(path),
         "train_tokens": int(len(tokens)),
         "val_tokens": int(len(val[0])),
         "test_tokens": int(len(parts["test"][0])),
@@ -92,9 +106,9 @@ def load_data(cfg: Config, corpus: str | None, data_dir: str | None) -> Training
 
 def default_prefixes(training: TrainingData, cfg: Config) -> tuple[str, ...]:
     """The book's two prompts for the book; for another text its own opening two words, and the second."""
-    if training.info["sha1"] == data.TIME_MACHINE_SHA1 and cfg.preprocess == "book":
+    if training.info["sha1"] == corpora.TIME_MACHINE_SHA1 and cfg.preprocess == "book":
         return PREFIXES
-    if training.info["sha1"] == data.CORPORA["shakespeare"].sha1 and cfg.preprocess == "none":
+    if training.info["sha1"] == corpora.CORPORA["shakespeare"].sha1 and cfg.preprocess == "none":
         return ("ROMEO:",)
     words = training.vocab.decode(training.tokens[:200]).split()
     return (" ".join(words[:2]), words[1]) if len(words) >= 2 else (training.vocab.decode(training.tokens[:10]),)

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnn_jax import checkpoint, data, model, stack
+from rnn_jax import checkpoint, corpora, data, model, stack
 from rnn_jax import config as config_lib
 from rnn_jax.config import Config, ConfigError
 from rnn_jax.files import read_json
@@ -36,7 +36,7 @@ def _load_run(run_dir: str | Path, best: bool):
         if missing:
             raise KeyError(f"data.{', data.'.join(sorted(missing))}")
         vocab = data.Vocab(read_json(run_dir / "vocab.json", "the run's vocabulary")["idx_to_token"])
-    except (KeyError, TypeError, data.DataError, ConfigError) as e:
+    except (KeyError, TypeError, corpora.DataError, ConfigError) as e:
         raise checkpoint.CheckpointError(f"{run_dir}/config.json or vocab.json is not a run's ({e})") from None
     params, meta = checkpoint.load_params(run_dir, best=best)
     params = per_layer_converted(run_dir, params)

@@ -22,7 +22,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from rnn_jax import data, files, rundir, runner, trainer
+from rnn_jax import data, files, rundir, runner, stats, trainer
 from rnn_jax import flags as flags_lib
 from rnn_jax.config import Config
 from rnn_jax.exitcodes import Exit
@@ -283,9 +283,5 @@ def summarize(records: list[dict]) -> dict:
     for key in ("perplexity", "val_perplexity", "tokens_per_sec", "wall_seconds"):
         vals = [r[key] for r in ok if r.get(key) is not None]
         if vals:
-            out[key] = {
-                "mean": float(np.mean(vals)),
-                "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
-                "n": len(vals),
-            }
+            out[key] = {**stats.mean_std(vals), "n": len(vals)}
     return out

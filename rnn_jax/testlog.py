@@ -2,9 +2,9 @@
 
 A test part is for reporting, not choosing: each time one is scored (by `python -m rnn_jax.evaluate` on a part that
 holds test text, or by an experiment script), `record` appends {time, commit, corpus, split, model, config_hash,
-result, protocol, and where known text_sha1 and span} to
-$RNN_JAX_TEST_LOG, else the repository's experiments/results/test_log.jsonl when run from a checkout, else
-the cache's test_log.jsonl. `counts` tells how many times each (corpus, split) was scored.
+result, protocol, and where known text_sha1 and span} to $RNN_JAX_TEST_LOG, else experiments/results/test_log.jsonl
+of the checkout the command runs in (rnn_jax.checkout: the current folder's, or the one a script passes), else the
+cache's test_log.jsonl. `counts` tells how many times each (corpus, split) was scored.
 
 The log is an append-only journal: each row is one os.write on an O_APPEND descriptor, synced, under flock on
 <log>.lock; a torn last line is moved to <log>.torn-<time> before the next append; a failed append is cut back off.
@@ -25,14 +25,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+from rnn_jax import checkout as checkout_lib
+
+PACKAGE = Path(__file__).resolve().parent  # the code that scores, whose commit each row records
 
 
-def log_path() -> Path:
+def log_path(checkout: Path | None = None) -> Path:
+    """$RNN_JAX_TEST_LOG, else experiments/results/test_log.jsonl of `checkout` (default: the one holding the current
+    folder) where it has that folder, else the cache's test_log.jsonl."""
     if os.environ.get("RNN_JAX_TEST_LOG"):
         return Path(os.environ["RNN_JAX_TEST_LOG"])
-    if (REPO / "experiments" / "results").is_dir():
-        return REPO / "experiments" / "results" / "test_log.jsonl"
+    tree = checkout or checkout_lib.root()
+    if tree is not None and (tree / "experiments" / "results").is_dir():
+        return tree / "experiments" / "results" / "test_log.jsonl"
     from rnn_jax import corpora
 
     return corpora.cache_dir() / "test_log.jsonl"
@@ -44,9 +49,9 @@ def config_hash(config: dict) -> str:
 
 
 def commit() -> str | None:
-    """The checkout's git commit (with '+dirty' for uncommitted changes), or None outside a checkout."""
+    """The git commit of the code that scores (with '+dirty' for uncommitted changes), or None outside a checkout."""
     try:
-        run = lambda *a: subprocess.run(["git", "-C", str(REPO), *a], capture_output=True, text=True, timeout=10)
+        run = lambda *a: subprocess.run(["git", "-C", str(PACKAGE), *a], capture_output=True, text=True, timeout=10)
         head = run("rev-parse", "HEAD")
         if head.returncode:
             return None

@@ -429,7 +429,15 @@ def test_the_recipe_section_times_both_dtypes_beside_the_torch_peer(tmp_path, ca
         "echo 'torch nn.LSTM bfloat16 threads 2: 2,000.5 tokens/s'\n"
     )
     peer.chmod(0o755)
-    args = argparse.Namespace(hidden=16, reps=2, epochs=1, limit_steps=20, peer_python=str(peer), peer_threads=None)
+    args = argparse.Namespace(
+        hidden=16,
+        reps=2,
+        epochs=1,
+        limit_steps=20,
+        peer_python=str(peer),
+        peer_threads=None,
+        peer_script=tmp_path / "d2l_torch_ref.py",  # the recipe's peer is the one beside it
+    )
     r = recipe.recipe(args)
     rows = {row["name"]: row for row in r["rows"]}
     assert set(rows) == {"recipe float32", "recipe bfloat16"}

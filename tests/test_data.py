@@ -154,7 +154,7 @@ def test_minibatches_are_pure_in_seed_and_epoch(book):
 
 @pytest.mark.parametrize("sampling", ["seq", "random"])
 def test_corpus_too_short_for_one_minibatch_is_a_clear_error(sampling):
-    with pytest.raises(data.DataError, match="too few for one minibatch.*--batch-size"):
+    with pytest.raises(corpora.DataError, match="too few for one minibatch.*--batch-size"):
         data.check_length(500, 32, 35, sampling)
     data.check_length(32 * 35 + 36, 32, 35, sampling)
 
@@ -189,9 +189,9 @@ def test_env_variable_then_cache(tmp_path, monkeypatch, data_dir):
 
 def test_wrong_file_in_data_dir_names_the_sha1(tmp_path):
     (tmp_path / "timemachine.txt").write_text("not the book")
-    with pytest.raises(data.DataError, match="SHA-1 .* not the book's 090b5e7e"):
+    with pytest.raises(corpora.DataError, match="SHA-1 .* not the book's 090b5e7e"):
         corpora.resolve_corpus(data_dir=str(tmp_path))
-    with pytest.raises(data.DataError, match="does not exist"):
+    with pytest.raises(corpora.DataError, match="does not exist"):
         corpora.resolve_corpus(data_dir=str(tmp_path / "missing"))
 
 
@@ -231,7 +231,7 @@ def test_download_with_wrong_sha1_keeps_nothing(tmp_path, monkeypatch, http_serv
     monkeypatch.setenv("RNN_JAX_CACHE", str(tmp_path / "cache"))
     (root / "timemachine.txt").write_text("tampered")
     monkeypatch.setenv("RNN_JAX_DATA_URL", f"{url}/timemachine.txt")
-    with pytest.raises(data.DataError, match="SHA-1 .*expected 090b5e7e.*nothing was kept"):
+    with pytest.raises(corpora.DataError, match="SHA-1 .*expected 090b5e7e.*nothing was kept"):
         corpora.resolve_corpus()
     assert list((tmp_path / "cache").iterdir()) == []
 
@@ -241,20 +241,20 @@ def test_failed_download_says_what_to_do(tmp_path, monkeypatch, http_server):
     monkeypatch.delenv("RNN_JAX_DATA_DIR", raising=False)
     monkeypatch.setenv("RNN_JAX_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("RNN_JAX_DATA_URL", f"{url}/missing.txt")
-    with pytest.raises(data.DataError, match="could not download .*--data-dir"):
+    with pytest.raises(corpora.DataError, match="could not download .*--data-dir"):
         corpora.resolve_corpus()
 
 
 def test_unreadable_corpora_are_clear_errors(tmp_path):
-    with pytest.raises(data.DataError, match="no such file"):
+    with pytest.raises(corpora.DataError, match="no such file"):
         corpora.resolve_corpus(corpus=str(tmp_path / "nope.txt"))
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("caf\xe9 au lait".encode("latin-1"))
-    with pytest.raises(data.DataError, match="not valid UTF-8"):
+    with pytest.raises(corpora.DataError, match="not valid UTF-8"):
         data.load_corpus(bad)
     empty = tmp_path / "digits.txt"
     empty.write_text("1234 5678\n")
-    with pytest.raises(data.DataError, match="no letters"):
+    with pytest.raises(corpora.DataError, match="no letters"):
         data.load_corpus(empty)
 
 
@@ -267,7 +267,7 @@ def test_corpus_names_resolve_in_the_data_dir_and_are_verified(tmp_path, data_di
     assert corpora.corpus_name(shakespeare) == "shakespeare"
     assert corpora.corpus_name(tmp_path / "x.txt", "0" * 40) == "x.txt"
     (tmp_path / "tinyshakespeare.txt").write_text("First Citizen:\nnot the published file\n")
-    with pytest.raises(data.DataError, match="SHA-1 .* not tiny Shakespeare's 04486597"):
+    with pytest.raises(corpora.DataError, match="SHA-1 .* not tiny Shakespeare's 04486597"):
         corpora.resolve_corpus("shakespeare", str(tmp_path))
 
 
@@ -277,7 +277,7 @@ def test_a_named_corpus_is_downloaded_verified_and_cached(tmp_path, monkeypatch,
     monkeypatch.setenv("RNN_JAX_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("RNN_JAX_URL_SHAKESPEARE", f"{url}/input.txt")
     (root / "input.txt").write_text("tampered")
-    with pytest.raises(data.DataError, match="expected 04486597.*nothing was kept"):
+    with pytest.raises(corpora.DataError, match="expected 04486597.*nothing was kept"):
         corpora.resolve_corpus("shakespeare")
     (root / "input.txt").write_bytes((data_dir / "tinyshakespeare.txt").read_bytes())
     assert corpora.resolve_corpus("shakespeare") == tmp_path / "cache" / "tinyshakespeare.txt"
@@ -286,7 +286,7 @@ def test_a_named_corpus_is_downloaded_verified_and_cached(tmp_path, monkeypatch,
 
 
 def test_an_unknown_name_that_is_not_a_file_lists_the_names():
-    with pytest.raises(data.DataError, match="not a corpus name \\(timemachine, shakespeare\\)"):
+    with pytest.raises(corpora.DataError, match="not a corpus name \\(timemachine, shakespeare\\)"):
         corpora.resolve_corpus("hamlet")
 
 

@@ -7,9 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from rnn_jax import config, epochs, scoring
+from rnn_jax import epochs, scoring
+from rnn_jax import experiments as experiments_lib
 
-CFG = dataclasses.replace(config.EXPERIMENTS["tiny"], epochs=10, eval_every=3)
+CFG = dataclasses.replace(experiments_lib.EXPERIMENTS["tiny"], epochs=10, eval_every=3)
 
 
 def metrics(loss, grad_norm=None, finite=None):

@@ -4,7 +4,7 @@ import errno
 
 import pytest
 
-from rnn_jax import checkpoint, config, data, epochs, exitcodes, scoring, signals, sweep
+from rnn_jax import checkpoint, config, corpora, epochs, exitcodes, scoring, signals, sweep
 from rnn_jax.bench.common import ChildFailed
 from rnn_jax.exitcodes import Exit
 
@@ -20,7 +20,7 @@ def failing(e: BaseException):
     "error,status",
     [
         (config.ConfigError("x"), Exit.USAGE),
-        (data.DataError("x"), Exit.USAGE),
+        (corpora.DataError("x"), Exit.USAGE),
         (checkpoint.CheckpointError("x"), Exit.USAGE),
         (exitcodes.UsageError("x"), Exit.USAGE),
         (OSError(errno.ENOSPC, "No space left on device", "f"), Exit.FAILED),
@@ -68,7 +68,7 @@ def test_a_command_adds_its_note_to_a_status_and_its_own_sigint_line(capsys):
     assert capsys.readouterr().err == "stopped by SIGTERM. Continue with: cmd\n"
     assert exitcodes.run(failing(KeyboardInterrupt()), sigint="stopped early", notes=notes) is Exit.INTERRUPTED
     assert capsys.readouterr().err == "stopped early. Continue with: cmd\n"
-    assert exitcodes.run(failing(data.DataError("no corpus")), notes=notes) is Exit.USAGE
+    assert exitcodes.run(failing(corpora.DataError("no corpus")), notes=notes) is Exit.USAGE
     assert capsys.readouterr().err == "error: no corpus\n"  # a note belongs to its status only
 
 

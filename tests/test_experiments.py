@@ -10,7 +10,9 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import common, report
+from experiments import common, records, report
+from experiments.sections import readme
+from experiments.sections.heldout import heldout_section
 from rnn_jax import config, sweep
 from rnn_jax import experiments as experiments_lib
 from rnn_jax import step as step_lib
@@ -34,9 +36,6 @@ def results_dir(tmp_path, monkeypatch):
         (common, "RESULTS", tmp_path / "results"),
         (common, "RUNS", tmp_path / "runs"),
         (common, "HERE", tmp_path),
-        (report, "RESULTS", tmp_path / "results"),
-        (report, "HERE", tmp_path),
-        (report, "FIGURES", tmp_path / "results" / "figures"),
         (report, "README", tmp_path / "README.md"),
     ):
         monkeypatch.setattr(module, attr, value)
@@ -105,32 +104,31 @@ def test_report_tables_figures_and_answers(results_dir):
 def test_report_writes_the_readme_results_between_its_markers_only(results_dir):
     fake("seq", [1.0, 1.1, 1.2])
     fake("gru", [1.0, 1.0, 1.0])
-    readme = results_dir / "README.md"
-    readme.write_text(f"# title\n\n{report.README_START}\nold table\n{report.README_END}\n\n## after\n")
+    path = results_dir / "README.md"
+    path.write_text(f"# title\n\n{readme.README_START}\nold table\n{readme.README_END}\n\n## after\n")
     report.main()
-    text = readme.read_text()
-    assert text.startswith(f"# title\n\n{report.README_START}\n")
-    assert text.endswith(f"{report.README_END}\n\n## after\n")
+    text = path.read_text()
+    assert text.startswith(f"# title\n\n{readme.README_START}\n")
+    assert text.endswith(f"{readme.README_END}\n\n## after\n")
     assert "old table" not in text
     assert "| `seq` | 8.5, sequential partitioning | 1.100 ± 0.100 | 1.0 |" in text and "| `gru` |" in text
     assert (
         "| `seq` | training perplexity 1.100 ± 0.100 after 500 epochs (3 seeds)"
         in (results_dir / "RESULTS.md").read_text()
     )  # the one-line summary opens RESULTS.md
-    readme.write_text("no markers\n")
-    assert not report.write_readme_results(readme) and readme.read_text() == "no markers\n"
+    path.write_text("no markers\n")
+    assert not readme.write_readme_results(path) and path.read_text() == "no markers\n"
 
 
 def test_the_readme_results_are_those_of_the_records():
     text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    block = text.split(report.README_START, 1)[1].split(report.README_END, 1)[0]
-    assert block == "\n" + "\n".join(report.readme_results()) + "\n", "README results are stale: run make report"
+    block = text.split(readme.README_START, 1)[1].split(readme.README_END, 1)[0]
+    assert block == "\n" + "\n".join(readme.readme_results()) + "\n", "README results are stale: run make report"
 
 
 def test_report_beating_counting_section(results_dir):
-    from experiments import heldout
+    from experiments.counting import stat
 
-    stat = heldout.stat
     ngram = lambda n, val, test: {
         "kind": "ngram",
         "evaluation": "static",
@@ -172,7 +170,7 @@ def test_report_beating_counting_section(results_dir):
             "models": models,
         },
     )
-    md = "\n".join(report.heldout_section())
+    md = "\n".join(heldout_section())
     rows = [line for line in md.splitlines() if line.startswith("| ") and "KN" in line or "rnn-" in line]
     assert rows[0].startswith("| rnn-tanh-1x512 dynamic | dynamic | 4.150 ± 0.071 |")  # sorted by test perplexity
     assert "| 7-gram KN | static | 4.200 |" in md
@@ -324,7 +322,7 @@ def test_a_record_written_again_merges_and_never_drops_an_entry(results_dir, cap
     rec = common.load("seq")
     assert [s["seed"] for s in rec["seeds"]] == [0, 1, 2] and rec["seeds"][0]["perplexity"] == 4.0
     assert rec["summary"]["seeds"] == 3 and rec["summary"]["perplexity"]["mean"] == pytest.approx((4.0 + 1.1 + 1.2) / 3)
-    assert common.merge_records(rec, rec) == rec
+    assert records.merge_records(rec, rec) == rec
     common.write("seq", {**one, "config": {"epochs": 7}})  # another configuration: the old record is kept aside
     aside = list((results_dir / "results").glob("seq.json.replaced-*"))
     assert len(aside) == 1 and [s["seed"] for s in json.loads(aside[0].read_text())["seeds"]] == [0, 1, 2]

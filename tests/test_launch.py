@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from rnn_jax import checkpoint, config, launch, train
+from rnn_jax import experiments as experiments_lib
 
-TINY = config.EXPERIMENTS["tiny"]
+TINY = experiments_lib.EXPERIMENTS["tiny"]
 
 
 def test_only_the_config_flags_given_override():
@@ -21,9 +22,9 @@ def test_only_the_config_flags_given_override():
 
 def test_a_new_run_is_its_experiment_with_the_overrides_and_the_experiments_corpus():
     cfg, exp, kw = launch.resolve(launch.Request(overrides={"hidden": 8}))
-    assert exp == "seq" and cfg == dataclasses.replace(config.EXPERIMENTS["seq"], hidden=8)
+    assert exp == "seq" and cfg == dataclasses.replace(experiments_lib.EXPERIMENTS["seq"], hidden=8)
     assert kw["corpus"] is None
-    for exp, corpus in config.CORPUS_OF.items():
+    for exp, corpus in experiments_lib.CORPUS_OF.items():
         assert launch.resolve(launch.Request(exp=exp))[2]["corpus"] == corpus
         assert launch.resolve(launch.Request(exp=exp, corpus="other.txt"))[2]["corpus"] == "other.txt"
 
@@ -77,7 +78,7 @@ def test_a_config_json_that_is_not_a_runs_is_a_clear_error(tmp_path):
 
 
 def test_a_chain_is_named_by_its_experiment_or_recorded_in_the_run_it_resumes(tmp_path):
-    chain = next(iter(config.CHAINS))
+    chain = next(iter(experiments_lib.CHAINS))
     assert launch.chain_of(launch.Request(exp=chain)) == chain
     assert launch.chain_of(launch.Request(exp="tiny")) is None
     (tmp_path / "chain.json").write_text(json.dumps({"experiment": chain}))

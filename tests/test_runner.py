@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rnn_jax import config, data, files, launch, rundir, runner
+from rnn_jax import config, corpora, files, launch, rundir, runner
 from rnn_jax import experiments as experiments_lib
 from rnn_jax import flags as flags_lib
 from rnn_jax.launch import RunRequest
@@ -61,7 +61,7 @@ def test_another_texts_prompts_are_its_opening_words(small_text):
 def test_a_text_too_short_is_refused_before_anything_is_written(tmp_path):
     short = tmp_path / "short.txt"
     short.write_text("the time")
-    with pytest.raises(data.DataError):
+    with pytest.raises(corpora.DataError):
         runner.run(RunRequest(TINY, tmp_path / "run", corpus=str(short), quiet=True))
     assert not (tmp_path / "run").exists()
 

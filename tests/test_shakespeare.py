@@ -71,7 +71,9 @@ def test_a_torn_last_line_of_the_log_is_skipped(test_log):
 
 @pytest.mark.slow
 def test_the_benchmark_script_runs_end_to_end(tmp_path, data_dir, monkeypatch, test_log):
-    from experiments import common, report, shakespeare
+    from experiments import common, shakespeare
+    from experiments.sections.figures import pm
+    from experiments.sections.shakespeare import shakespeare_section
 
     monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(common, "RUNS", tmp_path / "runs")
@@ -129,12 +131,11 @@ def test_the_benchmark_script_runs_end_to_end(tmp_path, data_dir, monkeypatch, t
     assert again["models"]["lstm-1x8"]["test_loss"] == lstm["test_loss"]
     assert again["test_scorings"] == scored
 
-    for attr, value in (("RESULTS", tmp_path / "results"), ("HERE", tmp_path), ("FIGURES", tmp_path / "figures")):
-        monkeypatch.setattr(report, attr, value)
-    md = "\n".join(report.shakespeare_section("shakespeare_smoke"))
+    monkeypatch.setattr(common, "HERE", tmp_path)
+    md = "\n".join(shakespeare_section("shakespeare_smoke"))
     assert f"Test-part scorings recorded in `results/test_log.jsonl`: {scored}." in md
     lw = lstm["test_loss_windows"]
-    assert f"| lstm-1x8 (2 seeds) | recurrent | {report.pm(lstm['test_loss'], 4)} | {report.pm(lw, 4)} |" in md
+    assert f"| lstm-1x8 (2 seeds) | recurrent | {pm(lstm['test_loss'], 4)} | {pm(lw, 4)} |" in md
     assert "| lstm-1x8 dynamic (2 seeds) | dynamic | " in md and "| stream only |" in md
     gpt = "| nanoGPT baby GPT (6 layers, 10.7M parameters, ~3 min on an A100 GPU) | reported elsewhere | | 1.4697 |"
     assert gpt in md  # compared under its own protocol, windows, alone
@@ -142,7 +143,7 @@ def test_the_benchmark_script_runs_end_to_end(tmp_path, data_dir, monkeypatch, t
     assert "Best combined model by validation: lstm-1x8" in md
     assert "Under nanoGPT's protocol (windows), the best recurrent model by validation, lstm-1x8, scores " in md
     assert "against the 1.4697 reported for the nanoGPT baby GPT)" in md and "```\nROMEO:" in md
-    assert (tmp_path / "figures" / "shakespeare_smoke.png").stat().st_size > 5_000
+    assert (tmp_path / "results" / "figures" / "shakespeare_smoke.png").stat().st_size > 5_000
     # --score-only trains nothing: a final seed that is not there is left out, not trained
     (runs / "seed_1").rename(tmp_path / "seed_1")
     shakespeare.main([*argv, "--no-baselines", "--score-only"])

@@ -18,7 +18,7 @@ import rnn_jax
 from rnn_jax import config as config_lib
 from rnn_jax import corpora, data, exitcodes, files, log
 from rnn_jax import experiments as experiments_lib
-from rnn_jax.bench.common import PEER_SCRIPT, measured, rss_mb, usable_cpus
+from rnn_jax.bench.common import measured, peer_script, rss_mb, usable_cpus
 from rnn_jax.bench.compile_time import compile_times
 from rnn_jax.bench.contention import contention
 from rnn_jax.bench.devices import device_scaling
@@ -68,7 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gen-chars", type=int, default=500)
     p.add_argument("--limit-steps", type=int, default=None, help="matmuls in the limit chain (default 2000)")
     p.add_argument("--peer-python", default=None, help="a Python with torch: runs the PyTorch peers")
-    p.add_argument("--peer-script", type=Path, default=PEER_SCRIPT)
+    p.add_argument(
+        "--peer-script",
+        type=Path,
+        default=peer_script(),
+        help="the PyTorch peer (default: ../shared/bench/ beside the checkout run in, or $RNN_JAX_SHARED/bench/); "
+        "the recipe's peer is the recipe_torch_peer.py beside it",
+    )
     p.add_argument(
         "--peer-threads",
         type=int,

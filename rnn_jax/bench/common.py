@@ -11,9 +11,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from rnn_jax import checkout
 from rnn_jax.exitcodes import Exit
 
-PEER_SCRIPT = Path(__file__).resolve().parents[3] / "shared" / "bench" / "d2l_torch_ref.py"
+
+def peer_script() -> Path:
+    """The PyTorch peer of the checkout the benchmark runs in: <checkout>/../shared/bench/d2l_torch_ref.py (or under
+    $RNN_JAX_SHARED); the recipe's peer, recipe_torch_peer.py, lies beside it."""
+    return checkout.shared() / "bench" / "d2l_torch_ref.py"
 
 
 def spread(xs: list[float]) -> dict:

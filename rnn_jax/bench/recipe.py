@@ -12,11 +12,10 @@ import numpy as np
 
 from rnn_jax import config as config_lib
 from rnn_jax import experiments as experiments_lib
-from rnn_jax.bench.common import PEER_SCRIPT, ChildFailed, measured, run_child, spread
+from rnn_jax.bench.common import ChildFailed, measured, run_child, spread
 from rnn_jax.bench.throughput import matmul_limit
 from rnn_jax.bench.variants import build, flop_per_token
 
-RECIPE_PEER = PEER_SCRIPT.with_name("recipe_torch_peer.py")
 DTYPES = ("float32", "bfloat16")
 VOCAB = 66  # tiny Shakespeare's 65 symbols and <unk>
 BATCHES_PER_EPOCH = 4  # minibatches of one timed epoch (25,600 tokens)
@@ -42,12 +41,11 @@ def peer_tokens_per_s(args) -> dict[str, float]:
     """One run of the torch peer (both dtypes, its own warm-up): dtype -> tokens/s."""
     threads = ["--threads", str(args.peer_threads)] if args.peer_threads else []
     steps = str(args.epochs * BATCHES_PER_EPOCH)
-    text, _, _ = run_child(
-        [args.peer_python, str(RECIPE_PEER), "--hidden", str(args.hidden), "--steps", steps, *threads]
-    )
+    peer = args.peer_script.with_name("recipe_torch_peer.py")
+    text, _, _ = run_child([args.peer_python, str(peer), "--hidden", str(args.hidden), "--steps", steps, *threads])
     found = dict(re.findall(r"torch nn\.LSTM (\w+) threads \d+: ([\d,.]+) tokens/s", text))
     if set(found) != set(DTYPES):
-        raise ChildFailed(f"{RECIPE_PEER} printed no tokens/s for {sorted(set(DTYPES) - set(found))}: {text[-300:]}")
+        raise ChildFailed(f"{peer} printed no tokens/s for {sorted(set(DTYPES) - set(found))}: {text[-300:]}")
     return {d: float(found[d].replace(",", "")) for d in DTYPES}
 
 

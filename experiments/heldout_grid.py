@@ -1,0 +1,76 @@
+"""What the held-out sweep (experiments/heldout.py) compares: the model families and the regularisation each one's
+screening tries, the dynamic-evaluation grid, the n-gram orders and the windows draw."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from rnn_jax import experiments as experiments_lib
+from rnn_jax import scoring
+
+BASE = dataclasses.replace(experiments_lib.EXPERIMENTS["heldout"], predict_every=0)
+# the windows protocol (nanoGPT's estimate_loss) beside the stream: 12,800 windows of 256 characters, seed 0
+DRAW = {"windows": scoring.WINDOWS, "length": scoring.WINDOW_LENGTH, "seed": scoring.WINDOW_SEED}
+NGRAM_ORDERS = range(2, 11)
+# Dynamic evaluation: (update rule, step size) x segment length, chosen on the validation text of seed 0.
+DYNAMIC_STEPS = (
+    ("sgd", 0.01),
+    ("sgd", 0.02),
+    ("sgd", 0.04),
+    ("rms", 1e-4),
+    ("rms", 2e-4),
+    ("rms", 4e-4),
+    ("rms", 8e-4),
+    ("rms", 1.6e-3),
+)
+DYNAMIC_SEGMENTS = (10, 20, 50)
+
+# Each family (cell and depth, with its step size) and the regularisation settings its screening compares;
+# a setting may give its own number of epochs (a cosine step size falls over exactly that many).
+SEQ = {"dropout_mask": "sequence"}
+COS = {"lr_schedule": "cosine"}
+TANH_REG = {"dropout": 0.25, **SEQ, "weight_drop": 0.25}  # the tanh RNN's winner of the first screening
+FAMILIES: dict[str, tuple[dict, dict]] = {
+    "rnn-tanh-1x512": (
+        {"epochs": 100},
+        {
+            "none": {"epochs": 50},
+            "out0.25-seq+wdrop0.25": TANH_REG,
+            "out0.25-seq+wdrop0.25+cosine150": {**TANH_REG, **COS, "epochs": 150},
+            "out0.25-seq+wdrop0.25+cosine300": {**TANH_REG, **COS, "epochs": 300},
+        },
+    ),
+    # the gated cells learn faster at a larger step
+    "gru-1x256": (
+        {"cell": "gru", "hidden": 256, "lr": 0.005, "epochs": 40},
+        {
+            "out0.25-seq+wdrop0.25": TANH_REG,
+            "out0.25-seq+wdrop0.25+cosine60": {**TANH_REG, **COS, "epochs": 60},
+        },
+    ),
+    "lstm-1x256": (
+        {"cell": "lstm", "hidden": 256, "lr": 0.005, "epochs": 40},
+        {
+            "out0.25-seq+wdrop0.25": TANH_REG,
+            "out0.25-seq+wdrop0.25+cosine60": {**TANH_REG, **COS, "epochs": 60},
+        },
+    ),
+    "lstm-2x256": (
+        {"cell": "lstm", "num_layers": 2, "hidden": 256, "lr": 0.005, "epochs": 40},
+        {
+            "out0.25-seq+layer0.25+wdrop0.25": {**TANH_REG, "layer_dropout": 0.25},
+            "out0.25-seq+layer0.25+wdrop0.25+cosine60": {**TANH_REG, "layer_dropout": 0.25, **COS, "epochs": 60},
+            "out0.4-seq+layer0.3+wdrop0.5+cosine80": {
+                "dropout": 0.4,
+                **SEQ,
+                "layer_dropout": 0.3,
+                "weight_drop": 0.5,
+                **COS,
+                "epochs": 80,
+            },
+        },
+    ),
+}
+SMOKE_FAMILIES: dict[str, tuple[dict, dict]] = {
+    "rnn-tanh-1x32": ({"hidden": 32}, {"none": {}, "out0.3-seq": {"dropout": 0.3, **SEQ}})
+}
