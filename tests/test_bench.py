@@ -489,3 +489,18 @@ def test_the_recurrences_section_times_every_row_against_the_lstm(capsys, monkey
     report.print_recurrences({"recurrences": r, "args": {"reps": 2}})
     out = capsys.readouterr().out
     assert set(rows) == set(small) and "mingru residual" in out and "associative" in out
+
+
+def test_the_shakespeare_candidates_of_each_family_have_the_widths_of_the_benchs_equal_parameter_count():
+    from experiments import shakespeare_levers
+    from rnn_jax.bench import recurrences
+
+    bench = {
+        (cfg.cell, cfg.hidden)
+        for cfg in recurrences.configs(hidden=512).values()
+        if cfg.block == "residual" and cfg.scan == "linear"
+    }
+    for name, overrides in shakespeare_levers.FAMILIES.items():
+        cfg = shakespeare_levers.lever_config(overrides, 8)  # validated: options a cell cannot take are off
+        assert (cfg.cell, cfg.hidden) in bench, name
+        assert cfg.weight_drop == recurrences.cell_config(shakespeare_levers.BASE, cfg.cell).weight_drop
