@@ -9,7 +9,7 @@ import numpy as np
 
 from experiments.classes import class_of
 from experiments.counting import stat
-from rnn_jax import baselines, config, model, rundir, scoring
+from rnn_jax import baselines, config, flops, rundir, scoring
 from rnn_jax.files import read_metrics
 
 
@@ -73,9 +73,8 @@ def ensemble(nlls: list[np.ndarray]) -> np.ndarray:
 
 
 def flop_per_token(cfg: config.Config, vocab_size: int) -> float:
-    """Training FLOPs per token: the cell's declared products (forward and backward) and the output layer's 6 H V."""
-    spec = model.ModelSpec.from_config(cfg)
-    return float(spec.core.flop_per_token(cfg.hidden, cfg.num_layers) + 6 * cfg.hidden * vocab_size)
+    """Training FLOPs per token of every matrix product of the model (`rnn_jax.flops`), blocks included."""
+    return float(flops.flop_per_token(cfg, vocab_size))
 
 
 def training_flop(cfg: config.Config, text: dict, run_dir: Path) -> float:

@@ -3,8 +3,10 @@
     python experiments/shakespeare_levers.py                    # every lever at the probe budget (8 epochs)
     python experiments/shakespeare_levers.py --levers base reset-0.25
     python experiments/shakespeare_levers.py --epochs 40 --levers lstm-1x768   # a lever at the full budget
+    python experiments/shakespeare_levers.py --levers mingru-3x184 minlstm-3x176 lru-3x168 rglru-3x176 lstm-3x152
 
-Each lever is the LSTM recipe of `--exp shakespeare` with one change, trained as a selection run (the 5% of the
+Each lever is the LSTM recipe of `--exp shakespeare` with one change (or, for the linear recurrences, another cell
+in residual blocks at the recipe's parameter count), trained as a selection run (the 5% of the
 corpus before the test part held out, never trained on) and scored on that validation part under both protocols:
 `stream` (one stream, the state carried) and `windows` (nanoGPT's estimate_loss: 12,800 random windows of 256
 characters, each from a zero state), with the windows' loss by position. The test part is never read. Also
@@ -44,6 +46,17 @@ LEVERS: dict[str, dict[str, Any]] = {
     # the candidate recipe: wider, a tenth of the rows reset, at the full budget (--epochs 32: 4.4e14 FLOPs)
     "lstm-1x768-reset-0.1": {"hidden": 768, "reset_fraction": 0.1},
 }
+# the linear recurrences, each in 3 residual blocks as wide as gives the recipe's parameter count (1.22M; the
+# width `rnn_jax.bench.recurrences.equal_width` finds, which a test holds these to), the recipe's training
+RESIDUAL = {"block": "residual", "num_layers": 3, "forget_bias": 0.0, "weight_drop": 0.0}
+FAMILIES: dict[str, dict[str, Any]] = {
+    "mingru-3x184": {**RESIDUAL, "cell": "mingru", "hidden": 184},
+    "minlstm-3x176": {**RESIDUAL, "cell": "minlstm", "hidden": 176, "forget_bias": 1.0},
+    "lru-3x168": {**RESIDUAL, "cell": "lru", "hidden": 168},
+    "rglru-3x176": {**RESIDUAL, "cell": "rglru", "hidden": 176},
+    "lstm-3x152": {**RESIDUAL, "cell": "lstm", "hidden": 152, "forget_bias": 1.0, "weight_drop": 0.25},
+}
+LEVERS |= FAMILIES
 VAL_WINDOWS = 1280  # windows of every epoch's validation (the curves); the record's figure uses 12,800
 
 

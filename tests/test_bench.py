@@ -1,4 +1,5 @@
 import contextlib
+import dataclasses
 import json
 import os
 import subprocess
@@ -451,3 +452,61 @@ def test_the_recipe_section_times_both_dtypes_beside_the_torch_peer(tmp_path, ca
     peer.write_text("#!/bin/sh\necho 'no figures'\n")
     with pytest.raises(common.ChildFailed, match="printed no tokens/s for"):
         recipe.peer_tokens_per_s(args)
+
+
+def test_the_recurrences_section_sets_each_linear_cell_at_the_lstms_parameter_count():
+    from rnn_jax.bench import recurrences
+    from rnn_jax.cells import CELLS
+
+    cfgs = recurrences.configs(hidden=512)
+    reference = recurrences.parameter_count(cfgs["lstm 1x512"])
+    linear = [c for c, core in CELLS.items() if core.linear is not None]
+    assert {cfg.cell for cfg in cfgs.values()} == {"lstm", *linear}
+    for name, cfg in cfgs.items():
+        assert abs(recurrences.parameter_count(cfg) - reference) / reference < 0.05, name
+        if cfg.block == "residual":  # the nearest multiple of 8: one step either way is farther
+            for other in (cfg.hidden - 8, cfg.hidden + 8):
+                wider = dataclasses.replace(cfg, hidden=other)
+                far = abs(recurrences.parameter_count(wider) - reference)
+                assert far >= abs(recurrences.parameter_count(cfg) - reference), (name, other)
+    assert {cfg.scan for cfg in cfgs.values() if cfg.cell in linear} == {"linear", "associative"}
+    assert all(
+        cfg.weight_drop == 0 and cfg.forget_bias == (1.0 if CELLS[cfg.cell].forget_gate else 0.0)
+        for cfg in cfgs.values()
+        if cfg.cell in linear
+    )
+
+
+@pytest.mark.slow
+def test_the_recurrences_section_times_every_row_against_the_lstm(capsys, monkeypatch):
+    import argparse
+
+    from rnn_jax.bench import recurrences
+
+    small = {k: v for k, v in recurrences.configs(hidden=16).items() if v.cell in ("lstm", "mingru")}
+    monkeypatch.setattr(recurrences, "configs", lambda hidden: small)
+    r = recurrences.recurrences(argparse.Namespace(hidden=16, reps=2, epochs=1))
+    rows = {row["name"]: row for row in r["rows"]}
+    assert rows["lstm 1x16"]["ratio_to_lstm"] == 1.0
+    for row in rows.values():
+        assert len(row["tokens_per_s"]["reps"]) == 2 and row["tokens_per_s"]["median"] > 0
+        assert row["gflop_per_s"] == pytest.approx(row["tokens_per_s"]["median"] * row["flop_per_token"] / 1e9)
+        assert row["fraction_of_dense_limit"] == pytest.approx(row["gflop_per_s"] / r["limit"]["gflop_per_s"]["median"])
+    report.print_recurrences({"recurrences": r, "args": {"reps": 2}})
+    out = capsys.readouterr().out
+    assert set(rows) == set(small) and "mingru residual" in out and "associative" in out
+
+
+def test_the_shakespeare_candidates_of_each_family_have_the_widths_of_the_benchs_equal_parameter_count():
+    from experiments import shakespeare_levers
+    from rnn_jax.bench import recurrences
+
+    bench = {
+        (cfg.cell, cfg.hidden)
+        for cfg in recurrences.configs(hidden=512).values()
+        if cfg.block == "residual" and cfg.scan == "linear"
+    }
+    for name, overrides in shakespeare_levers.FAMILIES.items():
+        cfg = shakespeare_levers.lever_config(overrides, 8)  # validated: options a cell cannot take are off
+        assert (cfg.cell, cfg.hidden) in bench, name
+        assert cfg.weight_drop == recurrences.cell_config(shakespeare_levers.BASE, cfg.cell).weight_drop

@@ -16,8 +16,7 @@ from experiments.sections import plots
 from experiments.sections.figures import pm
 from experiments.sections.levers import LEVER_RECORDS
 from experiments.sections.models import COUNTING, chosen, no_windows, test_scorings
-from rnn_jax import data
-from rnn_jax.cells import CELLS
+from rnn_jax import config, data, flops
 
 # Figures reported by nanoGPT's README for its shakespeare_char configurations, on the same 10% (its "val" part,
 # scored in blocks of up to 256 characters of context): quoted for comparison, not measured here.
@@ -147,11 +146,9 @@ def model_curves(rec: dict, levers: dict | None) -> list[tuple[str, list, float 
 
 
 def epoch_flop(cfg: dict, split: dict) -> float:
-    """Training FLOPs of one epoch of a selection run (on the train part): the cell's declared FLOPs per token and
-    the output layer's, times the minibatches every random offset gives."""
-    per_token = (
-        CELLS[cfg["cell"]].flop_per_token(cfg["hidden"], cfg["num_layers"]) + 6 * cfg["hidden"] * split["vocab_size"]
-    )
+    """Training FLOPs of one epoch of a selection run (on the train part): the model's FLOPs per token
+    (`rnn_jax.flops`), times the minibatches every random offset gives."""
+    per_token = flops.flop_per_token(config.from_dict(cfg), split["vocab_size"])
     tokens = data.min_batches(split["train"], cfg["batch_size"], cfg["num_steps"], cfg["sampling"])
     return float(per_token * tokens * cfg["batch_size"] * cfg["num_steps"])
 

@@ -25,6 +25,7 @@ from rnn_jax.bench.devices import device_scaling
 from rnn_jax.bench.e2e import e2e
 from rnn_jax.bench.generation import generation
 from rnn_jax.bench.recipe import recipe
+from rnn_jax.bench.recurrences import recurrences
 from rnn_jax.bench.report import print_report
 from rnn_jax.bench.scaling import scaling
 from rnn_jax.bench.throughput import throughput
@@ -32,8 +33,8 @@ from rnn_jax.bench.variants import VARIANTS, build, fresh_state, variant_config
 from rnn_jax.cells import CELLS
 from rnn_jax.exitcodes import Exit
 
-SECTIONS = ("throughput", "compile", "generation", "scaling", "devices", "contention", "recipe", "e2e")
-OPT_IN = ("recipe", "e2e")  # sections run only when named
+SECTIONS = ("throughput", "compile", "generation", "scaling", "devices", "contention", "recipe", "recurrences", "e2e")
+OPT_IN = ("recipe", "recurrences", "e2e")  # sections run only when named
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--sections",
         type=strs,
         default=[s for s in SECTIONS if s not in OPT_IN],
-        help=f"any of {','.join(SECTIONS)} (default: all but {' and '.join(OPT_IN)})",
+        help=f"any of {','.join(SECTIONS)} (default: all but {', '.join(OPT_IN)})",
     )
     p.add_argument("--variants", type=strs, default=list(VARIANTS), help=f"any of {','.join(VARIANTS)}")
     p.add_argument("--samplings", type=strs, default=None, help="seq,random (default both; quick: seq)")
@@ -180,6 +181,7 @@ def run_sections(args, corpus: Path, tokens, vocab: data.Vocab) -> dict:
         "contention": lambda: contention(args, corpus),
         "devices": lambda: device_scaling(args, len(vocab), data.load_corpus(corpus)[0]),
         "recipe": lambda: recipe(args),
+        "recurrences": lambda: recurrences(args),
         "e2e": lambda: e2e(args, corpus),
     }
     for name in (s for s in SECTIONS if s in args.sections):

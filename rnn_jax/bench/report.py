@@ -161,6 +161,25 @@ def print_recipe(report: dict) -> None:
     print("torch nn.LSTM: the same shape and dtype (bf16 by autocast), shared/bench/recipe_torch_peer.py")
 
 
+def print_recurrences(report: dict) -> None:
+    r = report["recurrences"]
+    print_table(
+        "recurrences: the recipe's training epoch (batch 64 x 100, float32) of each linear recurrence in residual "
+        f"blocks beside the LSTM at an equal parameter count, {report['args']['reps']} alternating reps "
+        f"(dense float32 products: {r['limit']['gflop_per_s']['median']:.0f} GFLOP/s)",
+        r["rows"],
+        [
+            ("model", "name", ""),
+            ("params", "params", ",d"),
+            *TOKENS,
+            ("vs LSTM", "ratio_to_lstm", ".2f"),
+            ("FLOP/token", "flop_per_token", ",d"),
+            ("GFLOP/s", "gflop_per_s", ".1f"),
+            ("of limit", "fraction_of_dense_limit", ".2f"),
+        ],
+    )
+
+
 PRINTERS = {
     "throughput": print_throughput,
     "compile": print_compile,
@@ -169,6 +188,7 @@ PRINTERS = {
     "devices": print_devices,
     "contention": print_contention,
     "recipe": print_recipe,
+    "recurrences": print_recurrences,
     "e2e": print_e2e,
 }
 

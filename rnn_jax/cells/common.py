@@ -76,12 +76,16 @@ class Cell(NamedTuple):
     linear: Callable[[Params, jax.Array], tuple[Any, Any]] | None = None
     # with `linear`: (params, states_T, xw_TBG, dtype) -> hs_TBH, each step's output from its state and input part
     readout: Callable[..., jax.Array] | None = None
+    # (H, H) products of `readout` per step, outside the sequential chain (the LRU's Re(h C): 2, C_re and C_im)
+    readout_products: int = 0
 
     def flop_per_token(self, hidden: int, num_layers: int = 1) -> int:
         """Training FLOP per token of the cell's matrix products in a stack of `num_layers`: forward 2 k H^2 per
-        recurrent product of width k in every layer and 2 G H per upper layer's input product (the first layer's
-        is a row gather), backward twice the forward: 6 H^2 (sum(products) L + gates (L - 1))."""
-        return 6 * hidden * hidden * (sum(self.products) * num_layers + self.gates * (num_layers - 1))
+        recurrent product of width k and 2 r H^2 for the readout's in every layer, and 2 G H per upper layer's input
+        product (the first layer's is a row gather), backward twice the forward:
+        6 H^2 ((sum(products) + readout_products) L + gates (L - 1))."""
+        per_layer = sum(self.products) + self.readout_products
+        return 6 * hidden * hidden * (per_layer * num_layers + self.gates * (num_layers - 1))
 
 
 MIN_CHAIN_ROWS = 8  # the automatic split gives each chain at least this many rows

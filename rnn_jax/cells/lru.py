@@ -91,4 +91,5 @@ LRU = linear_cell(
     linear=lru_linear,
     readout=lru_readout,
     gates=3,
+    readout_products=2,
 )
