@@ -193,7 +193,7 @@ def test_heldout_sweep_keeps_finished_runs_and_resumes_short_ones(tmp_path):
     (run / "checkpoints").mkdir(parents=True)
     saved = config.to_dict(cfg)
     del saved["weight_decay"]  # a run made before a field existed counts as that field's default
-    (run / "config.json").write_text(json.dumps({"config": saved}))
+    (run / "config.json").write_text(json.dumps({"experiment": "heldout", "config": saved}))
     (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e}) + "\n" for e in (1, 2, 3)))
     assert sweep.job_state("heldout", cfg, run) == "shorter"  # stopped at epoch 3: resumed
     (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e}) + "\n" for e in (1, 2, 3, 4)))
@@ -208,7 +208,7 @@ def test_heldout_sweep_keeps_finished_runs_and_resumes_short_ones(tmp_path):
         )  # the same run
     assert sweep.job_state("heldout", dataclasses.replace(cfg, weight_decay=0.1), run) == "new"
     cosine = dataclasses.replace(cfg, lr_schedule="cosine")
-    (run / "config.json").write_text(json.dumps({"config": config.to_dict(cosine)}))
+    (run / "config.json").write_text(json.dumps({"experiment": "heldout", "config": config.to_dict(cosine)}))
     assert (
         sweep.job_state("heldout", dataclasses.replace(cosine, epochs=9), run) == "new"
     )  # another horizon: another run

@@ -21,12 +21,12 @@ def test_only_the_config_flags_given_override():
 
 
 def test_a_new_run_is_its_experiment_with_the_overrides_and_the_experiments_corpus():
-    cfg, exp, kw = launch.resolve(launch.Request(overrides={"hidden": 8}))
-    assert exp == "seq" and cfg == dataclasses.replace(experiments_lib.EXPERIMENTS["seq"], hidden=8)
-    assert kw["corpus"] is None
+    req = launch.resolve(launch.Request(overrides={"hidden": 8}))
+    assert req.exp == "seq" and req.cfg == dataclasses.replace(experiments_lib.EXPERIMENTS["seq"], hidden=8)
+    assert req.corpus is None
     for exp, corpus in experiments_lib.CORPUS_OF.items():
-        assert launch.resolve(launch.Request(exp=exp))[2]["corpus"] == corpus
-        assert launch.resolve(launch.Request(exp=exp, corpus="other.txt"))[2]["corpus"] == "other.txt"
+        assert launch.resolve(launch.Request(exp=exp)).corpus == corpus
+        assert launch.resolve(launch.Request(exp=exp, corpus="other.txt")).corpus == "other.txt"
 
 
 @pytest.mark.parametrize(
@@ -51,20 +51,20 @@ def saved_run(run_dir: Path, **fields) -> Path:
 
 def test_a_resume_starts_from_what_the_run_saved(tmp_path):
     run = saved_run(tmp_path / "run", predict_prefixes=["the ", ""], tensorboard=True)
-    cfg, exp, kw = launch.resolve(launch.Request(resume=True, run_dir=str(run), overrides={"epochs": 9}))
-    assert exp == "tiny" and cfg == dataclasses.replace(TINY, epochs=9)
-    assert kw["corpus"] == "/books/tm.txt" and kw["prefixes"] == ["the "] and kw["tensorboard"] is True
-    kw = launch.resolve(launch.Request(resume=True, run_dir=str(run), corpus="x.txt", predict_prefix=["a"]))[2]
-    assert kw["corpus"] == "x.txt" and kw["prefixes"] == ["a"]  # the command's own choices win
+    req = launch.resolve(launch.Request(resume=True, run_dir=str(run), overrides={"epochs": 9}))
+    assert req.exp == "tiny" and req.cfg == dataclasses.replace(TINY, epochs=9) and req.resume
+    assert req.corpus == "/books/tm.txt" and req.prefixes == ("the ",) and req.tensorboard is True
+    req = launch.resolve(launch.Request(resume=True, run_dir=str(run), corpus="x.txt", predict_prefix=["a"]))
+    assert req.corpus == "x.txt" and req.prefixes == ("a",)  # the command's own choices win
 
 
 def test_a_resume_before_the_first_checkpoint_starts_from_the_recorded_parameters(tmp_path):
     source = {"run": "/runs/src", "checkpoint": "best", "epoch": 4}
     run = saved_run(tmp_path / "run", init_from=source)
-    kw = launch.resolve(launch.Request(resume=True, run_dir=str(run)))[2]
-    assert (kw["init_from"], kw["init_from_best"], kw["init_expect"]) == ("/runs/src", True, source)
+    req = launch.resolve(launch.Request(resume=True, run_dir=str(run)))
+    assert (req.init_from, req.init_from_best, req.init_expect) == ("/runs/src", True, source)
     (run / "checkpoints" / "3").mkdir(parents=True)
-    assert launch.resolve(launch.Request(resume=True, run_dir=str(run)))[2]["init_from"] is None
+    assert launch.resolve(launch.Request(resume=True, run_dir=str(run))).init_from is None
     assert checkpoint.latest_saved_epoch(run / "checkpoints") == 3
 
 
