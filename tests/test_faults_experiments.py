@@ -182,7 +182,8 @@ def test_a_signal_reaches_the_training_processes_and_running_again_continues(tmp
         "--data-dir",
         str(data_dir),
     ]
-    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # the driver, a file elsewhere, imports this checkout's experiments
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     run = tmp_path / "runs" / "smoke" / "tiny" / "seed_0"
     deadline = time.time() + 120
     while not (run / "metrics.jsonl").is_file() or not (run / "metrics.jsonl").read_text().strip():
@@ -196,7 +197,7 @@ def test_a_signal_reaches_the_training_processes_and_running_again_continues(tmp
     Lock(run).acquire().release()  # the training process has ended too: no orphan holds the run
     stopped = read_metrics(run)
     assert 0 < len(stopped) < 400 and (run / "checkpoints").is_dir()
-    again = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     rows = read_metrics(run)
     assert [r["epoch"] for r in rows] == list(range(1, 401))
