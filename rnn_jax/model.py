@@ -39,6 +39,7 @@ from rnn_jax.cells import (  # noqa: F401
     Cell,
     Params,
     State,
+    along_last,
     lecun,
     mm,
     normal,
@@ -214,7 +215,7 @@ def init_hidden(batch_size: int, hidden: int) -> jax.Array:
 
 def output_layer(params: Params, hs_TBH: jax.Array, dtype: str = "float32") -> jax.Array:
     """o_t = h_t W_hq + b_q for all steps as one product: (T, B, H) -> (T, B, V)."""
-    return mm(hs_TBH, params["W_hq"], dtype) + params["b_q"]
+    return mm(hs_TBH, params["W_hq"], dtype) + along_last(params["b_q"], hs_TBH)
 
 
 def _dropout(hs_TBH: jax.Array, keep_TBH: jax.Array | None) -> jax.Array:
@@ -283,8 +284,8 @@ def input_projection(params: Params, tokens_BT: jax.Array, spec: ModelSpec = BOO
         return mm(ENCODERS[spec.encoder](params, tokens_BT.T), params["W_in"], spec.dtype)
     W_IG, b_G = spec.core.input_weights(params)
     if spec.encoder == "onehot":  # one_hot(t) @ W == W[t]
-        return W_IG[tokens_BT.T] + b_G
-    return mm(ENCODERS[spec.encoder](params, tokens_BT.T), W_IG, spec.dtype) + b_G
+        return W_IG[tokens_BT.T] + b_G[None, None]
+    return mm(ENCODERS[spec.encoder](params, tokens_BT.T), W_IG, spec.dtype) + b_G[None, None]
 
 
 def advance(params: Params, state: State, xw_BG: jax.Array, spec: ModelSpec = BOOK):
@@ -299,7 +300,7 @@ def advance(params: Params, state: State, xw_BG: jax.Array, spec: ModelSpec = BO
         if layer:
             W_HG, b_G = spec.core.input_weights(p)
             assert h_BH is not None  # the layer below ran
-            xw_BG = mm(h_BH, W_HG, spec.dtype) + b_G
+            xw_BG = mm(h_BH, W_HG, spec.dtype) + b_G[None]
         s, h_BH = spec.core.recurrent_step(p, s, xw_BG, activation=spec.activation, dtype=spec.dtype)
         states.append(s)
     return _stacked(states, spec.num_layers), h_BH
@@ -314,7 +315,8 @@ def _upper_layers(params: Params, states: tuple, hs_TBH: jax.Array, keep_LTBH, s
     def layer(hs_TBH, xs):
         p, state, keep_TBH = xs
         W_HG, b_G = spec.core.input_weights(p)
-        xw_TBG = mm(_dropout(hs_TBH, keep_TBH), W_HG, spec.dtype) + b_G  # every step's gate inputs: one product
+        # every step's gate inputs: one product
+        xw_TBG = mm(_dropout(hs_TBH, keep_TBH), W_HG, spec.dtype) + b_G[None, None]
         hs_TBH, state = unroll(
             spec.core,
             p,
@@ -371,8 +373,8 @@ RMS_EPS = 1e-6
 
 
 def rms_norm(x_BH: jax.Array, g_H: jax.Array) -> jax.Array:
-    """RMSNorm (Zhang & Sennrich 2019) over the last axis, gain g."""
-    return x_BH * jax.lax.rsqrt(jnp.mean(x_BH * x_BH, axis=-1, keepdims=True) + RMS_EPS) * g_H
+    """RMSNorm (Zhang & Sennrich 2019) over the last axis, gain g (x of any rank: (B, H) or (T, B, H))."""
+    return x_BH * jax.lax.rsqrt(jnp.mean(x_BH * x_BH, axis=-1, keepdims=True) + RMS_EPS) * along_last(g_H, x_BH)
 
 
 def _mlp(p: Params, x_BH: jax.Array, dtype: str) -> jax.Array:
@@ -437,7 +439,7 @@ def _residual_fused(params: Params, state: State, tokens_BT: jax.Array, spec: Mo
         if layer and keep_LTBH is not None:
             x_TBH = x_TBH * keep_LTBH[layer - 1]
         W_HG, b_G = spec.core.input_weights(p)
-        xw_TBG = mm(rms_norm(x_TBH, p["g_mix"]), W_HG, spec.dtype) + b_G
+        xw_TBG = mm(rms_norm(x_TBH, p["g_mix"]), W_HG, spec.dtype) + b_G[None, None]
         hs_TBH, s = unroll(
             spec.core, p, s, xw_TBG, activation=spec.activation, dtype=spec.dtype, chains=spec.chains, scan=spec.scan
         )
