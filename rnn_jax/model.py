@@ -29,6 +29,7 @@ from rnn_jax.cells import (  # noqa: F401
     Cell,
     Params,
     State,
+    along_last,
     mm,
     normal,
     recurrence,
@@ -107,7 +108,7 @@ def hidden_size(params: Params) -> int:
 
 def output_layer(params: Params, hs_TBH: jax.Array, dtype: str = "float32") -> jax.Array:
     """o_t = h_t W_hq + b_q for all steps as one product: (T, B, H) -> (T, B, V)."""
-    return mm(hs_TBH, params["W_hq"], dtype) + params["b_q"]
+    return mm(hs_TBH, params["W_hq"], dtype) + along_last(params["b_q"], hs_TBH)
 
 
 def _dropout(hs_TBH: jax.Array, keep_TBH: jax.Array | None) -> jax.Array:
@@ -166,8 +167,8 @@ def input_projection(params: Params, tokens_BT: jax.Array, spec: ModelSpec = BOO
         return residual.input_projection(params, tokens_BT, spec)
     W_IG, b_G = spec.core.input_weights(params)
     if spec.encoder == "onehot":  # one_hot(t) @ W == W[t]
-        return W_IG[tokens_BT.T] + b_G
-    return mm(ENCODERS[spec.encoder](params, tokens_BT.T), W_IG, spec.dtype) + b_G
+        return W_IG[tokens_BT.T] + b_G[None, None]
+    return mm(ENCODERS[spec.encoder](params, tokens_BT.T), W_IG, spec.dtype) + b_G[None, None]
 
 
 def advance(params: Params, state: State, xw_BG: jax.Array, spec: ModelSpec = BOOK):
@@ -182,7 +183,7 @@ def advance(params: Params, state: State, xw_BG: jax.Array, spec: ModelSpec = BO
         if layer:
             W_HG, b_G = spec.core.input_weights(p)
             assert h_BH is not None  # the layer below ran
-            xw_BG = mm(h_BH, W_HG, spec.dtype) + b_G
+            xw_BG = mm(h_BH, W_HG, spec.dtype) + b_G[None]
         s, h_BH = spec.core.recurrent_step(p, s, xw_BG, activation=spec.activation, dtype=spec.dtype)
         states.append(s)
     return stacked_state(states, spec.num_layers), h_BH
@@ -197,7 +198,8 @@ def _upper_layers(params: Params, states: tuple, hs_TBH: jax.Array, keep_LTBH, s
     def layer(hs_TBH, xs):
         p, state, keep_TBH = xs
         W_HG, b_G = spec.core.input_weights(p)
-        xw_TBG = mm(_dropout(hs_TBH, keep_TBH), W_HG, spec.dtype) + b_G  # every step's gate inputs: one product
+        # every step's gate inputs: one product
+        xw_TBG = mm(_dropout(hs_TBH, keep_TBH), W_HG, spec.dtype) + b_G[None, None]
         hs_TBH, state = unroll(
             spec.core,
             p,

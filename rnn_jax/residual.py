@@ -10,7 +10,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.cells import Params, State, lecun, mm, normal, unroll
+from rnn_jax.cells import Params, State, along_last, lecun, mm, normal, unroll
 from rnn_jax.modelspec import ENCODERS, ModelSpec
 from rnn_jax.stack import UPPER, layer_params, layer_states, stacked_state
 
@@ -20,7 +20,7 @@ RMS_EPS = 1e-6
 
 def rms_norm(x_BH: jax.Array, g_H: jax.Array) -> jax.Array:
     """RMSNorm (Zhang & Sennrich 2019) over the last axis, gain g."""
-    return x_BH * jax.lax.rsqrt(jnp.mean(x_BH * x_BH, axis=-1, keepdims=True) + RMS_EPS) * g_H
+    return x_BH * jax.lax.rsqrt(jnp.mean(x_BH * x_BH, axis=-1, keepdims=True) + RMS_EPS) * along_last(g_H, x_BH)
 
 
 def _mlp(p: Params, x_BH: jax.Array, dtype: str) -> jax.Array:
@@ -93,7 +93,7 @@ def fused(params: Params, state: State, tokens_BT: jax.Array, spec: ModelSpec, k
         if layer and keep_LTBH is not None:
             x_TBH = x_TBH * keep_LTBH[layer - 1]
         W_HG, b_G = spec.core.input_weights(p)
-        xw_TBG = mm(rms_norm(x_TBH, p["g_mix"]), W_HG, spec.dtype) + b_G
+        xw_TBG = mm(rms_norm(x_TBH, p["g_mix"]), W_HG, spec.dtype) + b_G[None, None]
         hs_TBH, s = unroll(
             spec.core, p, s, xw_TBG, activation=spec.activation, dtype=spec.dtype, chains=spec.chains, scan=spec.scan
         )

@@ -1,8 +1,15 @@
 import os
 from pathlib import Path
 
-import jax
-import pytest
+# Rank promotion is an error in the suite: a broadcast the code means is written out (an explicit reshape or
+# broadcast_to), so one that slips in by accident fails loudly. The environment carries it to subprocesses.
+os.environ["JAX_NUMPY_RANK_PROMOTION"] = "raise"
+
+import jax  # noqa: E402 (after the environment it reads)
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -24,6 +31,26 @@ def data_dir() -> Path:
             f"the tests read the corpus from {DATA_DIR}; set RNN_JAX_DATA_DIR to a directory holding timemachine.txt"
         )
     return DATA_DIR
+
+
+def _small_text(chars: int = 12_000, seed: int = 0) -> str:
+    """Lines of random lowercase words: text whose content no test depends on (no 35-character window repeats)."""
+    rng = np.random.default_rng(seed)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    words, size = [], 0
+    while size < chars:
+        words.append("".join(rng.choice(letters, rng.integers(1, 10))))
+        size += len(words[-1]) + 1
+    return "\n".join(" ".join(words[i : i + 10]) for i in range(0, len(words), 10)) + "\n"
+
+
+@pytest.fixture(scope="session")
+def small_text(tmp_path_factory) -> Path:
+    """A 12 kB text file for the tests of data plumbing (files, vocabularies, minibatches) that work on any text;
+    the corpus (`data_dir`) is for the tests whose figures depend on the book."""
+    path = tmp_path_factory.mktemp("text") / "small.txt"
+    path.write_text(_small_text(), encoding="utf-8")
+    return path
 
 
 @pytest.fixture(autouse=True)

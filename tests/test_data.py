@@ -46,6 +46,12 @@ def book(data_dir):
     return data.load_corpus(data_dir / "timemachine.txt")
 
 
+@pytest.fixture(scope="module")
+def small(small_text):
+    """Any text of 10,000 tokens or more: the minibatch schemes and vocabularies do not depend on what it says."""
+    return data.load_corpus(small_text)
+
+
 def test_preprocess_is_the_books_per_line_cleaning():
     text = "The Time--Machine,\n  by H. G. Wells [1898]\n\nHim\nwas 42 ok\r\n"
     assert data.preprocess(text) == "the time machineby h g wellshimwas ok"
@@ -59,11 +65,11 @@ def test_vocabulary_corpus_length_and_first_tokens(book):
     assert tokens.dtype == np.int32 and tokens.min() >= 1  # no <unk> in the book itself
 
 
-def test_max_tokens_truncates_the_corpus_not_the_vocabulary(data_dir, book):
-    tokens, vocab = data.load_corpus(data_dir / "timemachine.txt", max_tokens=10_000)
-    assert len(tokens) == 10_000
-    np.testing.assert_array_equal(tokens, book[0][:10_000])
-    assert vocab == book[1]
+def test_max_tokens_truncates_the_corpus_not_the_vocabulary(small_text, small):
+    tokens, vocab = data.load_corpus(small_text, max_tokens=10_000)
+    assert len(tokens) == 10_000 < len(small[0])
+    np.testing.assert_array_equal(tokens, small[0][:10_000])
+    assert vocab == small[1]
 
 
 def test_vocab_ties_by_first_occurrence_and_unknowns_map_to_unk():
@@ -74,14 +80,14 @@ def test_vocab_ties_by_first_occurrence_and_unknowns_map_to_unk():
     assert vocab.decode(vocab.encode("cab")) == "cab"
 
 
-def test_vocab_round_trips_through_json(tmp_path, book):
-    book[1].save(tmp_path / "vocab.json")
-    assert data.Vocab.load(tmp_path / "vocab.json") == book[1]
+def test_vocab_round_trips_through_json(tmp_path, small):
+    small[1].save(tmp_path / "vocab.json")
+    assert data.Vocab.load(tmp_path / "vocab.json") == small[1]
 
 
 @pytest.mark.parametrize("sampling", ["seq", "random"])
-def test_book_settings_give_eight_minibatches_every_epoch(book, sampling):
-    corpus = book[0][:10_000]
+def test_book_settings_give_eight_minibatches_every_epoch(small, sampling):
+    corpus = small[0][:10_000]
     for epoch in range(40):
         X, Y = data.SCHEMES[sampling](corpus, 32, 35, data.epoch_rng(0, epoch))
         assert X.shape == Y.shape == (8, 32, 35)
@@ -89,8 +95,8 @@ def test_book_settings_give_eight_minibatches_every_epoch(book, sampling):
 
 
 @pytest.mark.parametrize("sampling", ["seq", "random"])
-def test_targets_are_the_inputs_shifted_by_one(book, sampling):
-    corpus = book[0][:10_000]
+def test_targets_are_the_inputs_shifted_by_one(small, sampling):
+    corpus = small[0][:10_000]
     X, Y = data.SCHEMES[sampling](corpus, 32, 35, data.epoch_rng(3, 1))
     np.testing.assert_array_equal(Y[..., :-1], X[..., 1:])
     # the last target is the corpus token that follows the window
@@ -110,8 +116,8 @@ def _window_starts(corpus, X):
     return starts
 
 
-def test_sequential_rows_continue_across_minibatches(book):
-    corpus = book[0][:10_000]
+def test_sequential_rows_continue_across_minibatches(small):
+    corpus = small[0][:10_000]
     for epoch in range(5):
         X, _ = data.seq_batches(corpus, 32, 35, data.epoch_rng(0, epoch))
         rows = X.transpose(1, 0, 2).reshape(32, -1)  # row r of minibatch i+1 continues row r of i
@@ -123,8 +129,8 @@ def test_sequential_rows_continue_across_minibatches(book):
             np.testing.assert_array_equal(rows[r], corpus[start : start + rows.shape[1]])
 
 
-def test_random_sampling_uses_disjoint_windows_at_one_offset(book):
-    corpus = book[0][:10_000]
+def test_random_sampling_uses_disjoint_windows_at_one_offset(small):
+    corpus = small[0][:10_000]
     X, _ = data.random_batches(corpus, 32, 35, data.epoch_rng(0, 7))
     starts = _window_starts(corpus, X).ravel()
     assert len(set(starts % 35)) == 1  # one offset (its range: test_offsets_cover_the_books_range)
@@ -143,8 +149,8 @@ def test_offsets_cover_the_books_range(sampling, largest):
     assert min(offsets) == 0 and max(offsets) == largest  # random: [0, T-1]; seq: [0, T], inclusive as the book
 
 
-def test_minibatches_are_pure_in_seed_and_epoch(book):
-    corpus = book[0][:10_000]
+def test_minibatches_are_pure_in_seed_and_epoch(small):
+    corpus = small[0][:10_000]
     a = data.random_batches(corpus, 32, 35, data.epoch_rng(1, 2))[0]
     b = data.random_batches(corpus, 32, 35, data.epoch_rng(1, 2))[0]
     c = data.random_batches(corpus, 32, 35, data.epoch_rng(1, 3))[0]

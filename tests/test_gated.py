@@ -35,6 +35,7 @@ def setup(key, cell, num_layers=1):
     return params, tokens_BT, state
 
 
+@jax.numpy_rank_promotion("allow")  # the book's code adds (H,) biases to (B, H) products
 def book_gru(p, H_, X):
     """d2l 9.1's gru(), one step, as printed."""
     Z = sigmoid(X @ p["W_xz"] + H_ @ p["W_hz"] + p["b_z"])
@@ -43,6 +44,7 @@ def book_gru(p, H_, X):
     return Z * H_ + (1 - Z) * H_tilda
 
 
+@jax.numpy_rank_promotion("allow")  # the book's code adds (H,) biases to (B, H) products
 def book_lstm(p, state, X):
     """d2l 9.2's lstm(), one step, as printed."""
     H_, C = state
@@ -88,7 +90,7 @@ def test_unrolls_equal_a_python_loop_over_the_books_equations(key, cell):
     s, want_TBV = state, []
     for t in range(T):
         s, h = BOOK[cell](params, s, jax.nn.one_hot(tokens_BT[:, t], V))
-        want_TBV.append(h @ params["W_hq"] + params["b_q"])
+        want_TBV.append(h @ params["W_hq"] + params["b_q"][None])
     for fwd in (model.forward, model.forward_fused):
         logits_TBV, last = fwd(params, state, tokens_BT, model.ModelSpec(cell))
         close(logits_TBV, jnp.stack(want_TBV), rtol=1e-4, atol=1e-4)

@@ -58,7 +58,7 @@ def test_scan_equals_a_python_loop_over_the_cell(key, activation, encoder):
     for t in range(T):
         x = model.ENCODERS[encoder](params, tokens_BT[:, t])
         h, _ = model.rnn_cell(params, h, x, act=act)
-        np.testing.assert_allclose(logits_TBV[t], h @ params["W_hq"] + params["b_q"], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(logits_TBV[t], h @ params["W_hq"] + params["b_q"][None], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(h_last, h, rtol=1e-5, atol=1e-6)
 
 
@@ -68,7 +68,7 @@ def test_one_hot_times_W_xh_is_the_row_gather(key):
     x_TBV = model.ENCODERS["onehot"](params, tokens_BT.T)
     np.testing.assert_array_equal(x_TBV @ params["W_xh"], params["W_xh"][tokens_BT.T])
     np.testing.assert_array_equal(
-        model.input_projection(params, tokens_BT), params["W_xh"][tokens_BT.T] + params["b_h"]
+        model.input_projection(params, tokens_BT), params["W_xh"][tokens_BT.T] + params["b_h"][None, None]
     )
 
 

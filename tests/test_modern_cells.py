@@ -75,13 +75,13 @@ def test_whole_sequence_forms_equal_a_loop_of_steps_forward_and_in_gradients(key
 
     def whole(p, s, x_TBI, scan):
         W_IG, b_G = core.input_weights(p)
-        return _objective(*cells.unroll(core, p, s, x_TBI @ W_IG + b_G, scan=scan))
+        return _objective(*cells.unroll(core, p, s, x_TBI @ W_IG + b_G[None, None], scan=scan))
 
     def stepwise(p, s, x_TBI):  # the per-step form of the fused recurrence (what generation runs)
         W_IG, b_G = core.input_weights(p)
         hs = []
         for t in range(T):
-            s, h_BH = core.recurrent_step(p, s, x_TBI[t] @ W_IG + b_G)
+            s, h_BH = core.recurrent_step(p, s, x_TBI[t] @ W_IG + b_G[None])
             hs.append(h_BH)
         return _objective(jnp.stack(hs), s)
 
@@ -104,7 +104,7 @@ def test_carrying_the_state_across_two_minibatches_equals_one_long_sequence(key,
     core = cells.CELLS[cell]
     params = _cell_params(cell, key)
     W_IG, b_G = core.input_weights(params)
-    xw_TBG = jax.random.normal(jax.random.fold_in(key, 3), (2 * T, B, H)) @ W_IG + b_G
+    xw_TBG = jax.random.normal(jax.random.fold_in(key, 3), (2 * T, B, H)) @ W_IG + b_G[None, None]
 
     @jax.jit
     def halves_and_whole(state, xw_TBG):

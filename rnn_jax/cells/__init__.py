@@ -26,6 +26,7 @@ from rnn_jax.cells.common import (  # noqa: F401
     Cell,
     Params,
     State,
+    along_last,
     diagonal_scan,
     mm,
     normal,

@@ -42,6 +42,11 @@ def mm(a: jax.Array, b: jax.Array, dtype: str = "float32") -> jax.Array:
     return jnp.matmul(a.astype(dtype), b.astype(dtype), preferred_element_type=jnp.float32)
 
 
+def along_last(v: jax.Array, x: jax.Array) -> jax.Array:
+    """`v`, a vector over x's last axis, reshaped to x's rank: (1, ..., 1, H), broadcast explicitly."""
+    return v.reshape((1,) * (x.ndim - 1) + v.shape)
+
+
 def normal(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     """The book's initialisation of every weight: N(0, 0.01^2)."""
     return 0.01 * jax.random.normal(key, shape, jnp.float32)

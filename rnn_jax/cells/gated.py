@@ -6,7 +6,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.cells.common import Params, mm, normal
+from rnn_jax.cells.common import Params, along_last, mm, normal
 
 
 def gates_init(names: tuple[str, ...], key_x: jax.Array, key_h: jax.Array, num_inputs: int, hidden: int):
@@ -45,6 +45,7 @@ def gate_constants(hidden: int, num_sigmoid: int, num_tanh: int) -> tuple[jax.Ar
 
 def gates(a_BG: jax.Array, scale_G: jax.Array, offset_G: jax.Array) -> jax.Array:
     """Sigmoid and tanh columns as one tanh: sigmoid(a) = 0.5 tanh(0.5 a) + 0.5 (one elementwise pass)."""
+    scale_G, offset_G = along_last(scale_G, a_BG), along_last(offset_G, a_BG)
     return scale_G * jnp.tanh(scale_G * a_BG) + offset_G
 
 

@@ -28,7 +28,7 @@ def gru_cell(params: Params, h_BH: jax.Array, x_BI: jax.Array, dtype: str = "flo
     H' = Z*H + (1-Z)*H~; returns (H', H')."""
 
     def gate(g, h):
-        return mm(x_BI, params[f"W_x{g}"], dtype) + mm(h, params[f"W_h{g}"], dtype) + params[f"b_{g}"]
+        return mm(x_BI, params[f"W_x{g}"], dtype) + mm(h, params[f"W_h{g}"], dtype) + params[f"b_{g}"][None]
 
     z_BH, r_BH = jax.nn.sigmoid(gate("z", h_BH)), jax.nn.sigmoid(gate("r", h_BH))
     h_tilde_BH = jnp.tanh(gate("h", r_BH * h_BH))

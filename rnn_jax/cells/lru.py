@@ -13,7 +13,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.cells.common import Params, mm
+from rnn_jax.cells.common import Params, along_last, mm
 from rnn_jax.cells.linear import lecun, linear_cell
 from rnn_jax.cells.rnn import rnn_zero_state
 
@@ -57,8 +57,8 @@ def lru_step(params: Params, state, x_BI: jax.Array, *, activation="tanh", dtype
     returns ((Re h', Im h'), y)."""
     lam_H = jnp.exp(-jnp.exp(params["nu_log"]) + 1j * jnp.exp(params["theta_log"]))
     bx_BH = mm(x_BI, params["B_re"], dtype) + 1j * mm(x_BI, params["B_im"], dtype)
-    h_BH = lam_H * (state[0] + 1j * state[1]) + jnp.exp(params["gamma_log"]) * bx_BH
-    skip_BH = x_BI * params["D"] if "D" in params else mm(x_BI, params["W_xd"], dtype)
+    h_BH = lam_H[None] * (state[0] + 1j * state[1]) + jnp.exp(params["gamma_log"])[None] * bx_BH
+    skip_BH = x_BI * params["D"][None] if "D" in params else mm(x_BI, params["W_xd"], dtype)
     y_BH = mm(h_BH.real, params["C_re"], dtype) - mm(h_BH.imag, params["C_im"], dtype) + skip_BH
     return (h_BH.real, h_BH.imag), y_BH
 
@@ -69,8 +69,8 @@ def lru_linear(params: Params, xw_TB3H: jax.Array):
     modulus_H, phase_H = jnp.exp(-jnp.exp(params["nu_log"])), jnp.exp(params["theta_log"])
     shape = xw_TB3H.shape[:-1] + (hidden,)
     a = (jnp.broadcast_to(modulus_H * jnp.cos(phase_H), shape), jnp.broadcast_to(modulus_H * jnp.sin(phase_H), shape))
-    gamma_H = jnp.exp(params["gamma_log"])
-    return a, (gamma_H * xw_TB3H[..., :hidden], gamma_H * xw_TB3H[..., hidden : 2 * hidden])
+    gamma = along_last(jnp.exp(params["gamma_log"]), xw_TB3H)
+    return a, (gamma * xw_TB3H[..., :hidden], gamma * xw_TB3H[..., hidden : 2 * hidden])
 
 
 def lru_readout(params: Params, states, xw_TB3H: jax.Array, dtype: str = "float32") -> jax.Array:

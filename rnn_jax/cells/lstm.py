@@ -31,7 +31,7 @@ def lstm_cell(params: Params, state, x_BI: jax.Array, dtype: str = "float32"):
     h_BH, c_BH = state
 
     def gate(g):
-        return mm(x_BI, params[f"W_x{g}"], dtype) + mm(h_BH, params[f"W_h{g}"], dtype) + params[f"b_{g}"]
+        return mm(x_BI, params[f"W_x{g}"], dtype) + mm(h_BH, params[f"W_h{g}"], dtype) + params[f"b_{g}"][None]
 
     i_BH, f_BH, o_BH = (jax.nn.sigmoid(gate(g)) for g in "ifo")
     c_BH = f_BH * c_BH + i_BH * jnp.tanh(gate("c"))

@@ -23,8 +23,8 @@ def mingru_init(key_x: jax.Array, key_h: jax.Array, num_inputs: int, hidden: int
 
 def mingru_step(params: Params, h_BH: jax.Array, x_BI: jax.Array, *, activation="tanh", dtype="float32"):
     """The paper's step: h' = (1 - z) h + z h~; returns (h', h')."""
-    z_BH = jax.nn.sigmoid(mm(x_BI, params["W_xz"], dtype) + params["b_z"])
-    h_tilde_BH = mm(x_BI, params["W_xh"], dtype) + params["b_h"]
+    z_BH = jax.nn.sigmoid(mm(x_BI, params["W_xz"], dtype) + params["b_z"][None])
+    h_tilde_BH = mm(x_BI, params["W_xh"], dtype) + params["b_h"][None]
     h_BH = (1.0 - z_BH) * h_BH + z_BH * h_tilde_BH
     return h_BH, h_BH
 

@@ -29,7 +29,7 @@ def _normalised(f_pre, i_pre):
 
 def minlstm_step(params: Params, h_BH: jax.Array, x_BI: jax.Array, *, activation="tanh", dtype="float32"):
     """The paper's step: h' = f' h + i' h~; returns (h', h')."""
-    gate = lambda g: mm(x_BI, params[f"W_x{g}"], dtype) + params[f"b_{g}"]
+    gate = lambda g: mm(x_BI, params[f"W_x{g}"], dtype) + params[f"b_{g}"][None]
     f_BH, i_BH = _normalised(gate("f"), gate("i"))
     h_BH = f_BH * h_BH + i_BH * gate("h")
     return h_BH, h_BH

@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.cells.common import Params, mm
+from rnn_jax.cells.common import Params, along_last, mm
 from rnn_jax.cells.gated import concat
 from rnn_jax.cells.linear import dense_init, identity_readout, linear_cell
 from rnn_jax.cells.rnn import rnn_zero_state
@@ -41,13 +41,13 @@ def rglru_init(key_x: jax.Array, key_h: jax.Array, num_inputs: int, hidden: int)
 
 def _coefficients(lam_H, a_pre, i_pre, u):
     """(a, sqrt(1 - a^2) i u) from the gates' pre-activations, in log space: log a = -C r softplus(-lam)."""
-    log_a = -C * jax.nn.sigmoid(a_pre) * jax.nn.softplus(-lam_H)
+    log_a = -C * jax.nn.sigmoid(a_pre) * along_last(jax.nn.softplus(-lam_H), a_pre)
     return jnp.exp(log_a), bounded_sqrt(-jnp.expm1(2.0 * log_a)) * (jax.nn.sigmoid(i_pre) * u)
 
 
 def rglru_step(params: Params, h_BH: jax.Array, x_BI: jax.Array, *, activation="tanh", dtype="float32"):
     """The paper's step: h' = a h + sqrt(1 - a^2) (i u); returns (h', h')."""
-    gate = lambda g: mm(x_BI, params[f"W_x{g}"], dtype) + params[f"b_{g}"]
+    gate = lambda g: mm(x_BI, params[f"W_x{g}"], dtype) + params[f"b_{g}"][None]
     a_BH, b_BH = _coefficients(params["lam"], gate("a"), gate("i"), gate("u"))
     h_BH = a_BH * h_BH + b_BH
     return h_BH, h_BH

@@ -24,7 +24,7 @@ def rnn_zero_state(batch_size: int, hidden: int) -> jax.Array:
 
 def rnn_cell(params: Params, h_BH: jax.Array, x_BI: jax.Array, act=jnp.tanh, dtype: str = "float32"):
     """h' = act(x W_xh + h W_hh + b_h); returns (carry, output) = (h', h')."""
-    h_BH = act(mm(x_BI, params["W_xh"], dtype) + mm(h_BH, params["W_hh"], dtype) + params["b_h"])
+    h_BH = act(mm(x_BI, params["W_xh"], dtype) + mm(h_BH, params["W_hh"], dtype) + params["b_h"][None])
     return h_BH, h_BH
 
 
