@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
         "greedy predictions printed while training (repeatable; default: the book's 'time traveller'"
         " and 'traveller' for the book, else the text's opening words)",
     )
+    add_process_flags(parser)
+    flags_lib.add_config_flags(parser)
+    return parser
+
+
+def add_process_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of a multi-process run."""
     group = parser.add_argument_group("multi-process (every process runs the same command)")
     group.add_argument("--coordinator", default=None, help="HOST:PORT of process 0")
     group.add_argument("--num-processes", type=int, default=None)
@@ -86,8 +93,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=distributed.INIT_TIMEOUT,
         help="seconds to wait for every process to join (default: %(default)s)",
     )
-    flags_lib.add_config_flags(parser)
-    return parser
 
 
 def _check_tensorboard(wanted: bool) -> None:
