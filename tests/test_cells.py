@@ -35,7 +35,7 @@ def _toy_recurrent_step(params, state, xw_BH, *, activation="tanh", dtype="float
     """h' = act(xw + h U + c), c' = w_c * c + h': a leaky memory beside the book's state."""
     h_BH, c_BH = state
     h_BH = cells.ACTIVATIONS[activation].fn(xw_BH + cells.mm(h_BH, params["U"], dtype) + c_BH)
-    return (h_BH, params["w_c"] * c_BH + h_BH), h_BH
+    return (h_BH, params["w_c"][None] * c_BH + h_BH), h_BH
 
 
 def _toy_step(params, state, x_BI, *, activation="tanh", dtype="float32"):
