@@ -83,7 +83,9 @@ def race_table(models: dict, title: str, key: str, unit: str, windows: bool = Fa
         if windows:
             w = m.get("test_loss_windows")
             fig += " | " + (pm(w) if w and len(w["seeds"]) > 1 else f"{w['mean']:.3f}" if w else no_windows(c))
-        out.append(f"| {c} | {n} | {fig} | {ratio} |")
+        seeds = len(m[key]["seeds"]) if m.get("kind") == "rnn" else 0  # a recurrent entry's final runs
+        name = f"{n} ({seeds} seed{'s' * (seeds > 1)})" if seeds else n
+        out.append(f"| {c} | {name} | {fig} | {ratio} |")
     return out + [""]
 
 

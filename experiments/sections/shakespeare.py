@@ -202,10 +202,18 @@ def shakespeare_targets(rec: dict) -> list[str]:
     best_w = classes.best_of(models, classes.RECURRENT, "val_loss_windows")
     if best_w and best_w[1].get("test_loss_windows"):
         w = best_w[1]["test_loss_windows"]
+        n = len(w["seeds"])
+        spread = (
+            pm(w, 4) + f" over {n} seeds"
+            if n > 1
+            else f"{w['mean']:.4f} (one seed; windows' standard error {w['se']:.4f})"
+        )
         lines.append(
             f"Under nanoGPT's protocol (windows), the best recurrent model by validation, {best_w[0]}, scores "
-            f"{pm(w, 4)} nats ({w['mean'] - gpt:+.4f} against the {gpt:.4f} reported for the "
-            f"{gpt_name.split(' (')[0]})."
+            f"{spread} nats ({w['mean'] - gpt:+.4f} against the {gpt:.4f} reported for the "
+            f"{gpt_name.split(' (')[0]}); by position in the window: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in w["by_position"].items())
+            + "."
         )
     else:
         lines.append(
