@@ -119,8 +119,8 @@ def _from_saved(req: Request, kw: dict) -> tuple[str, Config | None]:
     try:
         exp = req.exp or saved["experiment"]
         base = config_lib.from_dict(saved["config"]) if exp == saved["experiment"] else None
-        if not (req.corpus or req.data_dir):
-            kw["corpus"] = saved["data"]["path"]
+        if not req.corpus:  # the run's own text: its file, or with --data-dir its experiment's named corpus there
+            kw["corpus"] = experiments_lib.CORPUS_OF.get(exp) if req.data_dir else saved["data"]["path"]
         no_checkpoint = checkpoint.latest_saved_epoch(Path(req.run_dir) / "checkpoints") is None
         if "init_from" in saved and no_checkpoint:  # killed before its first checkpoint: the same parameters again
             kw.update(

@@ -58,6 +58,16 @@ def test_a_resume_starts_from_what_the_run_saved(tmp_path):
     assert req.corpus == "x.txt" and req.prefixes == ("a",)  # the command's own choices win
 
 
+def test_a_resume_with_a_data_dir_reads_its_experiments_named_corpus_there(tmp_path):
+    run = saved_run(tmp_path / "run")
+    saved = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**saved, "experiment": "shakespeare"}))
+    req = launch.resolve(launch.Request(resume=True, run_dir=str(run), data_dir="/data"))
+    assert (req.corpus, req.data_dir) == ("shakespeare", "/data")  # not the default book in /data
+    (run / "config.json").write_text(json.dumps(saved))  # an experiment with no named corpus: the default there
+    assert launch.resolve(launch.Request(resume=True, run_dir=str(run), data_dir="/data")).corpus is None
+
+
 def test_a_resume_before_the_first_checkpoint_starts_from_the_recorded_parameters(tmp_path):
     source = {"run": "/runs/src", "checkpoint": "best", "epoch": 4}
     run = saved_run(tmp_path / "run", init_from=source)
