@@ -15,17 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnn_jax import (
-    checkpoint,
-    data,
-    distributed,
-    epochs,
-    files,
-    generate,
-    heldout,
-    log,
-    model,
-)
+from rnn_jax import checkpoint, data, distributed, epochs, files, generate, heldout, log, model
 from rnn_jax import config as config_lib
 from rnn_jax import step as step_lib
 from rnn_jax.checkpoint import Checkpoints
