@@ -71,6 +71,20 @@ FAMILIES: dict[str, tuple[dict, dict]] = {
         },
     ),
 }
+# the linear recurrences (and the LSTM, for a like-for-like block) in 3 residual blocks as wide as gives lstm-1x256's
+# parameter count on this vocabulary (299k; `rnn_jax.bench.recurrences.equal_width`, which a test holds these to),
+# at the gated cells' step size; no DropConnect (their recurrences hold no weight matrix), output dropout instead
+RESIDUAL = {"block": "residual", "num_layers": 3, "forget_bias": 0.0, "weight_drop": 0.0, "lr": 0.005, "epochs": 40}
+OUT = {"dropout": 0.25, **SEQ}
+RESIDUAL_REGS = {"out0.25-seq": OUT, "out0.25-seq+cosine60": {**OUT, **COS, "epochs": 60}}
+LINEAR_FAMILIES: dict[str, tuple[dict, dict]] = {
+    "mingru-3x88": ({**RESIDUAL, "cell": "mingru", "hidden": 88}, RESIDUAL_REGS),
+    "minlstm-3x88": ({**RESIDUAL, "cell": "minlstm", "hidden": 88, "forget_bias": 1.0}, RESIDUAL_REGS),
+    "lru-3x80": ({**RESIDUAL, "cell": "lru", "hidden": 80}, RESIDUAL_REGS),
+    "rglru-3x88": ({**RESIDUAL, "cell": "rglru", "hidden": 88}, RESIDUAL_REGS),
+    "lstm-3x72": ({**RESIDUAL, "cell": "lstm", "hidden": 72, "forget_bias": 1.0}, RESIDUAL_REGS),
+}
+FAMILIES |= LINEAR_FAMILIES
 SMOKE_FAMILIES: dict[str, tuple[dict, dict]] = {
     "rnn-tanh-1x32": ({"hidden": 32}, {"none": {}, "out0.3-seq": {"dropout": 0.3, **SEQ}})
 }

@@ -12,7 +12,7 @@ from pathlib import Path
 from rnn_jax import corpora, sweep
 from rnn_jax.exitcodes import Exit
 
-ROWS = ("models", "seeds", "rows")  # a record's collections of entries, each entry a row of its tables
+ROWS = ("models", "seeds", "rows", "screening")  # a record's collections of entries, each entry a row of its tables
 ROW_FIELDS = ("seed", "alpha", "mode", "trained_on", "tested_on", "name")  # what names a row of a list
 
 

@@ -3,7 +3,8 @@
     python experiments/shakespeare_levers.py                    # every lever at the probe budget (8 epochs)
     python experiments/shakespeare_levers.py --levers base reset-0.25
     python experiments/shakespeare_levers.py --epochs 40 --levers lstm-1x768   # a lever at the full budget
-    python experiments/shakespeare_levers.py --levers mingru-3x184 minlstm-3x176 lru-3x168 rglru-3x176 lstm-3x152
+    python experiments/shakespeare_levers.py --placement together \
+        --levers mingru-3x184 minlstm-3x176 lru-3x168 rglru-3x176 lstm-3x152 lstm-1x512
 
 Each lever is the LSTM recipe of `--exp shakespeare` with one change (or, for the linear recurrences, another cell
 in residual blocks at the recipe's parameter count), trained as a selection run (the 5% of the
@@ -56,7 +57,7 @@ FAMILIES: dict[str, dict[str, Any]] = {
     "rglru-3x176": {**RESIDUAL, "cell": "rglru", "hidden": 176},
     "lstm-3x152": {**RESIDUAL, "cell": "lstm", "hidden": 152, "forget_bias": 1.0, "weight_drop": 0.25},
 }
-LEVERS |= FAMILIES
+LEVERS |= FAMILIES | {"lstm-1x512": {}}  # the recipe again, trained as they are: the race's wall-clock reference
 VAL_WINDOWS = 1280  # windows of every epoch's validation (the curves); the record's figure uses 12,800
 
 
@@ -79,6 +80,7 @@ def lever_entry(name: str, cfg: config.Config, run_dir: Path, text: dict) -> dic
         "train_flop": flop,
         "flop_vs_nanogpt": flop / NANOGPT_FLOP,
         "wall_seconds": summary["wall_seconds"],
+        "cpu_cores": summary.get("cpu_cores"),  # recorded by runs from 2026-12-07 on
         "tokens_per_sec": summary["tokens_per_sec"],
         "wall_curve": wall_curve(run_dir, flop_per_token(cfg, text["vocab_size"])),
     }
@@ -111,6 +113,18 @@ def main(argv=None) -> None:
             f"{r['train_flop']:.2e} FLOP  {r['wall_seconds']:.0f} s",
             flush=True,
         )
+
+
+def budget_epochs(levers: dict, name: str, epochs: int, reference: str = "lstm-1x512") -> int:
+    """The epochs of lever `name` that fit in the training budget of `epochs` epochs of the reference: its wall
+    time (seconds per epoch as the probe measured them, one run after the other on the same cores) and its FLOPs
+    (each one's per token); the smaller of the two, at least 1."""
+    ref, lever = levers[reference], levers[name]
+    per_epoch = lambda r: r["wall_curve"][-1][0] / len(r["wall_curve"])
+    per_token = lambda r: r["train_flop"] / len(r["wall_curve"])  # one epoch's FLOPs: the same tokens for each
+    wall = epochs * per_epoch(ref) / per_epoch(lever)
+    flop = epochs * per_token(ref) / per_token(lever)
+    return max(1, int(min(wall, flop) + 1e-9))
 
 
 def scored_record(path: Path) -> dict:

@@ -23,6 +23,12 @@ MIN_ROWS_PER_DEVICE = 32  # below this a device's share is too small to pay for 
 INIT_TIMEOUT = 300.0  # seconds every process has to join a multi-process run
 
 
+def cpu_cores() -> int:
+    """The CPU cores this process may run on (a `taskset` narrows them): beside wall seconds, what they were
+    bought with."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def check_flags(coordinator: str | None, num_processes: int | None, process_id: int | None, timeout: float) -> None:
     """Raises ConfigError for multi-process flags that cannot form a run."""
     if not (coordinator and num_processes is not None and process_id is not None):

@@ -135,9 +135,21 @@ def run(req: RunRequest) -> dict:
         lock, restored = rundir.open_run(run_dir, cfg, req.exp, req.resume, training.vocab, training.info, extra)
         try:
             outputs = _outputs(req, trainer_lib.start_epoch(restored))
-            trainer = Trainer(
-                cfg, run_dir, training, mesh, outputs, exp=req.exp, prefixes=prefixes, params=params, restored=restored
-            )
+            try:
+                trainer = Trainer(
+                    cfg,
+                    run_dir,
+                    training,
+                    mesh,
+                    outputs,
+                    exp=req.exp,
+                    prefixes=prefixes,
+                    params=params,
+                    restored=restored,
+                )
+            except BaseException:
+                outputs.close()  # no run owns the writers yet
+                raise
             return _train(trainer, req, stop)
         finally:
             if lock:

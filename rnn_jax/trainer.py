@@ -47,6 +47,15 @@ class Outputs(NamedTuple):
     progress: log.Progress | None
     board: log.TensorBoard | None
 
+    def close(self) -> None:
+        """Closes what is open when no run took them over (its set-up failed), quietly: the first error is
+        the one to report."""
+        self.ckpts.close()
+        for out in (self.progress, self.board, self.metrics):
+            if out is not None:
+                with contextlib.suppress(OSError):
+                    out.close()
+
 
 class Steps(Protocol):
     """What `loop` drives each epoch: a run, or several vmapped seeds over a batched state. `rows` is one row, or
@@ -249,6 +258,7 @@ class Trainer:
             "loss": row["loss"],
             "tokens_per_sec": self.timed_tokens / self.timed_seconds if self.timed_seconds else None,
             "wall_seconds": time.perf_counter() - self.t_start,
+            "cpu_cores": distributed.cpu_cores(),
             "device": jax.devices()[0].platform,
             "predictions": predictions(params, self.data.vocab, self.spec, self.prefixes),
             "devices": self.mesh.size if self.mesh else 1,  # the policies resolved at set-up

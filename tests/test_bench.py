@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rnn_jax import bench, corpora, log
+from rnn_jax import bench, config, corpora, log
 from rnn_jax.bench import common, compare, contention, devices, generation, report, throughput, variants
 
 # Checks the book's flags, then reports 1000 tokens/s, x2 for nn.RNN, /2 for random sampling, x threads.
@@ -510,3 +510,17 @@ def test_the_shakespeare_candidates_of_each_family_have_the_widths_of_the_benchs
         cfg = shakespeare_levers.lever_config(overrides, 8)  # validated: options a cell cannot take are off
         assert (cfg.cell, cfg.hidden) in bench, name
         assert cfg.weight_drop == recurrences.cell_config(shakespeare_levers.BASE, cfg.cell).weight_drop
+
+
+def test_the_time_machine_recurrences_have_the_parameter_count_of_its_lstm():
+    from experiments import heldout_grid
+    from rnn_jax.bench import recurrences
+
+    lstm = dataclasses.replace(heldout_grid.BASE, **heldout_grid.FAMILIES["lstm-1x256"][0])
+    target = recurrences.parameter_count(lstm, 28)
+    for name, (fam, regs) in heldout_grid.LINEAR_FAMILIES.items():
+        cfg = config.validate(dataclasses.replace(heldout_grid.BASE, **fam))
+        assert cfg.block == "residual" and name == f"{cfg.cell}-3x{cfg.hidden}"
+        assert cfg.hidden == recurrences.equal_width(cfg, target, vocab_size=28), name
+        for reg in regs.values():
+            config.validate(dataclasses.replace(cfg, **reg))

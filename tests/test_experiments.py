@@ -312,8 +312,10 @@ def test_a_record_written_again_merges_and_never_drops_an_entry(results_dir, cap
     v = lambda x: {"kind": "rnn", "v": x}
     common.write("m", {"name": "m", "models": {"a": v(1), "b": v(1)}, "rows": [{"alpha": 1, "v": 1}]})
     common.write("m", {"name": "m", "models": {"b": v(2), "c": v(2)}, "rows": [{"alpha": 2, "v": 2}]})
+    common.write("m", {"name": "m", "screening": {"a r": v(1)}})
+    common.write("m", {"name": "m", "screening": {"c r": v(2)}})  # a sweep of other families keeps the first's
     rec = common.load("m")
-    assert rec["models"] == {"a": v(1), "b": v(2), "c": v(2)}
+    assert rec["models"] == {"a": v(1), "b": v(2), "c": v(2)} and rec["screening"] == {"a r": v(1), "c r": v(2)}
     assert rec["rows"] == [{"alpha": 1, "v": 1}, {"alpha": 2, "v": 2}]
     fake("seq", [1.0, 1.1, 1.2])
     one = json.loads((results_dir / "results" / "seq.json").read_text())

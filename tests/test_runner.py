@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rnn_jax import config, corpora, files, launch, rundir, runner
+from rnn_jax import config, corpora, files, launch, log, rundir, runner
 from rnn_jax import experiments as experiments_lib
 from rnn_jax import flags as flags_lib
 from rnn_jax.launch import RunRequest
@@ -81,3 +81,24 @@ def test_a_run_writes_its_files_with_the_baselines_on_its_validation_text(tmp_pa
         RunRequest(dataclasses.replace(cfg, epochs=3), run_dir, exp="tiny", corpus=str(small_text), resume=True)
     )
     assert [r["epoch"] for r in files.read_metrics(run_dir)] == [1, 2, 3] and resumed["epochs"] == 3
+
+
+def test_a_set_up_that_fails_after_the_writers_opened_closes_them(tmp_path, small_text, monkeypatch):
+    opened, closed = [], []
+    real_outputs = runner._outputs
+
+    def outputs(req, start):
+        opened.append(real_outputs(req, start))
+        return opened[-1]
+
+    def failing_trainer(*args, **kwargs):
+        raise RuntimeError("set-up failed")
+
+    monkeypatch.setattr(runner, "_outputs", outputs)
+    monkeypatch.setattr(runner, "Trainer", failing_trainer)
+    monkeypatch.setattr(log.TensorBoard, "close", lambda self: closed.append(self))
+    req = RunRequest(TINY, tmp_path / "run", exp="tiny", corpus=str(small_text), quiet=True, tensorboard=True)
+    with pytest.raises(RuntimeError, match="set-up failed"):
+        runner.run(req)
+    (out,) = opened
+    assert out.metrics is not None and out.metrics.f.closed and closed == [out.board]

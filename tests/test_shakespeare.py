@@ -188,3 +188,44 @@ def test_a_record_merges_and_mixtures_never_sit_in_the_recurrent_class():
         "lstm": {**rnn, "val_loss": {"mean": 1.2}},
     }
     assert classes.best_of(models, "recurrent")[0] == "lstm"
+
+
+def test_the_race_at_equal_wall_time_reads_each_lever_where_the_recipes_clock_stopped():
+    from experiments.sections import levers
+
+    def lever(seconds, stream, cores=2):
+        curve = [[t, None, s, s + 0.02] for t, s in zip(seconds, stream, strict=True)]
+        return {"wall_curve": curve, "cpu_cores": cores}
+
+    rec = {
+        "epochs": 3,
+        "levers": {
+            "lstm-1x512": lever([10.0, 20.0, 30.0], [2.0, 1.9, 1.8]),
+            "faster": lever([5.0, 10.0, 15.0, 30.0], [1.95, 1.85, 1.80, 1.70]),
+            "slower": lever([25.0, 50.0], [1.9, 1.6]),
+            "late": lever([31.0], [1.0]),
+            "other cores": lever([1.0], [1.0], cores=1),
+        },
+    }
+    assert levers.at_seconds(rec["levers"]["slower"]["wall_curve"], 30.0) == [25.0, None, 1.9, 1.92]
+    rows = {line.split(" | ")[0].strip("| "): line for line in levers.equal_wall(rec) if line.startswith("| ")}
+    assert rows["faster"] == "| faster | 4 | 1.7000 | 1.7200 | -0.1000 |"
+    assert rows["slower"] == "| slower | 1 | 1.9000 | 1.9200 | +0.1000 |"  # its better second epoch came too late
+    assert rows["late"] == "| late | 0 | — | — | — |"
+    assert "other cores" not in rows and rows["lstm-1x512"].endswith("| +0.0000 |")
+    del rec["levers"]["lstm-1x512"]["cpu_cores"]  # the recipe's cores unknown: no race at equal wall time
+    assert levers.equal_wall(rec) == []
+
+
+def test_a_familys_budget_is_the_recipes_wall_time_and_flops_whichever_binds():
+    from experiments import shakespeare_levers
+
+    def lever(seconds_per_epoch, flop_per_epoch, epochs=8):
+        curve = [[seconds_per_epoch * (e + 1), None, 2.0, None] for e in range(epochs)]
+        return {"wall_curve": curve, "train_flop": flop_per_epoch * epochs}
+
+    levers = {"lstm-1x512": lever(60.0, 1e13), "slow": lever(80.0, 1e13), "costly": lever(30.0, 2e13)}
+    assert shakespeare_levers.budget_epochs(levers, "lstm-1x512", 40) == 40
+    assert shakespeare_levers.budget_epochs(levers, "slow", 40) == 30  # 40 x 60 / 80 s: the wall binds
+    assert shakespeare_levers.budget_epochs(levers, "costly", 40) == 20  # half the epochs' FLOPs: compute binds
+    assert shakespeare_levers.budget_epochs({**levers, "x": lever(1e6, 1e13)}, "x", 40) == 1

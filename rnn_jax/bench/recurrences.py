@@ -43,18 +43,18 @@ def cell_config(base: config_lib.Config, cell: str, **fields) -> config_lib.Conf
     )
 
 
-def equal_width(cfg: config_lib.Config, target: int, multiple: int = 8) -> int:
-    """The width (a multiple of `multiple`) whose model has the parameter count nearest `target` (the count grows
-    with the width: a bisection)."""
+def equal_width(cfg: config_lib.Config, target: int, multiple: int = 8, vocab_size: int = VOCAB) -> int:
+    """The width (a multiple of `multiple`) whose model has the parameter count nearest `target` on a vocabulary
+    of vocab_size (the count grows with the width: a bisection)."""
     lo, hi = 1, 4096 // multiple
     while lo < hi:
         mid = (lo + hi) // 2
-        if parameter_count(dataclasses.replace(cfg, hidden=mid * multiple)) < target:
+        if parameter_count(dataclasses.replace(cfg, hidden=mid * multiple), vocab_size) < target:
             lo = mid + 1
         else:
             hi = mid
     widths = [w * multiple for w in (max(lo - 1, 1), lo)]
-    return min(widths, key=lambda w: abs(parameter_count(dataclasses.replace(cfg, hidden=w)) - target))
+    return min(widths, key=lambda w: abs(parameter_count(dataclasses.replace(cfg, hidden=w), vocab_size) - target))
 
 
 def configs(dtype: str = "float32", hidden: int = 512, layers: int = LAYERS) -> dict[str, config_lib.Config]:
