@@ -37,6 +37,7 @@ from experiments.classes import class_of
 from experiments.common import entry, parser, results_dir, runs_root, test_log, write
 from experiments.counting import counting_models, stat
 from experiments.heldout import parts, train
+from experiments.shakespeare_families import FAMILIES, RACE_EPOCHS
 from experiments.shakespeare_figures import (  # noqa: F401  (the record's figures; MIX_WEIGHTS read by tests)
     MIX_WEIGHTS,
     ensemble,
@@ -69,6 +70,8 @@ MODELS: dict[str, dict[str, Any]] = {
     "lstm-1x768": {"hidden": 768, "reset_fraction": 0.1, "epochs": 32, "val_windows": 1280},
     "rnn-tanh-1x1024": {"cell": "rnn", "hidden": 1024, "init": "book", "forget_bias": 0.0, "epochs": 30},
 }
+# the race of the recurrences (experiments/shakespeare_families.py), each at the recipe's training budget
+MODELS |= {n: {**FAMILIES[n], "epochs": e, "val_windows": 1280} for n, e in RACE_EPOCHS.items()}
 SMOKE_MODELS: dict[str, dict[str, Any]] = {
     "lstm-1x32": {"hidden": 32, "epochs": 1, "batch_size": 16, "num_steps": 32},
     "rnn-tanh-1x32": {"cell": "rnn", "hidden": 32, "forget_bias": 0.0, "epochs": 1, "batch_size": 16, "num_steps": 32},

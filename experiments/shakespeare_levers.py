@@ -32,6 +32,7 @@ from experiments import scored
 from experiments.common import entry, parser, results_dir, runs_root, write
 from experiments.heldout import train
 from experiments.shakespeare import BASE, CORPUS, DRAW, flop_per_token, split, training_flop, wall_curve, window_stat
+from experiments.shakespeare_families import FAMILIES
 from rnn_jax import config
 from rnn_jax.files import read_json
 
@@ -46,16 +47,6 @@ LEVERS: dict[str, dict[str, Any]] = {
     "lstm-2x512": {"num_layers": 2, "layer_dropout": 0.25},
     # the candidate recipe: wider, a tenth of the rows reset, at the full budget (--epochs 32: 4.4e14 FLOPs)
     "lstm-1x768-reset-0.1": {"hidden": 768, "reset_fraction": 0.1},
-}
-# the linear recurrences, each in 3 residual blocks as wide as gives the recipe's parameter count (1.22M; the
-# width `rnn_jax.bench.recurrences.equal_width` finds, which a test holds these to), the recipe's training
-RESIDUAL = {"block": "residual", "num_layers": 3, "forget_bias": 0.0, "weight_drop": 0.0}
-FAMILIES: dict[str, dict[str, Any]] = {
-    "mingru-3x184": {**RESIDUAL, "cell": "mingru", "hidden": 184},
-    "minlstm-3x176": {**RESIDUAL, "cell": "minlstm", "hidden": 176, "forget_bias": 1.0},
-    "lru-3x168": {**RESIDUAL, "cell": "lru", "hidden": 168},
-    "rglru-3x176": {**RESIDUAL, "cell": "rglru", "hidden": 176},
-    "lstm-3x152": {**RESIDUAL, "cell": "lstm", "hidden": 152, "forget_bias": 1.0, "weight_drop": 0.25},
 }
 LEVERS |= FAMILIES | {"lstm-1x512": {}}  # the recipe again, trained as they are: the race's wall-clock reference
 VAL_WINDOWS = 1280  # windows of every epoch's validation (the curves); the record's figure uses 12,800

@@ -156,6 +156,24 @@ def test_the_model_forwards_agree_and_carry_the_state(key, cell, block):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("cell,block", MODELS)
+def test_changing_later_tokens_leaves_earlier_logits_bit_exact(key, cell, block):
+    spec, params = _model(key, cell, block)
+    tokens_BT = jax.random.randint(jax.random.fold_in(key, 5), (B, 2 * T), 0, V)
+    start = model.zero_state(B, H, spec)
+    for scan in modelspec.SCANS:
+        forward = jax.jit(
+            lambda t, scan=scan: model.FORWARDS["fused"](params, start, t, dataclasses.replace(spec, scan=scan))[0]
+        )
+        base = np.asarray(forward(tokens_BT))
+        for t in (0, T, 2 * T - 2):
+            later = tokens_BT.at[:, t + 1 :].set((tokens_BT[:, t + 1 :] + 1) % V)
+            changed = np.asarray(forward(later))
+            assert np.array_equal(changed[: t + 1], base[: t + 1]), f"{cell} {block} {scan}: step {t} sees later tokens"
+            assert not np.array_equal(changed[t + 1], base[t + 1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cell,block", MODELS)
 def test_greedy_generation_is_the_argmax_of_the_training_forward(key, cell, block):
     spec, params = _model(key, cell, block)
     prefix_P = jnp.asarray([1, 5, 2, 7], jnp.int32)

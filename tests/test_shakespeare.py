@@ -229,3 +229,15 @@ def test_a_familys_budget_is_the_recipes_wall_time_and_flops_whichever_binds():
     assert shakespeare_levers.budget_epochs(levers, "slow", 40) == 30  # 40 x 60 / 80 s: the wall binds
     assert shakespeare_levers.budget_epochs(levers, "costly", 40) == 20  # half the epochs' FLOPs: compute binds
     assert shakespeare_levers.budget_epochs({**levers, "x": lever(1e6, 1e13)}, "x", 40) == 1
+
+
+def test_each_raced_recurrence_trains_for_the_budget_its_probe_measured():
+    from experiments import common, shakespeare, shakespeare_families, shakespeare_levers
+
+    probe = common.load("shakespeare_levers")
+    assert probe is not None and set(shakespeare_families.RACE_EPOCHS) == set(shakespeare_families.FAMILIES)
+    for name, epochs in shakespeare_families.RACE_EPOCHS.items():
+        budget = shakespeare_levers.budget_epochs(probe["levers"], name, shakespeare_families.RECIPE_EPOCHS)
+        assert epochs == budget, f"{name}: {epochs} epochs recorded, the probe gives {budget}"
+        assert shakespeare.MODELS[name]["epochs"] == epochs and shakespeare.MODELS[name]["block"] == "residual"
+    assert shakespeare_families.RECIPE_EPOCHS == shakespeare.BASE.epochs

@@ -17,7 +17,9 @@ def levers_section(name: str = "shakespeare_levers") -> list[str]:
     out = [
         f"### Levers against nanoGPT's protocol (`python experiments/shakespeare_levers.py`, {rec['epochs']} epochs)",
         "",
-        "Each lever is the LSTM recipe (`--exp shakespeare`) with one change, trained once on the training part and "
+        "Each lever is the LSTM recipe (`--exp shakespeare`) with one change (for the recurrences, minGRU, minLSTM, "
+        "LRU, RG-LRU and the LSTM itself: that cell in 3 residual blocks at the recipe's parameter count, "
+        "`experiments/shakespeare_families.py`), trained once on the training part and "
         f"scored on the validation part (never the test part): as one stream, and under *windows* ({w['windows']:,} "
         f"windows of {w['length']} characters, each from a zero state; ± its standard error over the windows), "
         "with the windows' loss by position in the window. Training FLOPs: the cell's declared FLOPs per token "
