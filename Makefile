@@ -46,9 +46,9 @@ bench: install
 	$(PY) -m rnn_jax.bench $(DATA_FLAG) --out experiments/results/bench/$$(date -u +%Y%m%dT%H%M%SZ) $(ARGS)
 
 # The book's exercises over several seeds (about an hour on 2 cores), the held-out sweep (about an hour), tiny
-# Shakespeare (26-47 minutes per 1x512 LSTM run, about twice that per 1x768 one, the recurrences each at the 1x512's
-# wall time; 4 runs per model, resumable), its levers and the recurrences' probes on validation (8 epochs each,
-# 5-8 minutes on 2 cores; then the candidate at its full 32), then the report.
+# Shakespeare (26-47 minutes per 1x512 LSTM run, about twice that per 1x768 one, ~10 per run of the recurrences'
+# race; 4 runs per model, resumable), its levers and the recurrences' probes on validation (8 epochs each, 5-10
+# minutes on 2 cores; then the candidate at its full 32), then the report.
 ablations: install
 	$(PY) experiments/ablations.py $(DATA_FLAG) $(ARGS)
 	$(PY) experiments/gated.py $(DATA_FLAG) $(ARGS)

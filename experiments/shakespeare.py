@@ -70,7 +70,7 @@ MODELS: dict[str, dict[str, Any]] = {
     "lstm-1x768": {"hidden": 768, "reset_fraction": 0.1, "epochs": 32, "val_windows": 1280},
     "rnn-tanh-1x1024": {"cell": "rnn", "hidden": 1024, "init": "book", "forget_bias": 0.0, "epochs": 30},
 }
-# the race of the recurrences (experiments/shakespeare_families.py), each at the recipe's training budget
+# the race of the recurrences (experiments/shakespeare_families.py), each within the recipe's training budget
 MODELS |= {n: {**FAMILIES[n], "epochs": e, "val_windows": 1280} for n, e in RACE_EPOCHS.items()}
 SMOKE_MODELS: dict[str, dict[str, Any]] = {
     "lstm-1x32": {"hidden": 32, "epochs": 1, "batch_size": 16, "num_steps": 32},

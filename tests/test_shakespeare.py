@@ -235,9 +235,11 @@ def test_each_raced_recurrence_trains_for_the_budget_its_probe_measured():
     from experiments import common, shakespeare, shakespeare_families, shakespeare_levers
 
     probe = common.load("shakespeare_levers")
-    assert probe is not None and set(shakespeare_families.RACE_EPOCHS) == set(shakespeare_families.FAMILIES)
-    for name, epochs in shakespeare_families.RACE_EPOCHS.items():
+    assert probe is not None and set(shakespeare_families.RACE_BUDGET) == set(shakespeare_families.FAMILIES)
+    for name, ceiling in shakespeare_families.RACE_BUDGET.items():
         budget = shakespeare_levers.budget_epochs(probe["levers"], name, shakespeare_families.RECIPE_EPOCHS)
-        assert epochs == budget, f"{name}: {epochs} epochs recorded, the probe gives {budget}"
+        assert ceiling == budget, f"{name}: a budget of {ceiling} epochs recorded, the probe gives {budget}"
+        epochs = shakespeare_families.RACE_EPOCHS[name]
+        assert epochs <= budget and probe["levers"][name]["config"]["epochs"] == epochs  # the probe is its selection
         assert shakespeare.MODELS[name]["epochs"] == epochs and shakespeare.MODELS[name]["block"] == "residual"
     assert shakespeare_families.RECIPE_EPOCHS == shakespeare.BASE.epochs
