@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from rnn_jax import experiments as experiments_lib
+
 RESIDUAL = {"block": "residual", "num_layers": 3, "forget_bias": 0.0, "weight_drop": 0.0}
 FAMILIES: dict[str, dict[str, Any]] = {
     "mingru-3x184": {**RESIDUAL, "cell": "mingru", "hidden": 184},
@@ -21,7 +23,7 @@ FAMILIES: dict[str, dict[str, Any]] = {
     "rglru-3x176": {**RESIDUAL, "cell": "rglru", "hidden": 176},
     "lstm-3x152": {**RESIDUAL, "cell": "lstm", "hidden": 152, "forget_bias": 1.0, "weight_drop": 0.25},
 }
-RECIPE_EPOCHS = 40  # the recipe's (`--exp shakespeare`)
+RECIPE_EPOCHS = experiments_lib.EXPERIMENTS["shakespeare"].epochs  # the recipe's: 40
 # the ceiling (the order: the best of the probe by validation, windows, first)
 RACE_BUDGET = {"lstm-3x152": 22, "rglru-3x176": 23, "mingru-3x184": 24, "minlstm-3x176": 22, "lru-3x168": 21}
 # Chosen on validation: 8 epochs (the probe's runs, which serve as the selection runs). The residual LSTM trained

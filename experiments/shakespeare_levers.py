@@ -114,11 +114,11 @@ def budget_epochs(levers: dict, name: str, epochs: int, reference: str = "lstm-1
     time (seconds per epoch as the probe measured them, one run after the other on the same cores) and its FLOPs
     (each one's per token); the smaller of the two, at least 1."""
     ref, lever = levers[reference], levers[name]
-    per_epoch = lambda r: r["wall_curve"][-1][0] / len(r["wall_curve"])
-    per_token = lambda r: r["train_flop"] / len(r["wall_curve"])  # one epoch's FLOPs: the same tokens for each
-    wall = epochs * per_epoch(ref) / per_epoch(lever)
-    flop = epochs * per_token(ref) / per_token(lever)
-    return max(1, int(min(wall, flop) + 1e-9))
+    seconds = lambda r: r["wall_curve"][-1][0] / len(r["wall_curve"])  # an epoch's
+    flop = lambda r: r["train_flop"] / len(r["wall_curve"])  # an epoch's: the same tokens for each
+    wall = epochs * seconds(ref) / seconds(lever)
+    compute = epochs * flop(ref) / flop(lever)
+    return max(1, int(min(wall, compute) + 1e-9))
 
 
 def scored_record(path: Path) -> dict:

@@ -48,8 +48,7 @@ class Outputs(NamedTuple):
     board: log.TensorBoard | None
 
     def close(self) -> None:
-        """Closes what is open when no run took them over (its set-up failed), quietly: the first error is
-        the one to report."""
+        """Closes them, quietly, when no run took them over (its set-up failed: that error is the one to report)."""
         self.ckpts.close()
         for out in (self.progress, self.board, self.metrics):
             if out is not None:

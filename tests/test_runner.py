@@ -3,6 +3,7 @@ and writes around the loop (data, prompts, the summary's n-gram baselines)."""
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,7 @@ def test_a_run_writes_its_files_with_the_baselines_on_its_validation_text(tmp_pa
     rows = files.read_metrics(run_dir)
     assert [r["epoch"] for r in rows] == [1, 2] and summary["val_perplexity"] == rows[-1]["val_perplexity"]
     assert set(summary["predictions"]) == {"the"} and summary["baselines"]
+    assert summary["cpu_cores"] == len(os.sched_getaffinity(0))  # what its wall seconds were bought with
     saved = json.loads((run_dir / "summary.json").read_text())
     assert saved["baselines"] == summary["baselines"] and saved["perplexity"] == summary["perplexity"]
     assert rundir.saved_config(run_dir)["predict_prefixes"] == ["the"]

@@ -242,15 +242,14 @@ def test_each_raced_recurrence_trains_for_the_budget_its_probe_measured():
         epochs = shakespeare_families.RACE_EPOCHS[name]
         assert epochs <= budget and probe["levers"][name]["config"]["epochs"] == epochs  # the probe is its selection
         assert shakespeare.MODELS[name]["epochs"] == epochs and shakespeare.MODELS[name]["block"] == "residual"
-    assert shakespeare_families.RECIPE_EPOCHS == shakespeare.BASE.epochs
 
 
 def test_every_lever_is_a_valid_run_that_differs_from_the_recipe_only_where_it_says():
-    from experiments import shakespeare, shakespeare_levers
+    from experiments import shakespeare_levers
 
     recipe = config.to_dict(shakespeare_levers.lever_config({}, 8))
     for name, overrides in shakespeare_levers.LEVERS.items():
         cfg = config.to_dict(shakespeare_levers.lever_config(overrides, 8))  # validated
         assert {k for k in cfg if cfg[k] != recipe[k]} <= set(overrides), name
-        assert shakespeare.BASE.epochs == 40 and cfg["epochs"] == 8
+        assert cfg["epochs"] == 8
     assert shakespeare_levers.LEVERS["lstm-3x152-reset-0.1"]["reset_fraction"] == 0.1
