@@ -172,6 +172,7 @@ def rnn_models(name: str, cfg: config.Config, select: Path, finals: list[Path], 
         "params": sum(int(np.prod(p.shape)) for p in jax.tree.leaves(load_run(finals[0])[2])),
         "wall_seconds": float(np.mean([s["wall_seconds"] for s in summaries])),
         "tokens_per_sec": float(np.mean([s["tokens_per_sec"] for s in summaries])),
+        "cpu_cores": cores.pop() if len(cores := {s.get("cpu_cores") for s in summaries}) == 1 else None,
         "train_flop": training_flop(cfg, text, finals[0]),
         "selection": {
             "run": str(select),

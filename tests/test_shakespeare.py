@@ -253,3 +253,42 @@ def test_every_lever_is_a_valid_run_that_differs_from_the_recipe_only_where_it_s
         assert {k for k in cfg if cfg[k] != recipe[k]} <= set(overrides), name
         assert cfg["epochs"] == 8
     assert shakespeare_levers.LEVERS["lstm-3x152-reset-0.1"]["reset_fraction"] == 0.1
+
+
+def test_the_race_compares_each_residual_recurrence_with_what_is_reported_for_it_under_windows():
+    from experiments.sections.shakespeare import model_row, race_targets
+
+    def entry(cell, windows, block="residual", **extra):
+        w = {"mean": windows, "std": 0.001, "seeds": [windows] * 3, "se": 0.002}
+        cfg = {"cell": cell, "block": block}
+        return {"kind": "rnn", "evaluation": "static", "config": cfg, "test_loss_windows": w, **extra}
+
+    models = {
+        "mingru-3x184": entry("mingru", 1.530),
+        "minlstm-3x176": entry("minlstm", 1.560),
+        "lru-3x168": entry("lru", 1.600),
+        "lstm-1x768": entry("lstm", 1.47, block="plain"),  # not in residual blocks: not raced
+        "mingru-3x184 + 7-gram": entry("mingru", 1.40, mixture={"weight": 0.9}),  # combined: not a recurrence
+    }
+    (text,) = [line for line in race_targets(models) if line]
+    assert "mingru-3x184: 1.5300 ± 0.0010 (3 seeds), below the 1.548 Feng et al. report for minGRU, +0.0603" in text
+    assert "minlstm-3x176: 1.5600 ± 0.0010 (3 seeds), not below the 1.555 Feng et al. report for minLSTM" in text
+    assert "lru-3x168: 1.6000 ± 0.0010 (3 seeds), +0.1303 against the nanoGPT baby GPT" in text
+    assert text.index("mingru-3x184:") < text.index("minlstm-3x176:") < text.index("lru-3x168:")  # best first
+    assert "lstm-1x768" not in text and "7-gram" not in text
+    assert race_targets({"lstm-1x768": models["lstm-1x768"]}) == []
+    stat = {"mean": 1.5, "std": 0.01, "seeds": [1.5, 1.5]}
+    row = {**models["lru-3x168"], "test_loss": stat, "test_bits_per_char": stat, "test_perplexity": stat}
+    row |= {"val_loss": stat, "wall_seconds": 1234.4, "cpu_cores": 2, "selection": {"best_epoch": 8, "epochs": 8}}
+    assert "| 1,234 (2 cores) |" in model_row("lru-3x168", row)
+    assert "| 1,234 |" in model_row("lru-3x168", {**row, "cpu_cores": None})
+
+
+def test_a_lever_run_that_is_a_models_selection_run_is_drawn_once():
+    from experiments.sections.shakespeare import model_curves
+
+    curve = [[1.0, 1e9, 2.0, 2.1]]
+    levers = {"epochs": 8, "levers": {"mingru-3x184": {"wall_curve": curve}, "reset-0.25": {"wall_curve": curve}}}
+    rec = {"models": {}, "split": {}}
+    assert [c[0] for c in model_curves(rec, levers)] == ["lever mingru-3x184, 8 epochs", "lever reset-0.25, 8 epochs"]
+    assert [c[0] for c in model_curves(rec, levers, {"mingru-3x184"})] == ["lever reset-0.25, 8 epochs"]

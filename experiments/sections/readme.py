@@ -8,7 +8,7 @@ from experiments import classes
 from experiments.common import load
 from experiments.sections.figures import best_val, loaded, pm
 from experiments.sections.models import no_windows
-from experiments.sections.shakespeare import NANOGPT
+from experiments.sections.shakespeare import NANOGPT, race_targets
 
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
@@ -65,6 +65,8 @@ def readme_results() -> list[str]:
         )
         gpt_name, gpt = next(iter(NANOGPT.items()))
         out += [f"The {gpt_name.split(' (')[0]} reports {gpt:.4f} under its own protocol, *windows*.", ""]
+        race = [line for line in race_targets(rec["models"]) if line]
+        out += [*race, ""] if race else []
     return out + ["Every table, with seeds, curves and samples: [experiments/RESULTS.md](experiments/RESULTS.md)."]
 
 
