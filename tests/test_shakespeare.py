@@ -125,6 +125,7 @@ def test_the_benchmark_script_runs_end_to_end(tmp_path, data_dir, monkeypatch, t
     assert select["data"]["train_tokens"] == out["split"]["train"] and select["data"]["val_tokens"] == 3_000
     assert final["data"]["train_tokens"] == 54_000 and final["data"]["val_tokens"] == 0
     assert final["config"]["seed"] == 1 and models["lstm-1x8"]["selection"]["epochs"] == 1
+    assert lstm["cpu_cores"] == json.loads((runs / "seed_1" / "summary.json").read_text())["cpu_cores"] >= 1
     # again: nothing retrains, and no test part is scored a second time for the same checkpoint and setting
     shakespeare.main([*argv, "--no-baselines"])
     again = json.loads((tmp_path / "results" / "shakespeare_smoke.json").read_text())

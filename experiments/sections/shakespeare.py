@@ -38,7 +38,8 @@ NANOGPT_ROWS = {
     "nanoGPT CPU configuration (~3 min on a laptop CPU; its windows are 64 characters)": (1.88, "", ""),
 }
 # Test losses Feng et al. 2024 ("Were RNNs All We Needed?") report for 3-layer models in nanoGPT's shakespeare_char
-# setting, so under nanoGPT's protocol (windows): quoted, not measured here; keyed by the cell that races each
+# setting: quoted, not measured here, and set beside the windows figures (the protocol of that setting); keyed by
+# the cell that races each
 FENG = {"mingru": ("minGRU", 1.548), "minlstm": ("minLSTM", 1.555)}
 FENG_OTHERS = {"Mamba": 1.575, "Transformer": 1.547}
 
