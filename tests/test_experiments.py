@@ -184,6 +184,34 @@ def test_report_beating_counting_section(results_dir):
     assert (results_dir / "results" / "figures" / "heldout.png").stat().st_size > 5_000
 
 
+def test_the_heldout_table_ranks_the_residual_recurrences_and_sets_the_best_beside_the_best_plain_stack():
+    from experiments.sections.heldout import residual_race
+
+    def rnn(cell, block, test, val, **extra):
+        stat = lambda x: {"mean": x, "std": 0.01, "seeds": [x - 0.01, x + 0.01]}
+        cfg = {"cell": cell, "block": block, "num_layers": 3 if block == "residual" else 1}
+        return {"kind": "rnn", "evaluation": "static", "config": cfg, "test_perplexity": stat(test)} | {
+            "val_perplexity": stat(val),
+            **extra,
+        }
+
+    models = {
+        "lstm-1x256": rnn("lstm", None, 4.30, 4.40),  # an older record: no block recorded, a plain stack
+        "lstm-2x256": rnn("lstm", "plain", 4.20, 4.30),
+        "mingru-3x88": rnn("mingru", "residual", 4.50, 4.60),
+        "lstm-3x72": rnn("lstm", "residual", 4.25, 4.35),
+        "lstm-3x72 dynamic": rnn("lstm", "residual", 3.90, 4.00) | {"evaluation": "dynamic"},
+        "mingru-3x88 ensemble of 3": rnn("mingru", "residual", 4.00, 4.10, ensemble=3),
+    }
+    (text,) = residual_race(models)
+    assert "test perplexity from best to worst: lstm-3x72 4.250 ± 0.010; mingru-3x88 4.500 ± 0.010." in text
+    assert (
+        "lstm-3x72, is 0.988x lstm-1x256, the plain stack of the same parameter count (4.300 ± 0.010) and 1.012x "
+        "lstm-2x256, the best plain stack by validation (4.200 ± 0.010)." in text
+    )
+    assert residual_race({"lstm-2x256": models["lstm-2x256"]}) == []
+
+
 def test_heldout_sweep_keeps_finished_runs_and_resumes_short_ones(tmp_path):
     from experiments import heldout
 

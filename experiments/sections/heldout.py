@@ -49,7 +49,7 @@ def heldout_section(name: str = "heldout") -> list[str]:
         for n, m in models
     ]
     out += ["", val_curves_heldout(rec), "", *heldout_screening(rec), *heldout_targets(rec), ""]
-    return out
+    return out + [*residual_race(rec["models"]), ""]
 
 
 def val_curves_heldout(rec: dict) -> str:
@@ -132,3 +132,32 @@ def heldout_targets(rec: dict) -> list[str]:
                 f"({'at or below' if t <= ref else 'above'} the best static counting model)."
             )
     return [" ".join(lines)]
+
+
+def residual_race(models: dict, equal: str = "lstm-1x256") -> list[str]:
+    """The recurrences in residual blocks (static evaluation, single models) against each other, and the best of them
+    against the plain stack of the same parameter count (`equal`, whose count heldout_grid sizes them to) and the
+    best plain stack by validation, each at its test perplexity over seeds."""
+    single = {n: m for n, m in models.items() if m["kind"] == "rnn" and "ensemble" not in m and "mixture" not in m}
+    static = {n: m for n, m in single.items() if m["evaluation"] == "static"}
+    race = sorted(
+        ((n, m) for n, m in static.items() if m["config"].get("block") == "residual"),
+        key=lambda nm: nm[1]["test_perplexity"]["mean"],
+    )
+    if not race:
+        return []
+    plain = best_by_val({n: m for n, m in static.items() if m["config"].get("block") != "residual"}, ("rnn",), "static")
+    ranked = "; ".join(f"{n} {pm(m['test_perplexity'])}" for n, m in race)
+    text = (
+        f"The recurrences in {race[0][1]['config']['num_layers']} residual blocks (`--block residual`, each as wide "
+        f"as gives {equal}'s parameter count), static, test perplexity from best to worst: {ranked}."
+    )
+    t = race[0][1]["test_perplexity"]["mean"]
+    refs = [(f"{equal}, the plain stack of the same parameter count", static.get(equal))]
+    refs += [(f"{plain[0]}, the best plain stack by validation", plain[1])] if plain and plain[0] != equal else []
+    against = [
+        f"{t / m['test_perplexity']['mean']:.3f}x {label} ({pm(m['test_perplexity'])})" for label, m in refs if m
+    ]
+    if against:
+        text += f" The best of them, {race[0][0]}, is " + " and ".join(against) + "."
+    return [text]

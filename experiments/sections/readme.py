@@ -7,6 +7,7 @@ from pathlib import Path
 from experiments import classes
 from experiments.common import load
 from experiments.sections.figures import best_val, loaded, pm
+from experiments.sections.heldout import residual_race
 from experiments.sections.models import no_windows
 from experiments.sections.shakespeare import NANOGPT, race_targets
 
@@ -52,6 +53,7 @@ def readme_results() -> list[str]:
             "test_perplexity",
             "test perplexity",
         )
+        out += [*residual_race(rec["models"]), ""] if residual_race(rec["models"]) else []
     rec = load("shakespeare")
     if rec:
         out += race_table(
