@@ -121,8 +121,7 @@ def publish() -> None:
         *other_books.other_books_section(),
         *heldout.heldout_section(),
         *shakespeare.shakespeare_section(),
-        *levers.levers_section(),
-        *levers.levers_section("shakespeare_levers_32"),
+        *(line for name in levers.LEVER_RECORDS for line in levers.levers_section(name)),
     ]
     write_atomic(common.HERE / "RESULTS.md", "\n".join(md) + "\n")
     print(f"wrote {common.HERE / 'RESULTS.md'}")

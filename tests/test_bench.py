@@ -53,10 +53,10 @@ def test_flop_per_token_of_the_gated_cells_and_stacks_is_the_hand_count():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cell,products", [("rnn", 1), ("gru", 3), ("lstm", 4)])
-def test_matmul_limit_of_a_cell_counts_its_recurrent_products(cell, products):
+@pytest.mark.parametrize("cell,products,dtype", [("rnn", 1, "float32"), ("gru", 3, "float32"), ("lstm", 4, "bfloat16")])
+def test_matmul_limit_of_a_cell_counts_its_recurrent_products(cell, products, dtype):
     clock = iter([1.0, 1.25]).__next__
-    run = throughput.matmul_limit(4, batch_size=2, steps=5, clock=clock, cell=cell)
+    run = throughput.matmul_limit(4, batch_size=2, steps=5, clock=clock, cell=cell, dtype=dtype)
     assert run() == pytest.approx(2 * 2 * 4 * 4 * products * 5 / 0.25 / 1e9)
 
 
@@ -446,9 +446,14 @@ def test_the_recipe_section_times_both_dtypes_beside_the_torch_peer(tmp_path, ca
     assert f32["torch_tokens_per_s"]["reps"] == [1000.0, 1000.0]
     assert bf16["ratio_to_torch"] == pytest.approx(bf16["tokens_per_s"]["median"] / 2000.5)
     assert f32["fraction_of_fp32_limit"] == pytest.approx(f32["tokens_per_s"]["median"] / r["limit"]["tokens_per_s"])
+    bf16_limit = r["limit_bfloat16"]["tokens_per_s"]
+    assert bf16["fraction_of_own_limit"] == pytest.approx(bf16["tokens_per_s"]["median"] / bf16_limit)
+    assert f32["fraction_of_own_limit"] == f32["fraction_of_fp32_limit"]
+    assert len(r["limit_bfloat16"]["gflop_per_s"]["reps"]) == 2  # measured once per repetition, as float32's
     assert r["limit"]["flop_per_token"] == variants.flop_per_token(16, 66, "lstm")
     report.print_recipe({"recipe": r, "args": {"reps": 2}})
-    assert "recipe bfloat16" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "recipe bfloat16" in printed and "of own dtype's limit" in printed and "bf16 limit:" in printed
     peer.write_text("#!/bin/sh\necho 'no figures'\n")
     with pytest.raises(common.ChildFailed, match="printed no tokens/s for"):
         recipe.peer_tokens_per_s(args)

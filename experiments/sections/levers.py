@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from experiments.common import load
 
-LEVER_RECORDS = ("shakespeare_levers", "shakespeare_levers_32")  # the probe budget, and the candidate's full one
+# the probe budget, the regularised residual LSTM's longer one, and the candidate's full one
+LEVER_RECORDS = ("shakespeare_levers", "shakespeare_levers_12", "shakespeare_levers_32")
 REFERENCE = "lstm-1x512"  # the recipe trained as the recurrences were: the race's clock
 
 

@@ -1,6 +1,7 @@
 """The recipe section: the tiny Shakespeare recipe's training epoch at its own shape (one-hot 66 -> LSTM 512 -> 66,
 batch 64 x 100, Adam, cosine, variational dropout, DropConnect, clipping) in float32 and bfloat16 products, beside
-torch's nn.LSTM at the same shape and dtype (bf16 by autocast), alternating, against the LSTM's fp32 limit."""
+torch's nn.LSTM at the same shape and dtype (bf16 by autocast), alternating, against the LSTM's limit in float32
+and in its own dtype (the chain of the cell's products with bfloat16 operands)."""
 
 from __future__ import annotations
 
@@ -55,11 +56,11 @@ def recipe(args) -> dict:
     for dtype in DTYPES:
         cfg = recipe_config(dtype, args.hidden)
         runs[dtype] = build(cfg, VOCAB, synthetic_batches(cfg), per_step=False)[0]
-    limit = matmul_limit(args.hidden, batch_size=64, steps=args.limit_steps, cell="lstm")
+    limits = {d: matmul_limit(args.hidden, batch_size=64, steps=args.limit_steps, cell="lstm", dtype=d) for d in DTYPES}
     ours: dict[str, list[float]] = {d: [] for d in DTYPES}
     torch: dict[str, list[float]] = {d: [] for d in DTYPES}
     other: list[float | None] = []
-    gflops = []
+    gflops: dict[str, list[float]] = {d: [] for d in DTYPES}
     for _ in range(args.reps):
         for dtype in DTYPES:
             tokens_per_s, load = measured(lambda dtype=dtype: runs[dtype](args.epochs))
@@ -68,9 +69,10 @@ def recipe(args) -> dict:
         if args.peer_python:
             for dtype, v in peer_tokens_per_s(args).items():
                 torch[dtype].append(v)
-        gflops.append(limit())
+        for dtype, limit in limits.items():
+            gflops[dtype].append(limit())
     flop = flop_per_token(args.hidden, VOCAB, "lstm")
-    limit_tokens_per_s = statistics.median(gflops) * 1e9 / flop
+    limit_tokens_per_s = {d: statistics.median(g) * 1e9 / flop for d, g in gflops.items()}
     rows = []
     for dtype in DTYPES:
         med = statistics.median(ours[dtype])
@@ -80,11 +82,15 @@ def recipe(args) -> dict:
                 "tokens_per_s": spread(ours[dtype]),
                 "torch_tokens_per_s": spread(torch[dtype]) if torch[dtype] else None,
                 "ratio_to_torch": med / statistics.median(torch[dtype]) if torch[dtype] else None,
-                "fraction_of_fp32_limit": med / limit_tokens_per_s,
+                "fraction_of_fp32_limit": med / limit_tokens_per_s["float32"],
+                "fraction_of_own_limit": med / limit_tokens_per_s[dtype],
             }
         )
+    fp32 = {"gflop_per_s": spread(gflops["float32"]), "tokens_per_s": limit_tokens_per_s["float32"]}
+    bf16 = {"gflop_per_s": spread(gflops["bfloat16"]), "tokens_per_s": limit_tokens_per_s["bfloat16"]}
     return {
         "rows": rows,
-        "limit": {"gflop_per_s": spread(gflops), "tokens_per_s": limit_tokens_per_s, "flop_per_token": flop},
+        "limit": {**fp32, "flop_per_token": flop},  # float32's, as every section's limit is
+        "limit_bfloat16": bf16,
         "other_cores": statistics.median([o for o in other if o is not None] or [0.0]),
     }

@@ -156,8 +156,12 @@ def print_recipe(report: dict) -> None:
             ("torch nn.LSTM", "torch_tokens_per_s.median", ",.0f"),
             ("vs torch", "ratio_to_torch", ".2f"),
             ("of limit", "fraction_of_fp32_limit", ".2f"),
+            ("of own dtype's limit", "fraction_of_own_limit", ".2f"),
         ],
     )
+    bf16 = r.get("limit_bfloat16")
+    if bf16:
+        print(f"bf16 limit: {bf16['gflop_per_s']['median']:.0f} GFLOP/s = {bf16['tokens_per_s']:,.0f} tokens/s")
     print("torch nn.LSTM: the same shape and dtype (bf16 by autocast), shared/bench/recipe_torch_peer.py")
 
 

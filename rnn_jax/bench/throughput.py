@@ -14,6 +14,7 @@ from rnn_jax import data
 from rnn_jax.bench.common import measured, median_or_none, peer_tokens_per_s, rss_mb, spread
 from rnn_jax.bench.variants import VARIANTS, build, flop_per_token, variant_config, xla_mb
 from rnn_jax.cells import CELLS
+from rnn_jax.cells.common import mm
 
 PEERS = {"torch-scratch": [], "torch-nn.RNN": ["--concise"]}  # the book's §8.5 pipeline, §8.6 nn.RNN
 
@@ -29,9 +30,17 @@ def row_name(cell: str, name: str) -> str:
     return name if cell == "rnn" else f"{cell} {name}"
 
 
-def matmul_limit(hidden: int, batch_size: int = 32, steps: int = 2000, clock=time.perf_counter, cell: str = "rnn"):
-    """run() -> GFLOP/s of the hot products: a lax.scan chain of the cell's (B, H) @ (H, kH) f32 matmuls, one per
-    entry k of its `Cell.products` (the GRU: h [W_hz|W_hr] then (r*h) W_hh, one after the other)."""
+def matmul_limit(
+    hidden: int,
+    batch_size: int = 32,
+    steps: int = 2000,
+    clock=time.perf_counter,
+    cell: str = "rnn",
+    dtype: str = "float32",
+):
+    """run() -> GFLOP/s of the hot products: a lax.scan chain of the cell's (B, H) @ (H, kH) matmuls, one per
+    entry k of its `Cell.products` (the GRU: h [W_hz|W_hr] then (r*h) W_hh, one after the other), with operands in
+    `dtype` and float32 accumulation as the cells' products have them (`--matmul-dtype`)."""
     products = CELLS[cell].products
     Q_HH = jnp.linalg.qr(jax.random.normal(jax.random.key(0), (hidden, hidden)))[0]  # orthogonal: |h| stays put
     Ws = [jnp.tile(Q_HH, (1, k)) / k for k in products]  # the k blocks of h W sum back to h Q
@@ -39,7 +48,8 @@ def matmul_limit(hidden: int, batch_size: int = 32, steps: int = 2000, clock=tim
 
     def link(h_BH, _):
         for W in Ws:
-            h_BH = (h_BH @ W).reshape(batch_size, -1, hidden).sum(1) if W.shape[1] > hidden else h_BH @ W
+            hW = mm(h_BH, W, dtype)
+            h_BH = hW.reshape(batch_size, -1, hidden).sum(1) if W.shape[1] > hidden else hW
         return h_BH, None
 
     chain = jax.jit(lambda h_BH: jax.lax.scan(link, h_BH, None, length=steps)[0])
