@@ -53,6 +53,7 @@ LEVERS |= FAMILIES | {"lstm-1x512": {}}  # the recipe again, trained as they are
 # nats in the probe, against 3.2 for the recipe): the resets that helped the wide LSTM, on the two leaders
 LEVERS |= {f"{n}-reset-0.1": {**FAMILIES[n], "reset_fraction": 0.1} for n in ("lstm-3x152", "rglru-3x176")}
 LEVERS["lstm-3x256-reset-0.1"] = {**LEVERS["lstm-3x152-reset-0.1"], "hidden": 256}  # wider, at the probe budget
+LEVERS["lstm-3x152-reset-0.1-out0.35"] = {**LEVERS["lstm-3x152-reset-0.1"], "dropout": 0.35}  # more output dropout
 # with resets the residual LSTM still overfits when trained longer (train loss 1.21 against validation 1.48 at 8
 # epochs): a quarter of the stream entering blocks 2 and 3 dropped, trained longer (--epochs 12), at its width and wider
 LEVERS |= {
