@@ -58,6 +58,8 @@ def test_matmul_limit_of_a_cell_counts_its_recurrent_products(cell, products, dt
     clock = iter([1.0, 1.25]).__next__
     run = throughput.matmul_limit(4, batch_size=2, steps=5, clock=clock, cell=cell, dtype=dtype)
     assert run() == pytest.approx(2 * 2 * 4 * 4 * products * 5 / 0.25 / 1e9)
+    operands = "bf16" if dtype == "bfloat16" else "f32"
+    assert f"tensor<2x4x{operands}>" in run.program() and ("bf16" in run.program()) == (dtype == "bfloat16")
 
 
 def test_a_cells_rows_take_ratios_to_its_own_peers():

@@ -138,8 +138,11 @@ def residual_race(models: dict, equal: str = "lstm-1x256") -> list[str]:
     """The recurrences in residual blocks (static evaluation, single models) against each other, and the best of them
     against the plain stack of the same parameter count (`equal`, whose count heldout_grid sizes them to) and the
     best plain stack by validation, each at its test perplexity over seeds."""
-    single = {n: m for n, m in models.items() if m["kind"] == "rnn" and "ensemble" not in m and "mixture" not in m}
-    static = {n: m for n, m in single.items() if m["evaluation"] == "static"}
+    static = {
+        n: m
+        for n, m in models.items()
+        if m["kind"] == "rnn" and m["evaluation"] == "static" and "ensemble" not in m and "mixture" not in m
+    }
     race = sorted(
         ((n, m) for n, m in static.items() if m["config"].get("block") == "residual"),
         key=lambda nm: nm[1]["test_perplexity"]["mean"],

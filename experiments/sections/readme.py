@@ -53,7 +53,7 @@ def readme_results() -> list[str]:
             "test_perplexity",
             "test perplexity",
         )
-        out += [*residual_race(rec["models"]), ""] if residual_race(rec["models"]) else []
+        out += [line for text in residual_race(rec["models"]) for line in (text, "")]
     rec = load("shakespeare")
     if rec:
         out += race_table(

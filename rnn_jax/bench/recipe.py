@@ -86,11 +86,10 @@ def recipe(args) -> dict:
                 "fraction_of_own_limit": med / limit_tokens_per_s[dtype],
             }
         )
-    fp32 = {"gflop_per_s": spread(gflops["float32"]), "tokens_per_s": limit_tokens_per_s["float32"]}
-    bf16 = {"gflop_per_s": spread(gflops["bfloat16"]), "tokens_per_s": limit_tokens_per_s["bfloat16"]}
+    lim = lambda d: {"gflop_per_s": spread(gflops[d]), "tokens_per_s": limit_tokens_per_s[d]}
     return {
         "rows": rows,
-        "limit": {**fp32, "flop_per_token": flop},  # float32's, as every section's limit is
-        "limit_bfloat16": bf16,
+        "limit": {**lim("float32"), "flop_per_token": flop},  # float32's, as every section's limit is
+        "limit_bfloat16": lim("bfloat16"),
         "other_cores": statistics.median([o for o in other if o is not None] or [0.0]),
     }
